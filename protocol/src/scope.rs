@@ -1,0 +1,459 @@
+//! Grant terms and the one place that decides what a request may see.
+//!
+//! A grant's [`Terms`] are what the person allowed. A token may carry [`Caveat`]s that narrow
+//! them ([`Terms::narrow`]); a request ([`SliceQuery`]) may ask for less than the narrowed
+//! terms, never more. [`Terms::evaluate`] turns the three into the [`Applied`] scope the slice
+//! is cut to, or a [`ScopeError`] naming the field that asked too much. Nothing else in the
+//! system decides scope.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::signal::{Kind, Kinds};
+use crate::span::Span;
+use crate::timestamp;
+
+/// A grant's identifier: `g_` and 24 lowercase hex digits.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct GrantId(String);
+
+impl GrantId {
+    /// The id made of 12 random bytes.
+    pub fn from_bytes(bytes: [u8; 12]) -> GrantId {
+        GrantId(format!("g_{}", crate::hex(&bytes)))
+    }
+
+    /// Parses `g_` and 24 lowercase hex digits.
+    pub fn parse(text: &str) -> Option<GrantId> {
+        let hex = text.strip_prefix("g_")?;
+        (hex.len() == 24 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .then(|| GrantId(text.to_owned()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for GrantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for GrantId {
+    type Error = String;
+    fn try_from(text: String) -> Result<GrantId, String> {
+        GrantId::parse(&text).ok_or_else(|| format!("`{}` is not a grant id", text.chars().take(40).collect::<String>()))
+    }
+}
+
+impl From<GrantId> for String {
+    fn from(id: GrantId) -> String {
+        id.0
+    }
+}
+
+/// How much of each signal a slice shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Granularity {
+    /// Every field of the signal.
+    Raw,
+    /// Only kind, category and day.
+    Category,
+}
+
+impl Granularity {
+    /// Whether `self` shows more than `other`.
+    pub fn is_finer_than(self, other: Granularity) -> bool {
+        self.rank() < other.rank()
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            Granularity::Raw => 0,
+            Granularity::Category => 1,
+        }
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Granularity::Raw => "raw",
+            Granularity::Category => "category",
+        }
+    }
+}
+
+impl fmt::Display for Granularity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Granularity {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Granularity, String> {
+        match text {
+            "raw" => Ok(Granularity::Raw),
+            "category" => Ok(Granularity::Category),
+            _ => Err(format!("unknown granularity `{}`: expected raw or category", text.chars().take(32).collect::<String>())),
+        }
+    }
+}
+
+/// What a grant allows: the person's consent, and every token's upper bound.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Terms {
+    /// Who the slices are for: the marketer, or a partner a caveat named.
+    pub audience: String,
+    /// The kinds that may be shared.
+    pub kinds: Kinds,
+    /// How much of each signal.
+    pub granularity: Granularity,
+    /// How far back a slice may reach from the moment it is cut.
+    pub window: Span,
+    /// When the grant (or the token) stops working.
+    #[serde(with = "crate::timestamp::serde")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// A restriction a token carries. Caveats only ever narrow (see [`Terms::narrow`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Caveat {
+    /// Only these kinds.
+    Kinds(Kinds),
+    /// At most this granularity.
+    Granularity(Granularity),
+    /// At most this look-back window.
+    Window(Span),
+    /// No later than this.
+    Expires(OffsetDateTime),
+    /// Slices name this audience (a marketer's partner).
+    Audience(String),
+}
+
+/// Why a caveat was refused. Unknown caveats are refused, never skipped: a verifier that
+/// ignored a restriction it did not understand would widen the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("caveat `{text}`: {reason}")]
+pub struct CaveatError {
+    /// The caveat as written (truncated).
+    pub text: String,
+    /// What was wrong.
+    pub reason: String,
+}
+
+impl FromStr for Caveat {
+    type Err = CaveatError;
+    fn from_str(text: &str) -> Result<Caveat, CaveatError> {
+        let fail = |reason: &str| CaveatError { text: text.chars().take(64).collect(), reason: reason.into() };
+        let (key, value) = text.split_once('=').ok_or_else(|| fail("expected key=value"))?;
+        match key {
+            "kinds" => value.parse().map(Caveat::Kinds).map_err(|e: crate::signal::KindError| fail(&e.to_string())),
+            "granularity" => value.parse().map(Caveat::Granularity).map_err(|e: String| fail(&e)),
+            "window" => value.parse().map(Caveat::Window).map_err(|e: crate::span::SpanError| fail(&e.to_string())),
+            "expires" => timestamp::parse(value).map(Caveat::Expires).ok_or_else(|| fail("not an RFC 3339 timestamp")),
+            "aud" => {
+                let ok = (1..=128).contains(&value.len()) && !value.chars().any(char::is_control);
+                ok.then(|| Caveat::Audience(value.to_owned())).ok_or_else(|| fail("audience must be 1 to 128 characters"))
+            }
+            _ => Err(fail("unknown caveat")),
+        }
+    }
+}
+
+impl fmt::Display for Caveat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Caveat::Kinds(k) => write!(f, "kinds={k}"),
+            Caveat::Granularity(g) => write!(f, "granularity={g}"),
+            Caveat::Window(w) => write!(f, "window={w}"),
+            Caveat::Expires(at) => write!(f, "expires={}", timestamp::format(*at)),
+            Caveat::Audience(a) => write!(f, "aud={a}"),
+        }
+    }
+}
+
+/// What a slice request asks for; every field optional (defaults: all the grant allows).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SliceQuery {
+    /// Only these kinds.
+    pub kinds: Option<Kinds>,
+    /// Signals at or after.
+    pub since: Option<OffsetDateTime>,
+    /// Signals before.
+    pub until: Option<OffsetDateTime>,
+    /// How much of each signal.
+    pub granularity: Option<Granularity>,
+    /// Most items in this page.
+    pub limit: Option<u32>,
+    /// Where the previous page ended (opaque to the marketer).
+    pub cursor: Option<String>,
+}
+
+/// Items per page when the request does not say.
+pub const DEFAULT_LIMIT: u32 = 100;
+/// Most items per page.
+pub const MAX_LIMIT: u32 = 1000;
+
+impl SliceQuery {
+    /// Parses the query-string pairs of `GET /v1/slice`. Unknown or repeated parameters are
+    /// refused, so a typo never silently widens a request to its defaults.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<SliceQuery, ScopeError> {
+        let mut q = SliceQuery::default();
+        let mut seen: Vec<&str> = Vec::new();
+        for (key, value) in pairs {
+            let bad = |reason: String| ScopeError::Invalid { field: key.chars().take(32).collect(), reason };
+            if seen.contains(&key) {
+                return Err(bad("given more than once".into()));
+            }
+            match key {
+                "kinds" => q.kinds = Some(value.parse().map_err(|e: crate::signal::KindError| bad(e.to_string()))?),
+                "since" => q.since = Some(timestamp::parse(value).ok_or_else(|| bad("not an RFC 3339 timestamp".into()))?),
+                "until" => q.until = Some(timestamp::parse(value).ok_or_else(|| bad("not an RFC 3339 timestamp".into()))?),
+                "granularity" => q.granularity = Some(value.parse().map_err(bad)?),
+                "limit" => {
+                    let n: u32 = value.parse().map_err(|_| bad(format!("must be a whole number from 1 to {MAX_LIMIT}")))?;
+                    if !(1..=MAX_LIMIT).contains(&n) {
+                        return Err(bad(format!("must be a whole number from 1 to {MAX_LIMIT}")));
+                    }
+                    q.limit = Some(n);
+                }
+                "cursor" => {
+                    if value.is_empty() || value.len() > 512 {
+                        return Err(bad("malformed cursor".into()));
+                    }
+                    q.cursor = Some(value.to_owned());
+                }
+                _ => return Err(bad("unknown parameter".into())),
+            }
+            seen.push(key);
+        }
+        Ok(q)
+    }
+}
+
+/// The scope a slice was actually cut to. Slices state it so the marketer knows exactly
+/// what they were given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// Kinds included.
+    pub kinds: Kinds,
+    /// Granularity of the items.
+    pub granularity: Granularity,
+    /// Earliest signal time included.
+    #[serde(with = "crate::timestamp::serde")]
+    pub since: OffsetDateTime,
+    /// Signals strictly before this time.
+    #[serde(with = "crate::timestamp::serde")]
+    pub until: OffsetDateTime,
+    /// Most items in this page.
+    pub limit: u32,
+}
+
+/// Why a request gets nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScopeError {
+    /// The grant or token has expired.
+    #[error("the grant expired at {}", timestamp::format(*.0))]
+    Expired(OffsetDateTime),
+    /// The request asks for more than the grant allows (HTTP 403).
+    #[error("`{field}` exceeds the grant: {reason}")]
+    Exceeds {
+        /// The query parameter that asked too much.
+        field: &'static str,
+        /// What the grant allows instead.
+        reason: String,
+    },
+    /// The request is malformed (HTTP 400).
+    #[error("`{field}`: {reason}")]
+    Invalid {
+        /// The query parameter at fault.
+        field: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+impl Terms {
+    /// The terms after one caveat, or `None` when the caveat leaves nothing (no kind in
+    /// common, or a second, different audience).
+    pub fn narrow(&self, caveat: &Caveat) -> Option<Terms> {
+        let mut t = self.clone();
+        match caveat {
+            Caveat::Kinds(k) => t.kinds = t.kinds.intersect(k)?,
+            Caveat::Granularity(g) => {
+                if g.is_finer_than(t.granularity) {
+                    // A caveat can never widen; asking for finer keeps the grant's granularity.
+                } else {
+                    t.granularity = *g;
+                }
+            }
+            Caveat::Window(w) => t.window = t.window.min(*w),
+            Caveat::Expires(at) => t.expires_at = t.expires_at.min(*at),
+            Caveat::Audience(a) => t.audience = a.clone(),
+        }
+        Some(t)
+    }
+
+    /// Decides the scope of a slice cut `now` for `query`.
+    pub fn evaluate(&self, query: &SliceQuery, now: OffsetDateTime) -> Result<Applied, ScopeError> {
+        if now >= self.expires_at {
+            return Err(ScopeError::Expired(self.expires_at));
+        }
+        let kinds = match &query.kinds {
+            None => self.kinds.clone(),
+            Some(asked) => {
+                if let Some(k) = asked.iter().find(|k| !self.kinds.contains(*k)) {
+                    return Err(ScopeError::Exceeds {
+                        field: "kinds",
+                        reason: format!("kind `{k}` is not granted; granted: {}", self.kinds),
+                    });
+                }
+                asked.clone()
+            }
+        };
+        let granularity = match query.granularity {
+            None => self.granularity,
+            Some(g) if g.is_finer_than(self.granularity) => {
+                return Err(ScopeError::Exceeds {
+                    field: "granularity",
+                    reason: format!("`{g}` is finer than the granted `{}`", self.granularity),
+                })
+            }
+            Some(g) => g,
+        };
+        let earliest = now - self.window.duration();
+        let since = match query.since {
+            None => earliest,
+            Some(s) if s < earliest => {
+                return Err(ScopeError::Exceeds {
+                    field: "since",
+                    reason: format!("the grant's window of {} reaches back to {}", self.window, timestamp::format(earliest)),
+                })
+            }
+            Some(s) => s,
+        };
+        // Nothing is known about the future: a later `until` is clamped, not refused.
+        let until = query.until.map_or(now, |u| u.min(now));
+        if since > until {
+            return Err(ScopeError::Invalid { field: "until".into(), reason: "must not be before `since`".into() });
+        }
+        Ok(Applied { kinds, granularity, since, until, limit: query.limit.unwrap_or(DEFAULT_LIMIT) })
+    }
+
+    /// Whether a signal of `kind` at `at` lies inside `applied` (used when re-checking items).
+    pub fn admits(applied: &Applied, kind: Kind, at: OffsetDateTime) -> bool {
+        applied.kinds.contains(kind) && at >= applied.since && at < applied.until
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn terms() -> Terms {
+        Terms {
+            audience: "acme".into(),
+            kinds: "search,cart".parse().unwrap(),
+            granularity: Granularity::Raw,
+            window: "30d".parse().unwrap(),
+            expires_at: datetime!(2027-01-01 0:00 UTC),
+        }
+    }
+
+    fn query(text: &str) -> Result<SliceQuery, ScopeError> {
+        let pairs: Vec<(&str, &str)> = text.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, ""))).collect();
+        SliceQuery::from_pairs(pairs)
+    }
+
+    const NOW: OffsetDateTime = datetime!(2026-11-23 12:00 UTC);
+
+    #[test]
+    fn defaults_to_everything_granted() {
+        let applied = terms().evaluate(&query("").unwrap(), NOW).unwrap();
+        assert_eq!(applied.kinds.to_string(), "search,cart");
+        assert_eq!(applied.since, datetime!(2026-10-24 12:00 UTC));
+        assert_eq!(applied.until, NOW);
+        assert_eq!(applied.limit, DEFAULT_LIMIT);
+    }
+
+    #[test]
+    fn rejects_requests_beyond_the_grant() {
+        for (q, field) in [
+            ("kinds=purchase", "kinds"),
+            ("kinds=search,purchase", "kinds"),
+            ("since=2026-01-01T00:00:00Z", "since"),
+        ] {
+            match terms().evaluate(&query(q).unwrap(), NOW) {
+                Err(ScopeError::Exceeds { field: f, .. }) => assert_eq!(f, field, "{q}"),
+                other => panic!("{q}: {other:?}"),
+            }
+        }
+        let coarse = Terms { granularity: Granularity::Category, ..terms() };
+        assert!(matches!(coarse.evaluate(&query("granularity=raw").unwrap(), NOW), Err(ScopeError::Exceeds { field: "granularity", .. })));
+    }
+
+    #[test]
+    fn rejects_malformed_queries() {
+        for (q, field) in [
+            ("kinds=walks", "kinds"),
+            ("limit=0", "limit"),
+            ("limit=1001", "limit"),
+            ("limit=ten", "limit"),
+            ("since=yesterday", "since"),
+            ("kind=search", "kind"),
+            ("limit=1&limit=2", "limit"),
+            ("granularity=fine", "granularity"),
+        ] {
+            match query(q) {
+                Err(ScopeError::Invalid { field: f, .. }) => assert_eq!(f, field, "{q}"),
+                other => panic!("{q}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn expired_terms_serve_nothing() {
+        let t = terms();
+        assert!(matches!(t.evaluate(&SliceQuery::default(), t.expires_at), Err(ScopeError::Expired(_))));
+    }
+
+    #[test]
+    fn caveats_only_narrow() {
+        let t = terms();
+        for (caveat, check) in [
+            ("kinds=search,purchase", Box::new(|n: &Terms| n.kinds.to_string() == "search") as Box<dyn Fn(&Terms) -> bool>),
+            ("granularity=category", Box::new(|n: &Terms| n.granularity == Granularity::Category)),
+            ("window=90d", Box::new(|n: &Terms| n.window.to_string() == "30d")),
+            ("window=7d", Box::new(|n: &Terms| n.window.to_string() == "1w")),
+            ("expires=2030-01-01T00:00:00Z", Box::new(|n: &Terms| n.expires_at == datetime!(2027-01-01 0:00 UTC))),
+            ("expires=2026-12-01T00:00:00Z", Box::new(|n: &Terms| n.expires_at == datetime!(2026-12-01 0:00 UTC))),
+            ("aud=partner.example", Box::new(|n: &Terms| n.audience == "partner.example")),
+        ] {
+            let c: Caveat = caveat.parse().unwrap();
+            assert_eq!(c.to_string().parse::<Caveat>().unwrap(), c);
+            assert!(check(&t.narrow(&c).unwrap()), "{caveat}");
+        }
+        let coarse = Terms { granularity: Granularity::Category, ..terms() };
+        assert_eq!(coarse.narrow(&"granularity=raw".parse().unwrap()).unwrap().granularity, Granularity::Category);
+        assert!(t.narrow(&"kinds=purchase".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn rejects_unknown_caveats() {
+        for text in ["colour=blue", "kinds", "kinds=", "window=forever", "expires=soon", "aud="] {
+            assert!(text.parse::<Caveat>().is_err(), "{text}");
+        }
+    }
+}
