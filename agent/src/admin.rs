@@ -1,0 +1,113 @@
+//! The admin socket: how the CLI (and the browser's native host) reach a running agent.
+//!
+//! A Unix-domain socket `admin.sock` in the home, mode 0600 inside a 0700 directory, and
+//! peers must run as the home's owner. Each request is one JSON line ([`Request`]); each
+//! answer one JSON line ([`Reply`]).
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::command::{Reply, Request};
+use crate::core::Core;
+use crate::home::Home;
+
+/// Longest request line (an ingest batch travels in one).
+pub const MAX_LINE: usize = 64 * 1024 * 1024;
+
+/// Serves the admin socket until `stop`.
+pub async fn serve(home: Home, core: Arc<Core>, mut stop: watch::Receiver<bool>) -> Result<()> {
+    let path = home.admin_socket();
+    // A socket left by an agent that was killed would make bind fail; the store lock already
+    // proved that no other agent owns this home.
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).with_context(|| format!("cannot bind {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let owner = std::fs::metadata(home.root())?.uid();
+    let mut tasks = JoinSet::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        match stream.peer_cred() {
+            Ok(cred) if cred.uid() == owner => {}
+            _ => {
+                tracing::warn!("admin connection from another user refused");
+                continue;
+            }
+        }
+        let core = core.clone();
+        tasks.spawn(async move {
+            if let Err(e) = session(stream, &core).await {
+                tracing::debug!(error = %e, "admin session ended with an error");
+            }
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    // Let commands in progress (a revoke waiting for its gate) finish.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(15), async { while tasks.join_next().await.is_some() {} }).await;
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+async fn session(stream: UnixStream, core: &Core) -> Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read);
+    loop {
+        let mut line = Vec::new();
+        let n = (&mut lines).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let reply = if line.len() > MAX_LINE {
+            Reply::Err { error: format!("request longer than {MAX_LINE} bytes") }
+        } else {
+            match serde_json::from_slice::<Request>(&line) {
+                Ok(request) => match core.handle(request, crate::core::now()).await {
+                    Ok(response) => Reply::Ok(response),
+                    Err(e) => Reply::Err { error: e.to_string() },
+                },
+                Err(e) => Reply::Err { error: format!("not an admin request: {e}") },
+            }
+        };
+        let mut out = serde_json::to_vec(&reply)?;
+        out.push(b'\n');
+        write.write_all(&out).await?;
+        if line.len() > MAX_LINE {
+            return Ok(());
+        }
+    }
+}
+
+/// Sends one request to the agent of `home`; `None` when no agent listens there.
+pub async fn call(socket: &Path, request: &Request) -> Result<Option<Reply>> {
+    let stream = match UnixStream::connect(socket).await {
+        Ok(s) => s,
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot reach the agent at {}", socket.display())),
+    };
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    write.write_all(&line).await.context("cannot send to the agent")?;
+    let mut answer = Vec::new();
+    BufReader::new(read).take(MAX_LINE as u64).read_until(b'\n', &mut answer).await.context("cannot read the agent's answer")?;
+    if answer.is_empty() {
+        anyhow::bail!("the agent closed the admin connection without answering");
+    }
+    Ok(Some(serde_json::from_slice(&answer).context("the agent's answer is not a reply")?))
+}
+

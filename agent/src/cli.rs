@@ -1,0 +1,412 @@
+//! The `optin` command line: flags defined once here, each command turned into a
+//! [`Request`] and run through the admin socket of a running agent or, when none runs, on
+//! the store directly.
+//!
+//! Exit codes: 0 success, 1 the command failed (the message says why), 2 the command line
+//! is wrong.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use optin_protocol::scope::{GrantId, Granularity};
+use optin_protocol::signal::{Kind, Kinds};
+use optin_protocol::span::Span;
+use time::OffsetDateTime;
+
+use crate::command::{ForgetWhat, GrantView, Reply, Request, Response};
+use crate::core::{Core, CoreConfig};
+use crate::home::Home;
+use crate::keys::Keys;
+use crate::store::Store;
+use crate::tls::{self, TlsSource};
+
+/// optin: share chosen browsing signals with chosen marketers, signed, scoped and revocable.
+#[derive(Parser, Debug)]
+#[command(name = "optin", version, about)]
+pub struct Cli {
+    /// The agent's home: store, keys, certificate, admin socket.
+    #[arg(long, global = true, env = "OPTIN_HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the agent: the HTTPS API for marketers and the admin socket for this CLI.
+    Serve(ServeArgs),
+    /// Store signals from an NDJSON file (or - for standard input), all or nothing.
+    Ingest {
+        /// The NDJSON file, or - for standard input.
+        file: PathBuf,
+        /// Print the counts as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the owner's token for POST /v1/signals.
+    IngestToken,
+    /// List stored signals.
+    Signals {
+        /// Only signals of this kind.
+        #[arg(long, value_name = "KIND")]
+        kind: Option<Kind>,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget signals: they never appear in any later slice.
+    Forget(ForgetArgs),
+    /// Allow a marketer to receive slices, and print the bundle to hand them.
+    Grant(GrantArgs),
+    /// List grants and their state.
+    Grants {
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a grant; returns once the agent no longer honours it.
+    Revoke {
+        /// The grant's id (g_…).
+        grant_id: GrantId,
+    },
+    /// Show exactly what a grant's marketer would receive now.
+    Preview {
+        /// The grant's id (g_…).
+        grant_id: GrantId,
+        /// Print the slice's claims as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show who received what, when, and every refusal.
+    Audit {
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+        /// Check the hash chain; exit 1 if it is broken.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Stop all sharing at once.
+    Pause,
+    /// Share again after `pause`.
+    Resume,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on; 127.0.0.1:0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:7676", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Your own certificate chain (PEM) instead of the self-signed one.
+    #[arg(long, requires = "tls_key", value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM, mode 0600).
+    #[arg(long, requires = "tls_cert", value_name = "PEM")]
+    tls_key: Option<PathBuf>,
+    /// How long a cart waits for a purchase before it counts as abandoned.
+    #[arg(long, default_value = "24h", value_name = "SPAN")]
+    abandon_after: Span,
+}
+
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+struct ForgetArgs {
+    /// One signal by id.
+    #[arg(long)]
+    id: Option<String>,
+    /// Every signal of a kind.
+    #[arg(long, value_name = "KIND")]
+    kind: Option<Kind>,
+    /// Every signal before this RFC 3339 time.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    before: Option<OffsetDateTime>,
+    /// Everything.
+    #[arg(long)]
+    all: bool,
+}
+
+#[derive(Args, Debug)]
+struct GrantArgs {
+    /// Who may receive slices (a name or domain the marketer knows itself by).
+    marketer: String,
+    /// Kinds to share: any of search,cart,purchase.
+    #[arg(long, value_name = "KINDS")]
+    kinds: Kinds,
+    /// raw (every field) or category (kind, category and day only).
+    #[arg(long, value_name = "LEVEL")]
+    granularity: Granularity,
+    /// How far back slices reach, like 30d.
+    #[arg(long, value_name = "SPAN")]
+    window: Span,
+    /// How long the grant lasts, like 90d.
+    #[arg(long, value_name = "SPAN")]
+    expires: Span,
+    /// What the marketer may use the data for, shown to both sides.
+    #[arg(long, value_name = "TEXT")]
+    purpose: String,
+    /// Print only the bundle's JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
+    optin_protocol::timestamp::parse(text).ok_or_else(|| format!("`{text}` is not an RFC 3339 time like 2026-11-20T10:00:00Z"))
+}
+
+/// Runs the command line; the binary's `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OPTIN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let home_dir = match cli.home {
+        Some(h) => h,
+        None => Home::default_dir()?,
+    };
+    match cli.command {
+        Command::Serve(args) => {
+            let tls = TlsSource { user: args.tls_cert.zip(args.tls_key) };
+            crate::server::serve(crate::server::ServeConfig {
+                home: home_dir,
+                listen: args.listen,
+                tls,
+                abandon_after: args.abandon_after,
+                max_connections: 512,
+            })
+            .await
+        }
+        Command::IngestToken => {
+            let home = Home::open(&home_dir)?;
+            println!("{}", Keys::load_or_create(&home)?.ingest_token());
+            Ok(())
+        }
+        Command::Ingest { file, json } => {
+            let ndjson = read_input(&file)?;
+            match execute(&home_dir, Request::Ingest { ndjson }).await? {
+                Response::Ingested { stored, duplicates } if json => println!("{}", serde_json::json!({"stored": stored, "duplicates": duplicates})),
+                Response::Ingested { stored, duplicates } => println!("stored {stored} signals ({duplicates} already present)"),
+                other => unexpected(other)?,
+            }
+            Ok(())
+        }
+        Command::Signals { kind, json } => {
+            let Response::Signals { signals } = execute(&home_dir, Request::Signals { kind }).await? else { bail!("unexpected answer") };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&signals)?);
+            } else {
+                print_signals(&signals);
+            }
+            Ok(())
+        }
+        Command::Forget(args) => {
+            let what = match (args.id, args.kind, args.before, args.all) {
+                (Some(id), ..) => ForgetWhat::Id(id),
+                (_, Some(k), ..) => ForgetWhat::Kind(k),
+                (_, _, Some(t), _) => ForgetWhat::Before(t),
+                _ => ForgetWhat::All,
+            };
+            let Response::Forgot { count } = execute(&home_dir, Request::Forget { what }).await? else { bail!("unexpected answer") };
+            println!("forgot {count} signals");
+            Ok(())
+        }
+        Command::Grant(a) => {
+            let request = Request::Grant {
+                marketer: a.marketer,
+                kinds: a.kinds,
+                granularity: a.granularity,
+                window: a.window,
+                expires: a.expires,
+                purpose: a.purpose,
+            };
+            let Response::Granted { bundle } = execute(&home_dir, request).await? else { bail!("unexpected answer") };
+            let json = serde_json::to_string_pretty(&bundle)?;
+            if a.json {
+                println!("{json}");
+            } else {
+                println!(
+                    "granted {} to {}: {} at {} granularity, {} window, until {}",
+                    bundle.grant_id,
+                    bundle.marketer,
+                    bundle.terms.kinds,
+                    bundle.terms.granularity,
+                    bundle.terms.window,
+                    optin_protocol::timestamp::format(bundle.terms.expires_at)
+                );
+                println!("give this bundle to {} (it holds their token: send it privately):", bundle.marketer);
+                println!("{json}");
+            }
+            Ok(())
+        }
+        Command::Grants { json } => {
+            let Response::Grants { grants } = execute(&home_dir, Request::Grants).await? else { bail!("unexpected answer") };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&grants)?);
+            } else {
+                print_grants(&grants);
+            }
+            Ok(())
+        }
+        Command::Revoke { grant_id } => {
+            let Response::Revoked { grant_id, already } = execute(&home_dir, Request::Revoke { grant_id }).await? else { bail!("unexpected answer") };
+            if already {
+                println!("{grant_id} was already revoked");
+            } else {
+                println!("revoked {grant_id}");
+            }
+            Ok(())
+        }
+        Command::Preview { grant_id, json } => {
+            let Response::Preview { claims } = execute(&home_dir, Request::Preview { grant_id }).await? else { bail!("unexpected answer") };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&claims)?);
+            } else {
+                println!(
+                    "{} would receive {} items ({} at {} granularity, {} to {}) for: {}",
+                    claims.aud,
+                    claims.items.len(),
+                    claims.scope.kinds,
+                    claims.scope.granularity,
+                    optin_protocol::timestamp::format(claims.scope.since),
+                    optin_protocol::timestamp::format(claims.scope.until),
+                    claims.grant.purpose
+                );
+                for item in &claims.items {
+                    println!("  {}", serde_json::to_string(item)?);
+                }
+            }
+            Ok(())
+        }
+        Command::Audit { json, verify } => {
+            let Response::Audit { records, chain } = execute(&home_dir, Request::Audit).await? else { bail!("unexpected answer") };
+            if verify {
+                let n = chain.map_err(|e| anyhow::anyhow!(e))?;
+                println!("audit chain intact ({n} records)");
+            } else if json {
+                println!("{}", serde_json::to_string_pretty(&records)?);
+            } else {
+                print_audit(&records);
+            }
+            Ok(())
+        }
+        Command::Pause | Command::Resume => {
+            let paused = matches!(cli.command, Command::Pause);
+            execute(&home_dir, Request::Sharing { paused }).await?;
+            println!("{}", if paused { "sharing paused: every slice is refused until `optin resume`" } else { "sharing resumed" });
+            Ok(())
+        }
+    }
+}
+
+fn unexpected(response: Response) -> Result<()> {
+    bail!("unexpected answer from the agent: {response:?}")
+}
+
+fn read_input(file: &Path) -> Result<String> {
+    let mut text = String::new();
+    if file.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut text).context("cannot read standard input")?;
+    } else {
+        text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    }
+    Ok(text)
+}
+
+/// Runs a request on the running agent, or on the store when no agent runs.
+pub async fn execute(home_dir: &Path, request: Request) -> Result<Response> {
+    let home = Home::open(home_dir)?;
+    if let Some(reply) = crate::admin::call(&home.admin_socket(), &request).await? {
+        return match reply {
+            Reply::Ok(response) => Ok(response),
+            Reply::Err { error } => bail!("{error}"),
+        };
+    }
+    let core = open_offline(&home)?;
+    let response = core.handle(request, crate::core::now()).await?;
+    core.flush()?;
+    Ok(response)
+}
+
+/// The core over the store, for when no agent runs.
+pub fn open_offline(home: &Home) -> Result<Core> {
+    let keys = Keys::load_or_create(home)?;
+    let store = Store::open(&home.store())?;
+    let cert_sha256 = match store.meta("cert_sha256")? {
+        Some(fp) => fp,
+        None => tls::fingerprint(home, &TlsSource::default())?,
+    };
+    let agent_url = store.meta("agent_url")?.unwrap_or_else(|| "https://127.0.0.1:7676".to_owned());
+    let abandon_after = store.meta("abandon_after")?.and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_ABANDON);
+    Ok(Core::new(store, keys, CoreConfig { abandon_after, agent_url, cert_sha256 }))
+}
+
+const DEFAULT_ABANDON: Span = match Span::from_seconds(86_400) {
+    Some(s) => s,
+    None => unreachable!(),
+};
+
+fn print_signals(signals: &[serde_json::Value]) {
+    println!("{:<36} {:<9} {:<20} {:<10} WHAT", "ID", "KIND", "AT", "STATE");
+    for s in signals {
+        let text = |k: &str| s[k].as_str().unwrap_or("").to_owned();
+        let what = match text("kind").as_str() {
+            "search" => format!("\"{}\" on {}", text("query"), text("engine")),
+            "purchase" => format!("{} {} at {}", text("total"), text("currency"), text("merchant")),
+            _ => format!("{} items at {}", s["items"].as_array().map_or(0, Vec::len), text("merchant")),
+        };
+        println!("{:<36} {:<9} {:<20} {:<10} {what}", text("id"), text("kind"), text("at"), text("state"));
+    }
+    println!("{} signals", signals.len());
+}
+
+fn print_grants(grants: &[GrantView]) {
+    println!("{:<26} {:<8} {:<20} {:<22} {:<9} {:<6} EXPIRES", "GRANT", "STATE", "MARKETER", "KINDS", "LEVEL", "WINDOW");
+    for g in grants {
+        println!(
+            "{:<26} {:<8} {:<20} {:<22} {:<9} {:<6} {}",
+            g.grant_id,
+            format!("{:?}", g.state).to_lowercase(),
+            g.marketer,
+            g.terms.kinds.to_string(),
+            g.terms.granularity.to_string(),
+            g.terms.window.to_string(),
+            optin_protocol::timestamp::format(g.terms.expires_at)
+        );
+    }
+}
+
+fn print_audit(records: &[serde_json::Value]) {
+    println!("{:<5} {:<20} {:<8} {:<26} {:<20} DETAIL", "SEQ", "AT", "EVENT", "GRANT", "MARKETER");
+    for r in records {
+        let e = &r["event"];
+        let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+        let detail = match e["type"].as_str() {
+            Some("served") => format!("{} items for {} (slice {})", e["items"], s(&e["asked"]), s(&e["slice_id"])),
+            Some("refused") => format!("{} {}: {}", e["status"], s(&e["asked"]), s(&e["reason"])),
+            Some("forgot") => format!("{} signals ({})", e["count"], s(&e["what"])),
+            Some("sharing") => format!("paused={}", e["paused"]),
+            _ => String::new(),
+        };
+        println!("{:<5} {:<20} {:<8} {:<26} {:<20} {detail}", r["seq"], s(&r["at"]), s(&e["type"]), s(&e["grant_id"]), s(&e["marketer"]));
+    }
+}

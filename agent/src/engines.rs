@@ -1,0 +1,691 @@
+//! Search-engine URL rules: which page addresses are searches, and what was searched.
+//!
+//! The rules are data, kept in `extension/engines.json`, because the browser extension and
+//! the history importer must agree on what counts as a search: a search seen live and the
+//! same search found later in the browser's history should produce the same signal. The
+//! matching algorithm here mirrors `extension/lib/engines.js` step by step; change both or
+//! neither.
+//!
+//! URLs are parsed by a small hand-written parser rather than the `url` crate. It only has
+//! to find the scheme, host, path and query of addresses a browser has already normalised
+//! (history databases store canonical URLs), and it follows the WHATWG URL rules the
+//! extension's `new URL()` uses for those parts, so the two sides stay in step. What it
+//! leaves out cannot make a URL match wrongly, only not match: international host names
+//! (no IDNA mapping), percent-escapes in hosts, and `.`/`..` segments in paths.
+
+use std::collections::HashSet;
+
+use serde::Deserialize;
+
+/// The rules file shared with the browser extension.
+const BUILTIN_RULES: &str = include_str!("../../extension/engines.json");
+
+/// The only version of the rules file this module understands.
+const RULES_VERSION: u64 = 1;
+
+/// Longest query kept, in Unicode code points (Rust `char`s), as the extension's `clip`
+/// counts (`LIMITS.query` in `extension/lib/signals.js`).
+pub const MAX_QUERY_CHARS: usize = 512;
+
+/// Why a rules file was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnginesError {
+    /// The text is not JSON of the expected shape.
+    #[error("engine rules are not valid: {0}")]
+    Syntax(#[from] serde_json::Error),
+    /// The file declares a version this build does not know.
+    #[error("engine rules have version {found}, expected {RULES_VERSION}")]
+    UnsupportedVersion { found: u64 },
+    /// One entry breaks a rule the matcher relies on.
+    #[error("engine rule {id:?}: {problem}")]
+    InvalidRule { id: String, problem: String },
+}
+
+/// One search engine as written in the rules file.
+///
+/// Unknown fields are ignored so the extension can add presentation fields without
+/// breaking older agents.
+#[derive(Debug, Deserialize)]
+struct RawRule {
+    id: String,
+    name: String,
+    domains: Vec<String>,
+    paths: Vec<String>,
+    param: String,
+    params: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawRules {
+    version: u64,
+    engines: Vec<RawRule>,
+}
+
+/// A validated engine rule.
+#[derive(Debug, Clone)]
+struct Rule {
+    domains: Vec<String>,
+    paths: Vec<String>,
+    /// Query parameter names in order of preference; never empty.
+    params: Vec<String>,
+}
+
+/// A parsed, validated set of search-engine rules.
+#[derive(Debug, Clone)]
+pub struct Engines {
+    rules: Vec<Rule>,
+}
+
+/// A search found in a URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchHit {
+    /// The entry of the engine's `domains` that the host matched, e.g. `google.co.uk`.
+    pub engine: String,
+    /// The search text, trimmed, non-empty, at most [`MAX_QUERY_CHARS`] characters.
+    pub query: String,
+}
+
+impl Engines {
+    /// The rules shipped with the extension, compiled into this binary.
+    pub fn builtin() -> Result<Engines, EnginesError> {
+        Engines::parse(BUILTIN_RULES)
+    }
+
+    /// Parses and checks a rules file (`{"version":1,"engines":[...]}`).
+    pub fn parse(text: &str) -> Result<Engines, EnginesError> {
+        let raw: RawRules = serde_json::from_str(text)?;
+        if raw.version != RULES_VERSION {
+            return Err(EnginesError::UnsupportedVersion { found: raw.version });
+        }
+        let mut seen = HashSet::new();
+        let mut rules = Vec::with_capacity(raw.engines.len());
+        for r in raw.engines {
+            let invalid = |problem: String| EnginesError::InvalidRule {
+                id: r.id.clone(),
+                problem,
+            };
+            if r.id.is_empty() {
+                return Err(invalid("empty id".into()));
+            }
+            if !seen.insert(r.id.clone()) {
+                return Err(invalid("duplicate id".into()));
+            }
+            if r.name.is_empty() {
+                return Err(invalid("empty name".into()));
+            }
+            if r.domains.is_empty() {
+                return Err(invalid("no domains".into()));
+            }
+            for d in &r.domains {
+                // Hosts are compared after lowercasing, so an uppercase domain could never
+                // match; a leading dot or an empty domain would match far too much.
+                if d.is_empty() || d.starts_with('.') || d.ends_with('.') {
+                    return Err(invalid(format!("bad domain {d:?}")));
+                }
+                if *d != d.to_lowercase() {
+                    return Err(invalid(format!("domain {d:?} is not lowercase")));
+                }
+            }
+            if r.paths.is_empty() {
+                return Err(invalid("no paths".into()));
+            }
+            if let Some(p) = r.paths.iter().find(|p| !p.starts_with('/')) {
+                return Err(invalid(format!("path {p:?} does not start with '/'")));
+            }
+            if r.param.is_empty() {
+                return Err(invalid("empty param".into()));
+            }
+            let params = match r.params {
+                None => vec![r.param],
+                Some(list) => {
+                    // The extension requires `params` to start with `param`, so `param`
+                    // alone stays a correct description for readers that ignore `params`.
+                    if list.first() != Some(&r.param) {
+                        return Err(invalid("params must start with param".into()));
+                    }
+                    if list.iter().any(String::is_empty) {
+                        return Err(invalid("empty name in params".into()));
+                    }
+                    list
+                }
+            };
+            rules.push(Rule {
+                domains: r.domains,
+                paths: r.paths,
+                params,
+            });
+        }
+        Ok(Engines { rules })
+    }
+
+    /// The search in `url`, if it is one on a known engine.
+    ///
+    /// Rules are tried in file order. The first rule whose domain and path match decides:
+    /// if none of its parameters holds a non-blank query the URL is not a search, and no
+    /// later rule may claim it.
+    pub fn match_url(&self, url: &str) -> Option<SearchHit> {
+        let parts = UrlParts::parse(url)?;
+        for rule in &self.rules {
+            let Some(domain) = rule.domains.iter().find(|d| host_matches(&parts.host, d)) else {
+                continue;
+            };
+            if !rule.paths.contains(&parts.path) {
+                continue;
+            }
+            for name in &rule.params {
+                if let Some(query) = form_param(parts.query, name).and_then(|q| clean_query(&q)) {
+                    return Some(SearchHit {
+                        engine: domain.clone(),
+                        query,
+                    });
+                }
+            }
+            return None;
+        }
+        None
+    }
+}
+
+/// Trims `raw` and cuts it to [`MAX_QUERY_CHARS`]; `None` when nothing is left.
+///
+/// Used for queries from URLs and for search terms a browser stored itself, so both kinds
+/// are bounded and trimmed the same way.
+pub fn clean_query(raw: &str) -> Option<String> {
+    let trimmed = raw.trim_matches(is_js_whitespace);
+    let end = trimmed
+        .char_indices()
+        .nth(MAX_QUERY_CHARS)
+        .map_or(trimmed.len(), |(i, _)| i);
+    // Cutting may expose inner whitespace at the end; trim it again, as `clip` does.
+    // `end` comes from `char_indices` (or is the length), so it is a char boundary.
+    let cut = trimmed[..end].trim_end_matches(is_js_whitespace);
+    (!cut.is_empty()).then(|| cut.to_owned())
+}
+
+/// The characters JavaScript's `String.prototype.trim` removes (ECMAScript WhiteSpace and
+/// LineTerminator). Rust's `char::is_whitespace` differs in two places (U+0085, U+FEFF),
+/// and the extension trims with JavaScript.
+fn is_js_whitespace(c: char) -> bool {
+    matches!(
+        c,
+        '\t' | '\n' | '\u{0B}' | '\u{0C}' | '\r' | ' ' | '\u{A0}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200A}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202F}'
+                | '\u{205F}'
+                | '\u{3000}'
+                | '\u{FEFF}'
+    )
+}
+
+/// The host of an http(s) URL, lowercased, with a leading `www.` removed; used to name
+/// the engine of a search the rules do not know (e.g. a browser's custom search engine).
+pub(crate) fn search_host(url: &str) -> Option<String> {
+    let parts = UrlParts::parse(url)?;
+    let host = parts.host.strip_prefix("www.").unwrap_or(&parts.host);
+    (!host.is_empty()).then(|| host.to_owned())
+}
+
+/// True when `host` is `domain` or a subdomain of it.
+fn host_matches(host: &str, domain: &str) -> bool {
+    host == domain
+        || host
+            .strip_suffix(domain)
+            .is_some_and(|rest| rest.ends_with('.'))
+}
+
+/// The parts of an http(s) URL the rules look at.
+#[derive(Debug, PartialEq, Eq)]
+struct UrlParts<'a> {
+    /// ASCII-lowercased host name, without port or user info.
+    host: String,
+    /// Path with backslashes turned into slashes; `/` when empty.
+    path: String,
+    /// Raw query, without `?` and fragment; empty when absent.
+    query: &'a str,
+}
+
+impl<'a> UrlParts<'a> {
+    /// Splits an absolute http or https URL; `None` for anything else.
+    fn parse(input: &'a str) -> Option<UrlParts<'a>> {
+        // WHATWG URL parsing strips leading and trailing C0 controls and spaces. (It also
+        // drops tabs and newlines inside the URL; stored history URLs never have them, and
+        // a URL that did would simply not match.)
+        let s = input.trim_matches(|c: char| c <= ' ');
+        let (scheme, rest) = s.split_once(':')?;
+        if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+            return None;
+        }
+        // For special schemes any run of slashes or backslashes before the host is
+        // accepted.
+        let rest = rest.trim_start_matches(['/', '\\']);
+        let authority_end = rest.find(['/', '\\', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        // User info ends at the last '@'.
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let host = if host_port.starts_with('[') {
+            // An IPv6 literal never matches an engine domain; keep it whole so the port
+            // split below does not cut it.
+            host_port
+        } else {
+            host_port.split_once(':').map_or(host_port, |(h, _)| h)
+        };
+        // `new URL()` refuses hosts with these characters; refuse them too, so a malformed
+        // host such as "evil.example .google.com" does not pass as a subdomain.
+        if host.is_empty()
+            || host
+                .chars()
+                .any(|c| c <= ' ' || matches!(c, '<' | '>' | '^' | '|' | '\u{7F}'))
+        {
+            return None;
+        }
+        let tail = tail.split_once('#').map_or(tail, |(t, _)| t);
+        let (path, query) = tail.split_once('?').unwrap_or((tail, ""));
+        let path = if path.is_empty() {
+            "/".to_owned()
+        } else {
+            path.replace('\\', "/")
+        };
+        Some(UrlParts {
+            host: host.to_ascii_lowercase(),
+            path,
+            query,
+        })
+    }
+}
+
+/// The first value of parameter `name` in an application/x-www-form-urlencoded string,
+/// decoded as `URLSearchParams.get` does: `+` is a space, percent escapes are UTF-8, and
+/// invalid UTF-8 becomes U+FFFD.
+fn form_param(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (form_decode(k) == name).then(|| form_decode(v))
+        })
+}
+
+fn form_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (
+                bytes.get(i + 1).and_then(|b| hex_value(*b)),
+                bytes.get(i + 2).and_then(|b| hex_value(*b)),
+            ) {
+                (Some(hi), Some(lo)) => {
+                    out.push((hi << 4) | lo);
+                    i += 2;
+                }
+                // A '%' not followed by two hex digits stays as it is.
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rules used by the table tests, independent of the shipped file so these tests do
+    /// not change when an engine is added there.
+    const TEST_RULES: &str = r#"{"version":1,"engines":[
+      {"id":"google","name":"Google","domains":["google.com","google.co.uk"],"paths":["/search"],"param":"q"},
+      {"id":"ddg","name":"DuckDuckGo","domains":["duckduckgo.com"],"paths":["/","/html/"],"param":"q"},
+      {"id":"startpage","name":"Startpage","domains":["startpage.com"],"paths":["/sp/search"],"param":"query","params":["query","q"]},
+      {"id":"yahoo","name":"Yahoo","domains":["search.yahoo.com"],"paths":["/search"],"param":"p"},
+      {"id":"shadow","name":"Shadowed","domains":["google.com"],"paths":["/search","/other"],"param":"x"}
+    ]}"#;
+
+    fn check(url: &str, expect: Option<(&str, &str)>) {
+        let engines = Engines::parse(TEST_RULES).expect("test rules parse");
+        let got = engines.match_url(url);
+        let want = expect.map(|(engine, query)| SearchHit {
+            engine: engine.to_owned(),
+            query: query.to_owned(),
+        });
+        assert_eq!(got, want, "url {url:?}");
+    }
+
+    #[test]
+    fn matches_search_urls() {
+        let table: &[(&str, Option<(&str, &str)>)] = &[
+            (
+                "https://www.google.com/search?q=red+shoes",
+                Some(("google.com", "red shoes")),
+            ),
+            ("http://google.com/search?q=a", Some(("google.com", "a"))),
+            (
+                "https://www.google.co.uk/search?client=x&q=caf%C3%A9&oq=c",
+                Some(("google.co.uk", "café")),
+            ),
+            (
+                "HTTPS://WWW.GOOGLE.COM/search?q=Upper",
+                Some(("google.com", "Upper")),
+            ),
+            (
+                "https://user:pw@www.google.com:8443/search?q=port#frag",
+                Some(("google.com", "port")),
+            ),
+            (
+                "https://www.google.com/search?q=%20%20trim%20me+&q=second",
+                Some(("google.com", "trim me")),
+            ),
+            (
+                "https://www.google.com/search?q=a%2Bb%26c",
+                Some(("google.com", "a+b&c")),
+            ),
+            (
+                "https://www.google.com/search?q=100%",
+                Some(("google.com", "100%")),
+            ),
+            (
+                "https://www.google.com/search?q=%ZZ",
+                Some(("google.com", "%ZZ")),
+            ),
+            (
+                "https://www.google.com/search?q=%FF",
+                Some(("google.com", "\u{FFFD}")),
+            ),
+            (
+                "https://duckduckgo.com/?q=rust&t=h_",
+                Some(("duckduckgo.com", "rust")),
+            ),
+            (
+                "https://duckduckgo.com?q=no+slash",
+                Some(("duckduckgo.com", "no slash")),
+            ),
+            (
+                "https://html.duckduckgo.com/html/?q=x",
+                Some(("duckduckgo.com", "x")),
+            ),
+            (
+                "https://www.startpage.com/sp/search?query=first&q=second",
+                Some(("startpage.com", "first")),
+            ),
+            (
+                "https://www.startpage.com/sp/search?q=fallback",
+                Some(("startpage.com", "fallback")),
+            ),
+            (
+                "https://www.startpage.com/sp/search?query=+&q=blank+first",
+                Some(("startpage.com", "blank first")),
+            ),
+            (
+                "https://search.yahoo.com/search?p=tents",
+                Some(("search.yahoo.com", "tents")),
+            ),
+            // The first matching rule decides, even when a later one would also match.
+            (
+                "https://www.google.com/search?x=shadow&q=g",
+                Some(("google.com", "g")),
+            ),
+            (
+                "https://www.google.com/other?x=later",
+                Some(("google.com", "later")),
+            ),
+        ];
+        for (url, expect) in table {
+            check(url, *expect);
+        }
+    }
+
+    #[test]
+    fn rejects_non_searches() {
+        let table: &[&str] = &[
+            "",
+            "not a url",
+            "ftp://www.google.com/search?q=x",
+            "file:///search?q=x",
+            "https://www.google.com/search",
+            "https://www.google.com/search?q=",
+            "https://www.google.com/search?q=+++",
+            "https://www.google.com/search?oq=x",
+            "https://www.google.com/search/?q=x",
+            "https://www.google.com/Search?q=x",
+            "https://www.google.com/webhp?q=x",
+            "https://www.google.com/#q=x",
+            "https://notgoogle.com/search?q=x",
+            "https://google.com.evil.example/search?q=x",
+            "https://evil.example/search?q=x&u=google.com",
+            "https://evil.example/?u=https://www.google.com/search?q=x",
+            "https://[::1]:80/search?q=x",
+            "https://evil.example .google.com/search?q=x",
+            "https://evil|x.google.com/search?q=x",
+            "https:///search?q=x",
+            "https://search.yahoo.com/search?q=wrong-param",
+            "https://yahoo.com/search?p=wrong-host",
+            // Matched host and path without a query: later rules may not claim it.
+            "https://www.google.com/search?x=only-shadow-param",
+        ];
+        for url in table {
+            check(url, None);
+        }
+    }
+
+    #[test]
+    fn truncates_long_queries_to_512_chars() {
+        // 'é' is two bytes and '😀' four: the limit counts characters, not bytes.
+        let long = "é😀".repeat(300);
+        let url = format!("https://www.google.com/search?q={long}");
+        let hit = Engines::parse(TEST_RULES)
+            .expect("test rules parse")
+            .match_url(&url)
+            .expect("a search");
+        assert_eq!(hit.query.chars().count(), MAX_QUERY_CHARS);
+        assert_eq!(hit.query, "é😀".repeat(256));
+
+        let exact = "q".repeat(MAX_QUERY_CHARS);
+        let spaced = format!("{} tail", "a".repeat(MAX_QUERY_CHARS - 1));
+        let table: &[(&str, Option<&str>)] = &[
+            ("  x  ", Some("x")),
+            ("\u{FEFF}x\u{3000}", Some("x")),
+            // U+0085 is whitespace to Rust but not to JavaScript's trim.
+            ("\u{85}x", Some("\u{85}x")),
+            ("", None),
+            (" \t\n", None),
+            (&exact, Some(&exact)),
+            // Cut after 511 'a's and the space: the space is trimmed too.
+            (&spaced, Some(&spaced[..MAX_QUERY_CHARS - 1])),
+        ];
+        for (raw, want) in table {
+            assert_eq!(clean_query(raw).as_deref(), *want, "raw {raw:?}");
+        }
+    }
+
+    #[test]
+    fn builtin_rules_parse_and_match() {
+        let engines = Engines::builtin().expect("the shipped engines.json is valid");
+        let hit = engines
+            .match_url("https://www.google.com/search?q=hiking+boots")
+            .expect("google is a known engine");
+        assert_eq!(hit.engine, "google.com");
+        assert_eq!(hit.query, "hiking boots");
+        assert_eq!(engines.match_url("https://example.com/search?q=x"), None);
+    }
+
+    /// The shipped rules against the same cases as the extension's own test
+    /// (`extension/test/engines.test.mjs`), so the two matchers cannot drift apart.
+    #[test]
+    fn builtin_rules_agree_with_the_extension() {
+        let engines = Engines::builtin().expect("the shipped engines.json is valid");
+        let table: &[(&str, Option<(&str, &str)>)] = &[
+            (
+                "https://www.google.com/search?q=running+shoes&hl=en",
+                Some(("google.com", "running shoes")),
+            ),
+            (
+                "https://www.google.co.uk/search?q=wellies",
+                Some(("google.co.uk", "wellies")),
+            ),
+            (
+                "https://www.google.com.au/search?q=thongs",
+                Some(("google.com.au", "thongs")),
+            ),
+            (
+                "https://google.de/search?q=%C3%BCber",
+                Some(("google.de", "über")),
+            ),
+            (
+                "http://www.google.com/search?q=plain+http",
+                Some(("google.com", "plain http")),
+            ),
+            (
+                "https://www.google.com/search?q=++padded++",
+                Some(("google.com", "padded")),
+            ),
+            ("https://www.google.com/search?q=", None),
+            ("https://www.google.com/search?q=+++", None),
+            ("https://www.google.com/search", None),
+            ("https://www.google.com/?q=home+page", None),
+            ("https://www.google.com/searchbyimage?q=x", None),
+            ("https://notgoogle.com/search?q=x", None),
+            ("https://google.com.evil.example/search?q=x", None),
+            ("ftp://www.google.com/search?q=x", None),
+            (
+                "https://www.bing.com/search?q=bing+it&form=QBLH",
+                Some(("bing.com", "bing it")),
+            ),
+            (
+                "https://duckduckgo.com/?q=duck&ia=web",
+                Some(("duckduckgo.com", "duck")),
+            ),
+            (
+                "https://html.duckduckgo.com/html/?q=no+js",
+                Some(("duckduckgo.com", "no js")),
+            ),
+            ("https://duckduckgo.com/about", None),
+            (
+                "https://www.ecosia.org/search?q=trees",
+                Some(("ecosia.org", "trees")),
+            ),
+            (
+                "https://www.startpage.com/sp/search?query=private",
+                Some(("startpage.com", "private")),
+            ),
+            (
+                "https://www.startpage.com/do/search?q=older+form",
+                Some(("startpage.com", "older form")),
+            ),
+            (
+                "https://www.startpage.com/sp/search?query=&q=second+param",
+                Some(("startpage.com", "second param")),
+            ),
+            (
+                "https://search.brave.com/search?q=lion",
+                Some(("search.brave.com", "lion")),
+            ),
+            ("https://brave.com/search?q=lion", None),
+            (
+                "https://search.yahoo.com/search?p=yodel",
+                Some(("search.yahoo.com", "yodel")),
+            ),
+            ("https://search.yahoo.com/search?q=yodel", None),
+            (
+                "https://www.qwant.com/?q=qwant+it&t=web",
+                Some(("qwant.com", "qwant it")),
+            ),
+            ("https://kagi.com/search?q=paid", Some(("kagi.com", "paid"))),
+            (
+                "https://www.amazon.de/s?k=kaffeem%C3%BChle&ref=nb",
+                Some(("amazon.de", "kaffeemühle")),
+            ),
+            (
+                "https://www.amazon.co.jp/s?k=%E3%81%8A%E8%8C%B6",
+                Some(("amazon.co.jp", "お茶")),
+            ),
+            ("https://www.amazon.com/dp/B000?k=x", None),
+            (
+                "https://www.ebay.co.uk/sch/i.html?_nkw=vintage+lamp",
+                Some(("ebay.co.uk", "vintage lamp")),
+            ),
+            ("not a url", None),
+        ];
+        for (url, want) in table {
+            let got = engines.match_url(url);
+            let got = got.as_ref().map(|h| (h.engine.as_str(), h.query.as_str()));
+            assert_eq!(got, *want, "url {url:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_rules() {
+        let rule = |body: &str| format!(r#"{{"version":1,"engines":[{body}]}}"#);
+        let good = r#"{"id":"a","name":"A","domains":["a.com"],"paths":["/s"],"param":"q"}"#;
+        assert!(Engines::parse(&rule(good)).is_ok());
+        let table: &[String] = &[
+            String::new(),
+            "[]".into(),
+            r#"{"version":2,"engines":[]}"#.into(),
+            r#"{"engines":[]}"#.into(),
+            rule(&format!("{good},{good}")),
+            rule(r#"{"id":"","name":"A","domains":["a.com"],"paths":["/s"],"param":"q"}"#),
+            rule(r#"{"id":"a","name":"A","domains":[],"paths":["/s"],"param":"q"}"#),
+            rule(r#"{"id":"a","name":"A","domains":["A.com"],"paths":["/s"],"param":"q"}"#),
+            rule(r#"{"id":"a","name":"A","domains":[""],"paths":["/s"],"param":"q"}"#),
+            rule(r#"{"id":"a","name":"A","domains":[".a.com"],"paths":["/s"],"param":"q"}"#),
+            rule(r#"{"id":"a","name":"A","domains":["a.com"],"paths":["s"],"param":"q"}"#),
+            rule(r#"{"id":"a","name":"A","domains":["a.com"],"paths":[],"param":"q"}"#),
+            rule(r#"{"id":"a","name":"A","domains":["a.com"],"paths":["/s"],"param":""}"#),
+            rule(
+                r#"{"id":"a","name":"A","domains":["a.com"],"paths":["/s"],"param":"q","params":["x","q"]}"#,
+            ),
+            rule(
+                r#"{"id":"a","name":"A","domains":["a.com"],"paths":["/s"],"param":"q","params":[]}"#,
+            ),
+            rule(r#"{"id":"a","name":"A","domains":["a.com"],"paths":["/s"]}"#),
+            rule(r#"{"id":"a","name":"A","domains":"a.com","paths":["/s"],"param":"q"}"#),
+        ];
+        for text in table {
+            assert!(Engines::parse(text).is_err(), "accepted {text:?}");
+        }
+    }
+
+    #[test]
+    fn splits_urls() {
+        // (url, expected (host, path, query))
+        type Case<'a> = (&'a str, Option<(&'a str, &'a str, &'a str)>);
+        let table: &[Case] = &[
+            (
+                "https://a.example/p?q=1#f",
+                Some(("a.example", "/p", "q=1")),
+            ),
+            ("http://A.Example:80", Some(("a.example", "/", ""))),
+            ("https://u@a.example?x", Some(("a.example", "/", "x"))),
+            (
+                "https:\\\\a.example\\p\\q?x",
+                Some(("a.example", "/p/q", "x")),
+            ),
+            ("  https://a.example/  ", Some(("a.example", "/", ""))),
+            ("https://a.example#?q=1", Some(("a.example", "/", ""))),
+            ("mailto:x@a.example", None),
+            ("https://", None),
+            ("https://@:80/", None),
+        ];
+        for (url, want) in table {
+            let got = UrlParts::parse(url).map(|p| (p.host, p.path, p.query.to_owned()));
+            let want = want.map(|(h, p, q)| (h.to_owned(), p.to_owned(), q.to_owned()));
+            assert_eq!(got, want, "url {url:?}");
+        }
+    }
+}

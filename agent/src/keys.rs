@@ -1,0 +1,110 @@
+//! The identity key and every secret derived from it.
+//!
+//! One Ed25519 key in `identity.pk8` is the root. Each grant's signing key, token secret,
+//! pseudonym and item-id key are derived from it by HMAC-SHA256 under distinct labels, so:
+//! the store holds no secret (a copy of the database alone forges nothing), two grants share
+//! no key or id (marketers cannot link their slices), and nothing has to be stored per grant
+//! to keep tokens and keys stable across restarts.
+
+use anyhow::{Context, Result};
+use optin_protocol::jws::Jwk;
+use optin_protocol::scope::GrantId;
+use ring::hmac;
+use ring::rand::SystemRandom;
+use ring::signature::{Ed25519KeyPair, KeyPair};
+
+use crate::home::{write_private, Home};
+
+/// The agent's root of secrets.
+pub struct Keys {
+    master: hmac::Key,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keys(..)")
+    }
+}
+
+/// What one grant uses: its signing key, its token secret and its pseudonyms.
+pub struct GrantKeys {
+    /// Signs this grant's slices.
+    pub signing: Ed25519KeyPair,
+    /// The HMAC root of this grant's tokens.
+    pub token_secret: [u8; 32],
+    /// The person, as this grant knows them.
+    pub pseudonym: String,
+    item_ids: hmac::Key,
+}
+
+impl GrantKeys {
+    /// The public key as a JWK.
+    pub fn jwk(&self) -> Jwk {
+        Jwk::ed25519(self.signing.public_key().as_ref())
+    }
+
+    /// The `iss` of this grant's slices.
+    pub fn issuer(&self) -> String {
+        format!("urn:optin:agent:{}", self.pseudonym)
+    }
+
+    /// A signal's id as this grant sees it.
+    pub fn item_id(&self, signal_id: &str) -> String {
+        let tag = hmac::sign(&self.item_ids, signal_id.as_bytes());
+        format!("i_{}", &optin_protocol::hex(tag.as_ref())[..32])
+    }
+}
+
+impl Keys {
+    /// Loads the identity key of `home`, making one (0600) on first use.
+    pub fn load_or_create(home: &Home) -> Result<Keys> {
+        let path = home.identity_key();
+        let pkcs8 = if path.exists() {
+            crate::home::check_private(&path)?;
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?
+        } else {
+            let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+                .map_err(|_| anyhow::anyhow!("cannot generate an Ed25519 key"))?;
+            write_private(&path, doc.as_ref())?;
+            doc.as_ref().to_vec()
+        };
+        Ed25519KeyPair::from_pkcs8(&pkcs8)
+            .map_err(|e| anyhow::anyhow!("{} is not an Ed25519 PKCS#8 key: {e}", path.display()))?;
+        // The PKCS#8 document holds the private seed, so its digest is as secret as the key.
+        let digest = ring::digest::digest(&ring::digest::SHA256, &[b"optin-master-v1\x00".as_slice(), &pkcs8].concat());
+        Ok(Keys { master: hmac::Key::new(hmac::HMAC_SHA256, digest.as_ref()) })
+    }
+
+    fn derive(&self, label: &str, context: &str) -> [u8; 32] {
+        let tag = hmac::sign(&self.master, format!("{label}\x00{context}").as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    /// The keys of one grant.
+    pub fn grant(&self, id: &GrantId) -> Result<GrantKeys> {
+        let seed = self.derive("grant-signing-key", id.as_str());
+        let signing = Ed25519KeyPair::from_seed_unchecked(&seed).map_err(|_| anyhow::anyhow!("cannot derive a signing key"))?;
+        Ok(GrantKeys {
+            signing,
+            token_secret: self.derive("grant-token-secret", id.as_str()),
+            pseudonym: format!("p_{}", &optin_protocol::hex(&self.derive("grant-pseudonym", id.as_str()))[..32]),
+            item_ids: hmac::Key::new(hmac::HMAC_SHA256, &self.derive("grant-item-ids", id.as_str())),
+        })
+    }
+
+    /// The owner's ingest token (for `POST /v1/signals`).
+    pub fn ingest_token(&self) -> String {
+        format!("optin_ingest_{}", optin_protocol::hex(&self.derive("owner-ingest-token", "")))
+    }
+
+    /// Checks a presented ingest token in constant time.
+    pub fn check_ingest_token(&self, presented: &str) -> bool {
+        // Comparing HMACs of both sides under a fresh key keeps the comparison constant-time
+        // whatever their lengths.
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &self.derive("ingest-compare", ""));
+        let expected = hmac::sign(&key, self.ingest_token().as_bytes());
+        hmac::verify(&key, presented.as_bytes(), expected.as_ref()).is_ok()
+    }
+}

@@ -1,0 +1,154 @@
+//! `optin serve`: the TLS listener, its connections, the admin socket and shutdown.
+//!
+//! One task accepts; each connection runs in a task of a `JoinSet` the server waits for.
+//! Connections are capped, handshakes and request heads time out, and on SIGINT/SIGTERM the
+//! server stops accepting, lets in-flight requests finish (bounded), flushes the store and
+//! returns.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::core::{Core, CoreConfig};
+use crate::home::Home;
+use crate::keys::Keys;
+use crate::store::Store;
+use crate::tls::{self, TlsSource};
+
+/// Settings of `optin serve`.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// The home.
+    pub home: PathBuf,
+    /// Where to listen (loopback by default).
+    pub listen: SocketAddr,
+    /// The certificate to serve.
+    pub tls: TlsSource,
+    /// Abandonment delay of carts.
+    pub abandon_after: optin_protocol::span::Span,
+    /// Most connections at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+}
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the agent until a shutdown signal.
+pub async fn serve(config: ServeConfig) -> Result<()> {
+    let home = Home::open(&config.home)?;
+    let keys = Keys::load_or_create(&home)?;
+    let identity = tls::load(&home, &config.tls)?;
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let store = Store::open(&home.store())?;
+    let url = format!("https://{addr}");
+    store.set_meta("agent_url", &url)?;
+    store.set_meta("cert_sha256", &identity.sha256)?;
+    let core = Arc::new(Core::new(
+        store,
+        keys,
+        CoreConfig { abandon_after: config.abandon_after, agent_url: url.clone(), cert_sha256: identity.sha256.clone() },
+    ));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let admin = tokio::spawn(crate::admin::serve(home.clone(), core.clone(), stop_rx.clone()));
+    let https = tokio::spawn(accept_loop(listener, TlsAcceptor::from(identity.config), crate::http::app(core.clone()), config.max_connections, stop_rx));
+
+    println!("listening on {url} (certificate sha256 {})", identity.sha256);
+    tracing::info!(%addr, "agent ready");
+
+    shutdown_signal().await?;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    https.await.context("listener task failed")??;
+    admin.await.context("admin task failed")??;
+    core.flush()?;
+    Ok(())
+}
+
+async fn shutdown_signal() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    app: axum::Router,
+    max_connections: usize,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let mut connections = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p?,
+            _ = stop.changed() => break,
+        };
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Running out of file descriptors is transient: wait instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            if let Err(e) = connection(tcp, acceptor, app, stop).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+        // Reap finished connections so the set does not grow with the agent's uptime.
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, async { while connections.join_next().await.is_some() {} }).await.is_err() {
+        tracing::warn!("in-flight connections did not finish in time; closing them");
+        connections.shutdown().await;
+    }
+    Ok(())
+}
+
+async fn connection(tcp: tokio::net::TcpStream, acceptor: TlsAcceptor, app: axum::Router, mut stop: watch::Receiver<bool>) -> Result<()> {
+    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await.context("TLS handshake timed out")??;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).max_buf_size(64 * 1024);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(64).keep_alive_interval(Some(Duration::from_secs(30)));
+    let service = TowerToHyperService::new(app);
+    let conn = builder.serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => result.map_err(|e| anyhow::anyhow!(e))?,
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await.map_err(|e| anyhow::anyhow!(e))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! Cutting a slice: reading the store within an applied scope, deriving cart states, and
+//! reducing each signal to what the granularity shows.
+
+use optin_protocol::scope::{Applied, Granularity};
+use optin_protocol::signal::{Body, Kind, Signal};
+use optin_protocol::slice::{CartState, CategoryItem, RawItem, SliceItem};
+use optin_protocol::span::Span;
+use time::OffsetDateTime;
+
+use crate::keys::GrantKeys;
+use crate::store::{Store, StoreError};
+
+/// A malformed cursor (answered 400, field `cursor`).
+#[derive(Debug, thiserror::Error)]
+#[error("malformed cursor")]
+pub struct BadCursor;
+
+/// Why cutting failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CutError {
+    /// The request's cursor does not decode or does not fit the scope.
+    #[error(transparent)]
+    Cursor(#[from] BadCursor),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One page of items and the cursor of the next, if any.
+pub struct Page {
+    /// The items.
+    pub items: Vec<SliceItem>,
+    /// Where the next page starts.
+    pub next_cursor: Option<String>,
+}
+
+/// Cuts one page of the store to `applied`.
+pub fn cut(
+    store: &Store,
+    applied: &Applied,
+    cursor: Option<&str>,
+    keys: &GrantKeys,
+    abandon_after: Span,
+    now: OffsetDateTime,
+) -> Result<Page, CutError> {
+    let after = cursor.map(decode_cursor).transpose()?;
+    if let Some(after) = &after {
+        let kind = Kind::from_tag(after[0]).ok_or(BadCursor)?;
+        if !applied.kinds.contains(kind) {
+            return Err(BadCursor.into());
+        }
+    }
+    let limit = applied.limit as usize;
+    let mut items = Vec::new();
+    let mut last_key = None;
+    // Pages list kind by kind, each in time order; the cursor is the store key of the last
+    // item sent, so a page never repeats or skips an item even as new signals arrive.
+    for kind in applied.kinds.iter() {
+        let from = match &after {
+            Some(a) if a[0] > kind.tag() => continue,
+            Some(a) if a[0] == kind.tag() => Some(a.as_slice()),
+            _ => None,
+        };
+        for row in store.scan(kind, applied.since, applied.until, from) {
+            let (key, signal) = row?;
+            if items.len() == limit {
+                return Ok(Page { items, next_cursor: last_key.as_deref().map(encode_cursor) });
+            }
+            items.push(project(store, &signal, applied.granularity, keys, abandon_after, now)?);
+            last_key = Some(key.to_vec());
+        }
+    }
+    Ok(Page { items, next_cursor: None })
+}
+
+fn encode_cursor(key: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+}
+
+fn decode_cursor(text: &str) -> Result<Vec<u8>, BadCursor> {
+    use base64::Engine;
+    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).map_err(|_| BadCursor)?;
+    // A key is a kind tag, eight bytes of time and a non-empty id.
+    if key.len() < 10 || Kind::from_tag(key[0]).is_none() {
+        return Err(BadCursor);
+    }
+    Ok(key)
+}
+
+/// What became of a cart: purchased if a purchase at its merchant followed within
+/// `abandon_after`, abandoned if none did and that time has passed, open otherwise.
+pub fn cart_state(store: &Store, signal: &Signal, abandon_after: Span, now: OffsetDateTime) -> Result<Option<CartState>, StoreError> {
+    let Body::Cart { merchant, .. } = &signal.body else { return Ok(None) };
+    let deadline = signal.at + abandon_after.duration();
+    let state = if store.purchase_between(merchant, signal.at, deadline)? {
+        CartState::Purchased
+    } else if now >= deadline {
+        CartState::Abandoned
+    } else {
+        CartState::Open
+    };
+    Ok(Some(state))
+}
+
+fn project(
+    store: &Store,
+    signal: &Signal,
+    granularity: Granularity,
+    keys: &GrantKeys,
+    abandon_after: Span,
+    now: OffsetDateTime,
+) -> Result<SliceItem, StoreError> {
+    Ok(match granularity {
+        Granularity::Raw => SliceItem::Raw(RawItem {
+            id: keys.item_id(signal.id.as_str()),
+            at: signal.at,
+            category: signal.category.clone(),
+            body: signal.body.clone(),
+            state: cart_state(store, signal, abandon_after, now)?,
+        }),
+        Granularity::Category => SliceItem::Category(CategoryItem {
+            kind: signal.kind(),
+            category: signal.category.clone(),
+            day: signal.at.date().to_string(),
+        }),
+    })
+}

@@ -1,0 +1,403 @@
+//! The store: the only module that knows sled.
+//!
+//! Trees and keys (all integers big-endian, so byte order is numeric order):
+//!
+//! | tree          | key                                         | value                    |
+//! |---------------|---------------------------------------------|--------------------------|
+//! | `signals`     | kind tag (1) · time (8) · signal id         | signal JSON              |
+//! | `signal_ids`  | signal id                                   | its `signals` key        |
+//! | `purchases`   | merchant · 0x00 · time (8) · signal id      | empty                    |
+//! | `grants`      | grant id                                    | [`GrantRecord`] JSON     |
+//! | `audit`       | sequence number (8)                         | [`AuditRecord`] JSON     |
+//! | `meta`        | name                                        | value                    |
+//!
+//! Time is microseconds since the Unix epoch with the sign bit flipped, so signals of one
+//! kind range-scan in time order. `meta/schema` holds [`SCHEMA`]; a store of another
+//! version is refused rather than misread. Writes the caller acknowledges are flushed
+//! (fsync) before the call returns.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use optin_protocol::scope::{GrantId, Terms};
+use optin_protocol::signal::{self, Kind, Signal};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use time::OffsetDateTime;
+
+use crate::audit::{AuditEvent, AuditRecord};
+
+/// The on-disk format version.
+pub const SCHEMA: &str = "1";
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another process holds the database.
+    #[error("the store at {0} is in use by another process (is `optin serve` running without its admin socket?)")]
+    Locked(String),
+    /// sled failed.
+    #[error("store error: {0}")]
+    Sled(#[from] sled::Error),
+    /// A record did not decode: the store is damaged or from another version.
+    #[error("damaged store record in `{tree}`: {detail}")]
+    Corrupt {
+        /// The tree.
+        tree: &'static str,
+        /// What failed.
+        detail: String,
+    },
+    /// The store was written by another version of optin.
+    #[error("the store has schema version {0}, this optin reads version {SCHEMA}")]
+    Schema(String),
+}
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A grant as stored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GrantRecord {
+    /// Record version, 1.
+    pub v: u32,
+    /// Its id.
+    pub id: GrantId,
+    /// Who it is for.
+    pub marketer: String,
+    /// What for.
+    pub purpose: String,
+    /// What it allows.
+    pub terms: Terms,
+    /// When it was made.
+    #[serde(with = "optin_protocol::timestamp::serde")]
+    pub created_at: OffsetDateTime,
+    /// When it was revoked, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_time")]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+mod opt_time {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::OffsetDateTime;
+
+    pub fn serialize<S: Serializer>(at: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
+        match at {
+            Some(at) => s.serialize_str(&optin_protocol::timestamp::format(*at)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OffsetDateTime>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|t| optin_protocol::timestamp::parse(&t).ok_or_else(|| serde::de::Error::custom("bad timestamp")))
+            .transpose()
+    }
+}
+
+/// Which signals to forget.
+#[derive(Clone, Debug)]
+pub enum Forget {
+    /// One signal.
+    Id(String),
+    /// Every signal of a kind.
+    Kind(Kind),
+    /// Every signal before a time.
+    Before(OffsetDateTime),
+    /// Everything.
+    All,
+}
+
+/// The agent's database.
+pub struct Store {
+    db: sled::Db,
+    signals: sled::Tree,
+    ids: sled::Tree,
+    purchases: sled::Tree,
+    grants: sled::Tree,
+    audit: sled::Tree,
+    meta: sled::Tree,
+    /// Serializes audit appends: each record names the hash of the one before it.
+    audit_head: Mutex<Option<(u64, [u8; 32])>>,
+}
+
+/// The store key of a signal.
+pub fn signal_key(kind: Kind, at: OffsetDateTime, id: &str) -> Vec<u8> {
+    let mut key = time_prefix(kind, at);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// The first key of `kind` at or after `at`.
+pub fn time_prefix(kind: Kind, at: OffsetDateTime) -> Vec<u8> {
+    let mut key = Vec::with_capacity(48);
+    key.push(kind.tag());
+    key.extend_from_slice(&encode_time(at));
+    key
+}
+
+fn encode_time(at: OffsetDateTime) -> [u8; 8] {
+    // Microseconds fit i64 for years 1970..=9999, the only ones timestamps admit.
+    let micros = (at.unix_timestamp_nanos() / 1_000) as i64;
+    ((micros as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn corrupt(tree: &'static str, detail: impl ToString) -> StoreError {
+    StoreError::Corrupt { tree, detail: detail.to_string() }
+}
+
+fn decode_signal(bytes: &[u8]) -> Result<Signal> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| corrupt("signals", e))?;
+    signal::parse_value(&value, &signal::plain_domain).map_err(|e| corrupt("signals", e))
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<Store> {
+        let db = sled::Config::new().path(path).open().map_err(|e| match e {
+            sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
+                StoreError::Locked(path.display().to_string())
+            }
+            other => StoreError::Sled(other),
+        })?;
+        // sled makes its directory with the process umask; the data is the person's own.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
+        }
+        let meta = db.open_tree("meta")?;
+        match meta.get("schema")? {
+            None => {
+                meta.insert("schema", SCHEMA)?;
+            }
+            Some(v) if v.as_ref() == SCHEMA.as_bytes() => {}
+            Some(v) => return Err(StoreError::Schema(String::from_utf8_lossy(&v).into_owned())),
+        }
+        let audit = db.open_tree("audit")?;
+        let head = match audit.last()? {
+            None => None,
+            Some((k, v)) => {
+                let seq = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| corrupt("audit", "bad key"))?);
+                Some((seq, optin_protocol::sha256(&v)))
+            }
+        };
+        Ok(Store {
+            signals: db.open_tree("signals")?,
+            ids: db.open_tree("signal_ids")?,
+            purchases: db.open_tree("purchases")?,
+            grants: db.open_tree("grants")?,
+            audit,
+            meta,
+            audit_head: Mutex::new(head),
+            db,
+        })
+    }
+
+    /// Forces everything written so far to disk.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Stores a batch atomically: either every new signal is stored or none is. Signals
+    /// whose id is already stored are skipped. Returns (stored, duplicates). Durable on return.
+    pub fn insert_signals(&self, batch: &[Signal]) -> Result<(usize, usize)> {
+        let mut rows = Vec::with_capacity(batch.len());
+        for s in batch {
+            let value = serde_json::to_vec(s).map_err(|e| corrupt("signals", e))?;
+            rows.push((s, signal_key(s.kind(), s.at, s.id.as_str()), value));
+        }
+        let counts = (&self.signals, &self.ids, &self.purchases)
+            .transaction(|(signals, ids, purchases)| {
+                let (mut stored, mut dups) = (0, 0);
+                for (s, key, value) in &rows {
+                    // An id whose signal is gone (an interrupted forget) counts as new.
+                    if let Some(old) = ids.get(s.id.as_str())? {
+                        if signals.get(&old)?.is_some() {
+                            dups += 1;
+                            continue;
+                        }
+                    }
+                    signals.insert(key.as_slice(), value.as_slice())?;
+                    ids.insert(s.id.as_str(), key.as_slice())?;
+                    if let (Kind::Purchase, Some(m)) = (s.kind(), s.body.merchant()) {
+                        purchases.insert(purchase_key(m, s.at, s.id.as_str()), &[][..])?;
+                    }
+                    stored += 1;
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>((stored, dups))
+            })
+            .map_err(tx_error)?;
+        self.flush()?;
+        Ok(counts)
+    }
+
+    /// Signals of `kind` with `since <= at < until`, in time order, starting after the
+    /// store key `after` when given.
+    pub fn scan(
+        &self,
+        kind: Kind,
+        since: OffsetDateTime,
+        until: OffsetDateTime,
+        after: Option<&[u8]>,
+    ) -> impl Iterator<Item = Result<(sled::IVec, Signal)>> + '_ {
+        let mut start = time_prefix(kind, since);
+        if let Some(after) = after {
+            let mut next = after.to_vec();
+            next.push(0);
+            if next > start {
+                start = next;
+            }
+        }
+        let end = time_prefix(kind, until);
+        let range = if start < end { Some(self.signals.range(start..end)) } else { None };
+        range.into_iter().flatten().map(|row| {
+            let (k, v) = row?;
+            Ok((k, decode_signal(&v)?))
+        })
+    }
+
+    /// Every signal, optionally of one kind, in kind then time order.
+    pub fn all_signals(&self, kind: Option<Kind>) -> impl Iterator<Item = Result<Signal>> + '_ {
+        let iter = match kind {
+            Some(k) => self.signals.scan_prefix([k.tag()]),
+            None => self.signals.iter(),
+        };
+        iter.map(|row| decode_signal(&row?.1))
+    }
+
+    /// Whether a purchase at `merchant` happened with `after < at <= until`.
+    pub fn purchase_between(&self, merchant: &str, after: OffsetDateTime, until: OffsetDateTime) -> Result<bool> {
+        let mut start = purchase_prefix(merchant);
+        start.extend_from_slice(&encode_time(after + time::Duration::microseconds(1)));
+        let mut end = purchase_prefix(merchant);
+        end.extend_from_slice(&encode_time(until + time::Duration::microseconds(1)));
+        Ok(self.purchases.range(start..end).next().transpose()?.is_some())
+    }
+
+    /// Forgets signals; returns how many. Durable on return.
+    pub fn forget(&self, what: &Forget) -> Result<usize> {
+        let keys: Vec<sled::IVec> = match what {
+            Forget::Id(id) => self.ids.get(id.as_bytes())?.into_iter().collect(),
+            Forget::Kind(k) => self.signals.scan_prefix([k.tag()]).keys().collect::<Result<_, _>>()?,
+            Forget::Before(t) => {
+                let mut keys = Vec::new();
+                for k in Kind::ALL {
+                    for key in self.signals.range(vec![k.tag()]..time_prefix(k, *t)).keys() {
+                        keys.push(key?);
+                    }
+                }
+                keys
+            }
+            Forget::All => self.signals.iter().keys().collect::<Result<_, _>>()?,
+        };
+        let mut forgotten = 0;
+        // Chunks keep each transaction small; each chunk is atomic and a signal is removed
+        // from the main tree first, so a crash never leaves a servable signal half-forgotten.
+        for chunk in keys.chunks(1000) {
+            let mut rows = Vec::new();
+            for key in chunk {
+                if let Some(v) = self.signals.get(key)? {
+                    rows.push((key.clone(), decode_signal(&v)?));
+                }
+            }
+            forgotten += (&self.signals, &self.ids, &self.purchases)
+                .transaction(|(signals, ids, purchases)| {
+                    for (key, s) in &rows {
+                        signals.remove(key)?;
+                        ids.remove(s.id.as_str())?;
+                        if let Some(m) = s.body.merchant() {
+                            purchases.remove(purchase_key(m, s.at, s.id.as_str()))?;
+                        }
+                    }
+                    Ok::<_, ConflictableTransactionError<StoreError>>(rows.len())
+                })
+                .map_err(tx_error)?;
+        }
+        self.flush()?;
+        Ok(forgotten)
+    }
+
+    /// Stores a grant (new or updated). Durable on return.
+    pub fn put_grant(&self, grant: &GrantRecord) -> Result<()> {
+        let value = serde_json::to_vec(grant).map_err(|e| corrupt("grants", e))?;
+        self.grants.insert(grant.id.as_str(), value)?;
+        self.flush()
+    }
+
+    /// One grant.
+    pub fn grant(&self, id: &GrantId) -> Result<Option<GrantRecord>> {
+        self.grants
+            .get(id.as_str())?
+            .map(|v| serde_json::from_slice(&v).map_err(|e| corrupt("grants", e)))
+            .transpose()
+    }
+
+    /// Every grant, oldest first.
+    pub fn grants(&self) -> Result<Vec<GrantRecord>> {
+        let mut all: Vec<GrantRecord> = self
+            .grants
+            .iter()
+            .values()
+            .map(|v| serde_json::from_slice(&v?).map_err(|e| corrupt("grants", e)))
+            .collect::<Result<_>>()?;
+        all.sort_by_key(|g| g.created_at);
+        Ok(all)
+    }
+
+    /// Appends an audit record chained to the previous one.
+    pub fn append_audit(&self, at: OffsetDateTime, event: AuditEvent) -> Result<AuditRecord> {
+        // A poisoned lock only means another thread panicked mid-append; the head it guards
+        // is still the last record written, so carry on with it.
+        let mut head = self.audit_head.lock().unwrap_or_else(|p| p.into_inner());
+        let (seq, prev) = match *head {
+            None => (1, [0u8; 32]),
+            Some((seq, hash)) => (seq + 1, hash),
+        };
+        let record = AuditRecord { seq, at, prev: optin_protocol::hex(&prev), event };
+        let bytes = serde_json::to_vec(&record).map_err(|e| corrupt("audit", e))?;
+        self.audit.insert(seq.to_be_bytes(), bytes.as_slice())?;
+        *head = Some((seq, optin_protocol::sha256(&bytes)));
+        Ok(record)
+    }
+
+    /// Every audit record in order, each with the SHA-256 of its stored bytes.
+    pub fn audit(&self) -> impl Iterator<Item = Result<(AuditRecord, [u8; 32])>> + '_ {
+        self.audit.iter().values().map(|v| {
+            let v = v?;
+            let record = serde_json::from_slice(&v).map_err(|e| corrupt("audit", e))?;
+            Ok((record, optin_protocol::sha256(&v)))
+        })
+    }
+
+    /// A metadata value.
+    pub fn meta(&self, name: &str) -> Result<Option<String>> {
+        Ok(self.meta.get(name)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Sets a metadata value. Durable on return.
+    pub fn set_meta(&self, name: &str, value: &str) -> Result<()> {
+        self.meta.insert(name, value)?;
+        self.flush()
+    }
+}
+
+fn purchase_prefix(merchant: &str) -> Vec<u8> {
+    let mut key = merchant.as_bytes().to_vec();
+    key.push(0);
+    key
+}
+
+fn purchase_key(merchant: &str, at: OffsetDateTime, id: &str) -> Vec<u8> {
+    let mut key = purchase_prefix(merchant);
+    key.extend_from_slice(&encode_time(at));
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+fn tx_error(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => StoreError::Sled(e),
+    }
+}
