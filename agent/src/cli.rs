@@ -44,9 +44,23 @@ enum Command {
     Ingest {
         /// The NDJSON file, or - for standard input.
         file: PathBuf,
+        /// Only say what would be stored.
+        #[arg(long)]
+        dry_run: bool,
         /// Print the counts as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Add the searches in a browser's history.
+    Import(ImportArgs),
+    /// Connect the browser extension: native-messaging manifests.
+    #[command(subcommand)]
+    Browser(BrowserCommand),
+    /// Serve the browser extension over native messaging (started by the browser).
+    NativeHost {
+        /// What the browser passes: the caller's origin (Chromium) or manifest and id (Firefox).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
     },
     /// Print the owner's token for POST /v1/signals.
     IngestToken,
@@ -95,6 +109,52 @@ enum Command {
     Pause,
     /// Share again after `pause`.
     Resume,
+}
+
+#[derive(Args, Debug)]
+struct ImportArgs {
+    /// chrome, chromium or firefox.
+    browser: crate::history::Browser,
+    /// The profile directory (default: the browser's default profile).
+    #[arg(long, value_name = "DIR")]
+    profile: Option<PathBuf>,
+    /// Only visits this recent, like 30d.
+    #[arg(long, value_name = "SPAN")]
+    since: Option<Span>,
+    /// Only say what would be added.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the searches and counts as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum BrowserCommand {
+    /// Write the native-messaging manifests where browsers look for them.
+    Install {
+        /// Only this browser: chromium, chrome or firefox.
+        #[arg(long)]
+        browser: Option<crate::browser::Browser>,
+        /// Write into this directory instead (a browser's --user-data-dir/NativeMessagingHosts).
+        #[arg(long, value_name = "DIR")]
+        manifest_dir: Option<PathBuf>,
+    },
+    /// Say what is installed and when the extension last connected.
+    Status {
+        /// Look in this directory instead.
+        #[arg(long, value_name = "DIR")]
+        manifest_dir: Option<PathBuf>,
+    },
+    /// Remove the manifests.
+    Uninstall {
+        /// Only this browser.
+        #[arg(long)]
+        browser: Option<crate::browser::Browser>,
+        /// Remove from this directory instead.
+        #[arg(long, value_name = "DIR")]
+        manifest_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -201,12 +261,42 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{}", Keys::load_or_create(&home)?.ingest_token());
             Ok(())
         }
-        Command::Ingest { file, json } => {
+        Command::Ingest { file, dry_run, json } => {
             let ndjson = read_input(&file)?;
-            match execute(&home_dir, Request::Ingest { ndjson }).await? {
+            match execute(&home_dir, Request::Ingest { ndjson, dry_run }).await? {
                 Response::Ingested { stored, duplicates } if json => println!("{}", serde_json::json!({"stored": stored, "duplicates": duplicates})),
+                Response::Ingested { stored, duplicates } if dry_run => println!("would store {stored} signals ({duplicates} already present)"),
                 Response::Ingested { stored, duplicates } => println!("stored {stored} signals ({duplicates} already present)"),
                 other => unexpected(other)?,
+            }
+            Ok(())
+        }
+        Command::Import(args) => import(&home_dir, args).await,
+        Command::NativeHost { args } => crate::native_host::run(&home_dir, &args).await,
+        Command::Browser(cmd) => {
+            let home = Home::open(&home_dir)?;
+            match cmd {
+                BrowserCommand::Install { browser, manifest_dir } => {
+                    for path in crate::browser::install(&home, browser, manifest_dir.as_deref())? {
+                        println!("installed {}", path.display());
+                    }
+                }
+                BrowserCommand::Status { manifest_dir } => {
+                    for line in crate::browser::status(&home, manifest_dir.as_deref())? {
+                        println!("{line}");
+                    }
+                    let running = matches!(crate::admin::call(&home.admin_socket(), &Request::Status).await, Ok(Some(_)));
+                    println!("agent: {}", if running { "running" } else { "not running (signals wait in the extension until it starts)" });
+                }
+                BrowserCommand::Uninstall { browser, manifest_dir } => {
+                    let removed = crate::browser::uninstall(&home, browser, manifest_dir.as_deref())?;
+                    for path in &removed {
+                        println!("removed {}", path.display());
+                    }
+                    if removed.is_empty() {
+                        println!("nothing to remove");
+                    }
+                }
             }
             Ok(())
         }
@@ -318,6 +408,49 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+async fn import(home_dir: &Path, args: ImportArgs) -> Result<()> {
+    let engines = crate::engines::Engines::builtin().context("the built-in engine rules do not load")?;
+    let profile = match args.profile {
+        Some(p) => p,
+        None => {
+            let user = std::env::var_os("HOME").map(PathBuf::from).context("HOME is not set; pass --profile")?;
+            crate::history::default_profile(args.browser, &user)?
+        }
+    };
+    let since = args.since.map(|s| crate::core::now() - s.duration());
+    let searches = crate::history::read_searches(args.browser, &profile, since, &engines)?;
+    let mut ndjson = String::new();
+    let mut shown = Vec::new();
+    for s in &searches {
+        let line = serde_json::json!({
+            "id": s.id,
+            "kind": "search",
+            "at": optin_protocol::timestamp::format(s.at),
+            "query": s.query,
+            "engine": s.engine,
+            "source": s.source,
+        });
+        ndjson.push_str(&line.to_string());
+        ndjson.push('\n');
+        shown.push(line);
+    }
+    let Response::Ingested { stored, duplicates } = execute(home_dir, Request::Ingest { ndjson, dry_run: args.dry_run }).await? else {
+        bail!("unexpected answer")
+    };
+    if args.json {
+        println!("{}", serde_json::json!({ "found": searches.len(), "stored": stored, "duplicates": duplicates, "dry_run": args.dry_run, "searches": shown }));
+    } else {
+        if args.dry_run {
+            for s in &searches {
+                println!("{}  {:<20} {}", optin_protocol::timestamp::format(s.at), s.engine, s.query);
+            }
+        }
+        let verb = if args.dry_run { "would add" } else { "added" };
+        println!("found {} searches in {} history; {verb} {stored} ({duplicates} already present)", searches.len(), args.browser);
+    }
+    Ok(())
+}
+
 fn unexpected(response: Response) -> Result<()> {
     bail!("unexpected answer from the agent: {response:?}")
 }
@@ -350,7 +483,7 @@ pub async fn execute(home_dir: &Path, request: Request) -> Result<Response> {
 /// The core over the store, for when no agent runs.
 pub fn open_offline(home: &Home) -> Result<Core> {
     let keys = Keys::load_or_create(home)?;
-    let store = Store::open(&home.store())?;
+    let store = open_store_waiting(home)?;
     let cert_sha256 = match store.meta("cert_sha256")? {
         Some(fp) => fp,
         None => tls::fingerprint(home, &TlsSource::default())?,
@@ -358,6 +491,20 @@ pub fn open_offline(home: &Home) -> Result<Core> {
     let agent_url = store.meta("agent_url")?.unwrap_or_else(|| "https://127.0.0.1:7676".to_owned());
     let abandon_after = store.meta("abandon_after")?.and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_ABANDON);
     Ok(Core::new(store, keys, CoreConfig { abandon_after, agent_url, cert_sha256 }))
+}
+
+/// Opens the store, waiting a little while another short-lived process (another CLI
+/// command, a native host writing one batch) holds it: those let go within milliseconds.
+fn open_store_waiting(home: &Home) -> Result<Store> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Store::open(&home.store()) {
+            Err(crate::store::StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 const DEFAULT_ABANDON: Span = match Span::from_seconds(86_400) {

@@ -22,6 +22,9 @@ pub enum Request {
     Ingest {
         /// The batch.
         ndjson: String,
+        /// Only count what would be stored.
+        #[serde(default)]
+        dry_run: bool,
     },
     /// List signals.
     Signals {

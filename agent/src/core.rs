@@ -141,8 +141,13 @@ impl Core {
     /// Executes an owner command.
     pub async fn handle(&self, request: Request, now: OffsetDateTime) -> Result<Response, CoreError> {
         match request {
-            Request::Ingest { ndjson } => {
+            Request::Ingest { ndjson, dry_run: false } => {
                 let (stored, duplicates) = self.ingest(&ndjson)?;
+                Ok(Response::Ingested { stored, duplicates })
+            }
+            Request::Ingest { ndjson, dry_run: true } => {
+                let batch = signal::parse_batch(&ndjson, &crate::merchant::registrable)?;
+                let (stored, duplicates) = self.store.count_new(&batch)?;
                 Ok(Response::Ingested { stored, duplicates })
             }
             Request::Signals { kind } => Ok(Response::Signals { signals: self.list_signals(kind, now)? }),

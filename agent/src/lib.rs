@@ -18,6 +18,8 @@
 //! - [`server`]: TLS listener, connection limits, timeouts, graceful shutdown.
 //! - [`tls`]: the certificate (self-signed on first start, or the user's).
 //! - [`admin`]: the Unix admin socket, server and client.
+//! - [`native_host`]: `optin native-host`, the extension's way in (native messaging).
+//! - [`browser`]: installing the native-messaging manifests.
 //! - [`merchant`]: registrable domains via the public suffix list.
 //! - [`engines`]: search-engine URL rules, read from the extension's `engines.json`.
 //! - [`history`]: reading searches from Chromium and Firefox history databases.
@@ -33,6 +35,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod browser;
 pub mod cli;
 pub mod command;
 pub mod core;
@@ -43,6 +46,7 @@ pub mod home;
 pub mod http;
 pub mod keys;
 pub mod merchant;
+pub mod native_host;
 pub mod server;
 pub mod slicer;
 pub mod store;

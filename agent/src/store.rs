@@ -232,6 +232,22 @@ impl Store {
         Ok(counts)
     }
 
+    /// What [`Store::insert_signals`] would do with `batch`: (new, duplicates). Writes nothing.
+    pub fn count_new(&self, batch: &[Signal]) -> Result<(usize, usize)> {
+        let mut seen = std::collections::HashSet::new();
+        let mut dups = 0;
+        for s in batch {
+            let stored = match self.ids.get(s.id.as_str())? {
+                Some(key) => self.signals.get(key)?.is_some(),
+                None => false,
+            };
+            if stored || !seen.insert(s.id.as_str()) {
+                dups += 1;
+            }
+        }
+        Ok((batch.len() - dups, dups))
+    }
+
     /// Signals of `kind` with `since <= at < until`, in time order, starting after the
     /// store key `after` when given.
     pub fn scan(

@@ -46,6 +46,13 @@ impl fmt::Display for GrantId {
     }
 }
 
+impl FromStr for GrantId {
+    type Err = String;
+    fn from_str(text: &str) -> Result<GrantId, String> {
+        GrantId::try_from(text.to_owned())
+    }
+}
+
 impl TryFrom<String> for GrantId {
     type Error = String;
     fn try_from(text: String) -> Result<GrantId, String> {

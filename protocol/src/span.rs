@@ -17,8 +17,12 @@ impl Span {
     pub const MAX_SECONDS: u64 = 10 * 365 * 86_400;
 
     /// A span of `seconds`, if positive and within [`Span::MAX_SECONDS`].
-    pub fn from_seconds(seconds: u64) -> Option<Span> {
-        (1..=Self::MAX_SECONDS).contains(&seconds).then_some(Span(seconds))
+    pub const fn from_seconds(seconds: u64) -> Option<Span> {
+        if seconds >= 1 && seconds <= Self::MAX_SECONDS {
+            Some(Span(seconds))
+        } else {
+            None
+        }
     }
 
     /// Whole seconds.
