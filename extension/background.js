@@ -1,0 +1,552 @@
+// The extension's service worker: turns navigations and page events into
+// signals, applies the person's settings, keeps the outbox in chrome.storage
+// and delivers it to `optin native-host` over native messaging.
+//
+// MV3 workers are stopped when idle and lose their memory, so:
+//  - every listener is registered synchronously at the top level (below);
+//  - all state that matters lives in chrome.storage.local, changed only inside
+//    `locked(...)` sections so concurrent events cannot lose updates;
+//  - the outbox is resent on every start and reconnect; signal ids make resends
+//    idempotent on the agent's side.
+
+import { matchSearch, parseRules } from './lib/engines.js';
+import { buildCart, buildPurchase, buildSearch, maskPattern, maskSignal, summarize } from './lib/signals.js';
+import { CART_EVENTS, PURCHASE_EVENT, ga4Currency, ga4Items } from './lib/ga4.js';
+import { updateCart } from './lib/cart.js';
+import { flattenNodes, ordersFrom, productsFrom } from './lib/jsonld.js';
+import { blockReason, normalizeSettings, normalizeSite } from './lib/settings.js';
+import { createMutex } from './lib/mutex.js';
+
+const HOST_NAME = 'dev.optin.agent';
+const VERSION = chrome.runtime.getManifest().version;
+const BATCH = 100; // signals per native message (the host's limit)
+const OUTBOX_MAX = 10000; // beyond this the oldest unsent signals are dropped
+const RECENT_MAX = 20;
+const SEARCH_DEDUPE_MS = 5000;
+const PURCHASES_REMEMBERED = 500;
+const REQUEST_TIMEOUT_MS = 15000;
+const MAX_MESSAGE_CHARS = 64 * 1024;
+const TICK_ALARM = 'optin-tick';
+
+const locked = createMutex();
+const store = chrome.storage.local;
+
+// ---- listeners (top level, synchronous) -------------------------------------
+
+chrome.webNavigation.onCommitted.addListener((d) => onNavigation(d));
+// Single-page searches (results replaced with history.pushState) commit nothing.
+chrome.webNavigation.onHistoryStateUpdated.addListener((d) => onNavigation(d));
+chrome.runtime.onMessage.addListener(onMessage);
+chrome.alarms.onAlarm.addListener((alarm) => {
+  if (alarm.name === TICK_ALARM) tick();
+});
+// Starting the worker is what matters on these events; start() below runs on
+// every worker start anyway.
+chrome.runtime.onStartup.addListener(() => {});
+chrome.runtime.onInstalled.addListener(() => {});
+
+// start() is called at the end of this module, once every module-level
+// binding it uses is initialised.
+function start() {
+  // A safety net: promotes reviewed signals and retries delivery even when
+  // nothing else wakes the worker. 30 s is the shortest period Chrome allows.
+  chrome.alarms.create(TICK_ALARM, { periodInMinutes: 0.5 });
+  connect();
+}
+
+async function tick() {
+  await promotePending();
+  if (!port) connect();
+  else flush();
+}
+
+// ---- storage helpers ---------------------------------------------------------
+
+async function getSettings() {
+  const { settings } = await store.get('settings');
+  return normalizeSettings(settings);
+}
+
+async function setStatus(state, detail = '', version = '') {
+  await store.set({ status: { state, detail, version, at: new Date().toISOString() } });
+}
+
+async function setLastError(message) {
+  await store.set({ lastError: { message: String(message).slice(0, 500), at: new Date().toISOString() } });
+}
+
+// ---- capture -----------------------------------------------------------------
+
+const enginesReady = fetch(chrome.runtime.getURL('engines.json'))
+  .then((r) => r.json())
+  .then(parseRules)
+  .catch((e) => {
+    setLastError('engines.json: ' + e.message);
+    return [];
+  });
+
+async function tabIncognito(tabId) {
+  try {
+    const tab = await chrome.tabs.get(tabId);
+    return tab.incognito === true;
+  } catch {
+    return null; // not a real tab (prerendering, closed): capture nothing
+  }
+}
+
+async function onNavigation(d) {
+  if (d.frameId !== 0 || d.tabId < 0) return;
+  // A reload or back/forward shows a search already made; it is not a new one.
+  if (d.transitionType === 'reload') return;
+  if ((d.transitionQualifiers ?? []).includes('forward_back')) return;
+  const m = matchSearch(d.url, await enginesReady);
+  if (!m) return;
+  const incognito = await tabIncognito(d.tabId);
+  if (incognito === null) return;
+  const host = new URL(d.url).hostname;
+  const settings = await getSettings();
+  if (blockReason(settings, { kind: 'search', host, incognito })) return;
+  const signal = maskSignal(buildSearch({ query: m.query, engine: m.engine }), settings.masked);
+  if (!signal) return;
+  const queued = await locked(async () => {
+    // The same query on the same engine within a few seconds is one search
+    // (a commit followed by a pushState, a double submit).
+    const { searchSeen = {} } = await store.get('searchSeen');
+    const now = Date.now();
+    for (const [k, t] of Object.entries(searchSeen)) if (now - t > SEARCH_DEDUPE_MS) delete searchSeen[k];
+    const key = m.engine + '|' + m.query.toLowerCase();
+    if (searchSeen[key]) return false;
+    searchSeen[key] = now;
+    await store.set({ searchSeen });
+    await enqueue(signal, settings);
+    return true;
+  });
+  if (queued) afterEnqueue(settings);
+}
+
+// Where a content-script message comes from: the top frame of a normal web tab.
+function pageOrigin(sender) {
+  if (!sender.tab || sender.frameId !== 0) return null;
+  let url;
+  try {
+    url = new URL(sender.url ?? sender.tab.url);
+  } catch {
+    return null;
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return null;
+  return { host: url.hostname, pageKey: url.origin + url.pathname + url.search, incognito: sender.tab.incognito === true };
+}
+
+async function onEcommerce(msg, origin) {
+  const { event, ecommerce } = msg;
+  if (!CART_EVENTS.has(event) && event !== PURCHASE_EVENT) return;
+  const settings = await getSettings();
+  // Checked without a kind first: paused, excluded and incognito mean the cart
+  // state is not touched either.
+  if (blockReason(settings, { host: origin.host, incognito: origin.incognito })) return;
+  const nodes = flattenNodes(Array.isArray(msg.ld) ? msg.ld : []);
+  const items = ga4Items(ecommerce, productsFrom(nodes));
+  const currency = ga4Currency(ecommerce);
+  if (!currency) return; // a price without a currency means nothing
+  if (event === PURCHASE_EVENT) {
+    await onPurchase(settings, origin, {
+      currency,
+      total: ecommerce.value,
+      orderId: ecommerce.transaction_id,
+      items,
+    });
+    return;
+  }
+  if (!settings.kinds.cart) return;
+  const queued = await locked(async () => {
+    const { carts = {} } = await store.get('carts');
+    const cart = updateCart(carts[origin.host], event, currency, items);
+    if (cart.items.length) carts[origin.host] = cart;
+    else delete carts[origin.host];
+    await store.set({ carts });
+    // An emptied cart produces no signal: a cart signal always has items.
+    const signal = maskSignal(buildCart({ merchant: origin.host, currency, items: cart.items }), settings.masked);
+    if (!signal) return false;
+    await enqueue(signal, settings);
+    return true;
+  });
+  if (queued) afterEnqueue(settings);
+}
+
+async function onJsonLd(msg, origin) {
+  const settings = await getSettings();
+  if (blockReason(settings, { host: origin.host, incognito: origin.incognito })) return;
+  const orders = ordersFrom(flattenNodes(Array.isArray(msg.ld) ? msg.ld : []));
+  for (const o of orders) {
+    if (!o.currency) continue;
+    await onPurchase(settings, origin, o);
+  }
+}
+
+async function onPurchase(settings, origin, { currency, total, orderId, items }) {
+  const built = await buildPurchase({
+    merchant: origin.host,
+    currency,
+    total,
+    orderId,
+    items,
+    pageKey: origin.pageKey,
+  });
+  const signal = built && settings.kinds.purchase ? maskSignal(built, settings.masked) : null;
+  const queued = await locked(async () => {
+    // The cart ends with the purchase, whether or not purchases are captured.
+    const { carts = {}, purchasesSeen = [] } = await store.get(['carts', 'purchasesSeen']);
+    if (carts[origin.host]) {
+      delete carts[origin.host];
+      await store.set({ carts });
+    }
+    if (!signal || purchasesSeen.includes(signal.id)) return false;
+    purchasesSeen.push(signal.id);
+    await store.set({ purchasesSeen: purchasesSeen.slice(-PURCHASES_REMEMBERED) });
+    await enqueue(signal, settings);
+    return true;
+  });
+  if (queued) afterEnqueue(settings);
+}
+
+// Adds a signal to the review list or the outbox, and to the popup's recent
+// list. Caller holds the lock.
+async function enqueue(signal, settings) {
+  const { recent = [], pending = [], outbox = [] } = await store.get(['recent', 'pending', 'outbox']);
+  recent.unshift({ id: signal.id, kind: signal.kind, at: signal.at, summary: summarize(signal) });
+  const update = { recent: recent.slice(0, RECENT_MAX) };
+  if (settings.delayMinutes > 0) {
+    pending.push({ signal, capturedAt: Date.now() });
+    update.pending = pending;
+  } else {
+    outbox.push(signal);
+    if (outbox.length > OUTBOX_MAX) {
+      outbox.splice(0, outbox.length - OUTBOX_MAX);
+      setLastError('outbox full: the oldest unsent signals were dropped');
+    }
+    update.outbox = outbox;
+  }
+  await store.set(update);
+}
+
+function afterEnqueue(settings) {
+  if (settings.delayMinutes > 0) {
+    // The alarm promotes too, but only every 30 s.
+    setTimeout(promotePending, settings.delayMinutes * 60000 + 50);
+  } else {
+    flush();
+  }
+}
+
+// Moves reviewed signals whose delay is over to the outbox.
+async function promotePending() {
+  const moved = await locked(async () => {
+    const settings = await getSettings();
+    const { pending = [], outbox = [] } = await store.get(['pending', 'outbox']);
+    if (!pending.length) return 0;
+    const cutoff = Date.now() - settings.delayMinutes * 60000;
+    const due = pending.filter((p) => p.capturedAt <= cutoff);
+    if (!due.length) return 0;
+    await store.set({
+      pending: pending.filter((p) => p.capturedAt > cutoff),
+      outbox: outbox.concat(due.map((p) => p.signal)),
+    });
+    return due.length;
+  });
+  if (moved) flush();
+}
+
+// ---- messages from content scripts and the popup ----------------------------
+
+function onMessage(msg, sender, sendResponse) {
+  if (!msg || typeof msg !== 'object' || sender.id !== chrome.runtime.id) return false;
+  const fromExtensionPage = typeof sender.url === 'string' && sender.url.startsWith(chrome.runtime.getURL(''));
+  if (typeof msg.type === 'string' && msg.type.startsWith('popup:')) {
+    if (!fromExtensionPage) return false;
+    handlePopup(msg).then(
+      (r) => sendResponse(r),
+      (e) => sendResponse({ ok: false, error: e.message }),
+    );
+    return true; // the answer comes asynchronously
+  }
+  const origin = pageOrigin(sender);
+  if (!origin) return false;
+  // Content scripts bound their messages already; a second bound here costs little.
+  let size;
+  try {
+    size = JSON.stringify(msg).length;
+  } catch {
+    return false;
+  }
+  if (size > MAX_MESSAGE_CHARS) return false;
+  if (msg.type === 'ecommerce' && typeof msg.event === 'string' && msg.ecommerce && typeof msg.ecommerce === 'object') {
+    onEcommerce(msg, origin).catch((e) => setLastError('capture: ' + e.message));
+  } else if (msg.type === 'jsonld') {
+    onJsonLd(msg, origin).catch((e) => setLastError('capture: ' + e.message));
+  }
+  return false;
+}
+
+async function changeSettings(fn) {
+  return locked(async () => {
+    const settings = await getSettings();
+    fn(settings);
+    const next = normalizeSettings(settings);
+    await store.set({ settings: next });
+    return next;
+  });
+}
+
+async function handlePopup(msg) {
+  switch (msg.type) {
+    case 'popup:state': {
+      const data = await store.get(['recent', 'pending', 'outbox', 'status', 'lastError']);
+      return {
+        ok: true,
+        settings: await getSettings(),
+        recent: data.recent ?? [],
+        pending: (data.pending ?? []).map((p) => ({ id: p.signal.id, kind: p.signal.kind, capturedAt: p.capturedAt, summary: summarize(p.signal) })),
+        outboxCount: (data.outbox ?? []).length,
+        status: data.status ?? { state: 'connecting' },
+        lastError: data.lastError ?? null,
+      };
+    }
+    case 'popup:set': {
+      const settings = await changeSettings((s) => {
+        if (typeof msg.enabled === 'boolean') s.enabled = msg.enabled;
+        if (msg.kind && typeof msg.on === 'boolean' && msg.kind in s.kinds) s.kinds[msg.kind] = msg.on;
+        if (msg.delayMinutes !== undefined) s.delayMinutes = msg.delayMinutes;
+      });
+      // A shorter delay may make reviewed signals due now.
+      await promotePending();
+      return { ok: true, settings };
+    }
+    case 'popup:exclude': {
+      const site = normalizeSite(msg.site);
+      if (!site) return { ok: false, error: 'not a site name' };
+      return { ok: true, settings: await changeSettings((s) => s.excluded.push(site)) };
+    }
+    case 'popup:include':
+      return { ok: true, settings: await changeSettings((s) => (s.excluded = s.excluded.filter((x) => x !== msg.site))) };
+    case 'popup:mask': {
+      const word = typeof msg.word === 'string' ? msg.word.trim() : '';
+      if (!word) return { ok: false, error: 'empty word' };
+      const settings = await changeSettings((s) => s.masked.push(word));
+      await remaskUnsent(settings);
+      return { ok: true, settings };
+    }
+    case 'popup:unmask':
+      return { ok: true, settings: await changeSettings((s) => (s.masked = s.masked.filter((w) => w !== msg.word))) };
+    case 'popup:discard':
+      await locked(async () => {
+        const { pending = [], recent = [] } = await store.get(['pending', 'recent']);
+        await store.set({
+          pending: pending.filter((p) => p.signal.id !== msg.id),
+          recent: recent.filter((r) => r.id !== msg.id),
+        });
+      });
+      return { ok: true };
+    case 'popup:clear-error':
+      await store.remove('lastError');
+      return { ok: true };
+    case 'popup:connect':
+      if (!port) connect();
+      return { ok: true };
+    case 'popup:grants':
+      return hostRequest({ type: 'grants' });
+    case 'popup:revoke':
+      if (typeof msg.grant_id !== 'string' || !msg.grant_id) return { ok: false, error: 'no grant id' };
+      return hostRequest({ type: 'revoke', grant_id: msg.grant_id });
+    default:
+      return { ok: false, error: 'unknown request' };
+  }
+}
+
+// A word masked now also applies to what has not left the browser yet.
+async function remaskUnsent(settings) {
+  const re = maskPattern(settings.masked);
+  await locked(async () => {
+    const { pending = [], outbox = [], recent = [] } = await store.get(['pending', 'outbox', 'recent']);
+    const remask = (s) => maskSignal(s, settings.masked);
+    await store.set({
+      pending: pending.map((p) => ({ ...p, signal: remask(p.signal) })).filter((p) => p.signal),
+      outbox: outbox.map(remask).filter(Boolean),
+      recent: recent.map((r) => ({ ...r, summary: re ? r.summary.replace(re, '[masked]') : r.summary })),
+    });
+  });
+}
+
+async function hostRequest(msg) {
+  if (!port || !ready) {
+    connect();
+    return { ok: false, error: 'not connected to the optin agent' };
+  }
+  try {
+    return await request(msg);
+  } catch (e) {
+    return { ok: false, error: e.message };
+  }
+}
+
+// ---- native messaging --------------------------------------------------------
+
+let port = null; // the one long-lived connection to `optin native-host`
+let ready = false; // hello answered on this port
+let nextId = 1;
+const waiting = new Map(); // request id → {resolve, reject, timer}
+let backoffMs = 1000;
+let reconnectTimer = null;
+
+function connect() {
+  if (port) return;
+  clearTimeout(reconnectTimer);
+  reconnectTimer = null;
+  let p;
+  try {
+    p = chrome.runtime.connectNative(HOST_NAME);
+  } catch (e) {
+    setStatus('host missing', e.message);
+    scheduleReconnect();
+    return;
+  }
+  port = p;
+  ready = false;
+  setStatus('connecting');
+  p.onMessage.addListener(onHostMessage);
+  p.onDisconnect.addListener(() => {
+    const reason = chrome.runtime.lastError?.message ?? 'the native host closed the connection';
+    dropPort(p, reason);
+    // "not found" and "forbidden" mean the host is not installed for this
+    // browser profile (or its manifest is wrong): `optin browser install`.
+    setStatus(/not found|forbidden/i.test(reason) ? 'host missing' : 'disconnected', reason);
+    scheduleReconnect();
+  });
+  request({ type: 'hello', version: VERSION })
+    .then(async (reply) => {
+      if (port !== p) return;
+      if (!reply.ok) throw new Error(reply.error ?? 'hello refused');
+      ready = true;
+      backoffMs = 1000;
+      await setStatus(reply.agent === 'running' ? 'running' : 'stopped', '', String(reply.version ?? ''));
+      await promotePending();
+      flush();
+    })
+    .catch((e) => {
+      if (port === p) {
+        setStatus('disconnected', e.message);
+        p.disconnect();
+        dropPort(p, e.message);
+        scheduleReconnect();
+      }
+    });
+}
+
+function dropPort(p, reason) {
+  if (port !== p) return;
+  port = null;
+  ready = false;
+  for (const [, w] of waiting) {
+    clearTimeout(w.timer);
+    w.reject(new Error(reason));
+  }
+  waiting.clear();
+}
+
+function scheduleReconnect() {
+  if (reconnectTimer) return;
+  reconnectTimer = setTimeout(() => {
+    reconnectTimer = null;
+    connect();
+  }, backoffMs);
+  backoffMs = Math.min(backoffMs * 2, 60000);
+}
+
+function request(msg) {
+  return new Promise((resolve, reject) => {
+    if (!port) {
+      reject(new Error('not connected'));
+      return;
+    }
+    const id = nextId++;
+    const p = port;
+    const timer = setTimeout(() => {
+      waiting.delete(id);
+      reject(new Error('the native host did not answer'));
+      // A host that stops answering is restarted; unacknowledged signals stay queued.
+      p.disconnect();
+      dropPort(p, 'timeout');
+      setStatus('disconnected', 'the native host did not answer');
+      scheduleReconnect();
+    }, REQUEST_TIMEOUT_MS);
+    waiting.set(id, { resolve, reject, timer });
+    try {
+      p.postMessage({ ...msg, id });
+    } catch (e) {
+      clearTimeout(timer);
+      waiting.delete(id);
+      reject(e);
+    }
+  });
+}
+
+function onHostMessage(msg) {
+  if (!msg || typeof msg.id !== 'number') return;
+  const w = waiting.get(msg.id);
+  if (!w) return;
+  waiting.delete(msg.id);
+  clearTimeout(w.timer);
+  w.resolve(msg);
+}
+
+// ---- delivery ----------------------------------------------------------------
+
+let flushing = null;
+let flushAgain = false;
+let retryTimer = null;
+
+/** Sends the outbox in batches; safe to call any time, runs one loop at a time. */
+function flush() {
+  flushAgain = true;
+  if (!flushing) {
+    flushing = flushLoop().finally(() => {
+      flushing = null;
+    });
+  }
+  return flushing;
+}
+
+async function flushLoop() {
+  while (flushAgain) {
+    flushAgain = false;
+    for (;;) {
+      if (!port || !ready) return;
+      const { outbox = [] } = await store.get('outbox');
+      if (!outbox.length) break;
+      const batch = outbox.slice(0, BATCH);
+      let reply;
+      try {
+        reply = await request({ type: 'signals', signals: batch });
+      } catch {
+        return; // disconnected or timed out: resent after reconnecting
+      }
+      if (!reply.ok && reply.retry === true) {
+        // The host could not store now (the agent is down): keep the batch.
+        await setStatus('stopped', String(reply.error ?? ''));
+        clearTimeout(retryTimer);
+        retryTimer = setTimeout(flush, 10000);
+        return;
+      }
+      if (!reply.ok) {
+        // Refused whole (a bad signal): dropped, so it cannot block the queue.
+        await setLastError(`the agent refused ${batch.length} signal(s): ${reply.error ?? 'no reason given'}`);
+      }
+      const sent = new Set(batch.map((s) => s.id));
+      await locked(async () => {
+        const { outbox: now = [] } = await store.get('outbox');
+        await store.set({ outbox: now.filter((s) => !sent.has(s.id)) });
+      });
+    }
+  }
+}
+
+start();

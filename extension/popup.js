@@ -1,0 +1,217 @@
+// The popup: shows and changes the settings, the review list, what was captured
+// lately, the agent connection and the grants in force. Every change goes
+// through the worker (messages "popup:*") so storage is only written there.
+// Page data is rendered with textContent only, never as HTML.
+
+import { normalizeSite } from './lib/settings.js';
+
+const $ = (id) => document.getElementById(id);
+const ask = (msg) => chrome.runtime.sendMessage(msg);
+
+const STATUS_TEXT = {
+  running: 'agent running',
+  stopped: 'agent stopped',
+  'host missing': 'host missing',
+  disconnected: 'disconnected',
+  connecting: 'connecting…',
+};
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === 'class') node.className = v;
+    else if (k === 'testid') node.dataset.testid = v;
+    else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c);
+  return node;
+}
+
+function when(iso) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return '';
+  const sameDay = d.toDateString() === new Date().toDateString();
+  return sameDay ? d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : d.toLocaleDateString();
+}
+
+function fillList(list, rows, emptyText) {
+  list.replaceChildren(...(rows.length ? rows : [el('li', { class: 'empty' }, emptyText)]));
+}
+
+let currentSite = '';
+let lastState = '';
+
+function render(state) {
+  const { settings, status } = state;
+  const s = status?.state ?? 'connecting';
+  // Grants need the host: load them again once it answers.
+  if (s !== lastState && (s === 'running' || s === 'stopped')) loadGrants();
+  lastState = s;
+  const badge = $('agent');
+  badge.textContent = STATUS_TEXT[s] ?? s;
+  badge.className = 'badge ' + (s === 'host missing' ? 'missing' : s);
+  badge.dataset.state = s;
+  badge.title = [status?.version && 'agent ' + status.version, status?.detail].filter(Boolean).join(' — ');
+
+  $('enabled').checked = settings.enabled;
+  $('enabled-label').textContent = settings.enabled ? 'On' : 'Paused';
+  for (const box of document.querySelectorAll('input[data-kind]')) {
+    box.checked = settings.kinds[box.dataset.kind];
+  }
+
+  const err = state.lastError;
+  $('error').hidden = !err;
+  $('error-text').textContent = err ? err.message : '';
+
+  // Sites
+  $('this-site-row').hidden = !currentSite || settings.excluded.includes(currentSite);
+  $('this-site').textContent = currentSite;
+  fillList(
+    $('excluded'),
+    settings.excluded.map((site) =>
+      el(
+        'li',
+        {},
+        el('span', { class: 'what' }, site),
+        el('button', { type: 'button', class: 'x', title: 'Capture on this site again', testid: 'include', 'data-site': site, onclick: () => ask({ type: 'popup:include', site }).then(refresh) }, '✕'),
+      ),
+    ),
+    'No excluded sites.',
+  );
+
+  // Masked words
+  $('masked').replaceChildren(
+    ...settings.masked.map((word) =>
+      el('li', {}, word, el('button', { type: 'button', class: 'x', title: 'Stop masking', testid: 'unmask', 'data-word': word, onclick: () => ask({ type: 'popup:unmask', word }).then(refresh) }, '✕')),
+    ),
+  );
+
+  // Review
+  const delay = $('delay');
+  if (document.activeElement !== delay) delay.value = String(settings.delayMinutes);
+  const due = (p) => new Date(p.capturedAt + settings.delayMinutes * 60000).toISOString();
+  fillList(
+    $('pending'),
+    state.pending.map((p) =>
+      el(
+        'li',
+        { 'data-id': p.id },
+        el('span', { class: 'kind' }, p.kind),
+        el('span', { class: 'what' }, p.summary),
+        el('span', { class: 'when' }, 'sends ' + when(due(p))),
+        el('button', { type: 'button', class: 'danger', testid: 'discard', onclick: () => ask({ type: 'popup:discard', id: p.id }).then(refresh) }, 'Discard'),
+      ),
+    ),
+    settings.delayMinutes > 0 ? 'Nothing waiting for review.' : 'Signals are sent at once.',
+  );
+
+  // Recent
+  $('outbox').textContent = state.outboxCount ? `${state.outboxCount} waiting to be delivered to the agent.` : '';
+  fillList(
+    $('recent'),
+    state.recent.map((r) =>
+      el('li', { 'data-id': r.id, 'data-kind': r.kind }, el('span', { class: 'kind' }, r.kind), el('span', { class: 'what', title: r.summary }, r.summary), el('span', { class: 'when' }, when(r.at))),
+    ),
+    'Nothing captured yet.',
+  );
+}
+
+async function refresh() {
+  const state = await ask({ type: 'popup:state' });
+  if (state?.ok) render(state);
+}
+
+async function loadGrants() {
+  const list = $('grants');
+  const reply = await ask({ type: 'popup:grants' });
+  if (!reply?.ok) {
+    fillList(list, [], reply?.error ? 'Grants unavailable: ' + reply.error : 'Grants unavailable.');
+    return;
+  }
+  const active = (reply.grants ?? []).filter((g) => g.state === 'active');
+  fillList(
+    list,
+    active.map((g) =>
+      el(
+        'li',
+        { 'data-grant': g.grant_id },
+        el('span', { class: 'what', title: g.purpose ?? '' }, el('strong', {}, g.marketer), ' · ' + (g.kinds ?? []).join(', ') + (g.granularity ? ' · ' + g.granularity : '')),
+        el('span', { class: 'when' }, g.expires_at ? 'until ' + when(g.expires_at) : ''),
+        el(
+          'button',
+          {
+            type: 'button',
+            class: 'danger',
+            testid: 'revoke',
+            'data-grant': g.grant_id,
+            onclick: async (e) => {
+              e.target.disabled = true;
+              const r = await ask({ type: 'popup:revoke', grant_id: g.grant_id });
+              if (!r?.ok) {
+                e.target.disabled = false;
+                e.target.textContent = 'Retry';
+                e.target.title = r?.error ?? '';
+              }
+              loadGrants();
+            },
+          },
+          'Revoke',
+        ),
+      ),
+    ),
+    'No marketer has access.',
+  );
+}
+
+async function findCurrentSite() {
+  try {
+    const [tab] = await chrome.tabs.query({ active: true, lastFocusedWindow: true });
+    const url = tab?.url ? new URL(tab.url) : null;
+    if (url && (url.protocol === 'http:' || url.protocol === 'https:')) currentSite = normalizeSite(url.hostname);
+  } catch {
+    currentSite = '';
+  }
+}
+
+function wire() {
+  $('enabled').addEventListener('change', (e) => ask({ type: 'popup:set', enabled: e.target.checked }).then(refresh));
+  for (const box of document.querySelectorAll('input[data-kind]')) {
+    box.addEventListener('change', () => ask({ type: 'popup:set', kind: box.dataset.kind, on: box.checked }).then(refresh));
+  }
+  $('exclude-this').addEventListener('click', () => ask({ type: 'popup:exclude', site: currentSite }).then(refresh));
+  $('exclude-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const input = $('exclude-input');
+    const r = await ask({ type: 'popup:exclude', site: input.value });
+    if (r?.ok) input.value = '';
+    refresh();
+  });
+  $('mask-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const input = $('mask-input');
+    const r = await ask({ type: 'popup:mask', word: input.value });
+    if (r?.ok) input.value = '';
+    refresh();
+  });
+  $('delay').addEventListener('change', (e) => ask({ type: 'popup:set', delayMinutes: Number(e.target.value) || 0 }).then(refresh));
+  $('error-clear').addEventListener('click', () => ask({ type: 'popup:clear-error' }).then(refresh));
+
+  // Re-render whenever the worker changes something (new signals, status).
+  let pendingRefresh = null;
+  chrome.storage.onChanged.addListener(() => {
+    clearTimeout(pendingRefresh);
+    pendingRefresh = setTimeout(refresh, 50);
+  });
+}
+
+async function main() {
+  wire();
+  await findCurrentSite();
+  ask({ type: 'popup:connect' });
+  await refresh();
+  await loadGrants();
+  document.body.dataset.ready = 'true';
+}
+
+main();
