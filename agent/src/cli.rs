@@ -554,6 +554,6 @@ fn print_audit(records: &[serde_json::Value]) {
             Some("sharing") => format!("paused={}", e["paused"]),
             _ => String::new(),
         };
-        println!("{:<5} {:<20} {:<8} {:<26} {:<20} {detail}", r["seq"], s(&r["at"]), s(&e["type"]), s(&e["grant_id"]), s(&e["marketer"]));
+        println!("{:<5} {:<20} {:<8} {:<26} {:<20} {detail}", r["seq"].to_string(), s(&r["at"]), s(&e["type"]), s(&e["grant_id"]), s(&e["marketer"]));
     }
 }
