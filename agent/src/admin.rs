@@ -92,8 +92,18 @@ async fn session(stream: UnixStream, core: &Core) -> Result<()> {
     }
 }
 
+/// How long the CLI waits for the agent's answer. Generous: a revoke may wait for slices in
+/// flight, and an ingest for a large batch's fsync.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Sends one request to the agent of `home`; `None` when no agent listens there.
 pub async fn call(socket: &Path, request: &Request) -> Result<Option<Reply>> {
+    tokio::time::timeout(CALL_TIMEOUT, exchange(socket, request))
+        .await
+        .with_context(|| format!("the agent at {} did not answer within {} s", socket.display(), CALL_TIMEOUT.as_secs()))?
+}
+
+async fn exchange(socket: &Path, request: &Request) -> Result<Option<Reply>> {
     let stream = match UnixStream::connect(socket).await {
         Ok(s) => s,
         Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => return Ok(None),

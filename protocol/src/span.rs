@@ -62,6 +62,7 @@ impl FromStr for Span {
 
 impl fmt::Display for Span {
     /// The largest unit that divides the span exactly, so `30d` prints as `30d`.
+    #[allow(clippy::manual_is_multiple_of)] // is_multiple_of needs a newer Rust than we require
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (unit, scale) in [("w", 7 * 86_400), ("d", 86_400), ("h", 3_600), ("m", 60)] {
             if self.0 % scale == 0 {
