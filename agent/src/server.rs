@@ -61,6 +61,9 @@ pub async fn serve(config: ServeConfig) -> Result<()> {
         CoreConfig { abandon_after: config.abandon_after, agent_url: url.clone(), cert_sha256: identity.sha256.clone() },
     ));
 
+    // Listen for signals before announcing readiness: a SIGTERM right after the ready line
+    // must stop the agent gracefully, not kill it.
+    let shutdown = shutdown_signal()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let admin = tokio::spawn(crate::admin::serve(home.clone(), core.clone(), stop_rx.clone()));
     let https = tokio::spawn(accept_loop(listener, TlsAcceptor::from(identity.config), crate::http::app(core.clone()), config.max_connections, stop_rx));
@@ -68,7 +71,7 @@ pub async fn serve(config: ServeConfig) -> Result<()> {
     println!("listening on {url} (certificate sha256 {})", identity.sha256);
     tracing::info!(%addr, "agent ready");
 
-    shutdown_signal().await?;
+    shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     https.await.context("listener task failed")??;
@@ -77,15 +80,17 @@ pub async fn serve(config: ServeConfig) -> Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() -> Result<()> {
+/// Registers SIGTERM and SIGINT handlers now; the future completes on the first signal.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 async fn accept_loop(
