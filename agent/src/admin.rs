@@ -21,14 +21,21 @@ use crate::home::Home;
 /// Longest request line (an ingest batch travels in one).
 pub const MAX_LINE: usize = 64 * 1024 * 1024;
 
-/// Serves the admin socket until `stop`.
-pub async fn serve(home: Home, core: Arc<Core>, mut stop: watch::Receiver<bool>) -> Result<()> {
+/// Binds the admin socket of `home` (mode 0600). Done before the agent says it is ready, so
+/// a command issued right after the ready line reaches the agent.
+pub fn bind(home: &Home) -> Result<UnixListener> {
     let path = home.admin_socket();
     // A socket left by an agent that was killed would make bind fail; the store lock already
     // proved that no other agent owns this home.
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path).with_context(|| format!("cannot bind {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves the admin socket until `stop`.
+pub async fn serve(listener: UnixListener, home: Home, core: Arc<Core>, mut stop: watch::Receiver<bool>) -> Result<()> {
+    let path = home.admin_socket();
     let owner = std::fs::metadata(home.root())?.uid();
     let mut tasks = JoinSet::new();
     loop {

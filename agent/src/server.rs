@@ -65,7 +65,8 @@ pub async fn serve(config: ServeConfig) -> Result<()> {
     // must stop the agent gracefully, not kill it.
     let shutdown = shutdown_signal()?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let admin = tokio::spawn(crate::admin::serve(home.clone(), core.clone(), stop_rx.clone()));
+    let admin_listener = crate::admin::bind(&home)?;
+    let admin = tokio::spawn(crate::admin::serve(admin_listener, home.clone(), core.clone(), stop_rx.clone()));
     let https = tokio::spawn(accept_loop(listener, TlsAcceptor::from(identity.config), crate::http::app(core.clone()), config.max_connections, stop_rx));
 
     println!("listening on {url} (certificate sha256 {})", identity.sha256);
