@@ -161,11 +161,17 @@ function q(url, name, fallback) {
   return url.searchParams.get(name) ?? fallback;
 }
 
-/** Starts the server on 127.0.0.1 with an ephemeral port. */
-export async function startSites() {
+/**
+ * Starts the server on 127.0.0.1 with an ephemeral port. It routes by the Host
+ * header, so it also works as a browser's HTTP proxy (absolute request URLs).
+ * `extra(req, res, host, url)` may answer a request first (it returns true
+ * when it did): tests add their own routes with it.
+ */
+export async function startSites({ extra } = {}) {
   const server = http.createServer((req, res) => {
     const host = (req.headers.host ?? '').replace(/:\d+$/, '');
     const url = new URL(req.url, `http://${host}`);
+    if (extra?.(req, res, host, url)) return;
     const html = route(host, url);
     if (html === null) {
       res.writeHead(404, { 'content-type': 'text/plain' });
