@@ -2,6 +2,8 @@
 //! this crate must reproduce byte for byte. Another implementation can check itself against
 //! the same files.
 
+#![allow(clippy::unwrap_used)] // a panic is a failed test
+
 use std::collections::BTreeMap;
 
 use optin_protocol::jws::{self, Jwk};

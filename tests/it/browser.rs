@@ -1,0 +1,282 @@
+//! The browser's way in: `optin native-host` spoken to as the browser does (length-prefixed
+//! JSON on stdin/stdout), and `optin browser install|status|uninstall`.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+use crate::harness::{assert_unauthorized, now, optin_bin, ts, Agent, Home};
+
+const EXTENSION_ID: &str = include_str!("../../extension/EXTENSION_ID");
+
+fn origin() -> String {
+    format!("chrome-extension://{}/", EXTENSION_ID.trim())
+}
+
+/// A native host started the way Chromium starts it: one argument, the caller's origin.
+struct Host {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+}
+
+impl Host {
+    fn start(program: &Path, pre_args: &[&str], caller: &str) -> Host {
+        let mut child = tokio::process::Command::new(program)
+            .args(pre_args)
+            .arg(caller)
+            .env_remove("OPTIN_HOME")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn the native host");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        Host { child, stdin, stdout }
+    }
+
+    fn for_home(home: &Path) -> Host {
+        let home = home.to_str().expect("a UTF-8 path").to_owned();
+        Host::start(&optin_bin(), &["--home", &home, "native-host"], &origin())
+    }
+
+    async fn send_raw(&mut self, body: &[u8]) {
+        let len = u32::try_from(body.len()).expect("small").to_ne_bytes();
+        self.stdin.write_all(&len).await.expect("write length");
+        self.stdin.write_all(body).await.expect("write body");
+        self.stdin.flush().await.expect("flush");
+    }
+
+    async fn receive(&mut self) -> Value {
+        let read = async {
+            let mut len = [0u8; 4];
+            self.stdout.read_exact(&mut len).await?;
+            let mut body = vec![0u8; u32::from_ne_bytes(len) as usize];
+            self.stdout.read_exact(&mut body).await?;
+            Ok::<_, std::io::Error>(body)
+        };
+        let body = tokio::time::timeout(Duration::from_secs(30), read).await.expect("a reply within 30 s").expect("a framed reply");
+        serde_json::from_slice(&body).expect("a JSON reply")
+    }
+
+    async fn ask(&mut self, message: Value) -> Value {
+        self.send_raw(message.to_string().as_bytes()).await;
+        let reply = self.receive().await;
+        assert_eq!(reply["id"], message["id"], "the reply echoes the id: {reply}");
+        reply
+    }
+
+    async fn finish(mut self) -> Option<i32> {
+        drop(self.stdin);
+        let status = tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await.expect("the host exits when stdin closes");
+        status.expect("wait").code()
+    }
+}
+
+fn search(id: &str, query: &str) -> Value {
+    json!({"id": id, "kind": "search", "at": ts(now()), "query": query, "engine": "duckduckgo.com", "source": "extension"})
+}
+
+fn cart(id: &str, host: &str) -> Value {
+    json!({"id": id, "kind": "cart", "at": ts(now()), "merchant": host, "currency": "EUR", "source": "extension",
+           "items": [{"name": "Trail X", "price": "89.9", "quantity": 1}]})
+}
+
+#[tokio::test]
+async fn native_host_forwards_to_the_running_agent() {
+    let agent = Agent::start().await;
+    let mut host = Host::for_home(agent.home().path());
+
+    let hello = host.ask(json!({"type": "hello", "id": 1, "version": "0.1.0"})).await;
+    assert_eq!(hello["ok"], true, "{hello}");
+    assert_eq!(hello["agent"], "running", "{hello}");
+
+    let batch = json!({"type": "signals", "id": 2, "signals": [search("ext-1", "tent"), cart("ext-2", "www.shop.example.co.uk")]});
+    let stored = host.ask(batch.clone()).await;
+    assert_eq!((stored["ok"].clone(), stored["stored"].clone(), stored["duplicates"].clone()), (json!(true), json!(2), json!(0)), "{stored}");
+    // The extension resends what it did not see acknowledged: nothing is stored twice.
+    let again = host.ask(json!({"type": "signals", "id": 3, "signals": batch["signals"]})).await;
+    assert_eq!((again["stored"].clone(), again["duplicates"].clone()), (json!(0), json!(2)), "{again}");
+    let listed = list(agent.cli(&["signals", "--json"]).await.json());
+    assert_eq!(listed.len(), 2);
+    let cart = listed.iter().find(|s| s["id"] == "ext-2").expect("the cart");
+    assert_eq!(cart["merchant"], "example.co.uk", "the merchant is the registrable domain");
+
+    // Grants are listed by their terms only: never a token or key.
+    let bundle = agent.grant("acme.example", "search", "raw", "30d").await;
+    let grants = host.ask(json!({"type": "grants", "id": 4})).await;
+    assert_eq!(grants["grants"][0]["grant_id"], bundle.grant_id.as_str(), "{grants}");
+    assert_eq!(grants["grants"][0]["state"], "active");
+    let text = grants.to_string();
+    assert!(!text.contains("optin_") && !text.contains("token") && !text.contains(&bundle.jwk.x), "the host leaked a secret: {text}");
+
+    // Revoke from the extension: the marketer's next request is refused.
+    assert_eq!(agent.get("/v1/slice", Some(&bundle.token)).await.status, 200);
+    let revoked = host.ask(json!({"type": "revoke", "id": 5, "grant_id": bundle.grant_id.as_str()})).await;
+    assert_eq!(revoked["ok"], true, "{revoked}");
+    assert_unauthorized(&agent.get("/v1/slice", Some(&bundle.token)).await, "a grant revoked from the extension");
+
+    assert_eq!(host.finish().await, Some(0));
+}
+
+#[tokio::test]
+async fn native_host_writes_to_the_store_when_no_agent_runs() {
+    let home = Home::new();
+    let mut host = Host::for_home(home.path());
+    let hello = host.ask(json!({"type": "hello", "id": 1})).await;
+    assert_eq!(hello["agent"], "stopped", "{hello}");
+    let stored = host.ask(json!({"type": "signals", "id": 2, "signals": [search("off-1", "offline tent")]})).await;
+    assert_eq!(stored["stored"], 1, "{stored}");
+    // The host closed the store after the write: the CLI (and an agent) can open it at once,
+    // while the host is still running.
+    let listed = list(home.cli(&["signals", "--json"]).await.json());
+    assert_eq!(listed.iter().map(|s| s["id"].clone()).collect::<Vec<_>>(), vec![json!("off-1")]);
+    let agent = home.serve(&[]).await;
+    let listed = list(agent.cli(&["signals", "--json"]).await.json());
+    assert_eq!(listed.len(), 1, "the signal written without an agent is there when it starts");
+    let hello = host.ask(json!({"type": "hello", "id": 3})).await;
+    assert_eq!(hello["agent"], "running", "{hello}");
+    assert_eq!(host.finish().await, Some(0));
+}
+
+#[tokio::test]
+async fn rejects_bad_messages_and_changes_nothing() {
+    let agent = Agent::start().await;
+    let mut host = Host::for_home(agent.home().path());
+    for (message, needle) in [
+        (json!({"type": "signals", "id": 1, "signals": [search("ok-1", "fine"), {"kind": "search", "at": "then"}]}), "signal 2"),
+        (json!({"type": "signals", "id": 2, "signals": [json!({"id": "x", "kind": "cart", "at": ts(now()), "merchant": "co.uk", "currency": "EUR"})]}), "merchant"),
+        (json!({"type": "signals", "id": 3, "signals": []}), "1 to 100"),
+        (json!({"type": "signals", "id": 4, "signals": "all of them"}), "list"),
+        (json!({"type": "revoke", "id": 5, "grant_id": "g_nope"}), "grant id"),
+        (json!({"type": "revoke", "id": 6, "grant_id": "g_000000000000000000000000"}), "no grant"),
+        (json!({"type": "launch-missiles", "id": 7}), "unknown message type"),
+        (json!({"id": 8}), "no type"),
+    ] {
+        let reply = host.ask(message.clone()).await;
+        assert_eq!(reply["ok"], false, "{message} -> {reply}");
+        assert!(reply["retry"].is_null(), "a bad message is not to be retried: {reply}");
+        assert!(reply["error"].as_str().is_some_and(|e| e.contains(needle)), "{message} -> {reply}, expected `{needle}`");
+    }
+    host.send_raw(b"{not json").await;
+    let reply = host.receive().await;
+    assert_eq!(reply["ok"], false, "{reply}");
+    assert!(list(agent.cli(&["signals", "--json"]).await.json()).is_empty(), "nothing was stored");
+    // A frame longer than the limit ends the session instead of being read into memory.
+    host.stdin.write_all(&(64u32 * 1024 * 1024).to_ne_bytes()).await.expect("write");
+    assert_eq!(host.finish().await, Some(1));
+}
+
+#[tokio::test]
+async fn rejects_callers_other_than_the_extension() {
+    let home = Home::new();
+    for caller in ["chrome-extension://aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/", "someone@else.example", ""] {
+        let path = home.path().to_str().expect("utf-8").to_owned();
+        let mut host = Host::start(&optin_bin(), &["--home", &path, "native-host"], caller);
+        host.send_raw(json!({"type": "hello", "id": 1}).to_string().as_bytes()).await;
+        let mut stderr = String::new();
+        if let Some(mut e) = host.child.stderr.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), e.read_to_string(&mut stderr)).await;
+        }
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(15), host.stdout.read_to_end(&mut out)).await;
+        assert!(out.is_empty(), "no answer to {caller:?}");
+        assert!(stderr.contains("refusing"), "{caller:?}: {stderr}");
+        assert_eq!(host.finish().await, Some(1), "{caller:?}");
+    }
+}
+
+#[tokio::test]
+async fn browser_install_status_uninstall() {
+    let home = Home::new();
+    let fake_user = home.scratch("user-home");
+    std::fs::create_dir_all(&fake_user).expect("mkdir");
+    let run = |args: &'static [&'static str]| {
+        let home_path = home.path().to_owned();
+        let fake_user = fake_user.clone();
+        async move {
+            let out = tokio::process::Command::new(optin_bin())
+                .arg("--home")
+                .arg(&home_path)
+                .args(args)
+                .env("HOME", &fake_user)
+                .env_remove("OPTIN_HOME")
+                .output()
+                .await
+                .expect("run optin");
+            (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    };
+
+    let (code, status, _) = run(&["browser", "status"]).await;
+    assert_eq!(code, Some(0));
+    assert!(status.contains("chromium: not installed") && status.contains("never connected"), "{status}");
+
+    let (code, out, err) = run(&["browser", "install"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.lines().count(), 3, "one manifest per browser: {out}");
+    for (dir, key, allowed) in [
+        (".config/chromium/NativeMessagingHosts", "allowed_origins", origin()),
+        (".config/google-chrome/NativeMessagingHosts", "allowed_origins", origin()),
+        (".mozilla/native-messaging-hosts", "allowed_extensions", "optin@optin.dev".to_owned()),
+    ] {
+        let path = fake_user.join(dir).join("dev.optin.agent.json");
+        let manifest: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("manifest written")).expect("JSON");
+        assert_eq!(manifest["name"], "dev.optin.agent");
+        assert_eq!(manifest["type"], "stdio");
+        assert_eq!(manifest[key], json!([allowed]), "{}", path.display());
+        let launcher = Path::new(manifest["path"].as_str().expect("a path"));
+        assert!(launcher.is_absolute(), "browsers need an absolute path: {}", launcher.display());
+        use std::os::unix::fs::PermissionsExt;
+        assert!(std::fs::metadata(launcher).expect("launcher").permissions().mode() & 0o100 != 0, "the launcher is executable");
+    }
+
+    // The launcher the manifest names really starts the host for this home.
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(fake_user.join(".config/chromium/NativeMessagingHosts/dev.optin.agent.json")).expect("manifest"),
+    )
+    .expect("JSON");
+    let mut host = Host::start(Path::new(manifest["path"].as_str().expect("path")), &[], &origin());
+    let stored = host.ask(json!({"type": "signals", "id": 1, "signals": [search("via-launcher", "headlamp")]})).await;
+    assert_eq!(stored["stored"], 1, "{stored}");
+    assert_eq!(host.finish().await, Some(0));
+    assert_eq!(list(home.cli(&["signals", "--json"]).await.json()).len(), 1);
+
+    let (_, status, _) = run(&["browser", "status"]).await;
+    assert!(status.contains("chromium: installed at") && status.contains("firefox: installed at"), "{status}");
+    assert!(status.contains("extension last connected"), "{status}");
+    assert!(status.contains("agent: not running"), "{status}");
+
+    let (code, out, _) = run(&["browser", "uninstall", "--browser", "firefox"]).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("native-messaging-hosts"), "{out}");
+    let (_, status, _) = run(&["browser", "status"]).await;
+    assert!(status.contains("firefox: not installed") && status.contains("chromium: installed"), "{status}");
+    let (_, out, _) = run(&["browser", "uninstall"]).await;
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let (code, _, err) = run(&["browser", "install", "--browser", "netscape"]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("unknown browser"), "{err}");
+}
+
+#[tokio::test]
+async fn browser_install_into_a_profile_directory() {
+    let home = Home::new();
+    let dir = home.scratch("profile/NativeMessagingHosts");
+    let out = home.cli(&["browser", "install", "--browser", "chromium", "--manifest-dir", dir.to_str().expect("utf-8")]).await;
+    out.ok();
+    assert!(dir.join("dev.optin.agent.json").is_file());
+    let status = home.cli(&["browser", "status", "--manifest-dir", dir.to_str().expect("utf-8")]).await;
+    assert!(status.ok().contains("chromium: installed"), "{}", status.stdout);
+}
+
+/// The array `optin signals --json` prints.
+fn list(v: Value) -> Vec<Value> {
+    v.as_array().cloned().unwrap_or_else(|| panic!("not a JSON array: {v}"))
+}

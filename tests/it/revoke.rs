@@ -1,0 +1,147 @@
+//! Revocation is immediate: once `optin revoke` returns, no slice of the grant is served,
+//! even to clients hammering the agent while it runs. Pause stops all sharing at once.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use optin_examples::ClientError;
+use tokio::task::JoinSet;
+
+use crate::harness::{assert_unauthorized, fixture, now, Agent};
+
+const CLIENTS: usize = 8;
+/// Most requests one client sends.
+const MAX_REQUESTS: usize = 2_000;
+/// How long clients keep going after revoke returned.
+const AFTER: Duration = Duration::from_millis(400);
+
+/// What one request saw.
+struct Outcome {
+    started: Instant,
+    completed: Instant,
+    result: Result<u16, String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revoke_stops_every_slice_once_it_returns() {
+    let agent = Agent::start().await;
+    agent.ingest(&fixture::ndjson(&fixture::walkthrough(now()))).await;
+    let bundle = Arc::new(agent.grant("acme.example", "search,cart", "raw", "30d").await);
+    let client = agent.client();
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+
+    let mut clients = JoinSet::new();
+    for _ in 0..CLIENTS {
+        let (client, bundle, stop, served) = (client.clone(), bundle.clone(), stop.clone(), served.clone());
+        clients.spawn(async move {
+            let mut outcomes = Vec::new();
+            while !stop.load(Ordering::SeqCst) && outcomes.len() < MAX_REQUESTS {
+                let started = Instant::now();
+                let result = client.get("/v1/slice", Some(&bundle.token)).await;
+                let completed = Instant::now();
+                let result = match result {
+                    Ok(r) if r.status.as_u16() == 200 => {
+                        // A slice counts as served only if it arrived whole and verifies.
+                        bundle.verify_slice(&r.text()).map_err(|e| format!("a 200 that does not verify: {e}"))?;
+                        served.fetch_add(1, Ordering::SeqCst);
+                        Ok(200)
+                    }
+                    Ok(r) if r.status.as_u16() == 401 => {
+                        assert_unauthorized(&r, "after revoke");
+                        Ok(401)
+                    }
+                    Ok(r) => Err(format!("unexpected {} {}", r.status, r.text())),
+                    // The agent cuts off a slice whose grant was revoked in flight: the
+                    // response head may have left, the body never does.
+                    Err(ClientError::Http(e)) => Err(format!("cut off: {e}")),
+                    Err(e) => return Err(format!("request failed: {e}")),
+                };
+                outcomes.push(Outcome { started, completed, result });
+            }
+            Ok::<_, String>(outcomes)
+        });
+    }
+
+    // Let the clients get going, then revoke through the CLI (the admin socket).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while served.load(Ordering::SeqCst) < CLIENTS * 2 {
+        assert!(Instant::now() < deadline, "no slices were served before revoke; log:\n{}", agent.log());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let revoking = Instant::now();
+    let out = agent.cli(&["revoke", bundle.grant_id.as_str()]).await;
+    let revoked = Instant::now();
+    assert_eq!(out.ok().trim(), format!("revoked {}", bundle.grant_id));
+    tokio::time::sleep(AFTER).await;
+    stop.store(true, Ordering::SeqCst);
+
+    let mut outcomes = Vec::new();
+    let collect = async {
+        while let Some(done) = clients.join_next().await {
+            outcomes.extend(done.expect("client task").unwrap_or_else(|e| panic!("{e}")));
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), collect).await.expect("clients finish");
+
+    let (mut before, mut straddling, mut after) = (0, 0, 0);
+    for o in &outcomes {
+        if o.started > revoked {
+            after += 1;
+            assert_eq!(o.result, Ok(401), "a request that began after revoke returned must be refused");
+        } else if o.completed > revoked {
+            straddling += 1;
+            assert_ne!(o.result, Ok(200), "a slice completed after revoke returned ({:?} after)", o.completed - revoked);
+            if let Err(e) = &o.result {
+                assert!(o.completed > revoking, "a request failed before revoke began: {e}");
+            }
+        } else {
+            before += 1;
+            if let Err(e) = &o.result {
+                assert!(o.completed > revoking, "a request failed before revoke began: {e}");
+            }
+        }
+    }
+    assert!(before >= CLIENTS * 2, "served before revoke: {before}");
+    assert!(after >= CLIENTS, "too few requests after revoke to show anything: {after} (straddling {straddling})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejects_revoking_an_unknown_grant() {
+    let agent = Agent::start().await;
+    for (id, code) in [("g_000000000000000000000000", 1), ("nonsense", 2)] {
+        let out = agent.cli(&["revoke", id]).await;
+        assert!(out.code == Some(code) || (code == 2 && out.code == Some(1)), "revoke {id}: {out:#?}");
+        assert!(out.stderr.starts_with("error"), "revoke {id}: {out:#?}");
+    }
+    let out = agent.cli(&["revoke", "g_000000000000000000000000"]).await;
+    assert!(out.stderr.contains("g_000000000000000000000000"), "the error names the grant: {out:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_stops_all_sharing_until_resume() {
+    let agent = Agent::start().await;
+    agent.ingest(&fixture::ndjson(&fixture::walkthrough(now()))).await;
+    let a = agent.grant("acme.example", "search,cart", "raw", "30d").await;
+    let b = agent.grant("globex.example", "search", "category", "30d").await;
+    agent.cli(&["pause"]).await.ok();
+    for bundle in [&a, &b] {
+        let response = agent.get("/v1/slice", Some(&bundle.token)).await;
+        assert_eq!(response.status.as_u16(), 403, "{}", response.text());
+        let problem = response.problem().expect("problem+json");
+        assert_eq!(problem.type_, "urn:optin:problem:paused");
+    }
+    // A bad token is still a bad token while paused.
+    assert_unauthorized(&agent.get("/v1/slice", Some("optin_garbage")).await, "garbage while paused");
+    agent.cli(&["resume"]).await.ok();
+    for bundle in [&a, &b] {
+        let response = agent.get("/v1/slice", Some(&bundle.token)).await;
+        assert_eq!(response.status.as_u16(), 200, "{}", response.text());
+    }
+    let audit = agent.cli(&["audit", "--json"]).await.json();
+    let events: Vec<&serde_json::Value> = audit.as_array().expect("array").iter().map(|r| &r["event"]).collect();
+    assert_eq!(events.iter().filter(|e| e["type"] == "sharing").count(), 2, "pause and resume are audited: {events:#?}");
+    let paused_refusals = events.iter().filter(|e| e["type"] == "refused" && e["status"] == 403).count();
+    assert_eq!(paused_refusals, 2, "refusals while paused are audited: {events:#?}");
+}

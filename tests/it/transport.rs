@@ -1,0 +1,70 @@
+//! The marketer API is HTTPS only: HTTP/1.1 and HTTP/2 by ALPN, no plaintext, and a client
+//! pinning another certificate refuses the agent.
+
+use std::time::Duration;
+
+use optin_examples::{ClientError, PinnedClient, Protocol};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::{fixture, now, Agent};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_by_alpn_serves_the_same_slices() {
+    let agent = Agent::start().await;
+    agent.ingest(&fixture::ndjson(&fixture::walkthrough(now()))).await;
+    let bundle = agent.grant("acme.example", "search,cart", "raw", "30d").await;
+    for protocol in [Protocol::Http1, Protocol::Http2] {
+        let response = agent.client_over(protocol).get("/v1/slice", Some(&bundle.token)).await.expect("an answer");
+        let expected = if protocol == Protocol::Http2 { hyper::Version::HTTP_2 } else { hyper::Version::HTTP_11 };
+        assert_eq!(response.version, expected);
+        assert_eq!(response.status.as_u16(), 200, "{protocol:?}: {}", response.text());
+        let claims = bundle.verify_slice(&response.text()).expect("verifies");
+        assert_eq!(claims.items.len(), 5, "{protocol:?}");
+        let refused = agent.client_over(protocol).get("/v1/slice", None).await.expect("an answer");
+        assert_eq!(refused.status.as_u16(), 401, "{protocol:?}");
+        assert!(refused.header("www-authenticate").is_some(), "{protocol:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejects_plaintext_http() {
+    let agent = Agent::start().await;
+    let addr = agent.url.strip_prefix("https://").expect("https url").to_owned();
+    let mut tcp = TcpStream::connect(&addr).await.expect("connect");
+    tcp.write_all(b"GET /v1/slice HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await.expect("write");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the agent should close a plaintext connection, not wait");
+    assert!(!answer.starts_with(b"HTTP/"), "plaintext HTTP got an HTTP answer: {}", String::from_utf8_lossy(&answer));
+    // The agent is unharmed.
+    assert_eq!(agent.get("/v1/slice", None).await.status.as_u16(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejects_an_agent_whose_certificate_is_not_the_pinned_one() {
+    let agent = Agent::start().await;
+    let mut pin = agent.fingerprint.clone().into_bytes();
+    pin[0] = if pin[0] == b'0' { b'1' } else { b'0' };
+    let wrong = String::from_utf8(pin).expect("hex");
+    let client = PinnedClient::new(&agent.url, &wrong).expect("client");
+    match client.get("/v1/slice", None).await {
+        Err(ClientError::Tls { .. }) => {}
+        other => panic!("a client pinning another certificate must refuse the handshake: {other:?}"),
+    }
+    let other = Agent::start().await;
+    let crossed = PinnedClient::new(&agent.url, &other.fingerprint).expect("client");
+    assert!(matches!(crossed.get("/v1/slice", None).await, Err(ClientError::Tls { .. })), "each agent has its own certificate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_endpoints_answer_problems() {
+    let agent = Agent::start().await;
+    for path in ["/", "/v1", "/v1/slices", "/v2/slice"] {
+        let response = agent.get(path, None).await;
+        assert_eq!(response.status.as_u16(), 404, "{path}");
+        assert!(response.problem().is_some(), "{path}: {}", response.text());
+    }
+    let response = agent.client().post("/v1/slice", None, "application/json", b"{}".to_vec()).await.expect("answer");
+    assert!(matches!(response.status.as_u16(), 401 | 405), "POST /v1/slice: {}", response.status);
+}
