@@ -4,8 +4,15 @@
 //
 // MV3 workers are stopped when idle and lose their memory, so:
 //  - every listener is registered synchronously at the top level (below);
-//  - all state that matters lives in chrome.storage.local, changed only inside
-//    `locked(...)` sections so concurrent events cannot lose updates;
+//  - all state that matters lives in chrome.storage.local. The worker reads it
+//    once when it starts and then keeps the truth in memory (`state`): every
+//    change is a synchronous step on `state` (so concurrent events cannot lose
+//    updates) followed by `persist(keys)`, which writes the changed keys in
+//    order, one write at a time, coalescing changes made while a write runs;
+//  - a captured signal is written to the outbox and sent to the host at the
+//    same time, and leaves the outbox only once the host has acknowledged it
+//    (or refused it for good). A worker stopped in between loses nothing: the
+//    signal is in storage, in the agent, or both;
 //  - the outbox is resent on every start and reconnect; signal ids make resends
 //    idempotent on the agent's side.
 
@@ -15,7 +22,7 @@ import { CART_EVENTS, PURCHASE_EVENT, ga4Currency, ga4Items } from './lib/ga4.js
 import { updateCart } from './lib/cart.js';
 import { flattenNodes, ordersFrom, productsFrom } from './lib/jsonld.js';
 import { blockReason, normalizeSettings, normalizeSite } from './lib/settings.js';
-import { createMutex } from './lib/mutex.js';
+import { createWriter } from './lib/writer.js';
 
 const HOST_NAME = 'dev.optin.agent';
 const VERSION = chrome.runtime.getManifest().version;
@@ -28,7 +35,6 @@ const REQUEST_TIMEOUT_MS = 15000;
 const MAX_MESSAGE_CHARS = 64 * 1024;
 const TICK_ALARM = 'optin-tick';
 
-const locked = createMutex();
 const store = chrome.storage.local;
 
 // ---- listeners (top level, synchronous) -------------------------------------
@@ -60,11 +66,36 @@ async function tick() {
   else flush();
 }
 
-// ---- storage helpers ---------------------------------------------------------
+// ---- state and storage ------------------------------------------------------
+
+// Keys of chrome.storage.local that only this worker writes, mirrored in `state`.
+// (`status` and `lastError` are written directly: only the popup reads them.)
+const STATE_KEYS = ['settings', 'carts', 'searchSeen', 'purchasesSeen', 'recent', 'pending', 'outbox'];
+
+let state = null;
+const stateReady = store.get(STATE_KEYS).then((raw) => {
+  state = {
+    settings: normalizeSettings(raw.settings),
+    carts: raw.carts ?? {},
+    searchSeen: raw.searchSeen ?? {},
+    purchasesSeen: raw.purchasesSeen ?? [],
+    recent: raw.recent ?? [],
+    pending: raw.pending ?? [],
+    outbox: raw.outbox ?? [],
+  };
+});
+
+// Writes the named keys of `state`, one write at a time (lib/writer.js);
+// resolves once everything changed so far is stored.
+const persist = createWriter(
+  (update) => store.set(update),
+  (key) => state[key],
+  (e) => setLastError('storage: ' + e.message),
+);
 
 async function getSettings() {
-  const { settings } = await store.get('settings');
-  return normalizeSettings(settings);
+  await stateReady;
+  return state.settings;
 }
 
 async function setStatus(state, detail = '', version = '') {
@@ -108,20 +139,15 @@ async function onNavigation(d) {
   if (blockReason(settings, { kind: 'search', host, incognito })) return;
   const signal = maskSignal(buildSearch({ query: m.query, engine: m.engine }), settings.masked);
   if (!signal) return;
-  const queued = await locked(async () => {
-    // The same query on the same engine within a few seconds is one search
-    // (a commit followed by a pushState, a double submit).
-    const { searchSeen = {} } = await store.get('searchSeen');
-    const now = Date.now();
-    for (const [k, t] of Object.entries(searchSeen)) if (now - t > SEARCH_DEDUPE_MS) delete searchSeen[k];
-    const key = m.engine + '|' + m.query.toLowerCase();
-    if (searchSeen[key]) return false;
-    searchSeen[key] = now;
-    await store.set({ searchSeen });
-    await enqueue(signal, settings);
-    return true;
-  });
-  if (queued) afterEnqueue(settings);
+  // The same query on the same engine within a few seconds is one search
+  // (a commit followed by a pushState, a double submit).
+  const { searchSeen } = state;
+  const now = Date.now();
+  for (const [k, t] of Object.entries(searchSeen)) if (now - t > SEARCH_DEDUPE_MS) delete searchSeen[k];
+  const key = m.engine + '|' + m.query.toLowerCase();
+  if (searchSeen[key]) return;
+  searchSeen[key] = now;
+  enqueue(signal, settings, 'searchSeen');
 }
 
 // Where a content-script message comes from: the top frame of a normal web tab.
@@ -158,19 +184,14 @@ async function onEcommerce(msg, origin) {
     return;
   }
   if (!settings.kinds.cart) return;
-  const queued = await locked(async () => {
-    const { carts = {} } = await store.get('carts');
-    const cart = updateCart(carts[origin.host], event, currency, items);
-    if (cart.items.length) carts[origin.host] = cart;
-    else delete carts[origin.host];
-    await store.set({ carts });
-    // An emptied cart produces no signal: a cart signal always has items.
-    const signal = maskSignal(buildCart({ merchant: origin.host, currency, items: cart.items }), settings.masked);
-    if (!signal) return false;
-    await enqueue(signal, settings);
-    return true;
-  });
-  if (queued) afterEnqueue(settings);
+  const { carts } = state;
+  const cart = updateCart(carts[origin.host], event, currency, items);
+  if (cart.items.length) carts[origin.host] = cart;
+  else delete carts[origin.host];
+  // An emptied cart produces no signal: a cart signal always has items.
+  const signal = maskSignal(buildCart({ merchant: origin.host, currency, items: cart.items }), settings.masked);
+  if (signal) enqueue(signal, settings, 'carts');
+  else persist('carts');
 }
 
 async function onJsonLd(msg, origin) {
@@ -192,68 +213,64 @@ async function onPurchase(settings, origin, { currency, total, orderId, items })
     items,
     pageKey: origin.pageKey,
   });
+  // Settings may have changed while the id was computed: decide on the current ones.
+  settings = state.settings;
+  if (blockReason(settings, { host: origin.host, incognito: origin.incognito })) return;
+  // The cart ends with the purchase, whether or not purchases are captured.
+  const changed = [];
+  if (state.carts[origin.host]) {
+    delete state.carts[origin.host];
+    changed.push('carts');
+  }
   const signal = built && settings.kinds.purchase ? maskSignal(built, settings.masked) : null;
-  const queued = await locked(async () => {
-    // The cart ends with the purchase, whether or not purchases are captured.
-    const { carts = {}, purchasesSeen = [] } = await store.get(['carts', 'purchasesSeen']);
-    if (carts[origin.host]) {
-      delete carts[origin.host];
-      await store.set({ carts });
-    }
-    if (!signal || purchasesSeen.includes(signal.id)) return false;
-    purchasesSeen.push(signal.id);
-    await store.set({ purchasesSeen: purchasesSeen.slice(-PURCHASES_REMEMBERED) });
-    await enqueue(signal, settings);
-    return true;
-  });
-  if (queued) afterEnqueue(settings);
+  if (!signal || state.purchasesSeen.includes(signal.id)) {
+    if (changed.length) persist(...changed);
+    return;
+  }
+  state.purchasesSeen.push(signal.id);
+  if (state.purchasesSeen.length > PURCHASES_REMEMBERED) state.purchasesSeen.splice(0, state.purchasesSeen.length - PURCHASES_REMEMBERED);
+  enqueue(signal, settings, 'purchasesSeen', ...changed);
 }
 
 // Adds a signal to the review list or the outbox, and to the popup's recent
-// list. Caller holds the lock.
-async function enqueue(signal, settings) {
-  const { recent = [], pending = [], outbox = [] } = await store.get(['recent', 'pending', 'outbox']);
-  recent.unshift({ id: signal.id, kind: signal.kind, at: signal.at, summary: summarize(signal) });
-  const update = { recent: recent.slice(0, RECENT_MAX) };
+// list, and stores that together with the other `changed` keys in one write.
+// Synchronous: it runs in the same step as the caller's own changes. A signal
+// for the outbox is sent at once, while it is being written.
+function enqueue(signal, settings, ...changed) {
+  state.recent.unshift({ id: signal.id, kind: signal.kind, at: signal.at, summary: summarize(signal) });
+  if (state.recent.length > RECENT_MAX) state.recent.length = RECENT_MAX;
   if (settings.delayMinutes > 0) {
-    pending.push({ signal, capturedAt: Date.now() });
-    update.pending = pending;
-  } else {
-    outbox.push(signal);
-    if (outbox.length > OUTBOX_MAX) {
-      outbox.splice(0, outbox.length - OUTBOX_MAX);
-      setLastError('outbox full: the oldest unsent signals were dropped');
-    }
-    update.outbox = outbox;
-  }
-  await store.set(update);
-}
-
-function afterEnqueue(settings) {
-  if (settings.delayMinutes > 0) {
+    state.pending.push({ signal, capturedAt: Date.now() });
+    persist('recent', 'pending', ...changed);
     // The alarm promotes too, but only every 30 s.
     setTimeout(promotePending, settings.delayMinutes * 60000 + 50);
-  } else {
-    flush();
+    return;
   }
+  const { outbox } = state;
+  outbox.push(signal);
+  if (outbox.length > OUTBOX_MAX) {
+    outbox.splice(0, outbox.length - OUTBOX_MAX);
+    setLastError('outbox full: the oldest unsent signals were dropped');
+  }
+  // Sent first, then written, in the same step: the worker cannot stop in
+  // between, and the host's answer is not waited for before the write.
+  flush();
+  persist('recent', 'outbox', ...changed);
 }
 
 // Moves reviewed signals whose delay is over to the outbox.
 async function promotePending() {
-  const moved = await locked(async () => {
-    const settings = await getSettings();
-    const { pending = [], outbox = [] } = await store.get(['pending', 'outbox']);
-    if (!pending.length) return 0;
-    const cutoff = Date.now() - settings.delayMinutes * 60000;
-    const due = pending.filter((p) => p.capturedAt <= cutoff);
-    if (!due.length) return 0;
-    await store.set({
-      pending: pending.filter((p) => p.capturedAt > cutoff),
-      outbox: outbox.concat(due.map((p) => p.signal)),
-    });
-    return due.length;
-  });
-  if (moved) flush();
+  await stateReady;
+  const { pending, settings } = state;
+  if (!pending.length) return;
+  const cutoff = Date.now() - settings.delayMinutes * 60000;
+  const due = pending.filter((p) => p.capturedAt <= cutoff);
+  if (!due.length) return;
+  state.pending = pending.filter((p) => p.capturedAt > cutoff);
+  state.outbox.push(...due.map((p) => p.signal));
+  const written = persist('pending', 'outbox');
+  flush();
+  await written;
 }
 
 // ---- messages from content scripts and the popup ----------------------------
@@ -287,26 +304,28 @@ function onMessage(msg, sender, sendResponse) {
   return false;
 }
 
+// Applies `fn` to a copy of the settings; resolves once they are stored.
 async function changeSettings(fn) {
-  return locked(async () => {
-    const settings = await getSettings();
-    fn(settings);
-    const next = normalizeSettings(settings);
-    await store.set({ settings: next });
-    return next;
-  });
+  await stateReady;
+  const settings = structuredClone(state.settings);
+  fn(settings);
+  state.settings = normalizeSettings(settings);
+  const next = state.settings;
+  await persist('settings');
+  return next;
 }
 
 async function handlePopup(msg) {
   switch (msg.type) {
     case 'popup:state': {
-      const data = await store.get(['recent', 'pending', 'outbox', 'status', 'lastError']);
+      await stateReady;
+      const data = await store.get(['status', 'lastError']);
       return {
         ok: true,
-        settings: await getSettings(),
-        recent: data.recent ?? [],
-        pending: (data.pending ?? []).map((p) => ({ id: p.signal.id, kind: p.signal.kind, capturedAt: p.capturedAt, summary: summarize(p.signal) })),
-        outboxCount: (data.outbox ?? []).length,
+        settings: state.settings,
+        recent: state.recent,
+        pending: state.pending.map((p) => ({ id: p.signal.id, kind: p.signal.kind, capturedAt: p.capturedAt, summary: summarize(p.signal) })),
+        outboxCount: state.outbox.length,
         status: data.status ?? { state: 'connecting' },
         lastError: data.lastError ?? null,
       };
@@ -338,13 +357,10 @@ async function handlePopup(msg) {
     case 'popup:unmask':
       return { ok: true, settings: await changeSettings((s) => (s.masked = s.masked.filter((w) => w !== msg.word))) };
     case 'popup:discard':
-      await locked(async () => {
-        const { pending = [], recent = [] } = await store.get(['pending', 'recent']);
-        await store.set({
-          pending: pending.filter((p) => p.signal.id !== msg.id),
-          recent: recent.filter((r) => r.id !== msg.id),
-        });
-      });
+      await stateReady;
+      state.pending = state.pending.filter((p) => p.signal.id !== msg.id);
+      state.recent = state.recent.filter((r) => r.id !== msg.id);
+      await persist('pending', 'recent');
       return { ok: true };
     case 'popup:clear-error':
       await store.remove('lastError');
@@ -365,15 +381,11 @@ async function handlePopup(msg) {
 // A word masked now also applies to what has not left the browser yet.
 async function remaskUnsent(settings) {
   const re = maskPattern(settings.masked);
-  await locked(async () => {
-    const { pending = [], outbox = [], recent = [] } = await store.get(['pending', 'outbox', 'recent']);
-    const remask = (s) => maskSignal(s, settings.masked);
-    await store.set({
-      pending: pending.map((p) => ({ ...p, signal: remask(p.signal) })).filter((p) => p.signal),
-      outbox: outbox.map(remask).filter(Boolean),
-      recent: recent.map((r) => ({ ...r, summary: re ? r.summary.replace(re, '[masked]') : r.summary })),
-    });
-  });
+  const remask = (s) => maskSignal(s, settings.masked);
+  state.pending = state.pending.map((p) => ({ ...p, signal: remask(p.signal) })).filter((p) => p.signal);
+  state.outbox = state.outbox.map(remask).filter(Boolean);
+  state.recent = state.recent.map((r) => ({ ...r, summary: re ? r.summary.replace(re, '[masked]') : r.summary }));
+  await persist('pending', 'outbox', 'recent');
 }
 
 async function hostRequest(msg) {
@@ -520,9 +532,9 @@ async function flushLoop() {
     flushAgain = false;
     for (;;) {
       if (!port || !ready) return;
-      const { outbox = [] } = await store.get('outbox');
-      if (!outbox.length) break;
-      const batch = outbox.slice(0, BATCH);
+      if (!state) await stateReady;
+      if (!state.outbox.length) break;
+      const batch = state.outbox.slice(0, BATCH);
       let reply;
       try {
         reply = await request({ type: 'signals', signals: batch });
@@ -536,17 +548,25 @@ async function flushLoop() {
         retryTimer = setTimeout(flush, 10000);
         return;
       }
-      if (!reply.ok) {
+      if (reply.ok) {
+        announceDelivered(batch);
+      } else {
         // Refused whole (a bad signal): dropped, so it cannot block the queue.
-        await setLastError(`the agent refused ${batch.length} signal(s): ${reply.error ?? 'no reason given'}`);
+        setLastError(`the agent refused ${batch.length} signal(s): ${reply.error ?? 'no reason given'}`);
       }
+      // Only now may the batch leave the outbox. Not awaited: the removal is
+      // written after (or with) any write still adding these signals.
       const sent = new Set(batch.map((s) => s.id));
-      await locked(async () => {
-        const { outbox: now = [] } = await store.get('outbox');
-        await store.set({ outbox: now.filter((s) => !sent.has(s.id)) });
-      });
+      state.outbox = state.outbox.filter((s) => !sent.has(s.id));
+      persist('outbox');
     }
   }
+}
+
+// Tells observers in the worker (the benchmark, extension/test/bench.mjs) that
+// the host acknowledged `signals`. Costs nothing when nobody listens.
+function announceDelivered(signals) {
+  self.dispatchEvent(new CustomEvent('optin-delivered', { detail: { signals } }));
 }
 
 start();

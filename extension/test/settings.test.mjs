@@ -2,7 +2,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { blockReason, isExcluded, normalizeSettings, normalizeSite, DEFAULT_SETTINGS } from '../lib/settings.js';
-import { createMutex } from '../lib/mutex.js';
 
 test('normalizeSettings fills defaults and cleans values', () => {
   assert.deepEqual(normalizeSettings(undefined), { ...DEFAULT_SETTINGS, kinds: { ...DEFAULT_SETTINGS.kinds } });
@@ -34,20 +33,4 @@ test('blockReason: incognito, paused, excluded and switched-off kinds capture no
   assert.equal(blockReason(s, { kind: 'purchase', host: 'www.quiet.example' }), 'excluded');
   assert.equal(blockReason(s, { kind: 'cart', host: 'shop.example' }), 'kind off');
   assert.equal(blockReason(s, { host: 'shop.example' }), null);
-});
-
-test('createMutex runs sections one at a time, even after a failure', async () => {
-  const locked = createMutex();
-  let value = 0;
-  const bump = () =>
-    locked(async () => {
-      const v = value;
-      await new Promise((r) => setTimeout(r, 1));
-      value = v + 1;
-    });
-  const failing = locked(async () => {
-    throw new Error('boom');
-  });
-  await Promise.all([bump(), bump(), failing.catch(() => {}), bump()]);
-  assert.equal(value, 3);
 });
