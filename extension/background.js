@@ -194,7 +194,15 @@ async function onEcommerce(msg, origin) {
   else persist('carts');
 }
 
+// A confirmation page often reports one order twice: as a GA4 `purchase` event,
+// which carries item categories, and as JSON-LD, which usually does not. Which
+// arrives first differs between browsers (Firefox runs the JSON-LD scan before
+// the page's tags), and the first report wins (the id is the same). So the
+// JSON-LD report waits a moment and only counts when no GA4 report came.
+const JSONLD_GRACE_MS = 1500;
+
 async function onJsonLd(msg, origin) {
+  await new Promise((resolve) => setTimeout(resolve, JSONLD_GRACE_MS));
   const settings = await getSettings();
   if (blockReason(settings, { host: origin.host, incognito: origin.incognito })) return;
   const orders = ordersFrom(flattenNodes(Array.isArray(msg.ld) ? msg.ld : []));
