@@ -35,6 +35,10 @@ pub struct Core {
     keys: Keys,
     gates: Gates,
     config: CoreConfig,
+    /// Derived grant keys, kept because deriving them (an Ed25519 key from its seed among
+    /// them) is a fifth of a small slice's cost. Bounded by the number of grants: only grants
+    /// found in the store are derived.
+    grant_keys: std::sync::Mutex<std::collections::HashMap<GrantId, std::sync::Arc<GrantKeys>>>,
 }
 
 /// A failed owner command.
@@ -99,7 +103,7 @@ pub struct Admitted {
     /// Its terms narrowed by the token's caveats.
     pub terms: Terms,
     /// Its keys.
-    pub keys: GrantKeys,
+    pub keys: std::sync::Arc<GrantKeys>,
     /// Holds the gate open while the request is answered.
     pub pass: Pass,
 }
@@ -125,7 +129,7 @@ const PURPOSE_CHARS: usize = 1000;
 impl Core {
     /// Operations over an open store.
     pub fn new(store: Store, keys: Keys, config: CoreConfig) -> Core {
-        Core { store, keys, gates: Gates::default(), config }
+        Core { store, keys, gates: Gates::default(), config, grant_keys: Default::default() }
     }
 
     /// The store.
@@ -272,6 +276,17 @@ impl Core {
         })
     }
 
+    fn grant_keys(&self, id: &GrantId) -> Result<std::sync::Arc<GrantKeys>, Refusal> {
+        // The cache only grows with real grants; a poisoned lock still holds valid keys.
+        let mut cache = self.grant_keys.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(keys) = cache.get(id) {
+            return Ok(keys.clone());
+        }
+        let keys = std::sync::Arc::new(self.keys.grant(id).map_err(|e| Refusal::Internal(e.to_string()))?);
+        cache.insert(id.clone(), keys.clone());
+        Ok(keys)
+    }
+
     /// Checks a bearer token: well formed, of a known grant, untampered, not revoked.
     /// On refusal, the grant is returned too once the token is known to be genuine, so the
     /// audit can name whose token was refused (never for a forged one).
@@ -280,7 +295,7 @@ impl Core {
         let token = Token::parse(text).map_err(|_| (Refusal::Token("malformed token"), None))?;
         let id = token.grant().clone();
         let stored = self.store.grant(&id).map_err(|e| (internal(e), None))?.ok_or((Refusal::Token("unknown grant"), None))?;
-        let keys = self.keys.grant(&id).map_err(|e| (Refusal::Internal(e.to_string()), None))?;
+        let keys = self.grant_keys(&id).map_err(|r| (r, None))?;
         let terms = token.verify(&keys.token_secret, &stored.terms).map_err(|_| (Refusal::Token("token does not verify"), None))?;
         // The gate is entered only for verified tokens of real grants (bounded memory), and
         // the grant is re-read inside it so a revoke that raced the first read is seen.
@@ -303,11 +318,15 @@ impl Core {
                 return Err(refusal);
             }
         };
-        let result = parse_query(query).and_then(|q| self.claims(&admitted.record, &admitted.terms, &admitted.keys, &q, now));
+        // Cutting and signing a large page takes milliseconds of CPU and store reads: tell
+        // the runtime, so it moves other connections off this worker meanwhile.
+        let result = blocking(|| {
+            let claims = parse_query(query).and_then(|q| self.claims(&admitted.record, &admitted.terms, &admitted.keys, &q, now))?;
+            let payload = serde_json::to_vec(&claims).map_err(|e| Refusal::Internal(e.to_string()))?;
+            Ok((optin_protocol::jws::sign(&admitted.keys.signing, &payload), claims))
+        });
         match result {
-            Ok(claims) => {
-                let payload = serde_json::to_vec(&claims).map_err(|e| Refusal::Internal(e.to_string()))?;
-                let jws = optin_protocol::jws::sign(&admitted.keys.signing, &payload);
+            Ok((jws, claims)) => {
                 let event = AuditEvent::Served {
                     grant_id: admitted.record.id.clone(),
                     marketer: claims.aud.clone(),
@@ -403,6 +422,15 @@ impl Core {
     /// Flushes the store (shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.store.flush()
+    }
+}
+
+/// Runs blocking work in place, letting a multi-threaded runtime hand this worker's other
+/// tasks to another thread (a current-thread runtime just runs it).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
