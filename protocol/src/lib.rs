@@ -76,17 +76,17 @@ pub mod timestamp {
     pub fn format(at: OffsetDateTime) -> String {
         // Formatting a UTC OffsetDateTime with a four-digit year as RFC 3339 cannot fail;
         // years outside 0..=9999 are refused by `parse`, the only way values get in.
-        at.to_offset(UtcOffset::UTC)
-            .format(&Rfc3339)
-            .unwrap_or_else(|_| String::from("invalid-time"))
+        at.checked_to_offset(UtcOffset::UTC)
+            .and_then(|utc| utc.format(&Rfc3339).ok())
+            .unwrap_or_else(|| String::from("invalid-time"))
     }
 
     /// Parses an RFC 3339 timestamp (any offset) into UTC.
     pub fn parse(text: &str) -> Option<OffsetDateTime> {
         let at = OffsetDateTime::parse(text, &Rfc3339).ok()?;
-        (1970..=9999)
-            .contains(&at.year())
-            .then(|| at.to_offset(UtcOffset::UTC))
+        // Checked: converting `9999-12-31T23:59:59-01:00` to UTC leaves the representable years.
+        let utc = at.checked_to_offset(UtcOffset::UTC)?;
+        (1970..=9999).contains(&utc.year()).then_some(utc)
     }
 
     /// Serde adapter for RFC 3339 fields.
@@ -101,6 +101,97 @@ pub mod timestamp {
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
             let text = String::deserialize(d)?;
             super::parse(&text).ok_or_else(|| D::Error::custom("not an RFC 3339 timestamp"))
+        }
+    }
+}
+
+/// Every parser of untrusted input, fed hostile and mutated input: none may panic. A
+/// deterministic stand-in for the fuzz targets, run on every test run.
+#[cfg(test)]
+mod hostile {
+    use crate::{b64, bundle, jws, scope, signal, span, timestamp, token};
+
+    /// The regressions found so far, then seeds for mutation.
+    const SEEDS: &[&str] = &[
+        "window=1é",
+        "expires=9999-12-31T23:59:59-01:00",
+        "9999-12-31T23:59:59-01:00",
+        "0000-01-01T00:00:00+23:59",
+        "1970-01-01T00:00:00+01:00",
+        r#"{"kind":"cart","at":"9999-12-31T23:30:00Z","merchant":"s.example","currency":"EUR","items":[]}"#,
+        r#"{"kind":"search","at":"2026-11-20T10:00:00Z","query":"q","engine":"bing.com"}"#,
+        r#"{"kind":"purchase","at":"2026-11-21T09:00:00Z","merchant":"shop.example","currency":"EUR","total":"1","order_id":"A","items":[{"name":"x","price":"1","quantity":18446744073709551615}]}"#,
+        "kinds=search,cart&since=2026-01-01T00:00:00Z&limit=4294967296&cursor=%FF",
+        "30d",
+        "eyJhbGciOiJFZERTQSJ9.e30.AAAA",
+    ];
+
+    /// xorshift64*: reproducible, good enough to scramble bytes.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    const SPICE: &[&str] = &["é", "\u{10FFFF}", "\0", "-", "+", ":", "=", ",", ".", "9999", "-01:00", "\"", "{", "}", "[", "]", "%", "ff", "\\u0000"];
+
+    fn mutate(rng: &mut Rng, seed: &str) -> String {
+        let mut s: Vec<char> = seed.chars().collect();
+        for _ in 0..=rng.below(4) {
+            match rng.below(3) {
+                0 if !s.is_empty() => {
+                    let at = rng.below(s.len());
+                    s.remove(at);
+                }
+                1 => {
+                    let at = rng.below(s.len() + 1);
+                    let spice: Vec<char> = SPICE[rng.below(SPICE.len())].chars().collect();
+                    for (i, c) in spice.into_iter().enumerate() {
+                        s.insert(at + i, c);
+                    }
+                }
+                _ if !s.is_empty() => {
+                    let at = rng.below(s.len());
+                    s[at] = char::from_u32(rng.below(0x250) as u32).unwrap_or('?');
+                }
+                _ => {}
+            }
+        }
+        s.into_iter().collect()
+    }
+
+    fn feed(input: &str) {
+        let _ = input.parse::<span::Span>();
+        let _ = timestamp::parse(input);
+        let _ = input.parse::<scope::Caveat>();
+        let _ = signal::parse_line(input, &signal::plain_domain);
+        let _ = signal::parse_batch(input, &signal::plain_domain);
+        let _ = signal::Signal::from_stored_json(input.as_bytes());
+        let _ = bundle::GrantBundle::parse(input);
+        let pairs: Vec<(&str, &str)> = input.split('&').map(|p| p.split_once('=').unwrap_or((p, ""))).collect();
+        let _ = scope::SliceQuery::from_pairs(pairs);
+        let body = b64::encode(format!(r#"{{"v":1,"g":"g_000102030405060708090a0b","c":[{}]}}"#, serde_json::to_string(input).unwrap_or_default()));
+        let _ = token::Token::parse(&format!("optin_{body}.{}", b64::encode([0u8; 32])));
+        let _ = token::Token::parse(input);
+        let jwk = jws::Jwk::ed25519(&[0u8; 32]);
+        let _ = jws::verify(input, &jwk);
+    }
+
+    #[test]
+    fn parsers_never_panic() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for seed in SEEDS {
+            feed(seed);
+            for _ in 0..400 {
+                feed(&mutate(&mut rng, seed));
+            }
         }
     }
 }

@@ -292,8 +292,8 @@ pub enum ScopeError {
 }
 
 impl Terms {
-    /// The terms after one caveat, or `None` when the caveat leaves nothing (no kind in
-    /// common, or a second, different audience).
+    /// The terms after one caveat, or `None` when the caveat leaves no kind in common.
+    /// (A token with two different audiences is refused by [`crate::token::Token::verify`].)
     pub fn narrow(&self, caveat: &Caveat) -> Option<Terms> {
         let mut t = self.clone();
         match caveat {

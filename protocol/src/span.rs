@@ -42,18 +42,20 @@ impl FromStr for Span {
 
     fn from_str(text: &str) -> Result<Span, SpanError> {
         let err = || SpanError(text.chars().take(64).collect());
-        let unit_at = text.len().checked_sub(1).ok_or_else(err)?;
-        let (digits, unit) = text.split_at(unit_at);
+        // Split off the last character, not the last byte: input may be any UTF-8.
+        let mut chars = text.chars();
+        let unit = chars.next_back().ok_or_else(err)?;
+        let digits = chars.as_str();
         if digits.is_empty() || digits.len() > 12 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(err());
         }
         let n: u64 = digits.parse().map_err(|_| err())?;
         let scale = match unit {
-            "s" => 1,
-            "m" => 60,
-            "h" => 3_600,
-            "d" => 86_400,
-            "w" => 7 * 86_400,
+            's' => 1,
+            'm' => 60,
+            'h' => 3_600,
+            'd' => 86_400,
+            'w' => 7 * 86_400,
             _ => return Err(err()),
         };
         n.checked_mul(scale).and_then(Span::from_seconds).ok_or_else(err)
@@ -108,7 +110,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_spans() {
-        for text in ["", "d", "0d", "-1d", "1.5d", "10y", "3651d", "99999999999999d", "1 d", "１d"] {
+        for text in ["", "d", "0d", "-1d", "1.5d", "10y", "3651d", "99999999999999d", "1 d", "１d", "1é", "é", "1\u{10FFFF}"] {
             assert!(text.parse::<Span>().is_err(), "{text:?} should be refused");
         }
     }

@@ -144,10 +144,19 @@ impl Token {
             }
         };
         verified.map_err(|_| TokenError::BadTag)?;
-        self.caveats()?
-            .iter()
-            .try_fold(terms.clone(), |t, c| t.narrow(c))
-            .ok_or(TokenError::Empty)
+        let caveats = self.caveats()?;
+        // A token names at most one partner: a holder may narrow who slices are for once,
+        // never rename an audience someone else already set.
+        let mut audiences = caveats.iter().filter_map(|c| match c {
+            Caveat::Audience(a) => Some(a),
+            _ => None,
+        });
+        if let Some(first) = audiences.next() {
+            if audiences.any(|a| a != first) {
+                return Err(TokenError::Empty);
+            }
+        }
+        caveats.iter().try_fold(terms.clone(), |t, c| t.narrow(c)).ok_or(TokenError::Empty)
     }
 }
 
@@ -235,6 +244,14 @@ mod tests {
         ] {
             assert!(Token::parse(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn rejects_a_second_audience() {
+        let t = Token::mint(SECRET, &grant()).attenuate(&"aud=partner.example".parse().unwrap());
+        assert!(t.verify(SECRET, &terms()).is_ok());
+        let renamed = t.attenuate(&"aud=acme.example".parse().unwrap());
+        assert_eq!(renamed.verify(SECRET, &terms()), Err(TokenError::Empty));
     }
 
     #[test]
