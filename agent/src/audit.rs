@@ -32,8 +32,11 @@ pub enum AuditEvent {
     Served {
         /// The grant.
         grant_id: GrantId,
-        /// Who received it (the audience of the slice).
+        /// The grant's marketer.
         marketer: String,
+        /// The partner the token was narrowed to, when not the marketer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        audience: Option<String>,
         /// The request's query string.
         asked: String,
         /// How many items it held.

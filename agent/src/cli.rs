@@ -388,7 +388,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Audit { json, verify } => {
-            let Response::Audit { records, chain } = execute(&home_dir, Request::Audit).await? else { bail!("unexpected answer") };
+            let Response::Audit { records, chain, anonymous_refusals } = execute(&home_dir, Request::Audit).await? else { bail!("unexpected answer") };
             if verify {
                 let n = chain.map_err(|e| anyhow::anyhow!(e))?;
                 println!("audit chain intact ({n} records)");
@@ -396,6 +396,9 @@ async fn run(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&records)?);
             } else {
                 print_audit(&records);
+                if anonymous_refusals > 0 {
+                    println!("and {anonymous_refusals} requests with unknown or forged tokens since the agent started (counted, not recorded one by one)");
+                }
             }
             Ok(())
         }
@@ -483,7 +486,7 @@ pub async fn execute(home_dir: &Path, request: Request) -> Result<Response> {
 /// The core over the store, for when no agent runs.
 pub fn open_offline(home: &Home) -> Result<Core> {
     let keys = Keys::load_or_create(home)?;
-    let store = open_store_waiting(home)?;
+    let store = Store::open_waiting(&home.store(), std::time::Duration::from_secs(5))?;
     let cert_sha256 = match store.meta("cert_sha256")? {
         Some(fp) => fp,
         None => tls::fingerprint(home, &TlsSource::default())?,
@@ -491,20 +494,6 @@ pub fn open_offline(home: &Home) -> Result<Core> {
     let agent_url = store.meta("agent_url")?.unwrap_or_else(|| "https://127.0.0.1:7676".to_owned());
     let abandon_after = store.meta("abandon_after")?.and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_ABANDON);
     Ok(Core::new(store, keys, CoreConfig { abandon_after, agent_url, cert_sha256 }))
-}
-
-/// Opens the store, waiting a little while another short-lived process (another CLI
-/// command, a native host writing one batch) holds it: those let go within milliseconds.
-fn open_store_waiting(home: &Home) -> Result<Store> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match Store::open(&home.store()) {
-            Err(crate::store::StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => return Ok(other?),
-        }
-    }
 }
 
 const DEFAULT_ABANDON: Span = match Span::from_seconds(86_400) {

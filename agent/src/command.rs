@@ -150,6 +150,10 @@ pub enum Response {
         records: Vec<serde_json::Value>,
         /// Whether the hash chain verifies, or where it breaks.
         chain: Result<u64, String>,
+        /// Requests with unknown or forged tokens since the agent started: counted, not
+        /// recorded one by one (see `Core::anonymous_refusals`).
+        #[serde(default)]
+        anonymous_refusals: u64,
     },
     /// Sharing state.
     Sharing {

@@ -39,6 +39,7 @@ pub struct Core {
     /// them) is a fifth of a small slice's cost. Bounded by the number of grants: only grants
     /// found in the store are derived.
     grant_keys: std::sync::Mutex<std::collections::HashMap<GrantId, std::sync::Arc<GrantKeys>>>,
+    anonymous_refusals: std::sync::atomic::AtomicU64,
 }
 
 /// A failed owner command.
@@ -94,6 +95,9 @@ pub struct Served {
     pub jws: String,
     /// Dropped once the bytes are handed to the connection.
     pub pass: Pass,
+    /// Recorded with [`Core::delivered`] when the bytes are handed over, or turned into a
+    /// refusal with [`Core::cut_off`] if the grant is revoked first.
+    pub audit: AuditEvent,
 }
 
 /// A verified token's grant.
@@ -129,7 +133,7 @@ const PURPOSE_CHARS: usize = 1000;
 impl Core {
     /// Operations over an open store.
     pub fn new(store: Store, keys: Keys, config: CoreConfig) -> Core {
-        Core { store, keys, gates: Gates::default(), config, grant_keys: Default::default() }
+        Core { store, keys, gates: Gates::default(), config, grant_keys: Default::default(), anonymous_refusals: Default::default() }
     }
 
     /// The store.
@@ -164,6 +168,7 @@ impl Core {
                 };
                 let count = self.store.forget(&forget)?;
                 self.store.append_audit(now, AuditEvent::Forgot { count, what: label })?;
+                self.store.flush()?;
                 Ok(Response::Forgot { count })
             }
             Request::Grant { marketer, kinds, granularity, window, expires, purpose } => {
@@ -182,6 +187,7 @@ impl Core {
                 };
                 self.store.put_grant(&record)?;
                 self.store.append_audit(now, AuditEvent::Granted { grant_id: record.id.clone(), marketer: record.marketer.clone() })?;
+                self.store.flush()?;
                 Ok(Response::Granted { bundle: Box::new(self.bundle(&record)?) })
             }
             Request::Grants => {
@@ -210,11 +216,12 @@ impl Core {
                     records.push(json);
                     chain.push((record, hash));
                 }
-                Ok(Response::Audit { records, chain: audit::verify(chain).map_err(|e| e.to_string()) })
+                Ok(Response::Audit { records, chain: audit::verify(chain).map_err(|e| e.to_string()), anonymous_refusals: self.anonymous_refusals() })
             }
             Request::Sharing { paused } => {
                 self.store.set_meta("paused", if paused { "1" } else { "0" })?;
                 self.store.append_audit(now, AuditEvent::Sharing { paused })?;
+                self.store.flush()?;
                 Ok(Response::Sharing { paused })
             }
             Request::Status => Ok(Response::Status { version: env!("CARGO_PKG_VERSION").into() }),
@@ -252,6 +259,7 @@ impl Core {
             record.revoked_at = Some(now);
             self.store.put_grant(&record)?;
             self.store.append_audit(now, AuditEvent::Revoked { grant_id: id.clone(), marketer: record.marketer.clone() })?;
+            self.store.flush()?;
         }
         // Stored first, then the gate: a request that starts now reads the revocation from
         // the store, and one already past that check is waited for or cut off.
@@ -327,16 +335,17 @@ impl Core {
         });
         match result {
             Ok((jws, claims)) => {
-                let event = AuditEvent::Served {
+                let audience = (claims.aud != admitted.record.marketer).then(|| claims.aud.clone());
+                let audit = AuditEvent::Served {
                     grant_id: admitted.record.id.clone(),
-                    marketer: claims.aud.clone(),
+                    marketer: admitted.record.marketer.clone(),
+                    audience,
                     asked,
                     items: claims.items.len(),
                     slice_id: claims.jti.clone(),
                     jws_sha256: optin_protocol::hex(&optin_protocol::sha256(jws.as_bytes())),
                 };
-                self.store.append_audit(now, event).map_err(internal)?;
-                Ok(Served { jws, pass: admitted.pass })
+                Ok(Served { jws, pass: admitted.pass, audit })
             }
             Err(refusal) => {
                 self.audit_refusal(Some(&admitted.record), &asked, &refusal, now);
@@ -359,12 +368,13 @@ impl Core {
             self.audit_refusal(Some(&admitted.record), "/v1/grant", &refusal, now);
             return Err(refusal);
         }
+        let paused = self.store.meta("paused").map_err(internal)?.as_deref() == Some("1");
         Ok(serde_json::json!({
             "grant_id": admitted.record.id,
             "marketer": admitted.record.marketer,
             "purpose": admitted.record.purpose,
             "issuer": admitted.keys.issuer(),
-            "state": "active",
+            "state": if paused { "paused" } else { "active" },
             "terms": admitted.terms,
             "jwk": admitted.keys.jwk(),
         }))
@@ -383,6 +393,7 @@ impl Core {
         let page = slicer::cut(&self.store, &applied, query.cursor.as_deref(), keys, self.config.abandon_after, now).map_err(|e| match e {
             CutError::Cursor(c) => Refusal::Invalid { field: "cursor".into(), reason: c.to_string() },
             CutError::Store(s) => internal(s),
+            CutError::Seal => Refusal::Internal("cannot seal a cursor".into()),
         })?;
         let mut jti = [0u8; 16];
         SystemRandom::new().fill(&mut jti).map_err(|_| Refusal::Internal("no randomness".into()))?;
@@ -399,7 +410,32 @@ impl Core {
         })
     }
 
+    /// Records a slice handed to its connection.
+    pub fn delivered(&self, event: AuditEvent) {
+        if let Err(e) = self.store.append_audit(now(), event) {
+            tracing::error!(error = %e, "cannot write audit record");
+        }
+    }
+
+    /// Records a slice cut off in flight because its grant was revoked.
+    pub fn cut_off(&self, event: AuditEvent) {
+        if let AuditEvent::Served { grant_id, marketer, asked, .. } = event {
+            let refused = AuditEvent::Refused { grant_id: Some(grant_id), marketer: Some(marketer), asked, status: 401, reason: "grant revoked while the slice was in flight".into() };
+            self.delivered(refused);
+        }
+    }
+
+    /// Refusals of tokens that name no real grant, or are forged: counted, not recorded,
+    /// so that nobody can fill the person's disk by sending garbage.
+    pub fn anonymous_refusals(&self) -> u64 {
+        self.anonymous_refusals.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn audit_refusal(&self, record: Option<&GrantRecord>, asked: &str, refusal: &Refusal, now: OffsetDateTime) {
+        let Some(record) = record else {
+            self.anonymous_refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        };
         let (status, reason) = match refusal {
             Refusal::Token(r) => (401, (*r).to_owned()),
             Refusal::Exceeds { field, reason } => (403, format!("{field}: {reason}")),
@@ -408,9 +444,9 @@ impl Core {
             Refusal::Internal(_) => (500, "internal error".to_owned()),
         };
         let event = AuditEvent::Refused {
-            grant_id: record.map(|r| r.id.clone()),
-            marketer: record.map(|r| r.marketer.clone()),
-            asked: asked.chars().take(2048).collect(),
+            grant_id: Some(record.id.clone()),
+            marketer: Some(record.marketer.clone()),
+            asked: asked.chars().take(512).collect(),
             status,
             reason,
         };

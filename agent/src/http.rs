@@ -83,8 +83,8 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 
 async fn slice(State(core): State<Arc<Core>>, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
     let token = bearer(&headers)?;
-    let Served { jws, pass } = core.slice(token, uri.query().unwrap_or(""), crate::core::now()).await?;
-    let body = Body::new(GatedBody { bytes: Some(Bytes::from(jws)), pass: Some(pass) });
+    let Served { jws, pass, audit } = core.slice(token, uri.query().unwrap_or(""), crate::core::now()).await?;
+    let body = Body::new(GatedBody { bytes: Some(Bytes::from(jws)), pass: Some(pass), audit: Some((core.clone(), audit)) });
     Ok(([(header::CONTENT_TYPE, "application/jose"), (header::CACHE_CONTROL, "no-store")], body).into_response())
 }
 
@@ -128,10 +128,12 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
 }
 
 /// The body of a slice: hands its bytes over only if the grant is still unrevoked at that
-/// moment, then releases the gate (see `gate.rs`).
+/// moment, records the delivery then, and holds the grant's gate until the connection has
+/// the bytes and drops the body (see `gate.rs`).
 struct GatedBody {
     bytes: Option<Bytes>,
     pass: Option<Pass>,
+    audit: Option<(Arc<Core>, crate::audit::AuditEvent)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,13 +146,19 @@ impl hyper::body::Body for GatedBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, RevokedInFlight>>> {
         let Some(bytes) = self.bytes.take() else { return Poll::Ready(None) };
-        let pass = self.pass.take();
-        if pass.as_ref().is_some_and(Pass::revoked) {
+        let revoked = self.pass.as_ref().is_some_and(Pass::revoked);
+        if let Some((core, event)) = self.audit.take() {
+            if revoked {
+                core.cut_off(event);
+            } else {
+                core.delivered(event);
+            }
+        }
+        if revoked {
+            self.pass = None;
             return Poll::Ready(Some(Err(RevokedInFlight)));
         }
-        let frame = Frame::data(bytes);
-        drop(pass);
-        Poll::Ready(Some(Ok(frame)))
+        Poll::Ready(Some(Ok(Frame::data(bytes))))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -9,8 +9,9 @@
 use anyhow::{Context, Result};
 use optin_protocol::jws::Jwk;
 use optin_protocol::scope::GrantId;
-use ring::hmac;
-use ring::rand::SystemRandom;
+use base64::Engine;
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::{aead, hmac};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
 use crate::home::{write_private, Home};
@@ -35,6 +36,7 @@ pub struct GrantKeys {
     /// The person, as this grant knows them.
     pub pseudonym: String,
     item_ids: hmac::Key,
+    cursors: aead::LessSafeKey,
 }
 
 impl GrantKeys {
@@ -46,6 +48,34 @@ impl GrantKeys {
     /// The `iss` of this grant's slices.
     pub fn issuer(&self) -> String {
         format!("urn:optin:agent:{}", self.pseudonym)
+    }
+
+    /// Seals a position in the store into an opaque cursor. The store key names the signal's
+    /// internal id and exact time, which a marketer must not see (the id could be linked
+    /// across grants, the time is finer than a `category` grant shows); sealing also makes a
+    /// cursor useless to any other grant.
+    pub fn seal_cursor(&self, position: &[u8]) -> Option<String> {
+        let mut nonce = [0u8; aead::NONCE_LEN];
+        SystemRandom::new().fill(&mut nonce).ok()?;
+        let mut sealed = position.to_vec();
+        self.cursors.seal_in_place_append_tag(aead::Nonce::assume_unique_for_key(nonce), aead::Aad::empty(), &mut sealed).ok()?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out))
+    }
+
+    /// Opens a cursor sealed by [`GrantKeys::seal_cursor`]; `None` if it is not one of this
+    /// grant's.
+    pub fn open_cursor(&self, cursor: &str) -> Option<Vec<u8>> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
+        if bytes.len() < aead::NONCE_LEN {
+            return None;
+        }
+        let (nonce, sealed) = bytes.split_at(aead::NONCE_LEN);
+        let nonce = aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut sealed = sealed.to_vec();
+        let plain = self.cursors.open_in_place(nonce, aead::Aad::empty(), &mut sealed).ok()?;
+        Some(plain.to_vec())
     }
 
     /// A signal's id as this grant sees it.
@@ -91,6 +121,10 @@ impl Keys {
             token_secret: self.derive("grant-token-secret", id.as_str()),
             pseudonym: format!("p_{}", &optin_protocol::hex(&self.derive("grant-pseudonym", id.as_str()))[..32]),
             item_ids: hmac::Key::new(hmac::HMAC_SHA256, &self.derive("grant-item-ids", id.as_str())),
+            cursors: aead::LessSafeKey::new(
+                aead::UnboundKey::new(&aead::AES_256_GCM, &self.derive("grant-cursor-key", id.as_str()))
+                    .map_err(|_| anyhow::anyhow!("cannot derive a cursor key"))?,
+            ),
         })
     }
 

@@ -43,6 +43,7 @@ pub struct ServeConfig {
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs the agent until a shutdown signal.
 pub async fn serve(config: ServeConfig) -> Result<()> {
@@ -51,10 +52,12 @@ pub async fn serve(config: ServeConfig) -> Result<()> {
     let identity = tls::load(&home, &config.tls)?;
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let store = Store::open(&home.store())?;
+    let store = Store::open_waiting(&home.store(), Duration::from_secs(5))?;
     let url = format!("https://{addr}");
     store.set_meta("agent_url", &url)?;
     store.set_meta("cert_sha256", &identity.sha256)?;
+    // The offline CLI and native host derive cart states with the same delay.
+    store.set_meta("abandon_after", &config.abandon_after.to_string())?;
     let core = Arc::new(Core::new(
         store,
         keys,
@@ -141,20 +144,70 @@ async fn accept_loop(
     Ok(())
 }
 
+/// When the connection last finished a request, and how many are in flight: what the idle
+/// watchdog of [`connection`] looks at.
+struct Activity {
+    started: std::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+impl Activity {
+    fn idle_for(&self) -> Option<Duration> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.in_flight.load(SeqCst) > 0 {
+            return None;
+        }
+        let now = self.started.elapsed().as_millis() as u64;
+        Some(Duration::from_millis(now.saturating_sub(self.last_ms.load(SeqCst))))
+    }
+
+    fn touch(&self) {
+        self.last_ms.store(self.started.elapsed().as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 async fn connection(tcp: tokio::net::TcpStream, acceptor: TlsAcceptor, app: axum::Router, mut stop: watch::Receiver<bool>) -> Result<()> {
+    use std::sync::atomic::Ordering::SeqCst;
     let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await.context("TLS handshake timed out")??;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).max_buf_size(64 * 1024);
     builder.http2().timer(TokioTimer::new()).max_concurrent_streams(64).keep_alive_interval(Some(Duration::from_secs(30)));
-    let service = TowerToHyperService::new(app);
+    let activity = Arc::new(Activity { started: std::time::Instant::now(), last_ms: 0.into(), in_flight: 0.into() });
+    let tower = TowerToHyperService::new(app);
+    let seen = activity.clone();
+    let service = hyper::service::service_fn(move |request| {
+        seen.in_flight.fetch_add(1, SeqCst);
+        let response = hyper::service::Service::call(&tower, request);
+        let seen = seen.clone();
+        async move {
+            let result = response.await;
+            seen.touch();
+            seen.in_flight.fetch_sub(1, SeqCst);
+            result
+        }
+    });
     let conn = builder.serve_connection(TokioIo::new(tls), service);
     tokio::pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => result.map_err(|e| anyhow::anyhow!(e))?,
-        _ = stop.changed() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await.map_err(|e| anyhow::anyhow!(e))?;
+    // A peer that completes the handshake and then says nothing, or keeps an idle connection,
+    // would hold one of the capped slots forever: hyper's own timeout covers only HTTP/1
+    // request heads, not version sniffing or idle HTTP/2. So: a first request within
+    // HEADER_TIMEOUT, and no more than IDLE_TIMEOUT between requests.
+    let mut watchdog = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => return result.map_err(|e| anyhow::anyhow!(e)),
+            _ = stop.changed() => break,
+            _ = watchdog.tick() => {
+                let limit = if activity.last_ms.load(SeqCst) == 0 { HEADER_TIMEOUT } else { IDLE_TIMEOUT };
+                if activity.idle_for().is_some_and(|idle| idle >= limit) {
+                    break;
+                }
+            }
         }
     }
+    conn.as_mut().graceful_shutdown();
+    // A peer that ignores the goodbye does not hold the slot either.
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn).await;
     Ok(())
 }

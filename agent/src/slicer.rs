@@ -24,6 +24,9 @@ pub enum CutError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// No randomness for a cursor's nonce.
+    #[error("cannot seal a cursor")]
+    Seal,
 }
 
 /// One page of items and the cursor of the next, if any.
@@ -43,7 +46,7 @@ pub fn cut(
     abandon_after: Span,
     now: OffsetDateTime,
 ) -> Result<Page, CutError> {
-    let after = cursor.map(decode_cursor).transpose()?;
+    let after = cursor.map(|c| keys.open_cursor(c).ok_or(BadCursor).and_then(check_position)).transpose()?;
     if let Some(after) = &after {
         let kind = Kind::from_tag(after[0]).ok_or(BadCursor)?;
         if !applied.kinds.contains(kind) {
@@ -64,7 +67,11 @@ pub fn cut(
         for row in store.scan(kind, applied.since, applied.until, from) {
             let (key, signal) = row?;
             if items.len() == limit {
-                return Ok(Page { items, next_cursor: last_key.as_deref().map(encode_cursor) });
+                let next_cursor = match last_key.as_deref() {
+                    Some(k) => Some(keys.seal_cursor(k).ok_or(CutError::Seal)?),
+                    None => None,
+                };
+                return Ok(Page { items, next_cursor });
             }
             items.push(project(store, &signal, applied.granularity, keys, abandon_after, now)?);
             last_key = Some(key.to_vec());
@@ -73,15 +80,8 @@ pub fn cut(
     Ok(Page { items, next_cursor: None })
 }
 
-fn encode_cursor(key: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
-}
-
-fn decode_cursor(text: &str) -> Result<Vec<u8>, BadCursor> {
-    use base64::Engine;
-    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).map_err(|_| BadCursor)?;
-    // A key is a kind tag, eight bytes of time and a non-empty id.
+/// A store key: a kind tag, eight bytes of time and a non-empty id.
+fn check_position(key: Vec<u8>) -> Result<Vec<u8>, BadCursor> {
     if key.len() < 10 || Kind::from_tag(key[0]).is_none() {
         return Err(BadCursor);
     }
@@ -92,7 +92,8 @@ fn decode_cursor(text: &str) -> Result<Vec<u8>, BadCursor> {
 /// `abandon_after`, abandoned if none did and that time has passed, open otherwise.
 pub fn cart_state(store: &Store, signal: &Signal, abandon_after: Span, now: OffsetDateTime) -> Result<Option<CartState>, StoreError> {
     let Body::Cart { merchant, .. } = &signal.body else { return Ok(None) };
-    let deadline = signal.at + abandon_after.duration();
+    // A cart within the delay of the end of representable time can only be open.
+    let Some(deadline) = signal.at.checked_add(abandon_after.duration()) else { return Ok(Some(CartState::Open)) };
     let state = if store.purchase_between(merchant, signal.at, deadline)? {
         CartState::Purchased
     } else if now >= deadline {

@@ -193,6 +193,20 @@ impl Store {
         })
     }
 
+    /// Opens the store, waiting up to `patience` while another short-lived process (a CLI
+    /// command, a native host writing one batch) holds it: those let go within milliseconds.
+    pub fn open_waiting(path: &Path, patience: std::time::Duration) -> Result<Store> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            match Store::open(path) {
+                Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Forces everything written so far to disk.
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;
@@ -284,10 +298,14 @@ impl Store {
 
     /// Whether a purchase at `merchant` happened with `after < at <= until`.
     pub fn purchase_between(&self, merchant: &str, after: OffsetDateTime, until: OffsetDateTime) -> Result<bool> {
+        // Ids are ASCII, so `time · 0xFF` sorts after every key at that time: the range is
+        // (after, until] without arithmetic on times at the edge of the calendar.
         let mut start = purchase_prefix(merchant);
-        start.extend_from_slice(&encode_time(after + time::Duration::microseconds(1)));
+        start.extend_from_slice(&encode_time(after));
+        start.push(0xFF);
         let mut end = purchase_prefix(merchant);
-        end.extend_from_slice(&encode_time(until + time::Duration::microseconds(1)));
+        end.extend_from_slice(&encode_time(until));
+        end.push(0xFF);
         Ok(self.purchases.range(start..end).next().transpose()?.is_some())
     }
 

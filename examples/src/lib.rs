@@ -270,16 +270,18 @@ impl PinnedClient {
             .map_err(|_| ClientError::Timeout(self.timeout))?
     }
 
-    async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<Response, ClientError> {
+    /// A TLS connection to the pinned agent, before any HTTP: for programs that speak HTTP
+    /// themselves (or, in tests, not at all).
+    pub async fn connect(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
         let tcp = TcpStream::connect(&self.addr)
             .await
             .map_err(|error| ClientError::Connect { addr: self.addr.clone(), error })?;
         let _ = tcp.set_nodelay(true);
-        let tls = self
-            .connector
-            .connect(self.server_name.clone(), tcp)
-            .await
-            .map_err(|error| ClientError::Tls { addr: self.addr.clone(), error })?;
+        self.connector.connect(self.server_name.clone(), tcp).await.map_err(|error| ClientError::Tls { addr: self.addr.clone(), error })
+    }
+
+    async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<Response, ClientError> {
+        let tls = self.connect().await?;
         let negotiated = tls.get_ref().1.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
         let expected = alpn(self.protocol);
         if negotiated.as_deref() != Some(expected) {

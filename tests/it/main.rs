@@ -20,6 +20,7 @@ mod harness;
 mod browser;
 mod carts;
 mod forget;
+mod hostile;
 mod import;
 mod ingest;
 mod jose;

@@ -120,15 +120,15 @@ async fn rejects_every_sampled_bit_flip_of_a_real_token() {
     }
     assert_eq!(agent.get("/v1/slice", Some(&real)).await.status.as_u16(), 200);
 
-    // Every refusal is audited, and none is pinned on the grant: no altered token is genuine.
+    // No altered token is genuine, so none is pinned on the grant: forged tokens are counted,
+    // not recorded one by one (else anyone could fill the person's disk with garbage).
     let audit = agent.cli(&["audit", "--json"]).await.json();
     let refused: Vec<&serde_json::Value> =
         audit.as_array().expect("array").iter().map(|r| &r["event"]).filter(|e| e["type"] == "refused").collect();
-    assert_eq!(refused.len(), variants.len(), "one refusal per altered token");
-    for event in refused {
-        assert_eq!(event["status"], 401, "{event}");
-        assert!(event.get("grant_id").is_none() && event.get("marketer").is_none(), "a forged token is not the grant's: {event}");
-    }
+    assert!(refused.is_empty(), "forged tokens leave no record: {refused:?}");
+    let human = agent.cli(&["audit"]).await;
+    let counted = format!("and {} requests with unknown or forged tokens", variants.len());
+    assert!(human.ok().contains(&counted), "the count of forged requests is shown: {}", human.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
