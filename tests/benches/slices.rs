@@ -56,13 +56,10 @@ use hyper_util::server::conn::auto;
 use optin_protocol::bundle::GrantBundle;
 use optin_protocol::jws::Jwk;
 use ring::signature::{Ed25519KeyPair, KeyPair};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{json, Value};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 /// How long the agent may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -597,7 +594,7 @@ impl Check {
 /// Where and what the load generator asks.
 struct Target {
     addr: SocketAddr,
-    connector: TlsConnector,
+    client: optin_examples::PinnedClient,
     path: String,
     authority: HeaderValue,
     authorization: Option<HeaderValue>,
@@ -606,21 +603,13 @@ struct Target {
 
 impl Target {
     fn new(addr: SocketAddr, fingerprint: &str, path: &str, token: Option<&str>, check: Check) -> Result<Arc<Target>, String> {
-        let pin = parse_pin(fingerprint).ok_or_else(|| format!("not a certificate fingerprint: {fingerprint}"))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = Arc::new(Pinned { sha256: pin, provider: provider.clone() });
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // The marketer's own pinned client makes the TLS connections; this drives HTTP on them.
+        let client = optin_examples::PinnedClient::new(&format!("https://{addr}"), fingerprint).map_err(|e| e.to_string())?;
         let authorization =
             token.map(|t| HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| "a token that is not a header value".to_owned())).transpose()?;
         Ok(Arc::new(Target {
             addr,
-            connector: TlsConnector::from(Arc::new(config)),
+            client,
             path: path.to_owned(),
             authority: HeaderValue::from_str(&addr.to_string()).map_err(|e| e.to_string())?,
             authorization,
@@ -630,10 +619,7 @@ impl Target {
 
     /// A TLS 1.3 + HTTP/1.1 connection, pinned.
     async fn connect(&self) -> Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>, String> {
-        let tcp = TcpStream::connect(self.addr).await.map_err(|e| format!("connect {}: {e}", self.addr))?;
-        let _ = tcp.set_nodelay(true);
-        let server_name = ServerName::IpAddress(self.addr.ip().into());
-        let tls = self.connector.connect(server_name, tcp).await.map_err(|e| format!("TLS with {}: {e}", self.addr))?;
+        let tls = self.client.connect().await.map_err(|e| format!("TLS with {}: {e}", self.addr))?;
         let (_, session) = tls.get_ref();
         if session.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) || session.alpn_protocol() != Some(b"http/1.1") {
             return Err(format!("{} negotiated {:?} / {:?}, not TLS 1.3 / http/1.1", self.addr, session.protocol_version(), session.alpn_protocol()));
@@ -769,52 +755,4 @@ async fn drive(target: &Arc<Target>, settings: &Settings) -> Result<Measured, St
     }
     measured.latencies_us.sort_unstable();
     Ok(measured)
-}
-
-fn parse_pin(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
-        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-    }
-    Some(out)
-}
-
-/// Accepts exactly the certificate with a given SHA-256 and checks the handshake signature
-/// with it, as a marketer's pinned client does.
-#[derive(Debug)]
-struct Pinned {
-    sha256: [u8; 32],
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if optin_protocol::sha256(end_entity.as_ref()) == self.sha256 {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
-        }
-    }
-
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
 }
