@@ -18,7 +18,8 @@ describe('extension end to end (Chromium)', { skip: skip ?? false }, () => {
     sites = await startSites();
     root = h.tempDir();
     home = h.makeHome(root);
-    agent = await h.startAgent(home);
+    // A short abandonment delay, so the agent's derivation shows within the test.
+    agent = await h.startAgent(home, ['--abandon-after', '2s']);
     browser = await h.launch({ root, home, resolverRules: sites.resolverRules });
     page = await browser.context.newPage();
     popup = await h.openPopup(browser.context);
@@ -109,6 +110,11 @@ describe('extension end to end (Chromium)', { skip: skip ?? false }, () => {
       // `state` is derived by the agent (open, abandoned or purchased), not sent by the extension.
       assert.deepEqual(Object.keys(c).sort(), ['at', 'category', 'currency', 'id', 'items', 'kind', 'merchant', 'source', 'state']);
     }
+    // No purchase at shop.example followed within the agent's delay (2 s here): the agent
+    // derives that these carts were abandoned.
+    await h.sleep(2500);
+    const later = (await shopCarts()).slice(before);
+    assert.deepEqual(later.map((c) => c.state), ['abandoned', 'abandoned', 'abandoned', 'abandoned']);
   });
 
   test('purchase: GA4 and JSON-LD of one order store one purchase; a reload adds nothing', async () => {

@@ -60,8 +60,8 @@ export async function optin(home, args) {
  * ready line, so the native host forwards to a running agent over the admin
  * socket, as it does for a person.
  */
-export async function startAgent(home) {
-  const child = spawn(resolve(process.env.OPTIN_BIN), ['serve', '--listen', '127.0.0.1:0'], {
+export async function startAgent(home, extraArgs = []) {
+  const child = spawn(resolve(process.env.OPTIN_BIN), ['serve', '--listen', '127.0.0.1:0', ...extraArgs], {
     env: optinEnv(home),
     stdio: ['ignore', 'pipe', 'inherit'],
   });
