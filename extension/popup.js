@@ -74,7 +74,7 @@ function render(state) {
         'li',
         {},
         el('span', { class: 'what' }, site),
-        el('button', { type: 'button', class: 'x', title: 'Capture on this site again', testid: 'include', 'data-site': site, onclick: () => ask({ type: 'popup:include', site }).then(refresh) }, '✕'),
+        el('button', { type: 'button', class: 'x', title: 'Capture on this site again', testid: 'include', 'data-site': site, onclick: () => change({ type: 'popup:include', site }) }, '✕'),
       ),
     ),
     'No excluded sites.',
@@ -83,7 +83,7 @@ function render(state) {
   // Masked words
   $('masked').replaceChildren(
     ...settings.masked.map((word) =>
-      el('li', {}, word, el('button', { type: 'button', class: 'x', title: 'Stop masking', testid: 'unmask', 'data-word': word, onclick: () => ask({ type: 'popup:unmask', word }).then(refresh) }, '✕')),
+      el('li', {}, word, el('button', { type: 'button', class: 'x', title: 'Stop masking', testid: 'unmask', 'data-word': word, onclick: () => change({ type: 'popup:unmask', word }) }, '✕')),
     ),
   );
 
@@ -100,7 +100,7 @@ function render(state) {
         el('span', { class: 'kind' }, p.kind),
         el('span', { class: 'what' }, p.summary),
         el('span', { class: 'when' }, 'sends ' + when(due(p))),
-        el('button', { type: 'button', class: 'danger', testid: 'discard', onclick: () => ask({ type: 'popup:discard', id: p.id }).then(refresh) }, 'Discard'),
+        el('button', { type: 'button', class: 'danger', testid: 'discard', onclick: () => change({ type: 'popup:discard', id: p.id }) }, 'Discard'),
       ),
     ),
     settings.delayMinutes > 0 ? 'Nothing waiting for review.' : 'Signals are sent at once.',
@@ -117,9 +117,23 @@ function render(state) {
   );
 }
 
+// Bumped when the person changes something. A refresh whose answer was asked for before
+// the latest change may show the old settings: it is dropped, and the change's own refresh
+// renders instead (else a background refresh could undo a click on screen).
+let generation = 0;
+
 async function refresh() {
+  const asked = generation;
   const state = await ask({ type: 'popup:state' });
-  if (state?.ok) render(state);
+  if (state?.ok && asked === generation) render(state);
+}
+
+/** Sends a change to the worker, then shows the result. */
+async function change(message) {
+  generation += 1;
+  const reply = await ask(message);
+  await refresh();
+  return reply;
 }
 
 async function loadGrants() {
@@ -175,27 +189,25 @@ async function findCurrentSite() {
 }
 
 function wire() {
-  $('enabled').addEventListener('change', (e) => ask({ type: 'popup:set', enabled: e.target.checked }).then(refresh));
+  $('enabled').addEventListener('change', (e) => change({ type: 'popup:set', enabled: e.target.checked }));
   for (const box of document.querySelectorAll('input[data-kind]')) {
-    box.addEventListener('change', () => ask({ type: 'popup:set', kind: box.dataset.kind, on: box.checked }).then(refresh));
+    box.addEventListener('change', () => change({ type: 'popup:set', kind: box.dataset.kind, on: box.checked }));
   }
-  $('exclude-this').addEventListener('click', () => ask({ type: 'popup:exclude', site: currentSite }).then(refresh));
+  $('exclude-this').addEventListener('click', () => change({ type: 'popup:exclude', site: currentSite }));
   $('exclude-form').addEventListener('submit', async (e) => {
     e.preventDefault();
     const input = $('exclude-input');
-    const r = await ask({ type: 'popup:exclude', site: input.value });
+    const r = await change({ type: 'popup:exclude', site: input.value });
     if (r?.ok) input.value = '';
-    refresh();
   });
   $('mask-form').addEventListener('submit', async (e) => {
     e.preventDefault();
     const input = $('mask-input');
-    const r = await ask({ type: 'popup:mask', word: input.value });
+    const r = await change({ type: 'popup:mask', word: input.value });
     if (r?.ok) input.value = '';
-    refresh();
   });
-  $('delay').addEventListener('change', (e) => ask({ type: 'popup:set', delayMinutes: Number(e.target.value) || 0 }).then(refresh));
-  $('error-clear').addEventListener('click', () => ask({ type: 'popup:clear-error' }).then(refresh));
+  $('delay').addEventListener('change', (e) => change({ type: 'popup:set', delayMinutes: Number(e.target.value) || 0 }));
+  $('error-clear').addEventListener('click', () => change({ type: 'popup:clear-error' }));
 
   // Re-render whenever the worker changes something (new signals, status).
   let pendingRefresh = null;

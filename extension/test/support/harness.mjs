@@ -201,7 +201,7 @@ export async function openPopup(context) {
 }
 
 /** Polls `fn` until it returns a truthy value; throws after `timeout` ms. */
-export async function waitFor(fn, { timeout = 10000, interval = 100, what = 'condition' } = {}) {
+export async function waitFor(fn, { timeout = 30000, interval = 100, what = 'condition' } = {}) {
   const end = Date.now() + timeout;
   let last;
   for (;;) {
