@@ -156,9 +156,6 @@ fn list(items: &[Item], currency: &str) -> String {
     if items.is_empty() {
         return "no items".into();
     }
-    let parts: Vec<String> = items
-        .iter()
-        .map(|i| format!("{} x{} at {currency} {}", i.name, i.quantity, i.price.as_str()))
-        .collect();
+    let parts: Vec<String> = items.iter().map(|i| format!("{} x{} at {currency} {}", i.name, i.quantity, i.price.as_str())).collect();
     parts.join(", ")
 }

@@ -127,4 +127,3 @@ async fn exchange(socket: &Path, request: &Request) -> Result<Option<Reply>> {
     }
     Ok(Some(serde_json::from_slice(&answer).context("the agent's answer is not a reply")?))
 }
-

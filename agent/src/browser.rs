@@ -63,10 +63,7 @@ impl fmt::Display for Browser {
 impl FromStr for Browser {
     type Err = String;
     fn from_str(text: &str) -> Result<Browser, String> {
-        Browser::ALL
-            .into_iter()
-            .find(|b| b.name() == text)
-            .ok_or_else(|| format!("unknown browser `{text}`: expected chromium, chrome or firefox"))
+        Browser::ALL.into_iter().find(|b| b.name() == text).ok_or_else(|| format!("unknown browser `{text}`: expected chromium, chrome or firefox"))
     }
 }
 

@@ -321,14 +321,8 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Grant(a) => {
-            let request = Request::Grant {
-                marketer: a.marketer,
-                kinds: a.kinds,
-                granularity: a.granularity,
-                window: a.window,
-                expires: a.expires,
-                purpose: a.purpose,
-            };
+            let request =
+                Request::Grant { marketer: a.marketer, kinds: a.kinds, granularity: a.granularity, window: a.window, expires: a.expires, purpose: a.purpose };
             let Response::Granted { bundle } = execute(&home_dir, request).await? else { bail!("unexpected answer") };
             let json = serde_json::to_string_pretty(&bundle)?;
             if a.json {

@@ -420,7 +420,13 @@ impl Core {
     /// Records a slice cut off in flight because its grant was revoked.
     pub fn cut_off(&self, event: AuditEvent) {
         if let AuditEvent::Served { grant_id, marketer, asked, .. } = event {
-            let refused = AuditEvent::Refused { grant_id: Some(grant_id), marketer: Some(marketer), asked, status: 401, reason: "grant revoked while the slice was in flight".into() };
+            let refused = AuditEvent::Refused {
+                grant_id: Some(grant_id),
+                marketer: Some(marketer),
+                asked,
+                status: 401,
+                reason: "grant revoked while the slice was in flight".into(),
+            };
             self.delivered(refused);
         }
     }

@@ -101,10 +101,7 @@ impl Engines {
         let mut seen = HashSet::new();
         let mut rules = Vec::with_capacity(raw.engines.len());
         for r in raw.engines {
-            let invalid = |problem: String| EnginesError::InvalidRule {
-                id: r.id.clone(),
-                problem,
-            };
+            let invalid = |problem: String| EnginesError::InvalidRule { id: r.id.clone(), problem };
             if r.id.is_empty() {
                 return Err(invalid("empty id".into()));
             }
@@ -150,11 +147,7 @@ impl Engines {
                     list
                 }
             };
-            rules.push(Rule {
-                domains: r.domains,
-                paths: r.paths,
-                params,
-            });
+            rules.push(Rule { domains: r.domains, paths: r.paths, params });
         }
         Ok(Engines { rules })
     }
@@ -175,10 +168,7 @@ impl Engines {
             }
             for name in &rule.params {
                 if let Some(query) = form_param(parts.query, name).and_then(|q| clean_query(&q)) {
-                    return Some(SearchHit {
-                        engine: domain.clone(),
-                        query,
-                    });
+                    return Some(SearchHit { engine: domain.clone(), query });
                 }
             }
             return None;
@@ -193,10 +183,7 @@ impl Engines {
 /// are bounded and trimmed the same way.
 pub fn clean_query(raw: &str) -> Option<String> {
     let trimmed = raw.trim_matches(is_js_whitespace);
-    let end = trimmed
-        .char_indices()
-        .nth(MAX_QUERY_CHARS)
-        .map_or(trimmed.len(), |(i, _)| i);
+    let end = trimmed.char_indices().nth(MAX_QUERY_CHARS).map_or(trimmed.len(), |(i, _)| i);
     // Cutting may expose inner whitespace at the end; trim it again, as `clip` does.
     // `end` comes from `char_indices` (or is the length), so it is a char boundary.
     let cut = trimmed[..end].trim_end_matches(is_js_whitespace);
@@ -210,13 +197,7 @@ fn is_js_whitespace(c: char) -> bool {
     matches!(
         c,
         '\t' | '\n' | '\u{0B}' | '\u{0C}' | '\r' | ' ' | '\u{A0}' | '\u{1680}' | '\u{2000}'
-            ..='\u{200A}'
-                | '\u{2028}'
-                | '\u{2029}'
-                | '\u{202F}'
-                | '\u{205F}'
-                | '\u{3000}'
-                | '\u{FEFF}'
+            ..='\u{200A}' | '\u{2028}' | '\u{2029}' | '\u{202F}' | '\u{205F}' | '\u{3000}' | '\u{FEFF}'
     )
 }
 
@@ -230,10 +211,7 @@ pub(crate) fn search_host(url: &str) -> Option<String> {
 
 /// True when `host` is `domain` or a subdomain of it.
 fn host_matches(host: &str, domain: &str) -> bool {
-    host == domain
-        || host
-            .strip_suffix(domain)
-            .is_some_and(|rest| rest.ends_with('.'))
+    host == domain || host.strip_suffix(domain).is_some_and(|rest| rest.ends_with('.'))
 }
 
 /// The parts of an http(s) URL the rules look at.
@@ -274,25 +252,13 @@ impl<'a> UrlParts<'a> {
         };
         // `new URL()` refuses hosts with these characters; refuse them too, so a malformed
         // host such as "evil.example .google.com" does not pass as a subdomain.
-        if host.is_empty()
-            || host
-                .chars()
-                .any(|c| c <= ' ' || matches!(c, '<' | '>' | '^' | '|' | '\u{7F}'))
-        {
+        if host.is_empty() || host.chars().any(|c| c <= ' ' || matches!(c, '<' | '>' | '^' | '|' | '\u{7F}')) {
             return None;
         }
         let tail = tail.split_once('#').map_or(tail, |(t, _)| t);
         let (path, query) = tail.split_once('?').unwrap_or((tail, ""));
-        let path = if path.is_empty() {
-            "/".to_owned()
-        } else {
-            path.replace('\\', "/")
-        };
-        Some(UrlParts {
-            host: host.to_ascii_lowercase(),
-            path,
-            query,
-        })
+        let path = if path.is_empty() { "/".to_owned() } else { path.replace('\\', "/") };
+        Some(UrlParts { host: host.to_ascii_lowercase(), path, query })
     }
 }
 
@@ -300,13 +266,10 @@ impl<'a> UrlParts<'a> {
 /// decoded as `URLSearchParams.get` does: `+` is a space, percent escapes are UTF-8, and
 /// invalid UTF-8 becomes U+FFFD.
 fn form_param(query: &str, name: &str) -> Option<String> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (form_decode(k) == name).then(|| form_decode(v))
-        })
+    query.split('&').filter(|pair| !pair.is_empty()).find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (form_decode(k) == name).then(|| form_decode(v))
+    })
 }
 
 fn form_decode(s: &str) -> String {
@@ -316,10 +279,7 @@ fn form_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' => match (
-                bytes.get(i + 1).and_then(|b| hex_value(*b)),
-                bytes.get(i + 2).and_then(|b| hex_value(*b)),
-            ) {
+            b'%' => match (bytes.get(i + 1).and_then(|b| hex_value(*b)), bytes.get(i + 2).and_then(|b| hex_value(*b))) {
                 (Some(hi), Some(lo)) => {
                     out.push((hi << 4) | lo);
                     i += 2;
@@ -360,90 +320,33 @@ mod tests {
     fn check(url: &str, expect: Option<(&str, &str)>) {
         let engines = Engines::parse(TEST_RULES).expect("test rules parse");
         let got = engines.match_url(url);
-        let want = expect.map(|(engine, query)| SearchHit {
-            engine: engine.to_owned(),
-            query: query.to_owned(),
-        });
+        let want = expect.map(|(engine, query)| SearchHit { engine: engine.to_owned(), query: query.to_owned() });
         assert_eq!(got, want, "url {url:?}");
     }
 
     #[test]
     fn matches_search_urls() {
         let table: &[(&str, Option<(&str, &str)>)] = &[
-            (
-                "https://www.google.com/search?q=red+shoes",
-                Some(("google.com", "red shoes")),
-            ),
+            ("https://www.google.com/search?q=red+shoes", Some(("google.com", "red shoes"))),
             ("http://google.com/search?q=a", Some(("google.com", "a"))),
-            (
-                "https://www.google.co.uk/search?client=x&q=caf%C3%A9&oq=c",
-                Some(("google.co.uk", "café")),
-            ),
-            (
-                "HTTPS://WWW.GOOGLE.COM/search?q=Upper",
-                Some(("google.com", "Upper")),
-            ),
-            (
-                "https://user:pw@www.google.com:8443/search?q=port#frag",
-                Some(("google.com", "port")),
-            ),
-            (
-                "https://www.google.com/search?q=%20%20trim%20me+&q=second",
-                Some(("google.com", "trim me")),
-            ),
-            (
-                "https://www.google.com/search?q=a%2Bb%26c",
-                Some(("google.com", "a+b&c")),
-            ),
-            (
-                "https://www.google.com/search?q=100%",
-                Some(("google.com", "100%")),
-            ),
-            (
-                "https://www.google.com/search?q=%ZZ",
-                Some(("google.com", "%ZZ")),
-            ),
-            (
-                "https://www.google.com/search?q=%FF",
-                Some(("google.com", "\u{FFFD}")),
-            ),
-            (
-                "https://duckduckgo.com/?q=rust&t=h_",
-                Some(("duckduckgo.com", "rust")),
-            ),
-            (
-                "https://duckduckgo.com?q=no+slash",
-                Some(("duckduckgo.com", "no slash")),
-            ),
-            (
-                "https://html.duckduckgo.com/html/?q=x",
-                Some(("duckduckgo.com", "x")),
-            ),
-            (
-                "https://www.startpage.com/sp/search?query=first&q=second",
-                Some(("startpage.com", "first")),
-            ),
-            (
-                "https://www.startpage.com/sp/search?q=fallback",
-                Some(("startpage.com", "fallback")),
-            ),
-            (
-                "https://www.startpage.com/sp/search?query=+&q=blank+first",
-                Some(("startpage.com", "blank first")),
-            ),
-            (
-                "https://search.yahoo.com/search?p=tents",
-                Some(("search.yahoo.com", "tents")),
-            ),
+            ("https://www.google.co.uk/search?client=x&q=caf%C3%A9&oq=c", Some(("google.co.uk", "café"))),
+            ("HTTPS://WWW.GOOGLE.COM/search?q=Upper", Some(("google.com", "Upper"))),
+            ("https://user:pw@www.google.com:8443/search?q=port#frag", Some(("google.com", "port"))),
+            ("https://www.google.com/search?q=%20%20trim%20me+&q=second", Some(("google.com", "trim me"))),
+            ("https://www.google.com/search?q=a%2Bb%26c", Some(("google.com", "a+b&c"))),
+            ("https://www.google.com/search?q=100%", Some(("google.com", "100%"))),
+            ("https://www.google.com/search?q=%ZZ", Some(("google.com", "%ZZ"))),
+            ("https://www.google.com/search?q=%FF", Some(("google.com", "\u{FFFD}"))),
+            ("https://duckduckgo.com/?q=rust&t=h_", Some(("duckduckgo.com", "rust"))),
+            ("https://duckduckgo.com?q=no+slash", Some(("duckduckgo.com", "no slash"))),
+            ("https://html.duckduckgo.com/html/?q=x", Some(("duckduckgo.com", "x"))),
+            ("https://www.startpage.com/sp/search?query=first&q=second", Some(("startpage.com", "first"))),
+            ("https://www.startpage.com/sp/search?q=fallback", Some(("startpage.com", "fallback"))),
+            ("https://www.startpage.com/sp/search?query=+&q=blank+first", Some(("startpage.com", "blank first"))),
+            ("https://search.yahoo.com/search?p=tents", Some(("search.yahoo.com", "tents"))),
             // The first matching rule decides, even when a later one would also match.
-            (
-                "https://www.google.com/search?x=shadow&q=g",
-                Some(("google.com", "g")),
-            ),
-            (
-                "https://www.google.com/other?x=later",
-                Some(("google.com", "later")),
-            ),
+            ("https://www.google.com/search?x=shadow&q=g", Some(("google.com", "g"))),
+            ("https://www.google.com/other?x=later", Some(("google.com", "later"))),
         ];
         for (url, expect) in table {
             check(url, *expect);
@@ -488,10 +391,7 @@ mod tests {
         // 'é' is two bytes and '😀' four: the limit counts characters, not bytes.
         let long = "é😀".repeat(300);
         let url = format!("https://www.google.com/search?q={long}");
-        let hit = Engines::parse(TEST_RULES)
-            .expect("test rules parse")
-            .match_url(&url)
-            .expect("a search");
+        let hit = Engines::parse(TEST_RULES).expect("test rules parse").match_url(&url).expect("a search");
         assert_eq!(hit.query.chars().count(), MAX_QUERY_CHARS);
         assert_eq!(hit.query, "é😀".repeat(256));
 
@@ -516,9 +416,7 @@ mod tests {
     #[test]
     fn builtin_rules_parse_and_match() {
         let engines = Engines::builtin().expect("the shipped engines.json is valid");
-        let hit = engines
-            .match_url("https://www.google.com/search?q=hiking+boots")
-            .expect("google is a known engine");
+        let hit = engines.match_url("https://www.google.com/search?q=hiking+boots").expect("google is a known engine");
         assert_eq!(hit.engine, "google.com");
         assert_eq!(hit.query, "hiking boots");
         assert_eq!(engines.match_url("https://example.com/search?q=x"), None);
@@ -530,30 +428,12 @@ mod tests {
     fn builtin_rules_agree_with_the_extension() {
         let engines = Engines::builtin().expect("the shipped engines.json is valid");
         let table: &[(&str, Option<(&str, &str)>)] = &[
-            (
-                "https://www.google.com/search?q=running+shoes&hl=en",
-                Some(("google.com", "running shoes")),
-            ),
-            (
-                "https://www.google.co.uk/search?q=wellies",
-                Some(("google.co.uk", "wellies")),
-            ),
-            (
-                "https://www.google.com.au/search?q=thongs",
-                Some(("google.com.au", "thongs")),
-            ),
-            (
-                "https://google.de/search?q=%C3%BCber",
-                Some(("google.de", "über")),
-            ),
-            (
-                "http://www.google.com/search?q=plain+http",
-                Some(("google.com", "plain http")),
-            ),
-            (
-                "https://www.google.com/search?q=++padded++",
-                Some(("google.com", "padded")),
-            ),
+            ("https://www.google.com/search?q=running+shoes&hl=en", Some(("google.com", "running shoes"))),
+            ("https://www.google.co.uk/search?q=wellies", Some(("google.co.uk", "wellies"))),
+            ("https://www.google.com.au/search?q=thongs", Some(("google.com.au", "thongs"))),
+            ("https://google.de/search?q=%C3%BCber", Some(("google.de", "über"))),
+            ("http://www.google.com/search?q=plain+http", Some(("google.com", "plain http"))),
+            ("https://www.google.com/search?q=++padded++", Some(("google.com", "padded"))),
             ("https://www.google.com/search?q=", None),
             ("https://www.google.com/search?q=+++", None),
             ("https://www.google.com/search", None),
@@ -562,63 +442,24 @@ mod tests {
             ("https://notgoogle.com/search?q=x", None),
             ("https://google.com.evil.example/search?q=x", None),
             ("ftp://www.google.com/search?q=x", None),
-            (
-                "https://www.bing.com/search?q=bing+it&form=QBLH",
-                Some(("bing.com", "bing it")),
-            ),
-            (
-                "https://duckduckgo.com/?q=duck&ia=web",
-                Some(("duckduckgo.com", "duck")),
-            ),
-            (
-                "https://html.duckduckgo.com/html/?q=no+js",
-                Some(("duckduckgo.com", "no js")),
-            ),
+            ("https://www.bing.com/search?q=bing+it&form=QBLH", Some(("bing.com", "bing it"))),
+            ("https://duckduckgo.com/?q=duck&ia=web", Some(("duckduckgo.com", "duck"))),
+            ("https://html.duckduckgo.com/html/?q=no+js", Some(("duckduckgo.com", "no js"))),
             ("https://duckduckgo.com/about", None),
-            (
-                "https://www.ecosia.org/search?q=trees",
-                Some(("ecosia.org", "trees")),
-            ),
-            (
-                "https://www.startpage.com/sp/search?query=private",
-                Some(("startpage.com", "private")),
-            ),
-            (
-                "https://www.startpage.com/do/search?q=older+form",
-                Some(("startpage.com", "older form")),
-            ),
-            (
-                "https://www.startpage.com/sp/search?query=&q=second+param",
-                Some(("startpage.com", "second param")),
-            ),
-            (
-                "https://search.brave.com/search?q=lion",
-                Some(("search.brave.com", "lion")),
-            ),
+            ("https://www.ecosia.org/search?q=trees", Some(("ecosia.org", "trees"))),
+            ("https://www.startpage.com/sp/search?query=private", Some(("startpage.com", "private"))),
+            ("https://www.startpage.com/do/search?q=older+form", Some(("startpage.com", "older form"))),
+            ("https://www.startpage.com/sp/search?query=&q=second+param", Some(("startpage.com", "second param"))),
+            ("https://search.brave.com/search?q=lion", Some(("search.brave.com", "lion"))),
             ("https://brave.com/search?q=lion", None),
-            (
-                "https://search.yahoo.com/search?p=yodel",
-                Some(("search.yahoo.com", "yodel")),
-            ),
+            ("https://search.yahoo.com/search?p=yodel", Some(("search.yahoo.com", "yodel"))),
             ("https://search.yahoo.com/search?q=yodel", None),
-            (
-                "https://www.qwant.com/?q=qwant+it&t=web",
-                Some(("qwant.com", "qwant it")),
-            ),
+            ("https://www.qwant.com/?q=qwant+it&t=web", Some(("qwant.com", "qwant it"))),
             ("https://kagi.com/search?q=paid", Some(("kagi.com", "paid"))),
-            (
-                "https://www.amazon.de/s?k=kaffeem%C3%BChle&ref=nb",
-                Some(("amazon.de", "kaffeemühle")),
-            ),
-            (
-                "https://www.amazon.co.jp/s?k=%E3%81%8A%E8%8C%B6",
-                Some(("amazon.co.jp", "お茶")),
-            ),
+            ("https://www.amazon.de/s?k=kaffeem%C3%BChle&ref=nb", Some(("amazon.de", "kaffeemühle"))),
+            ("https://www.amazon.co.jp/s?k=%E3%81%8A%E8%8C%B6", Some(("amazon.co.jp", "お茶"))),
             ("https://www.amazon.com/dp/B000?k=x", None),
-            (
-                "https://www.ebay.co.uk/sch/i.html?_nkw=vintage+lamp",
-                Some(("ebay.co.uk", "vintage lamp")),
-            ),
+            ("https://www.ebay.co.uk/sch/i.html?_nkw=vintage+lamp", Some(("ebay.co.uk", "vintage lamp"))),
             ("not a url", None),
         ];
         for (url, want) in table {
@@ -647,12 +488,8 @@ mod tests {
             rule(r#"{"id":"a","name":"A","domains":["a.com"],"paths":["s"],"param":"q"}"#),
             rule(r#"{"id":"a","name":"A","domains":["a.com"],"paths":[],"param":"q"}"#),
             rule(r#"{"id":"a","name":"A","domains":["a.com"],"paths":["/s"],"param":""}"#),
-            rule(
-                r#"{"id":"a","name":"A","domains":["a.com"],"paths":["/s"],"param":"q","params":["x","q"]}"#,
-            ),
-            rule(
-                r#"{"id":"a","name":"A","domains":["a.com"],"paths":["/s"],"param":"q","params":[]}"#,
-            ),
+            rule(r#"{"id":"a","name":"A","domains":["a.com"],"paths":["/s"],"param":"q","params":["x","q"]}"#),
+            rule(r#"{"id":"a","name":"A","domains":["a.com"],"paths":["/s"],"param":"q","params":[]}"#),
             rule(r#"{"id":"a","name":"A","domains":["a.com"],"paths":["/s"]}"#),
             rule(r#"{"id":"a","name":"A","domains":"a.com","paths":["/s"],"param":"q"}"#),
         ];
@@ -666,16 +503,10 @@ mod tests {
         // (url, expected (host, path, query))
         type Case<'a> = (&'a str, Option<(&'a str, &'a str, &'a str)>);
         let table: &[Case] = &[
-            (
-                "https://a.example/p?q=1#f",
-                Some(("a.example", "/p", "q=1")),
-            ),
+            ("https://a.example/p?q=1#f", Some(("a.example", "/p", "q=1"))),
             ("http://A.Example:80", Some(("a.example", "/", ""))),
             ("https://u@a.example?x", Some(("a.example", "/", "x"))),
-            (
-                "https:\\\\a.example\\p\\q?x",
-                Some(("a.example", "/p/q", "x")),
-            ),
+            ("https:\\\\a.example\\p\\q?x", Some(("a.example", "/p/q", "x"))),
             ("  https://a.example/  ", Some(("a.example", "/", ""))),
             ("https://a.example#?q=1", Some(("a.example", "/", ""))),
             ("mailto:x@a.example", None),

@@ -80,10 +80,7 @@ impl FromStr for Browser {
     type Err = HistoryError;
 
     fn from_str(s: &str) -> Result<Browser, HistoryError> {
-        Browser::ALL
-            .into_iter()
-            .find(|b| b.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| HistoryError::UnknownBrowser { name: s.to_owned() })
+        Browser::ALL.into_iter().find(|b| b.name().eq_ignore_ascii_case(s)).ok_or_else(|| HistoryError::UnknownBrowser { name: s.to_owned() })
     }
 }
 
@@ -123,11 +120,7 @@ pub enum HistoryError {
     #[error("{} is not a readable history database: {detail}", path.display())]
     Corrupt { path: PathBuf, detail: String },
     #[error("{} does not look like a {browser} history database: {detail}", path.display())]
-    UnexpectedSchema {
-        path: PathBuf,
-        browser: Browser,
-        detail: String,
-    },
+    UnexpectedSchema { path: PathBuf, browser: Browser, detail: String },
     #[error("{} is locked by another program; close the browser and try again", path.display())]
     Locked { path: PathBuf },
 }
@@ -153,10 +146,7 @@ pub fn default_profile(browser: Browser, home: &Path) -> Result<PathBuf, History
 fn firefox_default_profile(home: &Path) -> Result<PathBuf, HistoryError> {
     // The legacy location wins when both exist, as it does for Firefox itself: a profile
     // created before the move to XDG directories stays where it is.
-    let roots = [
-        home.join(".mozilla/firefox"),
-        home.join(".config/mozilla/firefox"),
-    ];
+    let roots = [home.join(".mozilla/firefox"), home.join(".config/mozilla/firefox")];
     let Some(root) = roots.iter().find(|r| r.join("profiles.ini").is_file()) else {
         return Err(HistoryError::FirefoxProfiles {
             path: roots[0].join("profiles.ini"),
@@ -164,23 +154,13 @@ fn firefox_default_profile(home: &Path) -> Result<PathBuf, HistoryError> {
         });
     };
     let ini_path = root.join("profiles.ini");
-    let text = fs::read(&ini_path).map_err(|source| HistoryError::Io {
-        path: ini_path.clone(),
-        source,
-    })?;
-    let problem = |problem: &str| HistoryError::FirefoxProfiles {
-        path: ini_path.clone(),
-        problem: problem.to_owned(),
-    };
+    let text = fs::read(&ini_path).map_err(|source| HistoryError::Io { path: ini_path.clone(), source })?;
+    let problem = |problem: &str| HistoryError::FirefoxProfiles { path: ini_path.clone(), problem: problem.to_owned() };
     let sections = parse_ini(&String::from_utf8_lossy(&text));
 
     let profiles: Vec<&IniSection> = sections
         .iter()
-        .filter(|s| {
-            s.name
-                .strip_prefix("Profile")
-                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        })
+        .filter(|s| s.name.strip_prefix("Profile").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())))
         .filter(|s| s.get("Path").is_some_and(|p| !p.is_empty()))
         .collect();
     let resolve = |path: &str, relative: bool| {
@@ -192,39 +172,24 @@ fn firefox_default_profile(home: &Path) -> Result<PathBuf, HistoryError> {
     };
     let is_relative = |s: &IniSection| s.get("IsRelative").is_some_and(|v| v.trim() == "1");
 
-    let install_default = sections
-        .iter()
-        .filter(|s| s.name.starts_with("Install"))
-        .find_map(|s| s.get("Default").filter(|d| !d.is_empty()));
+    let install_default = sections.iter().filter(|s| s.name.starts_with("Install")).find_map(|s| s.get("Default").filter(|d| !d.is_empty()));
     if let Some(path) = install_default {
         // The install section names a profile by its Path; the matching profile section says
         // whether that path is relative. Without one, relative unless it is absolute.
-        let relative = profiles
-            .iter()
-            .find(|p| p.get("Path") == Some(path))
-            .map_or(!Path::new(path).is_absolute(), |p| is_relative(p));
+        let relative = profiles.iter().find(|p| p.get("Path") == Some(path)).map_or(!Path::new(path).is_absolute(), |p| is_relative(p));
         return Ok(resolve(path, relative));
     }
-    let chosen = match profiles
-        .iter()
-        .find(|p| p.get("Default").is_some_and(|v| v.trim() == "1"))
-    {
+    let chosen = match profiles.iter().find(|p| p.get("Default").is_some_and(|v| v.trim() == "1")) {
         Some(p) => p,
         None => match profiles.as_slice() {
             [only] => only,
             [] => return Err(problem("it lists no profiles")),
-            _ => {
-                return Err(problem(
-                    "several profiles and none is the default; pass --profile",
-                ))
-            }
+            _ => return Err(problem("several profiles and none is the default; pass --profile")),
         },
     };
     // `profiles` only holds sections with a Path, so this lookup cannot fail; fall back to
     // an error rather than assume it.
-    let path = chosen
-        .get("Path")
-        .ok_or_else(|| problem("profile without Path"))?;
+    let path = chosen.get("Path").ok_or_else(|| problem("profile without Path"))?;
     Ok(resolve(path, is_relative(chosen)))
 }
 
@@ -235,10 +200,7 @@ struct IniSection {
 
 impl IniSection {
     fn get(&self, key: &str) -> Option<&str> {
-        self.entries
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 
@@ -251,14 +213,9 @@ fn parse_ini(text: &str) -> Vec<IniSection> {
             continue;
         }
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            sections.push(IniSection {
-                name: name.trim().to_owned(),
-                entries: Vec::new(),
-            });
+            sections.push(IniSection { name: name.trim().to_owned(), entries: Vec::new() });
         } else if let (Some(section), Some((k, v))) = (sections.last_mut(), line.split_once('=')) {
-            section
-                .entries
-                .push((k.trim().to_owned(), v.trim().to_owned()));
+            section.entries.push((k.trim().to_owned(), v.trim().to_owned()));
         }
     }
     sections
@@ -267,25 +224,15 @@ fn parse_ini(text: &str) -> Vec<IniSection> {
 /// Reads the searches in a profile's history, oldest first.
 ///
 /// `since` drops visits before that instant. Only the copy of the database is opened.
-pub fn read_searches(
-    browser: Browser,
-    profile: &Path,
-    since: Option<OffsetDateTime>,
-    engines: &Engines,
-) -> Result<Vec<HistorySearch>, HistoryError> {
+pub fn read_searches(browser: Browser, profile: &Path, since: Option<OffsetDateTime>, engines: &Engines) -> Result<Vec<HistorySearch>, HistoryError> {
     if !profile.is_dir() {
-        return Err(HistoryError::ProfileNotFound {
-            path: profile.to_owned(),
-        });
+        return Err(HistoryError::ProfileNotFound { path: profile.to_owned() });
     }
     let db = profile.join(browser.database_name());
     if !db.is_file() {
         return Err(HistoryError::DatabaseNotFound { path: db });
     }
-    let scratch = ScratchDir::create().map_err(|source| HistoryError::Io {
-        path: std::env::temp_dir(),
-        source,
-    })?;
+    let scratch = ScratchDir::create().map_err(|source| HistoryError::Io { path: std::env::temp_dir(), source })?;
     let copy = copy_database(&db, scratch.path())?;
     let conn = open_copy(&db, &copy)?;
     let visits = match browser {
@@ -300,13 +247,10 @@ pub fn read_searches(
     for v in visits {
         // A rules match wins over the browser's own term: the extension records live searches
         // from the URL the same way, so both paths give the same engine and text.
-        let hit = engines
-            .match_url(&v.url)
-            .map(|h| (h.engine, h.query))
-            .or_else(|| {
-                let term = clean_query(v.keyword_term.as_deref()?)?;
-                Some((search_host(&v.url)?, term))
-            });
+        let hit = engines.match_url(&v.url).map(|h| (h.engine, h.query)).or_else(|| {
+            let term = clean_query(v.keyword_term.as_deref()?)?;
+            Some((search_host(&v.url)?, term))
+        });
         let Some((engine, query)) = hit else { continue };
         let Some(at) = browser_time(browser, v.time) else {
             continue;
@@ -317,13 +261,7 @@ pub fn read_searches(
         if !seen.insert(id.clone()) {
             continue;
         }
-        out.push(HistorySearch {
-            id,
-            at,
-            query,
-            engine,
-            source: browser.source(),
-        });
+        out.push(HistorySearch { id, at, query, engine, source: browser.source() });
     }
     out.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
     Ok(out)
@@ -358,9 +296,7 @@ fn browser_since(browser: Browser, since: Option<OffsetDateTime>) -> i64 {
     let Some(since) = since else { return i64::MIN };
     let unix_us = since.unix_timestamp_nanos().div_euclid(1000);
     let raw = match browser {
-        Browser::Chrome | Browser::Chromium => {
-            unix_us.saturating_add(i128::from(CHROMIUM_EPOCH_OFFSET_US))
-        }
+        Browser::Chrome | Browser::Chromium => unix_us.saturating_add(i128::from(CHROMIUM_EPOCH_OFFSET_US)),
         Browser::Firefox => unix_us,
     };
     i64::try_from(raw).unwrap_or(if raw < 0 { i64::MIN } else { i64::MAX })
@@ -407,27 +343,10 @@ fn chromium_visit_counts(transition: i64) -> bool {
     transition & CHAIN_END != 0 || !redirect_hop
 }
 
-fn chromium_visits(
-    conn: &Connection,
-    db: &Path,
-    browser: Browser,
-    since: Option<OffsetDateTime>,
-) -> Result<Vec<Visit>, HistoryError> {
+fn chromium_visits(conn: &Connection, db: &Path, browser: Browser, since: Option<OffsetDateTime>) -> Result<Vec<Visit>, HistoryError> {
     require_columns(conn, db, browser, "urls", &["id", "url", "hidden"])?;
-    require_columns(
-        conn,
-        db,
-        browser,
-        "visits",
-        &["id", "url", "visit_time", "transition"],
-    )?;
-    require_columns(
-        conn,
-        db,
-        browser,
-        "keyword_search_terms",
-        &["keyword_id", "url_id", "term"],
-    )?;
+    require_columns(conn, db, browser, "visits", &["id", "url", "visit_time", "transition"])?;
+    require_columns(conn, db, browser, "keyword_search_terms", &["keyword_id", "url_id", "term"])?;
     // `hidden` marks URLs only ever seen in subframes; the transition check below catches
     // the same visits, this catches rows whose transition was lost.
     let sql = "SELECT u.url, v.visit_time, v.transition, \
@@ -445,11 +364,7 @@ fn chromium_visits(
         let (Some(url), Some(time)) = (text(row.get_ref(0)?), integer(row.get_ref(1)?)) else {
             return Ok(None);
         };
-        Ok(Some(Visit {
-            url,
-            time,
-            keyword_term: text(row.get_ref(3)?),
-        }))
+        Ok(Some(Visit { url, time, keyword_term: text(row.get_ref(3)?) }))
     })
 }
 
@@ -461,20 +376,10 @@ const FF_DOWNLOAD: i64 = 7;
 const FF_FRAMED_LINK: i64 = 8;
 const FF_RELOAD: i64 = 9;
 
-fn firefox_visits(
-    conn: &Connection,
-    db: &Path,
-    since: Option<OffsetDateTime>,
-) -> Result<Vec<Visit>, HistoryError> {
+fn firefox_visits(conn: &Connection, db: &Path, since: Option<OffsetDateTime>) -> Result<Vec<Visit>, HistoryError> {
     let browser = Browser::Firefox;
     require_columns(conn, db, browser, "moz_places", &["id", "url", "hidden"])?;
-    require_columns(
-        conn,
-        db,
-        browser,
-        "moz_historyvisits",
-        &["id", "from_visit", "place_id", "visit_date", "visit_type"],
-    )?;
+    require_columns(conn, db, browser, "moz_historyvisits", &["id", "from_visit", "place_id", "visit_date", "visit_type"])?;
     // Skipped, for the reasons given for Chromium: frames (EMBED, FRAMED_LINK), reloads,
     // downloads, and hops that redirected onward. Firefox records a redirect as a visit of
     // the source followed by a REDIRECT_* visit of the target whose from_visit points back,
@@ -493,11 +398,7 @@ fn firefox_visits(
         let (Some(url), Some(time)) = (text(row.get_ref(0)?), integer(row.get_ref(1)?)) else {
             return Ok(None);
         };
-        Ok(Some(Visit {
-            url,
-            time,
-            keyword_term: None,
-        }))
+        Ok(Some(Visit { url, time, keyword_term: None }))
     })
 }
 
@@ -539,40 +440,17 @@ fn text(v: ValueRef<'_>) -> Option<String> {
 }
 
 /// Fails with [`HistoryError::UnexpectedSchema`] unless `table` has all of `columns`.
-fn require_columns(
-    conn: &Connection,
-    db: &Path,
-    browser: Browser,
-    table: &str,
-    columns: &[&str],
-) -> Result<(), HistoryError> {
+fn require_columns(conn: &Connection, db: &Path, browser: Browser, table: &str, columns: &[&str]) -> Result<(), HistoryError> {
     let sqlite = |e| sqlite_error(db, e);
-    let mut stmt = conn
-        .prepare("SELECT name FROM pragma_table_info(?1)")
-        .map_err(sqlite)?;
-    let present = stmt
-        .query_map([table], |row| row.get::<_, String>(0))
-        .map_err(sqlite)?
-        .collect::<Result<HashSet<String>, _>>()
-        .map_err(sqlite)?;
-    let schema = |detail: String| HistoryError::UnexpectedSchema {
-        path: db.to_owned(),
-        browser,
-        detail,
-    };
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1)").map_err(sqlite)?;
+    let present = stmt.query_map([table], |row| row.get::<_, String>(0)).map_err(sqlite)?.collect::<Result<HashSet<String>, _>>().map_err(sqlite)?;
+    let schema = |detail: String| HistoryError::UnexpectedSchema { path: db.to_owned(), browser, detail };
     if present.is_empty() {
         return Err(schema(format!("table {table} is missing")));
     }
-    let missing: Vec<&str> = columns
-        .iter()
-        .copied()
-        .filter(|c| !present.contains(*c))
-        .collect();
+    let missing: Vec<&str> = columns.iter().copied().filter(|c| !present.contains(*c)).collect();
     if !missing.is_empty() {
-        return Err(schema(format!(
-            "table {table} lacks column(s) {}",
-            missing.join(", ")
-        )));
+        return Err(schema(format!("table {table} lacks column(s) {}", missing.join(", "))));
     }
     Ok(())
 }
@@ -582,15 +460,10 @@ fn sqlite_error(db: &Path, e: rusqlite::Error) -> HistoryError {
     use rusqlite::ErrorCode;
     if let rusqlite::Error::SqliteFailure(f, _) = &e {
         if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) {
-            return HistoryError::Locked {
-                path: db.to_owned(),
-            };
+            return HistoryError::Locked { path: db.to_owned() };
         }
     }
-    HistoryError::Corrupt {
-        path: db.to_owned(),
-        detail: e.to_string(),
-    }
+    HistoryError::Corrupt { path: db.to_owned(), detail: e.to_string() }
 }
 
 /// Companion files that hold committed or half-written data the main file lacks: the
@@ -627,12 +500,7 @@ fn copy_database(db: &Path, dir: &Path) -> Result<PathBuf, HistoryError> {
                 Err(e) if e.kind() == io::ErrorKind::NotFound && src != db => {
                     let _ = fs::remove_file(dst);
                 }
-                Err(source) => {
-                    return Err(HistoryError::Io {
-                        path: src.clone(),
-                        source,
-                    })
-                }
+                Err(source) => return Err(HistoryError::Io { path: src.clone(), source }),
             }
         }
         if stamps(&sources) == before {
@@ -645,27 +513,16 @@ fn copy_database(db: &Path, dir: &Path) -> Result<PathBuf, HistoryError> {
 type Stamp = Option<(u64, Option<std::time::SystemTime>)>;
 
 fn stamps(files: &[PathBuf]) -> Vec<Stamp> {
-    files
-        .iter()
-        .map(|f| fs::metadata(f).ok().map(|m| (m.len(), m.modified().ok())))
-        .collect()
+    files.iter().map(|f| fs::metadata(f).ok().map(|m| (m.len(), m.modified().ok()))).collect()
 }
 
 /// Opens the private copy, reporting errors against the original `db`.
 fn open_copy(db: &Path, copy: &Path) -> Result<Connection, HistoryError> {
-    let len = fs::metadata(copy)
-        .map_err(|source| HistoryError::Io {
-            path: db.to_owned(),
-            source,
-        })?
-        .len();
+    let len = fs::metadata(copy).map_err(|source| HistoryError::Io { path: db.to_owned(), source })?.len();
     // SQLite treats an empty file as an empty database, which would surface as a confusing
     // "table missing" error.
     if len == 0 {
-        return Err(HistoryError::Corrupt {
-            path: db.to_owned(),
-            detail: "the file is empty".into(),
-        });
+        return Err(HistoryError::Corrupt { path: db.to_owned(), detail: "the file is empty".into() });
     }
     // The copy is opened for writing although nothing is written to it: a browser killed
     // mid-transaction leaves a hot journal, and SQLite must roll it back into the copy before
@@ -677,12 +534,8 @@ fn open_copy(db: &Path, copy: &Path) -> Result<Connection, HistoryError> {
     let conn = Connection::open_with_flags(copy, flags).map_err(|e| sqlite_error(db, e))?;
     // Opening is lazy; reading the schema makes a non-database fail here, with a clear
     // error, rather than in the middle of a query. This first read also does the recovery.
-    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
-        r.get::<_, i64>(0)
-    })
-    .map_err(|e| sqlite_error(db, e))?;
-    conn.execute_batch("PRAGMA query_only = ON")
-        .map_err(|e| sqlite_error(db, e))?;
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)).map_err(|e| sqlite_error(db, e))?;
+    conn.execute_batch("PRAGMA query_only = ON").map_err(|e| sqlite_error(db, e))?;
     Ok(conn)
 }
 
@@ -696,16 +549,11 @@ impl ScratchDir {
     fn create() -> io::Result<ScratchDir> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let base = std::env::temp_dir();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let mut last_err = None;
         for _ in 0..16 {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path = base.join(format!(
-                "optin-history-{}-{nanos:x}-{n}",
-                std::process::id()
-            ));
+            let path = base.join(format!("optin-history-{}-{nanos:x}-{n}", std::process::id()));
             let mut builder = fs::DirBuilder::new();
             #[cfg(unix)]
             {
@@ -789,8 +637,7 @@ mod tests {
 
     /// Chromium's stored time for an instant.
     fn chromium_time(at: OffsetDateTime) -> i64 {
-        i64::try_from(at.unix_timestamp_nanos() / 1000).expect("test times fit")
-            + CHROMIUM_EPOCH_OFFSET_US
+        i64::try_from(at.unix_timestamp_nanos() / 1000).expect("test times fit") + CHROMIUM_EPOCH_OFFSET_US
     }
 
     fn firefox_time(at: OffsetDateTime) -> i64 {
@@ -812,13 +659,7 @@ mod tests {
     }
 
     fn cv(url: &'static str, at: OffsetDateTime, transition: i64) -> ChromiumVisit {
-        ChromiumVisit {
-            url,
-            at,
-            transition,
-            hidden: false,
-            term: None,
-        }
+        ChromiumVisit { url, at, transition, hidden: false, term: None }
     }
 
     /// Writes a Chromium `History` file with `visits` into `profile`.
@@ -828,11 +669,7 @@ mod tests {
         conn.execute_batch(CHROMIUM_SCHEMA).expect("schema");
         for v in visits {
             let time = chromium_time(v.at);
-            let url_id: i64 = match conn.query_row(
-                "SELECT id FROM urls WHERE url = ?1",
-                [v.url],
-                |r| r.get(0),
-            ) {
+            let url_id: i64 = match conn.query_row("SELECT id FROM urls WHERE url = ?1", [v.url], |r| r.get(0)) {
                 Ok(id) => id,
                 Err(_) => {
                     conn.execute(
@@ -843,17 +680,10 @@ mod tests {
                     conn.last_insert_rowid()
                 }
             };
-            conn.execute(
-                "INSERT INTO visits (url, visit_time, from_visit, transition) VALUES (?1, ?2, 0, ?3)",
-                rusqlite::params![url_id, time, v.transition],
-            )
-            .expect("insert visit");
+            conn.execute("INSERT INTO visits (url, visit_time, from_visit, transition) VALUES (?1, ?2, 0, ?3)", rusqlite::params![url_id, time, v.transition])
+                .expect("insert visit");
             if let Some(term) = v.term {
-                conn.execute(
-                    "INSERT INTO keyword_search_terms VALUES (2, ?1, ?2, lower(?2))",
-                    rusqlite::params![url_id, term],
-                )
-                .expect("insert term");
+                conn.execute("INSERT INTO keyword_search_terms VALUES (2, ?1, ?2, lower(?2))", rusqlite::params![url_id, term]).expect("insert term");
             }
         }
     }
@@ -868,24 +698,14 @@ mod tests {
     }
 
     fn fv(url: &'static str, at: OffsetDateTime, visit_type: i64) -> FirefoxVisit {
-        FirefoxVisit {
-            url,
-            at,
-            visit_type,
-            hidden: false,
-            from: None,
-        }
+        FirefoxVisit { url, at, visit_type, hidden: false, from: None }
     }
 
     fn insert_firefox(conn: &Connection, visits: &[FirefoxVisit]) {
         let mut ids = Vec::new();
         for (i, v) in visits.iter().enumerate() {
             let time = firefox_time(v.at);
-            let place_id: i64 = match conn.query_row(
-                "SELECT id FROM moz_places WHERE url = ?1",
-                [v.url],
-                |r| r.get(0),
-            ) {
+            let place_id: i64 = match conn.query_row("SELECT id FROM moz_places WHERE url = ?1", [v.url], |r| r.get(0)) {
                 Ok(id) => id,
                 Err(_) => {
                     conn.execute(
@@ -916,16 +736,11 @@ mod tests {
 
     /// (engine, query, time) of each search, for comparing with a table.
     fn summary(found: &[HistorySearch]) -> Vec<(String, String, OffsetDateTime)> {
-        found
-            .iter()
-            .map(|s| (s.engine.clone(), s.query.clone(), s.at))
-            .collect()
+        found.iter().map(|s| (s.engine.clone(), s.query.clone(), s.at)).collect()
     }
 
     fn expect(rows: &[(&str, &str, OffsetDateTime)]) -> Vec<(String, String, OffsetDateTime)> {
-        rows.iter()
-            .map(|(e, q, t)| ((*e).to_owned(), (*q).to_owned(), *t))
-            .collect()
+        rows.iter().map(|(e, q, t)| ((*e).to_owned(), (*q).to_owned(), *t)).collect()
     }
 
     const T: OffsetDateTime = datetime!(2026-03-01 12:00:00 UTC);
@@ -937,94 +752,27 @@ mod tests {
     fn chromium_fixture() -> Vec<ChromiumVisit> {
         vec![
             // Entered out of order: results must come back sorted by time.
-            cv(
-                "https://duckduckgo.com/?q=caf%C3%A9&t=h_",
-                at(9),
-                LINK | WHOLE,
-            ),
-            ChromiumVisit {
-                term: Some("red shoes"),
-                ..cv(
-                    "https://www.google.com/search?q=red+shoes&oq=red",
-                    at(0),
-                    TYPED | WHOLE,
-                )
-            },
-            cv(
-                "https://www.bing.com/search?q=tent&form=QBLH",
-                at(1),
-                LINK | WHOLE,
-            ),
-            cv(
-                "https://example.com/shop/shoes?q=not+a+search",
-                at(2),
-                LINK | WHOLE,
-            ),
+            cv("https://duckduckgo.com/?q=caf%C3%A9&t=h_", at(9), LINK | WHOLE),
+            ChromiumVisit { term: Some("red shoes"), ..cv("https://www.google.com/search?q=red+shoes&oq=red", at(0), TYPED | WHOLE) },
+            cv("https://www.bing.com/search?q=tent&form=QBLH", at(1), LINK | WHOLE),
+            cv("https://example.com/shop/shoes?q=not+a+search", at(2), LINK | WHOLE),
             // A redirect chain: every hop has the same time; only the last one counts.
-            cv(
-                "http://google.co.uk/search?q=boots",
-                at(3),
-                LINK | CHAIN_START,
-            ),
-            cv(
-                "https://google.co.uk/search?q=boots",
-                at(3),
-                LINK | SERVER_REDIRECT,
-            ),
-            cv(
-                "https://www.google.co.uk/search?q=boots",
-                at(3),
-                LINK | SERVER_REDIRECT | CHAIN_END,
-            ),
+            cv("http://google.co.uk/search?q=boots", at(3), LINK | CHAIN_START),
+            cv("https://google.co.uk/search?q=boots", at(3), LINK | SERVER_REDIRECT),
+            cv("https://www.google.co.uk/search?q=boots", at(3), LINK | SERVER_REDIRECT | CHAIN_END),
             // A search through an engine the rules do not know, found by Chromium's term.
-            ChromiumVisit {
-                term: Some("  sqlite wal "),
-                ..cv(
-                    "https://en.wikipedia.org/w/index.php?search=sqlite+wal",
-                    at(4),
-                    TYPED | WHOLE,
-                )
-            },
+            ChromiumVisit { term: Some("  sqlite wal "), ..cv("https://en.wikipedia.org/w/index.php?search=sqlite+wal", at(4), TYPED | WHOLE) },
             cv("https://duckduckgo.com/?q=in+a+frame", at(5), AUTO_SUBFRAME),
-            cv(
-                "https://duckduckgo.com/?q=clicked+in+a+frame",
-                at(5),
-                MANUAL_SUBFRAME | WHOLE,
-            ),
-            ChromiumVisit {
-                term: Some("red shoes"),
-                ..cv(
-                    "https://www.google.com/search?q=red+shoes&oq=red",
-                    at(6),
-                    RELOAD | WHOLE,
-                )
-            },
-            ChromiumVisit {
-                hidden: true,
-                ..cv("https://duckduckgo.com/?q=hidden", at(7), LINK | WHOLE)
-            },
+            cv("https://duckduckgo.com/?q=clicked+in+a+frame", at(5), MANUAL_SUBFRAME | WHOLE),
+            ChromiumVisit { term: Some("red shoes"), ..cv("https://www.google.com/search?q=red+shoes&oq=red", at(6), RELOAD | WHOLE) },
+            ChromiumVisit { hidden: true, ..cv("https://duckduckgo.com/?q=hidden", at(7), LINK | WHOLE) },
             // Both a rules match and a term: one search, with the URL's text.
-            ChromiumVisit {
-                term: Some("Boots Sale"),
-                ..cv(
-                    "https://www.google.com/search?q=boots+sale",
-                    at(8),
-                    TYPED | WHOLE,
-                )
-            },
+            ChromiumVisit { term: Some("Boots Sale"), ..cv("https://www.google.com/search?q=boots+sale", at(8), TYPED | WHOLE) },
             // No chain bits at all, as in old or synced rows: kept.
-            cv(
-                "https://www.startpage.com/sp/search?q=old+style",
-                at(10),
-                TYPED,
-            ),
+            cv("https://www.startpage.com/sp/search?q=old+style", at(10), TYPED),
             cv("https://www.google.com/search?q=", at(11), TYPED | WHOLE),
             // Before the `since` used below.
-            cv(
-                "https://www.google.com/search?q=last+year",
-                datetime!(2025-03-01 0:00 UTC),
-                LINK | WHOLE,
-            ),
+            cv("https://www.google.com/search?q=last+year", datetime!(2025-03-01 0:00 UTC), LINK | WHOLE),
         ]
     }
 
@@ -1055,10 +803,7 @@ mod tests {
     #[test]
     fn skips_rows_with_unexpected_types() {
         let dir = tempfile::tempdir().expect("tempdir");
-        write_chromium(
-            dir.path(),
-            &[cv("https://www.bing.com/search?q=ok", at(0), WHOLE)],
-        );
+        write_chromium(dir.path(), &[cv("https://www.bing.com/search?q=ok", at(0), WHOLE)]);
         let conn = Connection::open(dir.path().join("History")).expect("open");
         conn.execute_batch(
             "INSERT INTO urls (id, url, last_visit_time) VALUES (100, NULL, 0), (101, X'FF00', 0),
@@ -1085,50 +830,17 @@ mod tests {
             fv("https://www.bing.com/search?q=tent", at(1), LINK),
             fv("https://example.com/shop", at(2), LINK),
             // index 3 → 4: a redirect; Firefox hides the source place.
-            FirefoxVisit {
-                hidden: true,
-                ..fv("https://google.com/search?q=boots", at(3), LINK)
-            },
-            FirefoxVisit {
-                from: Some(3),
-                ..fv(
-                    "https://www.google.com/search?q=boots",
-                    at(3) + time::Duration::milliseconds(40),
-                    FF_REDIRECT_PERMANENT,
-                )
-            },
+            FirefoxVisit { hidden: true, ..fv("https://google.com/search?q=boots", at(3), LINK) },
+            FirefoxVisit { from: Some(3), ..fv("https://www.google.com/search?q=boots", at(3) + time::Duration::milliseconds(40), FF_REDIRECT_PERMANENT) },
             fv("https://duckduckgo.com/?q=framed", at(4), FF_FRAMED_LINK),
             fv("https://duckduckgo.com/?q=embedded", at(4), FF_EMBED),
-            fv(
-                "https://www.google.com/search?q=red+shoes",
-                at(5),
-                FF_RELOAD,
-            ),
-            fv(
-                "https://search.yahoo.com/search?p=camping+stove",
-                at(6),
-                LINK,
-            ),
+            fv("https://www.google.com/search?q=red+shoes", at(5), FF_RELOAD),
+            fv("https://search.yahoo.com/search?p=camping+stove", at(6), LINK),
             // A redirect source whose place is visible (visited directly too): still skipped.
             fv("https://duckduckgo.com/?q=via", at(7), LINK),
-            FirefoxVisit {
-                from: Some(9),
-                ..fv(
-                    "https://duckduckgo.com/?q=via+target",
-                    at(7),
-                    FF_REDIRECT_TEMPORARY,
-                )
-            },
-            fv(
-                "https://www.startpage.com/sp/search?query=tarp",
-                at(8),
-                TYPED,
-            ),
-            fv(
-                "https://www.google.com/search?q=last+year",
-                datetime!(2025-03-01 0:00 UTC),
-                LINK,
-            ),
+            FirefoxVisit { from: Some(9), ..fv("https://duckduckgo.com/?q=via+target", at(7), FF_REDIRECT_TEMPORARY) },
+            fv("https://www.startpage.com/sp/search?query=tarp", at(8), TYPED),
+            fv("https://www.google.com/search?q=last+year", datetime!(2025-03-01 0:00 UTC), LINK),
         ]
     }
 
@@ -1137,11 +849,7 @@ mod tests {
             ("google.com", "last year", datetime!(2025-03-01 0:00 UTC)),
             ("google.com", "red shoes", at(0)),
             ("bing.com", "tent", at(1)),
-            (
-                "google.com",
-                "boots",
-                at(3) + time::Duration::milliseconds(40),
-            ),
+            ("google.com", "boots", at(3) + time::Duration::milliseconds(40)),
             ("search.yahoo.com", "camping stove", at(6)),
             ("duckduckgo.com", "via target", at(7)),
             ("startpage.com", "tarp", at(8)),
@@ -1165,33 +873,13 @@ mod tests {
         write_chromium(&chromium, &chromium_fixture());
         write_firefox(&firefox, &firefox_fixture());
         let table: &[(Browser, &Path, OffsetDateTime, usize)] = &[
-            (
-                Browser::Chromium,
-                &chromium,
-                datetime!(2026-01-01 0:00 UTC),
-                7,
-            ),
+            (Browser::Chromium, &chromium, datetime!(2026-01-01 0:00 UTC), 7),
             (Browser::Chromium, &chromium, at(3), 5),
-            (
-                Browser::Chromium,
-                &chromium,
-                at(3) + time::Duration::microseconds(1),
-                4,
-            ),
+            (Browser::Chromium, &chromium, at(3) + time::Duration::microseconds(1), 4),
             (Browser::Chromium, &chromium, at(60), 0),
-            (
-                Browser::Firefox,
-                &firefox,
-                datetime!(2026-01-01 0:00 UTC),
-                6,
-            ),
+            (Browser::Firefox, &firefox, datetime!(2026-01-01 0:00 UTC), 6),
             (Browser::Firefox, &firefox, at(6), 3),
-            (
-                Browser::Firefox,
-                &firefox,
-                datetime!(1601-01-01 0:00 UTC),
-                7,
-            ),
+            (Browser::Firefox, &firefox, datetime!(1601-01-01 0:00 UTC), 7),
         ];
         for (browser, profile, since, count) in table {
             let found = read_searches(*browser, profile, Some(*since), &rules()).expect("read");
@@ -1212,38 +900,21 @@ mod tests {
         for id in &ids {
             let hex = id.strip_prefix("h-").expect("h- prefix");
             assert_eq!(hex.len(), 32);
-            assert!(hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+            assert!(hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
         }
         // The id names the browser, so the same profile read as Chrome is a different source.
         let chrome = read_searches(Browser::Chrome, dir.path(), None, &rules()).expect("read");
         assert!(chrome.iter().all(|s| !ids.contains(s.id.as_str())));
         // A pinned value: changing the id scheme would re-import every search.
         assert_eq!(
-            search_id(
-                Browser::Firefox,
-                "https://www.google.com/search?q=x",
-                1_700_000_000_000_000
-            ),
-            search_id(
-                Browser::Firefox,
-                "https://www.google.com/search?q=x",
-                1_700_000_000_000_000
-            )
+            search_id(Browser::Firefox, "https://www.google.com/search?q=x", 1_700_000_000_000_000),
+            search_id(Browser::Firefox, "https://www.google.com/search?q=x", 1_700_000_000_000_000)
         );
-        assert_eq!(
-            search_id(Browser::Chromium, "u", 1),
-            format!("h-{}", &sha256_hex("chromium|u|1")[..32])
-        );
+        assert_eq!(search_id(Browser::Chromium, "u", 1), format!("h-{}", &sha256_hex("chromium|u|1")[..32]));
     }
 
     fn sha256_hex(s: &str) -> String {
-        ring::digest::digest(&ring::digest::SHA256, s.as_bytes())
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        ring::digest::digest(&ring::digest::SHA256, s.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Every file in `dir` with its bytes and modification time.
@@ -1271,17 +942,12 @@ mod tests {
         // only in places.sqlite-wal. Reproduce that by copying the files while the writer
         // still has uncheckpointed frames.
         let conn = Connection::open(work.join("places.sqlite")).expect("create");
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .expect("wal");
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).expect("wal");
         assert_eq!(mode, "wal");
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")
-            .expect("no checkpoints");
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0;").expect("no checkpoints");
         conn.execute_batch(FIREFOX_SCHEMA).expect("schema");
         insert_firefox(&conn, &firefox_fixture());
-        let wal_len = fs::metadata(work.join("places.sqlite-wal"))
-            .expect("wal")
-            .len();
+        let wal_len = fs::metadata(work.join("places.sqlite-wal")).expect("wal").len();
         assert!(wal_len > 0);
         for name in ["places.sqlite", "places.sqlite-wal", "places.sqlite-shm"] {
             fs::copy(work.join(name), profile.join(name)).expect("copy");
@@ -1316,11 +982,7 @@ mod tests {
                  SELECT 'https://www.bing.com/search?q=' || i, 0 FROM n;",
         )
         .expect("uncommitted changes");
-        assert_ne!(
-            fs::read(work.join("History")).expect("read"),
-            committed,
-            "uncommitted pages reached the main file"
-        );
+        assert_ne!(fs::read(work.join("History")).expect("read"), committed, "uncommitted pages reached the main file");
         let journal = work.join("History-journal");
         assert!(fs::metadata(&journal).expect("journal").len() > 0);
         for name in ["History", "History-journal"] {
@@ -1330,11 +992,7 @@ mod tests {
 
         let before = snapshot(&profile);
         let found = read_searches(Browser::Chromium, &profile, None, &rules()).expect("read");
-        assert_eq!(
-            summary(&found),
-            chromium_expected(),
-            "the unfinished transaction is rolled back"
-        );
+        assert_eq!(summary(&found), chromium_expected(), "the unfinished transaction is rolled back");
         assert_eq!(snapshot(&profile), before, "the profile must not change");
     }
 
@@ -1358,36 +1016,12 @@ mod tests {
         assert_eq!(
             summary(&found),
             expect(&[
-                (
-                    "google.com",
-                    "red running shoes",
-                    datetime!(2026-11-23 11:00:02.445418 UTC)
-                ),
-                (
-                    "google.co.uk",
-                    "café near me",
-                    datetime!(2026-11-23 11:00:03.473479 UTC)
-                ),
-                (
-                    "duckduckgo.com",
-                    "rust sqlite",
-                    datetime!(2026-11-23 11:00:04.494747 UTC)
-                ),
-                (
-                    "startpage.com",
-                    "hiking boots",
-                    datetime!(2026-11-23 11:00:05.461238 UTC)
-                ),
-                (
-                    "google.com",
-                    "redirected query",
-                    datetime!(2026-11-23 11:00:06.349165 UTC)
-                ),
-                (
-                    "google.com",
-                    "red running shoes",
-                    datetime!(2026-11-23 11:00:10.331355 UTC)
-                ),
+                ("google.com", "red running shoes", datetime!(2026-11-23 11:00:02.445418 UTC)),
+                ("google.co.uk", "café near me", datetime!(2026-11-23 11:00:03.473479 UTC)),
+                ("duckduckgo.com", "rust sqlite", datetime!(2026-11-23 11:00:04.494747 UTC)),
+                ("startpage.com", "hiking boots", datetime!(2026-11-23 11:00:05.461238 UTC)),
+                ("google.com", "redirected query", datetime!(2026-11-23 11:00:06.349165 UTC)),
+                ("google.com", "red running shoes", datetime!(2026-11-23 11:00:10.331355 UTC)),
             ])
         );
     }
@@ -1402,41 +1036,13 @@ mod tests {
         assert_eq!(
             summary(&found),
             expect(&[
-                (
-                    "google.com",
-                    "red running shoes",
-                    datetime!(2026-11-23 10:58:20.675685 UTC)
-                ),
-                (
-                    "google.co.uk",
-                    "café near me",
-                    datetime!(2026-11-23 10:58:21.572895 UTC)
-                ),
-                (
-                    "duckduckgo.com",
-                    "rust sqlite",
-                    datetime!(2026-11-23 10:58:22.559946 UTC)
-                ),
-                (
-                    "startpage.com",
-                    "hiking boots",
-                    datetime!(2026-11-23 10:58:23.632813 UTC)
-                ),
-                (
-                    "search.yahoo.com",
-                    "camping stove",
-                    datetime!(2026-11-23 10:58:24.733141 UTC)
-                ),
-                (
-                    "google.com",
-                    "redirected query",
-                    datetime!(2026-11-23 10:58:25.835125 UTC)
-                ),
-                (
-                    "google.com",
-                    "killed before checkpoint",
-                    datetime!(2026-11-23 11:01:32.949358 UTC)
-                ),
+                ("google.com", "red running shoes", datetime!(2026-11-23 10:58:20.675685 UTC)),
+                ("google.co.uk", "café near me", datetime!(2026-11-23 10:58:21.572895 UTC)),
+                ("duckduckgo.com", "rust sqlite", datetime!(2026-11-23 10:58:22.559946 UTC)),
+                ("startpage.com", "hiking boots", datetime!(2026-11-23 10:58:23.632813 UTC)),
+                ("search.yahoo.com", "camping stove", datetime!(2026-11-23 10:58:24.733141 UTC)),
+                ("google.com", "redirected query", datetime!(2026-11-23 10:58:25.835125 UTC)),
+                ("google.com", "killed before checkpoint", datetime!(2026-11-23 11:01:32.949358 UTC)),
             ])
         );
     }
@@ -1459,13 +1065,7 @@ mod tests {
     #[test]
     fn rejects_damaged_profiles() {
         let table = [
-            Damage {
-                name: "missing profile dir",
-                browser: Browser::Chromium,
-                setup: |_| {},
-                says: "no browser profile at",
-                names: "",
-            },
+            Damage { name: "missing profile dir", browser: Browser::Chromium, setup: |_| {}, says: "no browser profile at", names: "" },
             Damage {
                 name: "profile without database",
                 browser: Browser::Firefox,
@@ -1561,10 +1161,7 @@ mod tests {
                 setup: |p| {
                     good_chromium(p);
                     let conn = Connection::open(p.join("History")).expect("open");
-                    conn.execute_batch(
-                        "DROP INDEX visits_time_index; ALTER TABLE visits DROP COLUMN visit_time",
-                    )
-                    .expect("drop");
+                    conn.execute_batch("DROP INDEX visits_time_index; ALTER TABLE visits DROP COLUMN visit_time").expect("drop");
                 },
                 says: "does not look like a chrome history database: table visits lacks column(s) visit_time",
                 names: "History",
@@ -1594,21 +1191,10 @@ mod tests {
             let dir = tempfile::tempdir().expect("tempdir");
             let profile = dir.path().join("profile");
             (d.setup)(&profile);
-            let err = read_searches(d.browser, &profile, None, &rules())
-                .expect_err(d.name)
-                .to_string();
+            let err = read_searches(d.browser, &profile, None, &rules()).expect_err(d.name).to_string();
             assert!(err.contains(d.says), "{}: {err}", d.name);
-            let named = if d.names.is_empty() {
-                profile.clone()
-            } else {
-                profile.join(d.names)
-            };
-            assert!(
-                err.contains(&named.display().to_string()),
-                "{}: {err} should name {}",
-                d.name,
-                named.display()
-            );
+            let named = if d.names.is_empty() { profile.clone() } else { profile.join(d.names) };
+            assert!(err.contains(&named.display().to_string()), "{}: {err} should name {}", d.name, named.display());
         }
     }
 
@@ -1617,11 +1203,7 @@ mod tests {
         for b in Browser::ALL {
             assert_eq!(b.to_string().parse::<Browser>().expect("round trip"), b);
         }
-        let table: &[(&str, Browser)] = &[
-            ("chrome", Browser::Chrome),
-            ("Chromium", Browser::Chromium),
-            ("FIREFOX", Browser::Firefox),
-        ];
+        let table: &[(&str, Browser)] = &[("chrome", Browser::Chrome), ("Chromium", Browser::Chromium), ("FIREFOX", Browser::Firefox)];
         for (name, want) in table {
             assert_eq!(name.parse::<Browser>().expect(name), *want);
         }
@@ -1638,18 +1220,12 @@ mod tests {
     #[test]
     fn default_chromium_profiles() {
         let home = tempfile::tempdir().expect("tempdir");
-        let table: &[(Browser, &str)] = &[
-            (Browser::Chromium, ".config/chromium/Default"),
-            (Browser::Chrome, ".config/google-chrome/Default"),
-        ];
+        let table: &[(Browser, &str)] = &[(Browser::Chromium, ".config/chromium/Default"), (Browser::Chrome, ".config/google-chrome/Default")];
         for (browser, rel) in table {
             let err = default_profile(*browser, home.path()).expect_err("not there yet");
             assert!(matches!(err, HistoryError::ProfileNotFound { .. }), "{err}");
             fs::create_dir_all(home.path().join(rel)).expect("dir");
-            assert_eq!(
-                default_profile(*browser, home.path()).expect("found"),
-                home.path().join(rel)
-            );
+            assert_eq!(default_profile(*browser, home.path()).expect("found"), home.path().join(rel));
         }
     }
 
@@ -1722,29 +1298,15 @@ mod tests {
                 ini: "[General]\nVersion=2\n[BackgroundTasksProfiles]\nMozillaBackgroundTask-x=y\n",
                 expect: Err("it lists no profiles"),
             },
-            IniCase {
-                name: "profile dir missing",
-                dir: LEGACY,
-                ini: "[Profile0]\nPath=gone.default\nIsRelative=1\n",
-                expect: Err("no browser profile at"),
-            },
-            IniCase {
-                name: "garbage",
-                dir: LEGACY,
-                ini: "\u{0}\u{1}=[[]]\n=\n[\n]\nPath=x\n",
-                expect: Err("it lists no profiles"),
-            },
+            IniCase { name: "profile dir missing", dir: LEGACY, ini: "[Profile0]\nPath=gone.default\nIsRelative=1\n", expect: Err("no browser profile at") },
+            IniCase { name: "garbage", dir: LEGACY, ini: "\u{0}\u{1}=[[]]\n=\n[\n]\nPath=x\n", expect: Err("it lists no profiles") },
         ];
         for case in table {
             let home = tempfile::tempdir().expect("tempdir");
             let home_str = home.path().display().to_string();
             let root = home.path().join(case.dir);
             fs::create_dir_all(&root).expect("dir");
-            fs::write(
-                root.join("profiles.ini"),
-                case.ini.replace("{home}", &home_str),
-            )
-            .expect("write ini");
+            fs::write(root.join("profiles.ini"), case.ini.replace("{home}", &home_str)).expect("write ini");
             match case.expect {
                 Ok(rel) => {
                     let want = home.path().join(rel);
@@ -1753,9 +1315,7 @@ mod tests {
                     assert_eq!(got, want, "{}", case.name);
                 }
                 Err(says) => {
-                    let err = default_profile(Browser::Firefox, home.path())
-                        .expect_err(case.name)
-                        .to_string();
+                    let err = default_profile(Browser::Firefox, home.path()).expect_err(case.name).to_string();
                     assert!(err.contains(says), "{}: {err}", case.name);
                 }
             }
@@ -1767,10 +1327,7 @@ mod tests {
         let home = tempfile::tempdir().expect("tempdir");
         let err = default_profile(Browser::Firefox, home.path()).expect_err("no firefox");
         let text = err.to_string();
-        assert!(
-            matches!(err, HistoryError::FirefoxProfiles { .. }),
-            "{text}"
-        );
+        assert!(matches!(err, HistoryError::FirefoxProfiles { .. }), "{text}");
         assert!(text.contains(".mozilla/firefox/profiles.ini"), "{text}");
         assert!(text.contains("pass --profile"), "{text}");
     }
@@ -1781,36 +1338,17 @@ mod tests {
         for (dir, prof) in [(LEGACY, "old.default"), (XDG, "new.default")] {
             let root = home.path().join(dir);
             fs::create_dir_all(root.join(prof)).expect("dir");
-            fs::write(
-                root.join("profiles.ini"),
-                format!("[Profile0]\nPath={prof}\nIsRelative=1\n"),
-            )
-            .expect("write");
+            fs::write(root.join("profiles.ini"), format!("[Profile0]\nPath={prof}\nIsRelative=1\n")).expect("write");
         }
-        assert_eq!(
-            default_profile(Browser::Firefox, home.path()).expect("found"),
-            home.path().join(LEGACY).join("old.default")
-        );
+        assert_eq!(default_profile(Browser::Firefox, home.path()).expect("found"), home.path().join(LEGACY).join("old.default"));
     }
 
     #[test]
     fn times_convert_from_both_epochs() {
         let table: &[(Browser, i64, Option<OffsetDateTime>)] = &[
-            (
-                Browser::Chromium,
-                13_439_905_202_445_418,
-                Some(datetime!(2026-11-23 11:00:02.445418 UTC)),
-            ),
-            (
-                Browser::Chrome,
-                CHROMIUM_EPOCH_OFFSET_US + 1,
-                Some(datetime!(1970-01-01 0:00:00.000001 UTC)),
-            ),
-            (
-                Browser::Firefox,
-                1_795_431_500_675_685,
-                Some(datetime!(2026-11-23 10:58:20.675685 UTC)),
-            ),
+            (Browser::Chromium, 13_439_905_202_445_418, Some(datetime!(2026-11-23 11:00:02.445418 UTC))),
+            (Browser::Chrome, CHROMIUM_EPOCH_OFFSET_US + 1, Some(datetime!(1970-01-01 0:00:00.000001 UTC))),
+            (Browser::Firefox, 1_795_431_500_675_685, Some(datetime!(2026-11-23 10:58:20.675685 UTC))),
             (Browser::Chromium, 0, None),
             (Browser::Chromium, i64::MIN, None),
             (Browser::Firefox, -1, None),

@@ -39,11 +39,7 @@ impl Home {
     /// others can read it.
     pub fn open(root: &Path) -> Result<Home> {
         if !root.exists() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(root)
-                .with_context(|| format!("cannot create home {}", root.display()))?;
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(root).with_context(|| format!("cannot create home {}", root.display()))?;
         }
         check_private(root)?;
         let home = Home { root: root.to_path_buf() };
@@ -92,11 +88,7 @@ pub fn check_private(path: &Path) -> Result<()> {
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         let fix = if meta.is_dir() { 0o700 } else { 0o600 };
-        bail!(
-            "{} is accessible by group or others (mode {mode:04o}); refusing to use it: run `chmod {fix:o} {}`",
-            path.display(),
-            path.display()
-        );
+        bail!("{} is accessible by group or others (mode {mode:04o}); refusing to use it: run `chmod {fix:o} {}`", path.display(), path.display());
     }
     Ok(())
 }
@@ -105,20 +97,11 @@ pub fn check_private(path: &Path) -> Result<()> {
 /// so a crash never leaves a half-written key behind.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let tmp = path.with_extension("tmp");
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    let mut file =
+        fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
     file.write_all(bytes).and_then(|()| file.sync_all()).with_context(|| format!("cannot write {}", tmp.display()))?;
     fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())

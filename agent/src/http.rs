@@ -26,12 +26,7 @@ pub const MAX_INGEST_BYTES: usize = 16 * 1024 * 1024;
 
 /// The router over a shared core.
 pub fn app(core: Arc<Core>) -> Router {
-    Router::new()
-        .route("/v1/slice", get(slice))
-        .route("/v1/grant", get(grant))
-        .route("/v1/signals", post(signals))
-        .fallback(not_found)
-        .with_state(core)
+    Router::new().route("/v1/slice", get(slice)).route("/v1/grant", get(grant)).route("/v1/signals", post(signals)).fallback(not_found).with_state(core)
 }
 
 /// An error answer: a problem and, for 401, the bearer challenge.
@@ -43,9 +38,7 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&self.0).unwrap_or_default();
         let mut response = (status, [(header::CONTENT_TYPE, problem::CONTENT_TYPE)], body).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer error="invalid_token""#));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer error="invalid_token""#));
         }
         response
     }
@@ -99,17 +92,15 @@ async fn signals(State(core): State<Arc<Core>>, headers: HeaderMap, body: Body) 
     if !core.keys().check_ingest_token(presented) {
         return Err(Refusal::Token("not the ingest token").into());
     }
-    let bytes = axum::body::to_bytes(body, MAX_INGEST_BYTES).await.map_err(|_| {
-        ApiError(Problem::new(413, "too-large", "Body too large", format!("the body exceeds {MAX_INGEST_BYTES} bytes")))
-    })?;
+    let bytes = axum::body::to_bytes(body, MAX_INGEST_BYTES)
+        .await
+        .map_err(|_| ApiError(Problem::new(413, "too-large", "Body too large", format!("the body exceeds {MAX_INGEST_BYTES} bytes"))))?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|e| ApiError(Problem::new(400, "invalid-body", "Invalid body", format!("the body is not UTF-8 (byte {})", e.valid_up_to()))))?;
     let core2 = core.clone();
     let text = text.to_owned();
     // Parsing and the fsync of a large batch are blocking work: keep them off the reactor.
-    let result = tokio::task::spawn_blocking(move || core2.ingest(&text))
-        .await
-        .map_err(|e| ApiError::from(Refusal::Internal(e.to_string())))?;
+    let result = tokio::task::spawn_blocking(move || core2.ingest(&text)).await.map_err(|e| ApiError::from(Refusal::Internal(e.to_string())))?;
     match result {
         Ok((stored, duplicates)) => Ok(axum::Json(serde_json::json!({ "stored": stored, "duplicates": duplicates })).into_response()),
         Err(CoreError::Batch(e)) => {

@@ -7,12 +7,12 @@
 //! to keep tokens and keys stable across restarts.
 
 use anyhow::{Context, Result};
+use base64::Engine;
 use optin_protocol::jws::Jwk;
 use optin_protocol::scope::GrantId;
-use base64::Engine;
 use ring::rand::{SecureRandom, SystemRandom};
-use ring::{aead, hmac};
 use ring::signature::{Ed25519KeyPair, KeyPair};
+use ring::{aead, hmac};
 
 use crate::home::{write_private, Home};
 
@@ -93,13 +93,11 @@ impl Keys {
             crate::home::check_private(&path)?;
             std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?
         } else {
-            let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-                .map_err(|_| anyhow::anyhow!("cannot generate an Ed25519 key"))?;
+            let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| anyhow::anyhow!("cannot generate an Ed25519 key"))?;
             write_private(&path, doc.as_ref())?;
             doc.as_ref().to_vec()
         };
-        Ed25519KeyPair::from_pkcs8(&pkcs8)
-            .map_err(|e| anyhow::anyhow!("{} is not an Ed25519 PKCS#8 key: {e}", path.display()))?;
+        Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|e| anyhow::anyhow!("{} is not an Ed25519 PKCS#8 key: {e}", path.display()))?;
         // The PKCS#8 document holds the private seed, so its digest is as secret as the key.
         let digest = ring::digest::digest(&ring::digest::SHA256, &[b"optin-master-v1\x00".as_slice(), &pkcs8].concat());
         Ok(Keys { master: hmac::Key::new(hmac::HMAC_SHA256, digest.as_ref()) })

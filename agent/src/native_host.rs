@@ -128,8 +128,7 @@ async fn handle(home: &Home, request: &Value) -> Result<Value, Failure> {
             // Validate here too, so a bad batch is refused (not retried) even with no agent.
             let mut ndjson = String::new();
             for (i, s) in list.iter().enumerate() {
-                optin_protocol::signal::parse_value(s, &crate::merchant::registrable)
-                    .map_err(|e| Failure::Refused(format!("signal {}: {e}", i + 1)))?;
+                optin_protocol::signal::parse_value(s, &crate::merchant::registrable).map_err(|e| Failure::Refused(format!("signal {}: {e}", i + 1)))?;
                 ndjson.push_str(&s.to_string());
                 ndjson.push('\n');
             }

@@ -58,11 +58,8 @@ pub async fn serve(config: ServeConfig) -> Result<()> {
     store.set_meta("cert_sha256", &identity.sha256)?;
     // The offline CLI and native host derive cart states with the same delay.
     store.set_meta("abandon_after", &config.abandon_after.to_string())?;
-    let core = Arc::new(Core::new(
-        store,
-        keys,
-        CoreConfig { abandon_after: config.abandon_after, agent_url: url.clone(), cert_sha256: identity.sha256.clone() },
-    ));
+    let core =
+        Arc::new(Core::new(store, keys, CoreConfig { abandon_after: config.abandon_after, agent_url: url.clone(), cert_sha256: identity.sha256.clone() }));
 
     // Listen for signals before announcing readiness: a SIGTERM right after the ready line
     // must stop the agent gracefully, not kill it.
@@ -97,13 +94,7 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    app: axum::Router,
-    max_connections: usize,
-    mut stop: watch::Receiver<bool>,
-) -> Result<()> {
+async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, app: axum::Router, max_connections: usize, mut stop: watch::Receiver<bool>) -> Result<()> {
     let permits = Arc::new(Semaphore::new(max_connections));
     let mut connections = JoinSet::new();
     loop {

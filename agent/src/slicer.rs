@@ -38,14 +38,7 @@ pub struct Page {
 }
 
 /// Cuts one page of the store to `applied`.
-pub fn cut(
-    store: &Store,
-    applied: &Applied,
-    cursor: Option<&str>,
-    keys: &GrantKeys,
-    abandon_after: Span,
-    now: OffsetDateTime,
-) -> Result<Page, CutError> {
+pub fn cut(store: &Store, applied: &Applied, cursor: Option<&str>, keys: &GrantKeys, abandon_after: Span, now: OffsetDateTime) -> Result<Page, CutError> {
     let after = cursor.map(|c| keys.open_cursor(c).ok_or(BadCursor).and_then(check_position)).transpose()?;
     if let Some(after) = &after {
         let kind = Kind::from_tag(after[0]).ok_or(BadCursor)?;
@@ -120,10 +113,8 @@ fn project(
             body: signal.body.clone(),
             state: cart_state(store, signal, abandon_after, now)?,
         }),
-        Granularity::Category => SliceItem::Category(CategoryItem {
-            kind: signal.kind(),
-            category: signal.category.clone(),
-            day: signal.at.date().to_string(),
-        }),
+        Granularity::Category => {
+            SliceItem::Category(CategoryItem { kind: signal.kind(), category: signal.category.clone(), day: signal.at.date().to_string() })
+        }
     })
 }

@@ -89,9 +89,7 @@ mod opt_time {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OffsetDateTime>, D::Error> {
-        Option::<String>::deserialize(d)?
-            .map(|t| optin_protocol::timestamp::parse(&t).ok_or_else(|| serde::de::Error::custom("bad timestamp")))
-            .transpose()
+        Option::<String>::deserialize(d)?.map(|t| optin_protocol::timestamp::parse(&t).ok_or_else(|| serde::de::Error::custom("bad timestamp"))).transpose()
     }
 }
 
@@ -155,9 +153,7 @@ impl Store {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> Result<Store> {
         let db = sled::Config::new().path(path).open().map_err(|e| match e {
-            sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
-                StoreError::Locked(path.display().to_string())
-            }
+            sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => StoreError::Locked(path.display().to_string()),
             other => StoreError::Sled(other),
         })?;
         // sled makes its directory with the process umask; the data is the person's own.
@@ -361,20 +357,13 @@ impl Store {
 
     /// One grant.
     pub fn grant(&self, id: &GrantId) -> Result<Option<GrantRecord>> {
-        self.grants
-            .get(id.as_str())?
-            .map(|v| serde_json::from_slice(&v).map_err(|e| corrupt("grants", e)))
-            .transpose()
+        self.grants.get(id.as_str())?.map(|v| serde_json::from_slice(&v).map_err(|e| corrupt("grants", e))).transpose()
     }
 
     /// Every grant, oldest first.
     pub fn grants(&self) -> Result<Vec<GrantRecord>> {
-        let mut all: Vec<GrantRecord> = self
-            .grants
-            .iter()
-            .values()
-            .map(|v| serde_json::from_slice(&v?).map_err(|e| corrupt("grants", e)))
-            .collect::<Result<_>>()?;
+        let mut all: Vec<GrantRecord> =
+            self.grants.iter().values().map(|v| serde_json::from_slice(&v?).map_err(|e| corrupt("grants", e))).collect::<Result<_>>()?;
         all.sort_by_key(|g| g.created_at);
         Ok(all)
     }

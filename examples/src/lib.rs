@@ -138,9 +138,7 @@ impl Response {
 
     /// The body as a problem, if it is one.
     pub fn problem(&self) -> Option<Problem> {
-        let is_problem = self
-            .header(CONTENT_TYPE.as_str())
-            .is_some_and(|ct| ct.starts_with(optin_protocol::problem::CONTENT_TYPE));
+        let is_problem = self.header(CONTENT_TYPE.as_str()).is_some_and(|ct| ct.starts_with(optin_protocol::problem::CONTENT_TYPE));
         if is_problem {
             serde_json::from_slice(&self.body).ok()
         } else {
@@ -224,26 +222,16 @@ impl PinnedClient {
     /// A request with any `Authorization` header value, or none: for clients (and tests)
     /// that need to send something other than a bearer token.
     pub async fn get_with_authorization(&self, path_and_query: &str, authorization: Option<&str>) -> Result<Response, ClientError> {
-        let value = authorization
-            .map(|a| HeaderValue::from_str(a).map_err(|_| ClientError::Header("authorization")))
-            .transpose()?;
+        let value = authorization.map(|a| HeaderValue::from_str(a).map_err(|_| ClientError::Header("authorization"))).transpose()?;
         self.request(Method::GET, path_and_query, value, None).await
     }
 
     async fn send(&self, method: Method, path: &str, bearer: Option<&str>, body: Option<(&str, Vec<u8>)>) -> Result<Response, ClientError> {
-        let authorization = bearer
-            .map(|t| HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| ClientError::Header("authorization")))
-            .transpose()?;
+        let authorization = bearer.map(|t| HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| ClientError::Header("authorization"))).transpose()?;
         self.request(method, path, authorization, body).await
     }
 
-    async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        authorization: Option<HeaderValue>,
-        body: Option<(&str, Vec<u8>)>,
-    ) -> Result<Response, ClientError> {
+    async fn request(&self, method: Method, path: &str, authorization: Option<HeaderValue>, body: Option<(&str, Vec<u8>)>) -> Result<Response, ClientError> {
         let mut builder = Request::builder().method(method);
         builder = match self.protocol {
             // HTTP/1.1 takes the origin form and a Host header; HTTP/2 the absolute form,
@@ -262,20 +250,14 @@ impl PinnedClient {
             }
             None => Vec::new(),
         };
-        let request = builder
-            .body(Full::new(Bytes::from(bytes)))
-            .map_err(|_| ClientError::Url(path.chars().take(128).collect()))?;
-        tokio::time::timeout(self.timeout, self.exchange(request))
-            .await
-            .map_err(|_| ClientError::Timeout(self.timeout))?
+        let request = builder.body(Full::new(Bytes::from(bytes))).map_err(|_| ClientError::Url(path.chars().take(128).collect()))?;
+        tokio::time::timeout(self.timeout, self.exchange(request)).await.map_err(|_| ClientError::Timeout(self.timeout))?
     }
 
     /// A TLS connection to the pinned agent, before any HTTP: for programs that speak HTTP
     /// themselves (or, in tests, not at all).
     pub async fn connect(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
-        let tcp = TcpStream::connect(&self.addr)
-            .await
-            .map_err(|error| ClientError::Connect { addr: self.addr.clone(), error })?;
+        let tcp = TcpStream::connect(&self.addr).await.map_err(|error| ClientError::Connect { addr: self.addr.clone(), error })?;
         let _ = tcp.set_nodelay(true);
         self.connector.connect(self.server_name.clone(), tcp).await.map_err(|error| ClientError::Tls { addr: self.addr.clone(), error })
     }
@@ -383,21 +365,11 @@ impl ServerCertVerifier for PinnedCertificate {
         }
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
         verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
         verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
@@ -460,8 +432,7 @@ pub async fn fetch_slices(client: &PinnedClient, bundle: &GrantBundle, query: &s
                 None => FetchError::Unexpected { status: response.status.as_u16(), body: response.text().chars().take(200).collect() },
             });
         }
-        let jws = String::from_utf8(response.body)
-            .map_err(|_| FetchError::Unexpected { status: 200, body: "a body that is not UTF-8".into() })?;
+        let jws = String::from_utf8(response.body).map_err(|_| FetchError::Unexpected { status: 200, body: "a body that is not UTF-8".into() })?;
         let claims = bundle.verify_slice(&jws).map_err(FetchError::Slice)?;
         cursor = claims.next_cursor.clone();
         pages.push((jws, claims));

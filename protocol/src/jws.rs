@@ -67,14 +67,8 @@ pub enum JwsError {
 impl Jwk {
     /// The JWK of an Ed25519 public key, with its `kid`, `alg` and `use`.
     pub fn ed25519(public_key: &[u8]) -> Jwk {
-        let mut jwk = Jwk {
-            kty: "OKP".into(),
-            crv: "Ed25519".into(),
-            x: b64::encode(public_key),
-            kid: None,
-            alg: Some("EdDSA".into()),
-            use_: Some("sig".into()),
-        };
+        let mut jwk =
+            Jwk { kty: "OKP".into(), crv: "Ed25519".into(), x: b64::encode(public_key), kid: None, alg: Some("EdDSA".into()), use_: Some("sig".into()) };
         jwk.kid = Some(jwk.thumbprint());
         jwk
     }
@@ -142,9 +136,7 @@ pub fn verify(jws: &str, jwk: &Jwk) -> Result<Vec<u8>, JwsError> {
         return Err(JwsError::Type(header.typ));
     }
     let sig = b64::decode(s).ok_or(JwsError::Malformed("signature is not base64url"))?;
-    UnparsedPublicKey::new(&signature::ED25519, public)
-        .verify(format!("{h}.{p}").as_bytes(), &sig)
-        .map_err(|_| JwsError::Signature)?;
+    UnparsedPublicKey::new(&signature::ED25519, public).verify(format!("{h}.{p}").as_bytes(), &sig).map_err(|_| JwsError::Signature)?;
     b64::decode(p).ok_or(JwsError::Malformed("payload is not base64url"))
 }
 
@@ -159,14 +151,7 @@ mod tests {
     #[test]
     fn rfc8037_thumbprint() {
         // RFC 8037, appendix A.3: the thumbprint of the example public key.
-        let jwk = Jwk {
-            kty: "OKP".into(),
-            crv: "Ed25519".into(),
-            x: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".into(),
-            kid: None,
-            alg: None,
-            use_: None,
-        };
+        let jwk = Jwk { kty: "OKP".into(), crv: "Ed25519".into(), x: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".into(), kid: None, alg: None, use_: None };
         assert_eq!(jwk.thumbprint(), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
     }
 

@@ -76,9 +76,7 @@ pub mod timestamp {
     pub fn format(at: OffsetDateTime) -> String {
         // Formatting a UTC OffsetDateTime with a four-digit year as RFC 3339 cannot fail;
         // years outside 0..=9999 are refused by `parse`, the only way values get in.
-        at.checked_to_offset(UtcOffset::UTC)
-            .and_then(|utc| utc.format(&Rfc3339).ok())
-            .unwrap_or_else(|| String::from("invalid-time"))
+        at.checked_to_offset(UtcOffset::UTC).and_then(|utc| utc.format(&Rfc3339).ok()).unwrap_or_else(|| String::from("invalid-time"))
     }
 
     /// Parses an RFC 3339 timestamp (any offset) into UTC.

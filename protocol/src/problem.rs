@@ -28,14 +28,7 @@ pub struct Problem {
 impl Problem {
     /// A problem of type `urn:optin:problem:{slug}`.
     pub fn new(status: u16, slug: &str, title: &str, detail: impl Into<String>) -> Problem {
-        Problem {
-            type_: format!("urn:optin:problem:{slug}"),
-            title: title.into(),
-            status,
-            detail: detail.into(),
-            field: None,
-            line: None,
-        }
+        Problem { type_: format!("urn:optin:problem:{slug}"), title: title.into(), status, detail: detail.into(), field: None, line: None }
     }
 
     /// The same problem, naming the field at fault.

@@ -30,8 +30,7 @@ impl GrantId {
     /// Parses `g_` and 24 lowercase hex digits.
     pub fn parse(text: &str) -> Option<GrantId> {
         let hex = text.strip_prefix("g_")?;
-        (hex.len() == 24 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-            .then(|| GrantId(text.to_owned()))
+        (hex.len() == 24 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then(|| GrantId(text.to_owned()))
     }
 
     /// The id as text.
@@ -321,10 +320,7 @@ impl Terms {
             None => self.kinds.clone(),
             Some(asked) => {
                 if let Some(k) = asked.iter().find(|k| !self.kinds.contains(*k)) {
-                    return Err(ScopeError::Exceeds {
-                        field: "kinds",
-                        reason: format!("kind `{k}` is not granted; granted: {}", self.kinds),
-                    });
+                    return Err(ScopeError::Exceeds { field: "kinds", reason: format!("kind `{k}` is not granted; granted: {}", self.kinds) });
                 }
                 asked.clone()
             }
@@ -332,10 +328,7 @@ impl Terms {
         let granularity = match query.granularity {
             None => self.granularity,
             Some(g) if g.is_finer_than(self.granularity) => {
-                return Err(ScopeError::Exceeds {
-                    field: "granularity",
-                    reason: format!("`{g}` is finer than the granted `{}`", self.granularity),
-                })
+                return Err(ScopeError::Exceeds { field: "granularity", reason: format!("`{g}` is finer than the granted `{}`", self.granularity) })
             }
             Some(g) => g,
         };
@@ -397,11 +390,7 @@ mod tests {
 
     #[test]
     fn rejects_requests_beyond_the_grant() {
-        for (q, field) in [
-            ("kinds=purchase", "kinds"),
-            ("kinds=search,purchase", "kinds"),
-            ("since=2026-01-01T00:00:00Z", "since"),
-        ] {
+        for (q, field) in [("kinds=purchase", "kinds"), ("kinds=search,purchase", "kinds"), ("since=2026-01-01T00:00:00Z", "since")] {
             match terms().evaluate(&query(q).unwrap(), NOW) {
                 Err(ScopeError::Exceeds { field: f, .. }) => assert_eq!(f, field, "{q}"),
                 other => panic!("{q}: {other:?}"),

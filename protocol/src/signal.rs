@@ -68,10 +68,7 @@ pub struct KindError(pub String);
 impl FromStr for Kind {
     type Err = KindError;
     fn from_str(text: &str) -> Result<Kind, KindError> {
-        Kind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == text)
-            .ok_or_else(|| KindError(text.chars().take(32).collect()))
+        Kind::ALL.into_iter().find(|k| k.as_str() == text).ok_or_else(|| KindError(text.chars().take(32).collect()))
     }
 }
 
@@ -115,10 +112,7 @@ impl Kinds {
 impl FromStr for Kinds {
     type Err = KindError;
     fn from_str(text: &str) -> Result<Kinds, KindError> {
-        let kinds = text
-            .split(',')
-            .map(|k| k.trim().parse())
-            .collect::<Result<Vec<Kind>, _>>()?;
+        let kinds = text.split(',').map(|k| k.trim().parse()).collect::<Result<Vec<Kind>, _>>()?;
         Kinds::new(kinds).ok_or_else(|| KindError(String::new()))
     }
 }
@@ -177,10 +171,7 @@ pub struct SignalId(String);
 impl SignalId {
     /// Parses an id.
     pub fn parse(text: &str) -> Option<SignalId> {
-        let ok = (1..=limits::ID_CHARS).contains(&text.len())
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+        let ok = (1..=limits::ID_CHARS).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
         ok.then(|| SignalId(text.to_owned()))
     }
 
@@ -426,12 +417,8 @@ pub type MerchantFn<'a> = &'a dyn Fn(&str) -> Result<String, String>;
 /// Lowercases a host name and checks its syntax, without public-suffix knowledge.
 pub fn plain_domain(text: &str) -> Result<String, String> {
     let host = text.trim_end_matches('.').to_ascii_lowercase();
-    let label_ok = |l: &str| {
-        (1..=63).contains(&l.len())
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
+    let label_ok =
+        |l: &str| (1..=63).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !l.starts_with('-') && !l.ends_with('-');
     if host.len() <= 253 && host.contains('.') && host.split('.').all(label_ok) {
         Ok(host)
     } else {
@@ -481,9 +468,7 @@ pub fn parse_value(value: &Value, merchant: MerchantFn<'_>) -> Result<Signal, Si
     f.only(&[&["id", "kind", "at", "source", "category"], allowed].concat())?;
 
     let id = match f.opt_string("id", limits::ID_CHARS)? {
-        Some(text) => Some(SignalId::parse(&text).ok_or_else(|| {
-            at("id", "use 1 to 128 characters of A-Z a-z 0-9 . _ : -".into())
-        })?),
+        Some(text) => Some(SignalId::parse(&text).ok_or_else(|| at("id", "use 1 to 128 characters of A-Z a-z 0-9 . _ : -".into()))?),
         None => None,
     };
     let when = {
@@ -576,8 +561,7 @@ impl Fields<'_> {
             Some(Value::Number(_)) => Err(self.fail(name, "must be a decimal string like \"89.90\", not a number")),
             _ => {
                 let text = self.string(name, 20)?;
-                Decimal::parse(&text)
-                    .ok_or_else(|| self.fail(name, format!("`{text}` is not a decimal amount like \"89.90\"")))
+                Decimal::parse(&text).ok_or_else(|| self.fail(name, format!("`{text}` is not a decimal amount like \"89.90\"")))
             }
         }
     }
@@ -608,9 +592,8 @@ impl Fields<'_> {
             .enumerate()
             .map(|(i, value)| {
                 let prefix = format!("{}items[{i}].", self.prefix);
-                let obj = value
-                    .as_object()
-                    .ok_or_else(|| SignalError { field: Some(format!("{}items[{i}]", self.prefix)), reason: "must be an object".into() })?;
+                let obj =
+                    value.as_object().ok_or_else(|| SignalError { field: Some(format!("{}items[{i}]", self.prefix)), reason: "must be an object".into() })?;
                 let f = Fields { obj, prefix };
                 f.only(&["name", "sku", "category", "price", "quantity"])?;
                 let quantity = match obj.get("quantity") {
@@ -680,7 +663,10 @@ mod tests {
             (r#"{"kind":"cart","at":"2026-11-20T10:00:00Z","merchant":"s.example","currency":"eur","items":[]}"#, "currency"),
             (r#"{"kind":"cart","at":"2026-11-20T10:00:00Z","merchant":"s.example","currency":"EUR","items":[{"name":"x","price":89.9}]}"#, "items[0].price"),
             (r#"{"kind":"cart","at":"2026-11-20T10:00:00Z","merchant":"s.example","currency":"EUR","items":[{"name":"x","price":"1,5"}]}"#, "items[0].price"),
-            (r#"{"kind":"cart","at":"2026-11-20T10:00:00Z","merchant":"s.example","currency":"EUR","items":[{"name":"x","price":"1","quantity":0}]}"#, "items[0].quantity"),
+            (
+                r#"{"kind":"cart","at":"2026-11-20T10:00:00Z","merchant":"s.example","currency":"EUR","items":[{"name":"x","price":"1","quantity":0}]}"#,
+                "items[0].quantity",
+            ),
             (r#"{"kind":"purchase","at":"2026-11-20T10:00:00Z","merchant":"s.example","currency":"EUR","total":"1","items":[]}"#, "items"),
             (r#"{"kind":"purchase","at":"2026-11-20T10:00:00Z","merchant":"s.example","currency":"EUR","items":[{"name":"x","price":"1"}]}"#, "total"),
             (r#"{"kind":"search","at":"2026-11-20T10:00:00Z","query":"q","engine":"bing.com","merchant":"s.example"}"#, "merchant"),

@@ -94,14 +94,9 @@ mod tests {
 
     #[test]
     fn parses_and_prints() {
-        for (text, seconds, printed) in [
-            ("30d", 30 * 86_400, "30d"),
-            ("14d", 14 * 86_400, "2w"),
-            ("90m", 5_400, "90m"),
-            ("1h", 3_600, "1h"),
-            ("45s", 45, "45s"),
-            ("2w", 14 * 86_400, "2w"),
-        ] {
+        for (text, seconds, printed) in
+            [("30d", 30 * 86_400, "30d"), ("14d", 14 * 86_400, "2w"), ("90m", 5_400, "90m"), ("1h", 3_600, "1h"), ("45s", 45, "45s"), ("2w", 14 * 86_400, "2w")]
+        {
             let span: Span = text.parse().unwrap();
             assert_eq!(span.seconds(), seconds, "{text}");
             assert_eq!(span.to_string(), printed, "{text}");

@@ -151,7 +151,10 @@ async fn rejects_bad_messages_and_changes_nothing() {
     let mut host = Host::for_home(agent.home().path());
     for (message, needle) in [
         (json!({"type": "signals", "id": 1, "signals": [search("ok-1", "fine"), {"kind": "search", "at": "then"}]}), "signal 2"),
-        (json!({"type": "signals", "id": 2, "signals": [json!({"id": "x", "kind": "cart", "at": ts(now()), "merchant": "co.uk", "currency": "EUR"})]}), "merchant"),
+        (
+            json!({"type": "signals", "id": 2, "signals": [json!({"id": "x", "kind": "cart", "at": ts(now()), "merchant": "co.uk", "currency": "EUR"})]}),
+            "merchant",
+        ),
         (json!({"type": "signals", "id": 3, "signals": []}), "1 to 100"),
         (json!({"type": "signals", "id": 4, "signals": "all of them"}), "list"),
         (json!({"type": "revoke", "id": 5, "grant_id": "g_nope"}), "grant id"),
@@ -238,10 +241,9 @@ async fn browser_install_status_uninstall() {
     }
 
     // The launcher the manifest names really starts the host for this home.
-    let manifest: Value = serde_json::from_str(
-        &std::fs::read_to_string(fake_user.join(".config/chromium/NativeMessagingHosts/dev.optin.agent.json")).expect("manifest"),
-    )
-    .expect("JSON");
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(fake_user.join(".config/chromium/NativeMessagingHosts/dev.optin.agent.json")).expect("manifest"))
+            .expect("JSON");
     let mut host = Host::start(Path::new(manifest["path"].as_str().expect("path")), &[], &origin());
     let stored = host.ask(json!({"type": "signals", "id": 1, "signals": [search("via-launcher", "headlamp")]})).await;
     assert_eq!(stored["stored"], 1, "{stored}");

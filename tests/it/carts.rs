@@ -58,13 +58,9 @@ async fn cart_states_follow_the_abandonment_delay() {
 
         // As a marketer receives them.
         let bundle = agent.grant("acme.example", "cart", "raw", "30d").await;
-        let served: BTreeMap<String, String> = fetch_raw(&agent, &bundle)
-            .await
-            .into_iter()
-            .map(|(key, state)| (key, state.unwrap_or_else(|| "(none)".into())))
-            .collect();
-        let expected_served: BTreeMap<String, String> =
-            expected.iter().map(|(id, s)| (fixture::key(fixture::by_id(&signals, id)), s.clone())).collect();
+        let served: BTreeMap<String, String> =
+            fetch_raw(&agent, &bundle).await.into_iter().map(|(key, state)| (key, state.unwrap_or_else(|| "(none)".into()))).collect();
+        let expected_served: BTreeMap<String, String> = expected.iter().map(|(id, s)| (fixture::key(fixture::by_id(&signals, id)), s.clone())).collect();
         assert_eq!(served, expected_served, "slice with --abandon-after {delay:?}");
 
         // Purchases and searches carry no state.

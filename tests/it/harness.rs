@@ -30,11 +30,7 @@ pub fn optin_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let profile_dir = exe.parent().and_then(Path::parent).expect("the test binary lives in <target>/<profile>/deps");
     let bin = profile_dir.join(format!("optin{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.is_file(),
-        "{} not found: build the agent first: cargo build -p optin-agent (or set OPTIN_BIN)",
-        bin.display()
-    );
+    assert!(bin.is_file(), "{} not found: build the agent first: cargo build -p optin-agent (or set OPTIN_BIN)", bin.display());
     bin
 }
 
@@ -309,11 +305,7 @@ impl Drop for Agent {
 #[track_caller]
 pub fn assert_unauthorized(response: &Response, what: &str) {
     assert_eq!(response.status.as_u16(), 401, "{what}: expected 401, got {} {}", response.status, response.text());
-    assert_eq!(
-        response.header("www-authenticate"),
-        Some(r#"Bearer error="invalid_token""#),
-        "{what}: 401 must carry the bearer challenge"
-    );
+    assert_eq!(response.header("www-authenticate"), Some(r#"Bearer error="invalid_token""#), "{what}: 401 must carry the bearer challenge");
     let problem = response.problem().unwrap_or_else(|| panic!("{what}: 401 body is not problem+json: {}", response.text()));
     assert_eq!(problem.status, 401, "{what}");
 }
@@ -439,9 +431,7 @@ pub fn raw_items(claims: &optin_protocol::slice::SliceClaims) -> Vec<(String, Op
 
 /// Fetches every page of a slice for `bundle` with `query`, verified.
 pub async fn fetch(agent: &Agent, bundle: &GrantBundle, query: &str) -> Vec<(String, optin_protocol::slice::SliceClaims)> {
-    optin_examples::fetch_slices(&agent.client(), bundle, query)
-        .await
-        .unwrap_or_else(|e| panic!("fetching the slice failed: {e}\nagent log:\n{}", agent.log()))
+    optin_examples::fetch_slices(&agent.client(), bundle, query).await.unwrap_or_else(|e| panic!("fetching the slice failed: {e}\nagent log:\n{}", agent.log()))
 }
 
 /// Fetches every page and returns the raw items' keys and states, sorted.

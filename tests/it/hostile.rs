@@ -14,9 +14,7 @@ async fn rejects_cursors_of_another_grant_and_hides_positions() {
     let mut ndjson = String::new();
     for i in 0..5 {
         let at = ts(now() - time::Duration::hours(i + 1));
-        ndjson.push_str(&format!(
-            "{{\"id\":\"secret-id-{i}\",\"kind\":\"search\",\"at\":\"{at}\",\"query\":\"q{i}\",\"engine\":\"bing.com\"}}\n"
-        ));
+        ndjson.push_str(&format!("{{\"id\":\"secret-id-{i}\",\"kind\":\"search\",\"at\":\"{at}\",\"query\":\"q{i}\",\"engine\":\"bing.com\"}}\n"));
     }
     agent.ingest(&ndjson).await;
     let a = agent.grant("a.example", "search", "category", "30d").await;

@@ -64,10 +64,7 @@ async fn rejects_a_batch_with_one_bad_line_via_http() {
     assert!(token.starts_with("optin_"), "{token}");
     let client = agent.client();
     for (what, batch, line, field) in bad_batches() {
-        let response = client
-            .post("/v1/signals", Some(&token), "application/x-ndjson", batch.into_bytes())
-            .await
-            .expect("an answer");
+        let response = client.post("/v1/signals", Some(&token), "application/x-ndjson", batch.into_bytes()).await.expect("an answer");
         assert_eq!(response.status.as_u16(), 400, "{what}: {}", response.text());
         let problem = response.problem().expect("problem+json");
         assert_eq!(problem.line, Some(line), "{what}: {problem:?}");
@@ -100,10 +97,8 @@ async fn reingesting_counts_duplicates_and_stores_nothing_twice() {
     let t = now();
     let with_ids = fixture::walkthrough(t);
     // Signals without ids get one derived from their content, so they deduplicate too.
-    let mut without_ids: Vec<Value> = vec![
-        search("x", ago(t, 3), "anonymous search", "duckduckgo.com", "Home"),
-        purchase("x", ago(t, 2), "shop.example", "thing", "9.99"),
-    ];
+    let mut without_ids: Vec<Value> =
+        vec![search("x", ago(t, 3), "anonymous search", "duckduckgo.com", "Home"), purchase("x", ago(t, 2), "shop.example", "thing", "9.99")];
     for s in &mut without_ids {
         s.as_object_mut().expect("object").remove("id");
     }

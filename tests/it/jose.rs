@@ -51,7 +51,21 @@ async fn slices_verify_with_jwcrypto() {
     let mut bundles = Vec::new();
     for (marketer, granularity) in [("acme.example", "raw"), ("globex.example", "category")] {
         let out = agent
-            .cli(&["grant", marketer, "--kinds", "search,cart", "--granularity", granularity, "--window", "30d", "--expires", "90d", "--purpose", "p", "--json"])
+            .cli(&[
+                "grant",
+                marketer,
+                "--kinds",
+                "search,cart",
+                "--granularity",
+                granularity,
+                "--window",
+                "30d",
+                "--expires",
+                "90d",
+                "--purpose",
+                "p",
+                "--json",
+            ])
             .await;
         let text = out.ok().to_owned();
         let bundle = optin_protocol::bundle::GrantBundle::parse(&text).expect("bundle");

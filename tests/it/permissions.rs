@@ -18,12 +18,9 @@ fn chmod(path: &Path, mode: u32) {
 async fn a_new_home_is_private() {
     let agent = Agent::start().await;
     let home = agent.home().path().to_owned();
-    for (path, expected) in [
-        (home.clone(), 0o700),
-        (home.join("identity.pk8"), 0o600),
-        (home.join("tls").join("key.pem"), 0o600),
-        (home.join("admin.sock"), 0o600),
-    ] {
+    for (path, expected) in
+        [(home.clone(), 0o700), (home.join("identity.pk8"), 0o600), (home.join("tls").join("key.pem"), 0o600), (home.join("admin.sock"), 0o600)]
+    {
         assert_eq!(mode(&path), expected, "{} is {:o}", path.display(), mode(&path));
     }
     assert!(home.join("tls").join("cert.pem").is_file());

@@ -11,12 +11,7 @@ use crate::harness::{assert_unauthorized, fetch, now, raw_items, Agent, Home};
 /// preview may well be audited.
 async fn answers(home: &Home, grant: &str) -> Vec<(String, Value)> {
     let mut out = Vec::new();
-    for args in [
-        vec!["signals", "--json"],
-        vec!["signals", "--kind", "cart", "--json"],
-        vec!["grants", "--json"],
-        vec!["preview", grant, "--json"],
-    ] {
+    for args in [vec!["signals", "--json"], vec!["signals", "--kind", "cart", "--json"], vec!["grants", "--json"], vec!["preview", grant, "--json"]] {
         let mut value = home.cli(&args).await.json();
         if args[0] == "preview" {
             let object = value.as_object_mut().expect("claims");

@@ -173,10 +173,8 @@ async fn pages_follow_next_cursor() {
     let mut sorted = order.clone();
     sorted.sort();
     assert_eq!(order, sorted, "items are listed kind by kind, in time order");
-    let mut expected: Vec<(String, Option<String>)> = WALKTHROUGH_SHARED
-        .iter()
-        .map(|(id, state)| (fixture::key(fixture::by_id(&signals, id)), state.map(str::to_owned)))
-        .collect();
+    let mut expected: Vec<(String, Option<String>)> =
+        WALKTHROUGH_SHARED.iter().map(|(id, state)| (fixture::key(fixture::by_id(&signals, id)), state.map(str::to_owned))).collect();
     expected.sort();
     seen.sort();
     assert_eq!(seen, expected);

@@ -37,10 +37,7 @@ async fn rejects_forged_foreign_and_malformed_tokens() {
     let narrowed = Token::parse(real).expect("the bundle's token parses").attenuate(&"kinds=search".parse().expect("caveat"));
     let narrowed = narrowed.encode();
     let (_, narrowed_tag) = split(&narrowed);
-    let expired = Token::parse(real)
-        .expect("token")
-        .attenuate(&Caveat::Expires(now() - time::Duration::minutes(1)))
-        .encode();
+    let expired = Token::parse(real).expect("token").attenuate(&Caveat::Expires(now() - time::Duration::minutes(1))).encode();
 
     let cases: Vec<(&str, Option<String>)> = vec![
         ("no Authorization header", None),
@@ -60,17 +57,9 @@ async fn rejects_forged_foreign_and_malformed_tokens() {
         ("overlong", Some(format!("Bearer {real}{}", "A".repeat(5000)))),
     ];
     for (what, authorization) in cases {
-        let response = agent
-            .client()
-            .get_with_authorization("/v1/slice", authorization.as_deref())
-            .await
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let response = agent.client().get_with_authorization("/v1/slice", authorization.as_deref()).await.unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_unauthorized(&response, what);
-        let response = agent
-            .client()
-            .get_with_authorization("/v1/grant", authorization.as_deref())
-            .await
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let response = agent.client().get_with_authorization("/v1/grant", authorization.as_deref()).await.unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_unauthorized(&response, &format!("{what} (GET /v1/grant)"));
     }
     // The real token still works: the refusals above changed nothing.
@@ -123,8 +112,7 @@ async fn rejects_every_sampled_bit_flip_of_a_real_token() {
     // No altered token is genuine, so none is pinned on the grant: forged tokens are counted,
     // not recorded one by one (else anyone could fill the person's disk with garbage).
     let audit = agent.cli(&["audit", "--json"]).await.json();
-    let refused: Vec<&serde_json::Value> =
-        audit.as_array().expect("array").iter().map(|r| &r["event"]).filter(|e| e["type"] == "refused").collect();
+    let refused: Vec<&serde_json::Value> = audit.as_array().expect("array").iter().map(|r| &r["event"]).filter(|e| e["type"] == "refused").collect();
     assert!(refused.is_empty(), "forged tokens leave no record: {refused:?}");
     let human = agent.cli(&["audit"]).await;
     let counted = format!("and {} requests with unknown or forged tokens", variants.len());
@@ -190,9 +178,7 @@ async fn attenuated_tokens_narrow_and_never_widen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_tokens_of_expired_grants() {
     let agent = started_with_signals().await;
-    let bundle = agent
-        .grant_with("acme.example", &["--kinds", "search", "--granularity", "raw", "--window", "30d", "--expires", "2s"])
-        .await;
+    let bundle = agent.grant_with("acme.example", &["--kinds", "search", "--granularity", "raw", "--window", "30d", "--expires", "2s"]).await;
     let wait = bundle.terms.expires_at - time::OffsetDateTime::now_utc() + time::Duration::milliseconds(500);
     if wait.is_positive() {
         tokio::time::sleep(std::time::Duration::from_millis(wait.whole_milliseconds() as u64)).await;

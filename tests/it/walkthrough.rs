@@ -29,10 +29,8 @@ async fn walkthrough() {
     assert_eq!(claims.grant.purpose, "show me relevant offers");
     assert_eq!(claims.scope.kinds.to_string(), "search,cart");
     assert_eq!(claims.next_cursor, None);
-    let mut expected: Vec<(String, Option<String>)> = WALKTHROUGH_SHARED
-        .iter()
-        .map(|(id, state)| (fixture::key(fixture::by_id(&signals, id)), state.map(str::to_owned)))
-        .collect();
+    let mut expected: Vec<(String, Option<String>)> =
+        WALKTHROUGH_SHARED.iter().map(|(id, state)| (fixture::key(fixture::by_id(&signals, id)), state.map(str::to_owned))).collect();
     expected.sort();
     assert_eq!(raw_items(claims), expected);
 
@@ -86,10 +84,7 @@ async fn walkthrough() {
     assert_eq!(granted[0]["grant_id"], bundle.grant_id.as_str());
     let served = of_type("served");
     assert_eq!(served.len(), 2, "two slices were served: {events:#?}");
-    let first = served
-        .iter()
-        .find(|e| e["slice_id"] == claims.jti.as_str())
-        .unwrap_or_else(|| panic!("the audit names slice {}: {served:#?}", claims.jti));
+    let first = served.iter().find(|e| e["slice_id"] == claims.jti.as_str()).unwrap_or_else(|| panic!("the audit names slice {}: {served:#?}", claims.jti));
     assert_eq!(first["grant_id"], bundle.grant_id.as_str());
     assert_eq!(first["marketer"], "acme.example");
     assert_eq!(first["items"], 5);
