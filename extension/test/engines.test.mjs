@@ -7,48 +7,32 @@ import { matchSearch, parseRules } from '../lib/engines.js';
 const engines = parseRules(JSON.parse(readFileSync(new URL('../engines.json', import.meta.url), 'utf8')));
 const m = (url) => matchSearch(url, engines);
 
-// [url, expected engine, expected query] — null when the URL is not a search.
-const CASES = [
-  ['https://www.google.com/search?q=running+shoes&hl=en', 'google.com', 'running shoes'],
-  ['https://www.google.co.uk/search?q=wellies', 'google.co.uk', 'wellies'],
-  ['https://www.google.com.au/search?q=thongs', 'google.com.au', 'thongs'],
-  ['https://google.de/search?q=%C3%BCber', 'google.de', 'über'],
-  ['http://www.google.com/search?q=plain+http', 'google.com', 'plain http'],
-  ['https://www.google.com/search?q=++padded++', 'google.com', 'padded'],
-  ['https://www.google.com/search?q=', null],
-  ['https://www.google.com/search?q=+++', null],
-  ['https://www.google.com/search', null],
-  ['https://www.google.com/?q=home+page', null],
-  ['https://www.google.com/searchbyimage?q=x', null],
-  ['https://notgoogle.com/search?q=x', null],
-  ['https://google.com.evil.example/search?q=x', null],
-  ['ftp://www.google.com/search?q=x', null],
-  ['https://www.bing.com/search?q=bing+it&form=QBLH', 'bing.com', 'bing it'],
-  ['https://duckduckgo.com/?q=duck&ia=web', 'duckduckgo.com', 'duck'],
-  ['https://html.duckduckgo.com/html/?q=no+js', 'duckduckgo.com', 'no js'],
-  ['https://duckduckgo.com/about', null],
-  ['https://www.ecosia.org/search?q=trees', 'ecosia.org', 'trees'],
-  ['https://www.startpage.com/sp/search?query=private', 'startpage.com', 'private'],
-  ['https://www.startpage.com/do/search?q=older+form', 'startpage.com', 'older form'],
-  ['https://www.startpage.com/sp/search?query=&q=second+param', 'startpage.com', 'second param'],
-  ['https://search.brave.com/search?q=lion', 'search.brave.com', 'lion'],
-  ['https://brave.com/search?q=lion', null],
-  ['https://search.yahoo.com/search?p=yodel', 'search.yahoo.com', 'yodel'],
-  ['https://search.yahoo.com/search?q=yodel', null],
-  ['https://www.qwant.com/?q=qwant+it&t=web', 'qwant.com', 'qwant it'],
-  ['https://kagi.com/search?q=paid', 'kagi.com', 'paid'],
-  ['https://www.amazon.de/s?k=kaffeem%C3%BChle&ref=nb', 'amazon.de', 'kaffeemühle'],
-  ['https://www.amazon.co.jp/s?k=%E3%81%8A%E8%8C%B6', 'amazon.co.jp', 'お茶'],
-  ['https://www.amazon.com/dp/B000?k=x', null],
-  ['https://www.ebay.co.uk/sch/i.html?_nkw=vintage+lamp', 'ebay.co.uk', 'vintage lamp'],
-  ['not a url', null],
-];
+// The URL cases live in ../engine-cases.json, which the agent's tests read too,
+// so the two matchers are held to one list. `expect` is null for URLs that are
+// not searches.
+const CASES = JSON.parse(readFileSync(new URL('../engine-cases.json', import.meta.url), 'utf8'));
 
-for (const [url, engine, query] of CASES) {
-  test(`matchSearch ${url}`, () => {
+test('engine-cases.json is well formed', () => {
+  assert.ok(CASES.length > 0);
+  const urls = new Set();
+  for (const c of CASES) {
+    assert.equal(typeof c.url, 'string');
+    assert.ok(!urls.has(c.url), `duplicate case ${c.url}`);
+    urls.add(c.url);
+    const keys = Object.keys(c).filter((k) => k !== 'why');
+    assert.deepEqual(keys.sort(), ['expect', 'url'], c.url);
+    if (c.why !== undefined) assert.equal(typeof c.why, 'string', c.url);
+    if (c.expect !== null) {
+      assert.deepEqual(Object.keys(c.expect).sort(), ['engine', 'query'], c.url);
+      assert.ok(engines.some((e) => e.domains.includes(c.expect.engine)), `unknown engine ${c.expect.engine}`);
+    }
+  }
+});
+
+for (const { url, expect } of CASES) {
+  test(`matchSearch ${JSON.stringify(url)}`, () => {
     const got = m(url);
-    if (engine === null) assert.equal(got, null);
-    else assert.deepEqual({ engine: got?.engine, query: got?.query }, { engine, query });
+    assert.deepEqual(got && { engine: got.engine, query: got.query }, expect);
   });
 }
 
@@ -72,4 +56,24 @@ test('parseRules rejects a malformed file', () => {
   assert.throws(() => parseRules({ version: 2, engines: [] }));
   assert.throws(() => parseRules({ version: 1, engines: [{ id: 'x', name: 'X', domains: ['X.com'], paths: ['/'], param: 'q' }] }));
   assert.throws(() => parseRules({ version: 1, engines: [{ id: 'x', name: 'X', domains: ['x.com'], paths: ['/'], param: 'q', params: ['p'] }] }));
+});
+
+// The shipped file never gives one host to two engines, so this needs rules of
+// its own: the first rule whose host and path match decides, and when it finds
+// no query no later rule may claim the URL.
+test('the first rule whose host and path match decides', () => {
+  const rules = parseRules({
+    version: 1,
+    engines: [
+      { id: 'google', name: 'Google', domains: ['google.com'], paths: ['/search'], param: 'q' },
+      { id: 'shadow', name: 'Shadowed', domains: ['google.com'], paths: ['/search', '/other'], param: 'x' },
+    ],
+  });
+  const hit = (url) => {
+    const got = matchSearch(url, rules);
+    return got && { engine: got.engine, query: got.query };
+  };
+  assert.deepEqual(hit('https://www.google.com/search?x=shadow&q=g'), { engine: 'google.com', query: 'g' });
+  assert.equal(hit('https://www.google.com/search?x=only-shadow'), null);
+  assert.deepEqual(hit('https://www.google.com/other?x=later'), { engine: 'google.com', query: 'later' });
 });
