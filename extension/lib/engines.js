@@ -1,6 +1,7 @@
 // Search-engine URL matching. The rules live in ../engines.json, which the Rust
 // history importer reads too; the matching algorithm below is specified in
 // ../README.md ("Search-engine rules") and both consumers must stay identical.
+// ../engine-cases.json holds the URL cases both consumers are tested against.
 
 import { clip, LIMITS } from './signals.js';
 
