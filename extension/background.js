@@ -1,6 +1,7 @@
 // The extension's service worker: turns navigations and page events into
 // signals, applies the person's settings, keeps the outbox in chrome.storage
-// and delivers it to `optin native-host` over native messaging.
+// and has lib/host-link.js deliver it to `optin native-host` over native
+// messaging.
 //
 // MV3 workers are stopped when idle and lose their memory, so:
 //  - every listener is registered synchronously at the top level (below);
@@ -23,15 +24,14 @@ import { updateCart } from './lib/cart.js';
 import { flattenNodes, ordersFrom, productsFrom } from './lib/jsonld.js';
 import { blockReason, normalizeSettings, normalizeSite } from './lib/settings.js';
 import { createWriter } from './lib/writer.js';
+import { createHostLink } from './lib/host-link.js';
 
 const HOST_NAME = 'dev.optin.agent';
 const VERSION = chrome.runtime.getManifest().version;
-const BATCH = 100; // signals per native message (the host's limit)
 const OUTBOX_MAX = 10000; // beyond this the oldest unsent signals are dropped
 const RECENT_MAX = 20;
 const SEARCH_DEDUPE_MS = 5000;
 const PURCHASES_REMEMBERED = 500;
-const REQUEST_TIMEOUT_MS = 15000;
 const MAX_MESSAGE_CHARS = 64 * 1024;
 const TICK_ALARM = 'optin-tick';
 
@@ -57,13 +57,13 @@ function start() {
   // A safety net: promotes reviewed signals and retries delivery even when
   // nothing else wakes the worker. 30 s is the shortest period Chrome allows.
   chrome.alarms.create(TICK_ALARM, { periodInMinutes: 0.5 });
-  connect();
+  link.connect();
 }
 
 async function tick() {
   await promotePending();
-  if (!port) connect();
-  else flush();
+  if (!link.connected) link.connect();
+  else link.flush();
 }
 
 // ---- state and storage ------------------------------------------------------
@@ -262,7 +262,7 @@ function enqueue(signal, settings, ...changed) {
   }
   // Sent first, then written, in the same step: the worker cannot stop in
   // between, and the host's answer is not waited for before the write.
-  flush();
+  link.flush();
   persist('recent', 'outbox', ...changed);
 }
 
@@ -277,7 +277,7 @@ async function promotePending() {
   state.pending = pending.filter((p) => p.capturedAt > cutoff);
   state.outbox.push(...due.map((p) => p.signal));
   const written = persist('pending', 'outbox');
-  flush();
+  link.flush();
   await written;
 }
 
@@ -374,13 +374,13 @@ async function handlePopup(msg) {
       await store.remove('lastError');
       return { ok: true };
     case 'popup:connect':
-      if (!port) connect();
+      link.connect();
       return { ok: true };
     case 'popup:grants':
-      return hostRequest({ type: 'grants' });
+      return link.call({ type: 'grants' });
     case 'popup:revoke':
       if (typeof msg.grant_id !== 'string' || !msg.grant_id) return { ok: false, error: 'no grant id' };
-      return hostRequest({ type: 'revoke', grant_id: msg.grant_id });
+      return link.call({ type: 'revoke', grant_id: msg.grant_id });
     default:
       return { ok: false, error: 'unknown request' };
   }
@@ -396,180 +396,28 @@ async function remaskUnsent(settings) {
   await persist('pending', 'outbox', 'recent');
 }
 
-async function hostRequest(msg) {
-  if (!port || !ready) {
-    connect();
-    return { ok: false, error: 'not connected to the optin agent' };
-  }
-  try {
-    return await request(msg);
-  } catch (e) {
-    return { ok: false, error: e.message };
-  }
-}
+// ---- delivery to the native host (lib/host-link.js) ---------------------------
 
-// ---- native messaging --------------------------------------------------------
-
-let port = null; // the one long-lived connection to `optin native-host`
-let ready = false; // hello answered on this port
-let nextId = 1;
-const waiting = new Map(); // request id → {resolve, reject, timer}
-let backoffMs = 1000;
-let reconnectTimer = null;
-
-function connect() {
-  if (port) return;
-  clearTimeout(reconnectTimer);
-  reconnectTimer = null;
-  let p;
-  try {
-    p = chrome.runtime.connectNative(HOST_NAME);
-  } catch (e) {
-    setStatus('host missing', e.message);
-    scheduleReconnect();
-    return;
-  }
-  port = p;
-  ready = false;
-  setStatus('connecting');
-  p.onMessage.addListener(onHostMessage);
-  p.onDisconnect.addListener(() => {
-    const reason = chrome.runtime.lastError?.message ?? 'the native host closed the connection';
-    dropPort(p, reason);
-    // "not found" and "forbidden" mean the host is not installed for this
-    // browser profile (or its manifest is wrong): `optin browser install`.
-    setStatus(/not found|forbidden/i.test(reason) ? 'host missing' : 'disconnected', reason);
-    scheduleReconnect();
-  });
-  request({ type: 'hello', version: VERSION })
-    .then(async (reply) => {
-      if (port !== p) return;
-      if (!reply.ok) throw new Error(reply.error ?? 'hello refused');
-      ready = true;
-      backoffMs = 1000;
-      await setStatus(reply.agent === 'running' ? 'running' : 'stopped', '', String(reply.version ?? ''));
-      await promotePending();
-      flush();
-    })
-    .catch((e) => {
-      if (port === p) {
-        setStatus('disconnected', e.message);
-        p.disconnect();
-        dropPort(p, e.message);
-        scheduleReconnect();
-      }
-    });
-}
-
-function dropPort(p, reason) {
-  if (port !== p) return;
-  port = null;
-  ready = false;
-  for (const [, w] of waiting) {
-    clearTimeout(w.timer);
-    w.reject(new Error(reason));
-  }
-  waiting.clear();
-}
-
-function scheduleReconnect() {
-  if (reconnectTimer) return;
-  reconnectTimer = setTimeout(() => {
-    reconnectTimer = null;
-    connect();
-  }, backoffMs);
-  backoffMs = Math.min(backoffMs * 2, 60000);
-}
-
-function request(msg) {
-  return new Promise((resolve, reject) => {
-    if (!port) {
-      reject(new Error('not connected'));
-      return;
-    }
-    const id = nextId++;
-    const p = port;
-    const timer = setTimeout(() => {
-      waiting.delete(id);
-      reject(new Error('the native host did not answer'));
-      // A host that stops answering is restarted; unacknowledged signals stay queued.
-      p.disconnect();
-      dropPort(p, 'timeout');
-      setStatus('disconnected', 'the native host did not answer');
-      scheduleReconnect();
-    }, REQUEST_TIMEOUT_MS);
-    waiting.set(id, { resolve, reject, timer });
-    try {
-      p.postMessage({ ...msg, id });
-    } catch (e) {
-      clearTimeout(timer);
-      waiting.delete(id);
-      reject(e);
-    }
-  });
-}
-
-function onHostMessage(msg) {
-  if (!msg || typeof msg.id !== 'number') return;
-  const w = waiting.get(msg.id);
-  if (!w) return;
-  waiting.delete(msg.id);
-  clearTimeout(w.timer);
-  w.resolve(msg);
-}
-
-// ---- delivery ----------------------------------------------------------------
-
-let flushing = null;
-let flushAgain = false;
-let retryTimer = null;
-
-/** Sends the outbox in batches; safe to call any time, runs one loop at a time. */
-function flush() {
-  flushAgain = true;
-  if (!flushing) {
-    flushing = flushLoop().finally(() => {
-      flushing = null;
-    });
-  }
-  return flushing;
-}
-
-async function flushLoop() {
-  while (flushAgain) {
-    flushAgain = false;
-    for (;;) {
-      if (!port || !ready) return;
-      if (!state) await stateReady;
-      if (!state.outbox.length) break;
-      const batch = state.outbox.slice(0, BATCH);
-      let reply;
-      try {
-        reply = await request({ type: 'signals', signals: batch });
-      } catch {
-        return; // disconnected or timed out: resent after reconnecting
-      }
-      if (!reply.ok && reply.retry === true) {
-        // The host could not store now (the agent is down): keep the batch.
-        await setStatus('stopped', String(reply.error ?? ''));
-        clearTimeout(retryTimer);
-        retryTimer = setTimeout(flush, 10000);
-        return;
-      }
-      if (reply.ok) {
-        announceDelivered(batch);
-      } else {
-        // Refused whole (a bad signal): dropped, so it cannot block the queue.
-        setLastError(`the agent refused ${batch.length} signal(s): ${reply.error ?? 'no reason given'}`);
-      }
-      // Only now may the batch leave the outbox. Not awaited: the removal is
-      // written after (or with) any write still adding these signals.
-      const sent = new Set(batch.map((s) => s.id));
-      state.outbox = state.outbox.filter((s) => !sent.has(s.id));
+const link = createHostLink({
+  connectNative: () => chrome.runtime.connectNative(HOST_NAME),
+  // Chromium reports why a port closed in lastError; Firefox on the port.
+  disconnectReason: (p) => chrome.runtime.lastError?.message ?? p.error?.message,
+  version: VERSION,
+  outbox: {
+    ready: stateReady,
+    peek: (n) => state.outbox.slice(0, n),
+    remove(ids) {
+      state.outbox = state.outbox.filter((s) => !ids.has(s.id));
+      // Not awaited: the removal is written after (or with) any write still
+      // adding these signals.
       persist('outbox');
-    }
-  }
-}
+    },
+  },
+  onStatus: setStatus,
+  onError: setLastError,
+  onReady: promotePending,
+  onDelivered: announceDelivered,
+});
 
 // Tells observers in the worker (the benchmark, extension/test/bench.mjs) that
 // the host acknowledged `signals`. Costs nothing when nobody listens.
