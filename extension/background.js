@@ -18,7 +18,7 @@
 //    idempotent on the agent's side.
 
 import { matchSearch, parseRules } from './lib/engines.js';
-import { buildCart, buildPurchase, buildSearch, maskPattern, maskSignal, summarize } from './lib/signals.js';
+import { MASKED, buildCart, buildPurchase, buildSearch, maskPattern, maskSignal, summarize, wireSignal } from './lib/signals.js';
 import { CART_EVENTS, PURCHASE_EVENT, ga4Currency, ga4Items } from './lib/ga4.js';
 import { updateCart } from './lib/cart.js';
 import { flattenNodes, ordersFrom, productsFrom } from './lib/jsonld.js';
@@ -392,7 +392,7 @@ async function remaskUnsent(settings) {
   const remask = (s) => maskSignal(s, settings.masked);
   state.pending = state.pending.map((p) => ({ ...p, signal: remask(p.signal) })).filter((p) => p.signal);
   state.outbox = state.outbox.map(remask).filter(Boolean);
-  state.recent = state.recent.map((r) => ({ ...r, summary: re ? r.summary.replace(re, '[masked]') : r.summary }));
+  state.recent = state.recent.map((r) => ({ ...r, summary: re ? r.summary.replace(re, MASKED) : r.summary }));
   await persist('pending', 'outbox', 'recent');
 }
 
@@ -403,6 +403,9 @@ const link = createHostLink({
   // Chromium reports why a port closed in lastError; Firefox on the port.
   disconnectReason: (p) => chrome.runtime.lastError?.message ?? p.error?.message,
   version: VERSION,
+  // Purchases with an order number go without an id: the agent derives one
+  // from the registrable merchant (lib/signals.js, wireSignal).
+  toWire: wireSignal,
   outbox: {
     ready: stateReady,
     peek: (n) => state.outbox.slice(0, n),

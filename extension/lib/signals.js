@@ -19,6 +19,10 @@ export const LIMITS = Object.freeze({
 });
 
 export const DECIMAL_RE = /^\d{1,12}(\.\d{1,4})?$/;
+
+/** What a masked word is replaced with. */
+export const MASKED = '[masked]';
+
 const CURRENCY_RE = /^[A-Z]{3}$/;
 
 /**
@@ -142,11 +146,33 @@ export async function sha256Hex(text) {
 /**
  * Stable purchase id: the same order on the same site always gets the same id,
  * so reloading a confirmation page (or seeing the order both as GA4 and as
- * JSON-LD) stores it once. Without an order number the page URL stands in.
+ * JSON-LD) counts it once. With an order number it is the id the agent derives
+ * for a purchase given without one (SPEC.md, "Ids"), computed on the host
+ * name; the agent computes it on the registrable domain, so for
+ * `www.shop.example` the two differ and `wireSignal` leaves it to the agent.
+ * Without an order number the page URL stands in, and this id is the one sent.
  */
 export async function purchaseId(merchant, orderId, fallbackKey) {
-  const basis = orderId ? merchant + '|' + orderId : merchant + '|url:' + fallbackKey;
+  const basis = orderId ? 'purchase\n' + merchant + '\n' + orderId : merchant + '|url:' + fallbackKey;
   return 'p-' + (await sha256Hex(basis)).slice(0, 32);
+}
+
+/**
+ * The signal as the native host gets it. A purchase with an order number goes
+ * without its id: the agent then derives it from the merchant's registrable
+ * domain and the order number, so one order seen on `www.shop.example` and on
+ * `shop.example` is one purchase. Deriving that here would need the public
+ * suffix list, which only the agent has. The extension keeps its own id for
+ * the outbox and the popup; it never changes what the agent stores.
+ *
+ * A masked order number is no longer the order's own (two orders may mask to
+ * the same text), so such a purchase keeps the id made from the real number.
+ */
+export function wireSignal(signal) {
+  if (signal.kind !== 'purchase' || !signal.order_id || signal.order_id.includes(MASKED)) return signal;
+  const sent = { ...signal };
+  delete sent.id;
+  return sent;
 }
 
 export async function buildPurchase({ merchant, currency, total, orderId, items, pageKey, now }) {
@@ -228,7 +254,7 @@ export function maskSignal(signal, words) {
   const walk = (value, key) => {
     if (typeof value === 'string') {
       if (UNMASKED.has(key)) return value;
-      const masked = value.replace(re, '[masked]');
+      const masked = value.replace(re, MASKED);
       return limitFor[key] ? clip(masked, limitFor[key]) : masked;
     }
     if (Array.isArray(value)) return value.map((v) => walk(v, key));

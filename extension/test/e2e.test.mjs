@@ -117,9 +117,12 @@ describe('extension end to end (Chromium)', { skip: skip ?? false }, () => {
     assert.deepEqual(later.map((c) => c.state), ['abandoned', 'abandoned', 'abandoned', 'abandoned']);
   });
 
+  // The id the agent derives for an order at a merchant (SPEC.md, "Ids").
+  const orderId = (merchant, order) => 'p-' + createHash('sha256').update(`purchase\n${merchant}\n${order}`).digest('hex').slice(0, 32);
+
   test('purchase: GA4 and JSON-LD of one order store one purchase; a reload adds nothing', async () => {
     const order = 'A-' + token();
-    const id = 'p-' + createHash('sha256').update(`shop.example|${order}`).digest('hex').slice(0, 32);
+    const id = orderId('shop.example', order);
     await page.goto(`http://shop.example/checkout/done?order=${order}`);
     await waitStored((s) => s.id === id, 'the purchase');
     await page.reload();
@@ -137,6 +140,22 @@ describe('extension end to end (Chromium)', { skip: skip ?? false }, () => {
     // The merchant's cart ended with the purchase.
     const { carts } = await browser.worker.evaluate(() => chrome.storage.local.get('carts'));
     assert.equal(carts['shop.example'], undefined);
+  });
+
+  test('purchase: one order seen on www.shop.example and on shop.example is stored once', async () => {
+    const order = 'W-' + token();
+    const id = orderId('shop.example', order);
+    await page.goto(`http://www.shop.example/checkout/done?order=${order}`);
+    await waitStored((s) => s.id === id, 'the purchase seen on www.shop.example');
+    // The extension sees another host and sends the order again; the agent
+    // knows both hosts are one merchant and keeps one purchase.
+    await page.goto(`http://shop.example/checkout/done?order=${order}`);
+    await h.sleep(2000); // past the JSON-LD grace period
+    await sentinel();
+    const purchases = (await stored()).filter((s) => s.kind === 'purchase' && s.order_id === order);
+    assert.equal(purchases.length, 1);
+    assert.equal(purchases[0].id, id);
+    assert.equal(purchases[0].merchant, 'shop.example');
   });
 
   test('purchase from JSON-LD only (@graph, OrderItem), category from the product', async () => {

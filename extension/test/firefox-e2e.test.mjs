@@ -212,7 +212,8 @@ describe('extension end to end (Firefox ESR)', { skip: skip ?? false }, () => {
     webExt.stderr.on('data', (c) => (webExtOut += c));
     const exited = new Promise((r) => webExt.once('exit', (code, signal) => r(`web-ext exited (${code ?? signal})`)));
 
-    const purchaseId = 'p-' + createHash('sha256').update(`shop.example|${order}`).digest('hex').slice(0, 32);
+    // The id the agent derives for the order (SPEC.md, "Ids").
+    const purchaseId = 'p-' + createHash('sha256').update(`purchase\nshop.example\n${order}`).digest('hex').slice(0, 32);
     const complete = (signals) =>
       signals.some((s) => s.kind === 'search' && s.query === query) &&
       signals.some((s) => s.kind === 'cart' && s.merchant === 'shop.example') &&

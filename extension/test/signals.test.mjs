@@ -1,7 +1,7 @@
 // Field normalisation, signal construction and masking.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { buildCart, buildPurchase, buildSearch, clip, joinCategory, makeItem, maskSignal, purchaseId, sha256Hex, sumItems, summarize, toCurrency, toDecimal, toQuantity, DECIMAL_RE } from '../lib/signals.js';
+import { buildCart, buildPurchase, buildSearch, clip, joinCategory, makeItem, maskSignal, purchaseId, sha256Hex, sumItems, summarize, toCurrency, toDecimal, toQuantity, wireSignal, DECIMAL_RE } from '../lib/signals.js';
 
 const SEARCH_FIELDS = ['id', 'kind', 'at', 'query', 'engine', 'source'];
 const AT_RE = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
@@ -99,7 +99,8 @@ test('buildPurchase has a stable id from merchant and order id', async () => {
   const a = await buildPurchase({ merchant: 'shop.example', currency: 'EUR', total: 74.9, orderId: 'A-1', items: ITEMS });
   const b = await buildPurchase({ merchant: 'shop.example', currency: 'EUR', total: 74.9, orderId: 'A-1', items: ITEMS });
   assert.equal(a.id, b.id);
-  assert.equal(a.id, 'p-' + (await sha256Hex('shop.example|A-1')).slice(0, 32));
+  // The id the agent derives for this order (SPEC.md, "Ids").
+  assert.equal(a.id, 'p-' + (await sha256Hex('purchase\nshop.example\nA-1')).slice(0, 32));
   assert.match(a.id, /^p-[0-9a-f]{32}$/);
   assert.notEqual(a.id, await purchaseId('other.example', 'A-1'));
   assert.deepEqual(Object.keys(a).sort(), ['at', 'category', 'currency', 'id', 'items', 'kind', 'merchant', 'order_id', 'source', 'total']);
@@ -112,6 +113,53 @@ test('buildPurchase has a stable id from merchant and order id', async () => {
   const d = await buildPurchase({ merchant: 'shop.example', currency: 'EUR', total: 1, items: ITEMS, pageKey: 'https://shop.example/done' });
   assert.equal(d.order_id, undefined);
   assert.equal(d.id, await purchaseId('shop.example', '', 'https://shop.example/done'));
+});
+
+// What the agent stores as a signal's id (SPEC.md, "Merchants" and "Ids"): the
+// id it was given, else for a purchase with an order number one made from the
+// registrable merchant and the order number. `registrable` stands in for the
+// public suffix list, for the hosts used here.
+async function storedId(sent, registrable) {
+  if (sent.id !== undefined) return sent.id;
+  assert.equal(sent.kind, 'purchase');
+  return 'p-' + (await sha256Hex(`purchase\n${registrable(sent.merchant)}\n${sent.order_id}`)).slice(0, 32);
+}
+
+test('one order seen on www.shop.example and on shop.example is one purchase in the agent', async () => {
+  const registrable = (host) => ({ 'www.shop.example': 'shop.example', 'checkout.shop.example': 'shop.example' })[host] ?? host;
+  const order = (merchant) => buildPurchase({ merchant, currency: 'EUR', total: 74.9, orderId: 'A-1001', items: ITEMS, pageKey: `https://${merchant}/done` });
+  const ids = [];
+  for (const host of ['www.shop.example', 'shop.example', 'checkout.shop.example']) {
+    ids.push(await storedId(wireSignal(await order(host)), registrable));
+  }
+  assert.equal(new Set(ids).size, 1, `one order, one id: ${ids.join(', ')}`);
+  // A different order at the same merchant stays a different purchase.
+  const other = await buildPurchase({ merchant: 'www.shop.example', currency: 'EUR', total: 1, orderId: 'A-1002', items: ITEMS });
+  assert.notEqual(await storedId(wireSignal(other), registrable), ids[0]);
+});
+
+test('wireSignal leaves ids alone except on purchases with a real order number', async () => {
+  const p = await buildPurchase({ merchant: 'www.shop.example', currency: 'EUR', total: 5, orderId: 'A-1', items: ITEMS });
+  const sent = wireSignal(p);
+  assert.equal(sent.id, undefined);
+  assert.deepEqual({ ...sent, id: p.id }, p, 'nothing else changes');
+  assert.match(p.id, /^p-[0-9a-f]{32}$/, 'the extension keeps its own id');
+  // Without an order number the agent would make an id from the time, so a
+  // reloaded page would count twice: the page-based id is sent.
+  const noOrder = await buildPurchase({ merchant: 'shop.example', currency: 'EUR', total: 5, items: ITEMS, pageKey: 'https://shop.example/done' });
+  assert.equal(wireSignal(noOrder).id, noOrder.id);
+  // Two orders whose numbers mask to the same text must not become one.
+  const masked = [];
+  for (const orderId of ['JANE-1', 'JOHN-1']) {
+    const m = maskSignal(await buildPurchase({ merchant: 'shop.example', currency: 'EUR', total: 5, orderId, items: ITEMS }), ['jane', 'john']);
+    assert.equal(m.order_id, '[masked]-1');
+    masked.push(wireSignal(m).id);
+  }
+  assert.ok(masked[0] && masked[1] && masked[0] !== masked[1], 'masked order numbers keep their own ids');
+  const search = buildSearch({ query: 'q', engine: 'bing.com' });
+  const cart = buildCart({ merchant: 'shop.example', currency: 'EUR', items: ITEMS });
+  assert.equal(wireSignal(search), search);
+  assert.equal(wireSignal(cart), cart);
 });
 
 test('sumItems adds price × quantity without float drift', () => {

@@ -7,7 +7,8 @@ import http from 'node:http';
 // Only names outside Chromium's HSTS preload list: preloaded ones (bing.com,
 // amazon.de, …) are upgraded to https and never reach this plain-HTTP server.
 export const ENGINE_HOSTS = ['www.google.com', 'www.google.co.uk', 'duckduckgo.com'];
-export const SHOP_HOSTS = ['shop.example', 'store.example', 'quiet.example'];
+// www.shop.example is the same shop under another host name, as many shops have.
+export const SHOP_HOSTS = ['shop.example', 'www.shop.example', 'store.example', 'quiet.example'];
 
 const page = (title, head, body) => `<!doctype html>
 <html><head><meta charset="utf-8"><title>${title}</title>${head}</head>
@@ -59,6 +60,7 @@ function search(term) {
         `<form onsubmit="search(this.q.value); return false"><input name="q" id="q"><button id="go">Search</button></form><div id="results">${esc(q.get('q') ?? '')}</div>`,
       );
     case 'shop.example':
+    case 'www.shop.example':
     case 'quiet.example':
       return shop(url);
     case 'store.example':
