@@ -25,7 +25,8 @@
 //! ```
 //!
 //! The agent is `$OPTIN_BIN`, or `optin` next to this benchmark's target directory (the
-//! release build under `cargo bench`). Settings, by environment variable:
+//! release build under `cargo bench`); this package's library finds, starts and stops it as
+//! it does for the end-to-end tests. Settings, by environment variable:
 //!
 //! | variable                  | default                 | meaning                                  |
 //! |---------------------------|-------------------------|------------------------------------------|
@@ -37,12 +38,12 @@
 //! | `OPTIN_BENCH_QUERY`       | `kinds=search&limit=100`| the slice query string                   |
 
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
+use std::error::Error;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::path::Path;
+use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -55,18 +56,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use optin_protocol::bundle::GrantBundle;
 use optin_protocol::jws::Jwk;
+use optin_tests::{find_optin_bin, HarnessError, Home};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-/// How long the agent may take to print its ready line.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long one CLI command may take.
+/// How long one CLI command may take: a batch of 10,000 signals is more than a test sends.
 const CLI_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long the agent may take to exit after SIGTERM.
-const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long one request may take before the run is declared broken.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// One answer in this many is verified.
@@ -170,10 +168,8 @@ fn start_watchdog(budget: Duration) {
     });
 }
 
-async fn run(settings: &Settings) -> Result<(), String> {
-    let bin = optin_bin()?;
-    let dir = tempfile::Builder::new().prefix("optin-bench-").tempdir().map_err(|e| format!("temporary directory: {e}"))?;
-    let home = dir.path().join("home");
+async fn run(settings: &Settings) -> Result<(), Box<dyn Error>> {
+    let bin = find_optin_bin()?;
 
     println!(
         "optin slice benchmark: {} signals, {} connections, {} round(s) of {} s per target after {} s warm-up, {} CPU(s)",
@@ -186,8 +182,10 @@ async fn run(settings: &Settings) -> Result<(), String> {
     );
     println!("agent: {}", bin.display());
 
-    let agent = Agent::start(&bin, &home, dir.path())?;
+    let agent = Home::try_new()?.try_serve(&[]).await?;
+    AGENT_PID.store(agent.pid().unwrap_or(0), Ordering::SeqCst);
     println!("agent listening on {}", agent.url);
+    let home = agent.home();
 
     // Signals, through the CLI as a feeder would (the running agent takes them over its
     // admin socket), in batches the agent accepts.
@@ -195,17 +193,16 @@ async fn run(settings: &Settings) -> Result<(), String> {
     let signals = generate(settings.signals, now);
     let started = Instant::now();
     for (n, chunk) in signals.chunks(BATCH).enumerate() {
-        let file = dir.path().join(format!("batch-{n}.ndjson"));
+        let file = home.scratch(&format!("batch-{n}.ndjson"));
         let text: String = chunk.iter().map(|s| format!("{s}\n")).collect();
         std::fs::write(&file, text).map_err(|e| format!("write {}: {e}", file.display()))?;
         let path = file.to_str().ok_or("a temporary path that is not UTF-8")?;
-        cli(&bin, &home, &["ingest", path, "--json"]).await?;
+        cli(home, &["ingest", path, "--json"]).await?;
     }
     println!("ingested {} signals in {:.2} s", signals.len(), started.elapsed().as_secs_f64());
 
     let out = cli(
-        &bin,
-        &home,
+        home,
         &[
             "grant",
             "bench.example",
@@ -230,7 +227,7 @@ async fn run(settings: &Settings) -> Result<(), String> {
     let bundle = Arc::new(bundle);
     let path = format!("/v1/slice?{}", settings.query);
 
-    let agent_target = Target::new(agent.addr()?, &agent.fingerprint, &path, Some(&bundle.token), Check::Agent(bundle.clone()))?;
+    let agent_target = Target::new(agent.addr(), &agent.fingerprint, &path, Some(&bundle.token), Check::Agent(bundle.clone()))?;
     // One answer, verified, sets the size of the baseline's payload.
     let sample = single(&agent_target).await?;
     let claims = bundle.verify_slice(&sample).map_err(|e| format!("the agent's slice does not verify: {e}"))?;
@@ -242,7 +239,7 @@ async fn run(settings: &Settings) -> Result<(), String> {
     let baseline_sample = single(&baseline_target).await?;
     println!("baseline listening on https://{}: body {} bytes", baseline.addr, baseline_sample.len());
 
-    let store_before = dir_size(&home.join("store"));
+    let store_before = dir_size(&home.path().join("store"));
     let mut results: Vec<(&str, Measured)> = Vec::new();
     for round in 1..=settings.rounds {
         for (name, target) in [("baseline", &baseline_target), ("agent", &agent_target)] {
@@ -251,7 +248,7 @@ async fn run(settings: &Settings) -> Result<(), String> {
             results.push((name, measured));
         }
     }
-    let store_after = dir_size(&home.join("store"));
+    let store_after = dir_size(&home.path().join("store"));
 
     let total = |name: &str| Measured::merge(results.iter().filter(|(n, _)| *n == name).map(|(_, m)| m));
     let (base, agent_total) = (total("baseline"), total("agent"));
@@ -272,47 +269,14 @@ async fn run(settings: &Settings) -> Result<(), String> {
     );
 
     drop(baseline);
-    agent.stop()?;
+    agent.try_stop()?;
+    AGENT_PID.store(0, Ordering::SeqCst);
     Ok(())
 }
 
-/// The `optin` binary: `$OPTIN_BIN`, or `optin` in this benchmark's profile directory.
-fn optin_bin() -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os("OPTIN_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    // This runs as <target>/<profile>/deps/slices-<hash>; the agent is <target>/<profile>/optin.
-    let exe = std::env::current_exe().map_err(|e| format!("the benchmark's own path: {e}"))?;
-    let profile_dir = exe.parent().and_then(Path::parent).ok_or("the benchmark does not live in <target>/<profile>/deps")?;
-    let bin = profile_dir.join(format!("optin{}", std::env::consts::EXE_SUFFIX));
-    if !bin.is_file() {
-        return Err(format!("{} not found: build the agent first (cargo build --release -p optin-agent) or set OPTIN_BIN", bin.display()));
-    }
-    Ok(bin)
-}
-
-/// Runs `optin --home HOME ARGS…` (bounded) and returns its standard output.
-async fn cli(bin: &Path, home: &Path, args: &[&str]) -> Result<String, String> {
-    let child = tokio::process::Command::new(bin)
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .env_remove("OPTIN_HOME")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
-    let output = tokio::time::timeout(CLI_TIMEOUT, child.wait_with_output())
-        .await
-        .map_err(|_| format!("`optin {}` did not finish within {CLI_TIMEOUT:?}", args[0]))?
-        .map_err(|e| format!("wait for optin: {e}"))?;
-    if !output.status.success() {
-        return Err(format!("`optin {}` failed ({}): {}", args[0], output.status, String::from_utf8_lossy(&output.stderr)));
-    }
-    String::from_utf8(output.stdout).map_err(|_| format!("`optin {}` printed something that is not UTF-8", args[0]))
+/// Runs `optin --home HOME ARGS…` (bounded) and returns its standard output if it succeeded.
+async fn cli(home: &Home, args: &[&str]) -> Result<String, HarnessError> {
+    Ok(home.command(args).timeout(CLI_TIMEOUT).try_run().await?.succeeded()?.stdout)
 }
 
 /// `n` signals, half searches, three tenths carts and a fifth purchases, at times spread
@@ -381,104 +345,6 @@ fn dir_size(dir: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
-}
-
-/// The running `optin serve`. Dropping it sends SIGTERM and waits (bounded).
-struct Agent {
-    child: Option<Child>,
-    url: String,
-    fingerprint: String,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(bin: &Path, home: &Path, scratch: &Path) -> Result<Agent, String> {
-        let log = scratch.join("serve.stderr");
-        let stderr = std::fs::File::create(&log).map_err(|e| format!("the agent's log file: {e}"))?;
-        let mut child = Command::new(bin)
-            .arg("serve")
-            .arg("--home")
-            .arg(home)
-            .args(["--listen", "127.0.0.1:0"])
-            .env_remove("OPTIN_HOME")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .map_err(|e| format!("spawn {} serve: {e}", bin.display()))?;
-        AGENT_PID.store(child.id(), Ordering::SeqCst);
-        let stdout = child.stdout.take().ok_or("no stdout pipe")?;
-        let (tx, rx) = mpsc::channel();
-        // Reads the ready line, then keeps draining stdout so the agent never blocks on it.
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            for _ in lines {}
-        });
-        let mut agent = Agent { child: Some(child), url: String::new(), fingerprint: String::new(), log };
-        let line = rx
-            .recv_timeout(READY_TIMEOUT)
-            .map_err(|_| format!("optin serve printed no ready line within {READY_TIMEOUT:?}; its log:\n{}", agent.log_text()))?;
-        let (url, fingerprint) = line
-            .strip_prefix("listening on ")
-            .and_then(|rest| rest.split_once(" (certificate sha256 "))
-            .and_then(|(url, rest)| Some((url.to_owned(), rest.strip_suffix(')')?.to_owned())))
-            .ok_or_else(|| format!("not a ready line: {line:?}"))?;
-        agent.url = url;
-        agent.fingerprint = fingerprint;
-        Ok(agent)
-    }
-
-    fn addr(&self) -> Result<SocketAddr, String> {
-        let hostport = self.url.strip_prefix("https://").ok_or_else(|| format!("not an https URL: {}", self.url))?;
-        let addr: SocketAddr = hostport.parse().map_err(|_| format!("not an address: {hostport}"))?;
-        if !addr.ip().is_loopback() {
-            return Err(format!("the agent listens on {addr}, not loopback"));
-        }
-        Ok(addr)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then a bounded wait for a graceful exit (status 0).
-    fn stop(mut self) -> Result<(), String> {
-        match self.terminate() {
-            Some(status) if status.success() => Ok(()),
-            other => Err(format!("optin serve did not exit cleanly on SIGTERM ({other:?}); its log:\n{}", self.log_text())),
-        }
-    }
-
-    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.take()?;
-        let status = (|| {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-            let deadline = Instant::now() + STOP_TIMEOUT;
-            while Instant::now() < deadline {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Some(status);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            None
-        })();
-        AGENT_PID.store(0, Ordering::SeqCst);
-        status
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.terminate();
-    }
 }
 
 /// The bare server: TLS and HTTP like the agent's, and an Ed25519 JWS per answer.

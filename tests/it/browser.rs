@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
-use crate::harness::{assert_unauthorized, now, optin_bin, ts, Agent, Home};
+use optin_tests::{assert_unauthorized, now, optin_bin, ts, Agent, Home};
 
 const EXTENSION_ID: &str = include_str!("../../extension/EXTENSION_ID");
 

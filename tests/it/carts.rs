@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::harness::fixture::{self, ago, cart, purchase};
-use crate::harness::{fetch_raw, now, Home};
+use optin_tests::fixture::{self, ago, cart, purchase};
+use optin_tests::{fetch_raw, now, Home};
 
 /// Carts and purchases, hours before now:
 ///

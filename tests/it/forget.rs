@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::harness::fixture::{self, ago, cart, purchase, search};
-use crate::harness::{fetch_raw, now, ts, Agent};
+use optin_tests::fixture::{self, ago, cart, purchase, search};
+use optin_tests::{fetch_raw, now, ts, Agent};
 
 fn ids(listing: &Value) -> BTreeSet<String> {
     listing.as_array().expect("an array").iter().map(|s| s["id"].as_str().expect("id").to_owned()).collect()

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use tokio::io::AsyncReadExt;
 
-use crate::harness::{now, ts, Agent};
+use optin_tests::{now, ts, Agent};
 
 #[tokio::test]
 async fn rejects_cursors_of_another_grant_and_hides_positions() {
@@ -67,6 +67,6 @@ async fn times_at_the_edge_of_the_calendar_break_nothing() {
     let file = agent.home().scratch("edge.ndjson");
     std::fs::write(&file, format!("{bad_at}\n")).expect("write");
     let out = agent.cli(&["ingest", file.to_str().expect("utf-8")]).await;
-    assert!(out.fails(1).contains("line 1: field `at`"), "{}", out.stderr);
+    out.fails(1, "line 1: field `at`");
     assert_eq!(agent.get("/v1/slice", Some(&bundle.token)).await.status, 200, "the agent is still serving");
 }

@@ -3,8 +3,8 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::fixture::{self, ago, cart, purchase, search};
-use crate::harness::{assert_unauthorized, now, Agent};
+use optin_tests::fixture::{self, ago, cart, purchase, search};
+use optin_tests::{assert_unauthorized, now, Agent};
 
 /// Batches with one bad line: the line and field the error must name.
 fn bad_batches() -> Vec<(&'static str, String, usize, &'static str)> {
@@ -44,15 +44,14 @@ async fn rejects_a_batch_with_one_bad_line_via_the_cli() {
         let file = agent.home().scratch("bad.ndjson");
         std::fs::write(&file, &batch).expect("write");
         let out = agent.cli(&["ingest", file.to_str().expect("utf-8")]).await;
-        let stderr = out.fails(1);
-        assert!(stderr.contains(&format!("line {line}")), "{what}: stderr names line {line}: {stderr}");
+        let stderr = out.fails(1, &format!("line {line}"));
         assert!(stderr.contains(&format!("`{field}`")), "{what}: stderr names field `{field}`: {stderr}");
         assert!(stderr.starts_with("error: "), "{what}: {stderr}");
         assert_eq!(listing(&agent).await, before, "{what}: nothing stored");
 
         // The same through standard input.
-        let out = agent.home().cli_with_stdin(&["ingest", "-"], Some(batch.as_bytes())).await;
-        assert!(out.fails(1).contains(&format!("line {line}")), "{what} (stdin)");
+        let out = agent.home().command(&["ingest", "-"]).stdin(batch.as_bytes()).run().await;
+        out.fails(1, &format!("line {line}"));
         assert_eq!(listing(&agent).await, before, "{what} (stdin): nothing stored");
     }
 }
@@ -117,7 +116,7 @@ async fn reingesting_counts_duplicates_and_stores_nothing_twice() {
     // A batch mixing old and new stores only the new.
     let extra = search("s-extra", ago(t, 1), "one more", "bing.com", "Home");
     let mixed = fixture::ndjson(&[with_ids[0].clone(), extra]);
-    let out = agent.home().cli_with_stdin(&["ingest", "-", "--json"], Some(mixed.as_bytes())).await;
+    let out = agent.home().command(&["ingest", "-", "--json"]).stdin(mixed.as_bytes()).run().await;
     assert_eq!(out.json(), json!({"stored": 1, "duplicates": 1}));
     assert_eq!(listing(&agent).await.as_array().expect("array").len(), 10);
 }

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::harness::{fixture, now, Agent};
+use optin_tests::{fixture, now, Agent};
 
 const SETUP: &str = "set OPTIN_PYTHON to a Python with jwcrypto: \
     python3 -m venv .venv && .venv/bin/pip install -r tests/jose/requirements.txt, \
@@ -29,7 +29,7 @@ fn verify_py() -> PathBuf {
 }
 
 /// Runs verify.py; returns the exit code, stdout and stderr.
-fn run(python: &PathBuf, bundle: &str, jws: &str, dir: &crate::harness::Home) -> (Option<i32>, String, String) {
+fn run(python: &PathBuf, bundle: &str, jws: &str, dir: &optin_tests::Home) -> (Option<i32>, String, String) {
     let bundle_file = dir.scratch(&format!("bundle-{}.json", jws.len()));
     let jws_file = dir.scratch(&format!("slice-{}.jws", jws.len()));
     std::fs::write(&bundle_file, bundle).expect("write bundle");

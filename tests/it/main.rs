@@ -13,9 +13,8 @@
 //! (`OPTIN_SKIP_JOSE=1` skips that one test where Python is not available.)
 //!
 //! Each test starts its own agent in its own home on its own port, so tests run in
-//! parallel.
-
-mod harness;
+//! parallel. The harness that starts them is this package's library (`src/`), which the
+//! slice benchmark shares.
 
 mod browser;
 mod carts;

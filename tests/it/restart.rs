@@ -3,8 +3,8 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::fixture::{self, ago, search};
-use crate::harness::{assert_unauthorized, fetch, now, raw_items, Agent, Home};
+use optin_tests::fixture::{self, ago, search};
+use optin_tests::{assert_unauthorized, fetch, now, raw_items, Agent, Home};
 
 /// The answers of read-only commands, with what legitimately changes between two runs
 /// (the moment a preview is cut, its id) taken out. The audit is compared on its own: a
@@ -75,7 +75,7 @@ async fn the_cli_works_on_the_store_with_no_agent_running() {
 
     let t = now();
     let batch = fixture::ndjson(&[search("s1", ago(t, 2), "offline search", "bing.com", "Home"), search("s2", ago(t, 1), "another", "bing.com", "Home")]);
-    let out = home.cli_with_stdin(&["ingest", "-"], Some(batch.as_bytes())).await;
+    let out = home.command(&["ingest", "-"]).stdin(batch.as_bytes()).run().await;
     assert_eq!(out.ok().trim(), "stored 2 signals (0 already present)");
     let out = home
         .cli(&["grant", "acme.example", "--kinds", "search", "--granularity", "raw", "--window", "30d", "--expires", "90d", "--purpose", "p", "--json"])
@@ -99,7 +99,7 @@ async fn the_cli_works_on_the_store_with_no_agent_running() {
     let client = optin_examples::PinnedClient::new(&agent.url, &bundle.cert_sha256).expect("client");
     let pages = optin_examples::fetch_slices(&client, &bundle, "").await.expect("served");
     let items = raw_items(&pages[0].1);
-    assert_eq!(items, vec![(format!("search {} offline search", crate::harness::ts(ago(t, 2))), None)]);
+    assert_eq!(items, vec![(format!("search {} offline search", optin_tests::ts(ago(t, 2))), None)]);
     assert_unauthorized(&agent.get("/v1/slice", Some(&other.token)).await, "revoked offline");
     let audit = agent.cli(&["audit", "--json"]).await.json();
     crate::walkthrough::check_chain(audit.as_array().expect("array"));

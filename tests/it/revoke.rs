@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use optin_examples::ClientError;
 use tokio::task::JoinSet;
 
-use crate::harness::{assert_unauthorized, fixture, now, Agent};
+use optin_tests::{assert_unauthorized, fixture, now, Agent};
 
 const CLIENTS: usize = 8;
 /// Most requests one client sends.

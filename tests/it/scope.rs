@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 use time::Duration;
 
-use crate::harness::fixture::{self, WALKTHROUGH_SHARED};
-use crate::harness::{assert_problem, fetch, now, raw_items, ts, Agent};
+use optin_tests::fixture::{self, WALKTHROUGH_SHARED};
+use optin_tests::{assert_problem, fetch, now, raw_items, ts, Agent};
 
 async fn started_with_signals() -> (Agent, Vec<Value>) {
     let agent = Agent::start().await;
@@ -162,7 +162,7 @@ async fn pages_follow_next_cursor() {
     // Kind by kind (search, cart, purchase), each in time order, across pages.
     let order: Vec<(usize, String)> = pages
         .iter()
-        .flat_map(|(_, claims)| claims.items.iter().map(crate::harness::item_key))
+        .flat_map(|(_, claims)| claims.items.iter().map(optin_tests::item_key))
         .map(|key| {
             let mut words = key.split(' ');
             let kind = words.next().expect("a kind");

@@ -9,7 +9,7 @@ use optin_protocol::token::Token;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::task::JoinSet;
 
-use crate::harness::{assert_problem, assert_unauthorized, fetch, fixture, now, Agent};
+use optin_tests::{assert_problem, assert_unauthorized, fetch, fixture, now, Agent};
 
 fn random<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
@@ -171,7 +171,7 @@ async fn attenuated_tokens_narrow_and_never_widen() {
 
     // A shorter window: asking before it is refused.
     let week = root.attenuate(&"window=7d".parse().expect("caveat")).encode();
-    let since = crate::harness::ts(now() - time::Duration::days(10));
+    let since = optin_tests::ts(now() - time::Duration::days(10));
     assert_problem(&agent.get(&format!("/v1/slice?since={since}"), Some(&week)).await, 403, "since", "since beyond an attenuated window");
 }
 

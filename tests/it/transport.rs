@@ -7,7 +7,7 @@ use optin_examples::{ClientError, PinnedClient, Protocol};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{fixture, now, Agent};
+use optin_tests::{fixture, now, Agent};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_by_alpn_serves_the_same_slices() {

@@ -4,8 +4,8 @@
 use optin_protocol::scope::Granularity;
 use serde_json::Value;
 
-use crate::harness::fixture::{self, WALKTHROUGH_SHARED};
-use crate::harness::{assert_unauthorized, fetch, now, raw_items, Agent};
+use optin_tests::fixture::{self, WALKTHROUGH_SHARED};
+use optin_tests::{assert_unauthorized, fetch, now, raw_items, Agent};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn walkthrough() {

@@ -1,3 +1,104 @@
-//! End-to-end tests of optin live in `it/` (one test binary, `cargo test -p optin-tests`).
-//! They run the real `optin` binary in temporary homes on `127.0.0.1:0` and talk to it over
-//! TLS as a marketer would; see `it/main.rs` for how to run them.
+//! The harness shared by the end-to-end tests (`it/`) and the slice benchmark (`benches/`):
+//! a temporary home, the real `optin` binary serving from it, its CLI, and fixtures.
+//!
+//! - [`Home`] is a home directory that does not exist until the agent or a command makes it;
+//!   [`Home::cli`] and [`Home::command`] run `optin --home HOME …` and return an [`Out`],
+//!   whose [`Out::ok`] and [`Out::fails`] state what a person at the CLI must see.
+//! - [`Home::serve`] starts `optin serve` on `127.0.0.1:0` and waits for its ready line; the
+//!   [`Agent`] it returns knows its URL and certificate, talks to it as a pinned marketer,
+//!   and stops it with SIGTERM (checking the exit) or SIGKILL.
+//! - [`fixture`] writes signals relative to the moment a test runs; [`marketer`] fetches
+//!   slices and checks refusals the way a marketer would see them.
+//!
+//! Every wait is bounded, so a hung agent fails a test instead of hanging the run. Tests use
+//! the panicking methods; the benchmark, which reports failures instead of panicking, uses the
+//! `try_` ones, which return a [`HarnessError`].
+
+mod agent;
+mod cli;
+pub mod fixture;
+mod home;
+pub mod marketer;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+pub use agent::Agent;
+pub use cli::{Cli, Out};
+pub use fixture::{now, ts};
+pub use home::Home;
+pub use marketer::{assert_problem, assert_unauthorized, fetch, fetch_raw, item_key, raw_items};
+
+/// Why the harness could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HarnessError {
+    /// There is no `optin` binary where it was looked for.
+    #[error("{0} not found: build the agent first (cargo build -p optin-agent, with --release for the benchmark) or set OPTIN_BIN")]
+    NoBinary(PathBuf),
+    /// A process could not be started, fed or waited for.
+    #[error("{what}: {error}")]
+    Process {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        error: std::io::Error,
+    },
+    /// A command did not finish in time.
+    #[error("`{command}` did not finish within {after:?}")]
+    Timeout {
+        /// The command line.
+        command: String,
+        /// How long it was given.
+        after: Duration,
+    },
+    /// `optin serve` printed no ready line, or not one that can be read.
+    #[error("optin serve did not get ready ({reason}); its log:\n{log}")]
+    NotReady {
+        /// What went wrong: the exit, the timeout, or the line it printed instead.
+        reason: String,
+        /// The agent's standard error.
+        log: String,
+    },
+    /// `optin serve` did not exit 0 on SIGTERM within the time allowed.
+    #[error("optin serve should exit 0 on SIGTERM, got {status:?}; its log:\n{log}")]
+    UncleanStop {
+        /// The exit status, if it exited at all.
+        status: Option<ExitStatus>,
+        /// The agent's standard error.
+        log: String,
+    },
+    /// A command that had to succeed did not.
+    #[error("`{}` failed: exit {:?}, stderr:\n{}", .0.command, .0.code, .0.stderr)]
+    Failed(Box<Out>),
+}
+
+/// The `optin` binary: `$OPTIN_BIN`, or `optin` in the profile directory of the running
+/// test or benchmark (`<target>/<profile>/optin`, next to `deps/`).
+pub fn find_optin_bin() -> Result<PathBuf, HarnessError> {
+    if let Some(path) = std::env::var_os("OPTIN_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().map_err(|error| HarnessError::Process { what: "the running executable's path".into(), error })?;
+    // Tests and benchmarks run as <target>/<profile>/deps/NAME-HASH.
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap_or(Path::new("."));
+    let bin = profile_dir.join(format!("optin{}", std::env::consts::EXE_SUFFIX));
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(HarnessError::NoBinary(bin))
+    }
+}
+
+/// Like [`find_optin_bin`], for tests: panics when there is no binary.
+pub fn optin_bin() -> PathBuf {
+    find_optin_bin().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A number no two calls in this process share, for file names.
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
