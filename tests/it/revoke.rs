@@ -20,7 +20,19 @@ const AFTER: Duration = Duration::from_millis(400);
 struct Outcome {
     started: Instant,
     completed: Instant,
-    result: Result<u16, String>,
+    answer: Answer,
+}
+
+/// The answers a marketer may get while a grant is revoked under it; anything else fails
+/// the test at once.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    /// 200, and the slice arrived whole and verifies.
+    Served,
+    /// 401 with the bearer challenge.
+    Refused,
+    /// The body never arrived: the agent cut off a slice whose grant was revoked in flight.
+    CutOff(String),
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -41,24 +53,24 @@ async fn revoke_stops_every_slice_once_it_returns() {
                 let started = Instant::now();
                 let result = client.get("/v1/slice", Some(&bundle.token)).await;
                 let completed = Instant::now();
-                let result = match result {
+                let answer = match result {
                     Ok(r) if r.status.as_u16() == 200 => {
                         // A slice counts as served only if it arrived whole and verifies.
                         bundle.verify_slice(&r.text()).map_err(|e| format!("a 200 that does not verify: {e}"))?;
                         served.fetch_add(1, Ordering::SeqCst);
-                        Ok(200)
+                        Answer::Served
                     }
                     Ok(r) if r.status.as_u16() == 401 => {
                         assert_unauthorized(&r, "after revoke");
-                        Ok(401)
+                        Answer::Refused
                     }
-                    Ok(r) => Err(format!("unexpected {} {}", r.status, r.text())),
+                    Ok(r) => return Err(format!("unexpected {} {}", r.status, r.text())),
                     // The agent cuts off a slice whose grant was revoked in flight: the
                     // response head may have left, the body never does.
-                    Err(ClientError::Http(e)) => Err(format!("cut off: {e}")),
+                    Err(ClientError::Http(e)) => Answer::CutOff(e.to_string()),
                     Err(e) => return Err(format!("request failed: {e}")),
                 };
-                outcomes.push(Outcome { started, completed, result });
+                outcomes.push(Outcome { started, completed, answer });
             }
             Ok::<_, String>(outcomes)
         });
@@ -85,21 +97,21 @@ async fn revoke_stops_every_slice_once_it_returns() {
     };
     tokio::time::timeout(Duration::from_secs(30), collect).await.expect("clients finish");
 
+    // Requests that began after revoke returned, or ended before it began, have one right
+    // answer each. Those that overlap the revocation race it, and the test cannot see which
+    // side of the grant's gate each reached: it checks only what must never happen.
     let (mut before, mut straddling, mut after) = (0, 0, 0);
     for o in &outcomes {
         if o.started > revoked {
             after += 1;
-            assert_eq!(o.result, Ok(401), "a request that began after revoke returned must be refused");
+            assert_eq!(o.answer, Answer::Refused, "a request that began after revoke returned must be refused");
         } else if o.completed > revoked {
             straddling += 1;
-            assert_ne!(o.result, Ok(200), "a slice completed after revoke returned ({:?} after)", o.completed - revoked);
-            if let Err(e) = &o.result {
-                assert!(o.completed > revoking, "a request failed before revoke began: {e}");
-            }
+            assert_ne!(o.answer, Answer::Served, "a slice completed after revoke returned ({:?} after)", o.completed - revoked);
         } else {
             before += 1;
-            if let Err(e) = &o.result {
-                assert!(o.completed > revoking, "a request failed before revoke began: {e}");
+            if o.completed < revoking {
+                assert_eq!(o.answer, Answer::Served, "a request that ended before revoke began must be served");
             }
         }
     }
@@ -110,13 +122,13 @@ async fn revoke_stops_every_slice_once_it_returns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_revoking_an_unknown_grant() {
     let agent = Agent::start().await;
+    // A well-formed id of no grant: the command fails (1), naming the grant. Not a grant id
+    // at all: the command line is wrong (2).
     for (id, code) in [("g_000000000000000000000000", 1), ("nonsense", 2)] {
         let out = agent.cli(&["revoke", id]).await;
-        assert!(out.code == Some(code) || (code == 2 && out.code == Some(1)), "revoke {id}: {out:#?}");
-        assert!(out.stderr.starts_with("error"), "revoke {id}: {out:#?}");
+        let stderr = out.fails(code, id);
+        assert!(stderr.starts_with("error"), "revoke {id}: {out:#?}");
     }
-    let out = agent.cli(&["revoke", "g_000000000000000000000000"]).await;
-    assert!(out.stderr.contains("g_000000000000000000000000"), "the error names the grant: {out:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
