@@ -33,21 +33,13 @@
 //! - Writes the owner is told about are flushed before the answer.
 //! - Tokens, keys and signal contents are never logged.
 
-pub mod admin;
-pub mod audit;
 pub mod browser;
 pub mod cli;
-pub mod command;
 pub mod core;
-pub mod engines;
-pub mod gate;
-pub mod history;
 pub mod home;
-pub mod http;
+pub mod import;
 pub mod keys;
 pub mod merchant;
-pub mod native_host;
-pub mod server;
-pub mod slicer;
+pub mod serve;
+pub mod session;
 pub mod store;
-pub mod tls;

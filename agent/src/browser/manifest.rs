@@ -8,62 +8,24 @@
 //! A browser started with its own `--user-data-dir=X` reads `X/NativeMessagingHosts/`:
 //! pass that as `--manifest-dir`.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use anyhow::{Context, Result};
 use serde_json::json;
 
+use super::native_host::{chromium_origin, FIREFOX_EXTENSION_ID};
+use super::Browser;
 use crate::home::{write_private, Home};
-use crate::native_host::{chromium_origin, FIREFOX_EXTENSION_ID};
 
 /// The native-messaging host name the extension connects to.
 pub const HOST_NAME: &str = "dev.optin.agent";
 
-/// A browser family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Browser {
-    /// Chromium.
-    Chromium,
-    /// Google Chrome.
-    Chrome,
-    /// Firefox.
-    Firefox,
-}
-
-impl Browser {
-    /// Every browser, in the order `status` lists them.
-    pub const ALL: [Browser; 3] = [Browser::Chromium, Browser::Chrome, Browser::Firefox];
-
-    fn name(self) -> &'static str {
-        match self {
-            Browser::Chromium => "chromium",
-            Browser::Chrome => "chrome",
-            Browser::Firefox => "firefox",
-        }
-    }
-
-    /// Where this browser reads host manifests by default.
-    pub fn default_dir(self, user_home: &Path) -> PathBuf {
-        match self {
-            Browser::Chromium => user_home.join(".config/chromium/NativeMessagingHosts"),
-            Browser::Chrome => user_home.join(".config/google-chrome/NativeMessagingHosts"),
-            Browser::Firefox => user_home.join(".mozilla/native-messaging-hosts"),
-        }
-    }
-}
-
-impl fmt::Display for Browser {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Browser {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Browser, String> {
-        Browser::ALL.into_iter().find(|b| b.name() == text).ok_or_else(|| format!("unknown browser `{text}`: expected chromium, chrome or firefox"))
+/// Where a browser reads host manifests by default.
+pub fn default_dir(browser: Browser, user_home: &Path) -> PathBuf {
+    match browser {
+        Browser::Chromium => user_home.join(".config/chromium/NativeMessagingHosts"),
+        Browser::Chrome => user_home.join(".config/google-chrome/NativeMessagingHosts"),
+        Browser::Firefox => user_home.join(".mozilla/native-messaging-hosts"),
     }
 }
 
@@ -81,7 +43,7 @@ fn targets(browser: Option<Browser>, dir: Option<&Path>) -> Result<Vec<(Browser,
     Ok(browsers
         .into_iter()
         .map(|b| {
-            let d = dir.map(Path::to_path_buf).or_else(|| home.as_ref().map(|h| b.default_dir(h))).unwrap_or_default();
+            let d = dir.map(Path::to_path_buf).or_else(|| home.as_ref().map(|h| default_dir(b, h))).unwrap_or_default();
             (b, d.join(format!("{HOST_NAME}.json")))
         })
         .collect())

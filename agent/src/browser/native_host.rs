@@ -15,11 +15,11 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::command::{Request, Response};
+use crate::core::command::{Request, Response};
 use crate::home::Home;
 
 /// The Chromium extension id (from the manifest's fixed key).
-pub const CHROMIUM_EXTENSION_ID: &str = include_str!("../../extension/EXTENSION_ID");
+pub const CHROMIUM_EXTENSION_ID: &str = include_str!("../../../extension/EXTENSION_ID");
 /// The Firefox add-on id.
 pub const FIREFOX_EXTENSION_ID: &str = "optin@optin.dev";
 /// Largest message accepted from the extension.
@@ -117,7 +117,7 @@ async fn handle(home: &Home, request: &Value) -> Result<Value, Failure> {
     let refused = |e: &str| Failure::Refused(e.to_owned());
     match request.get("type").and_then(Value::as_str) {
         Some("hello") => {
-            let running = matches!(crate::admin::call(&home.admin_socket(), &Request::Status).await, Ok(Some(_)));
+            let running = matches!(crate::session::call(&home.admin_socket(), &Request::Status).await, Ok(Some(_)));
             Ok(json!({ "ok": true, "agent": if running { "running" } else { "stopped" }, "version": env!("CARGO_PKG_VERSION") }))
         }
         Some("signals") => {
@@ -173,13 +173,13 @@ async fn handle(home: &Home, request: &Value) -> Result<Value, Failure> {
 
 /// Runs a request on the agent, or on the store for this one request when no agent runs.
 async fn forward(home: &Home, request: Request) -> Result<Response, Failure> {
-    match crate::admin::call(&home.admin_socket(), &request).await {
-        Ok(Some(crate::command::Reply::Ok(r))) => return Ok(r),
-        Ok(Some(crate::command::Reply::Err { error })) => return Err(Failure::Refused(error)),
+    match crate::session::call(&home.admin_socket(), &request).await {
+        Ok(Some(crate::core::command::Reply::Ok(r))) => return Ok(r),
+        Ok(Some(crate::core::command::Reply::Err { error })) => return Err(Failure::Refused(error)),
         Ok(None) => {}
         Err(e) => return Err(Failure::Retry(format!("{e:#}"))),
     }
-    let core = crate::cli::open_offline(home).map_err(|e| Failure::Retry(format!("the agent is not running and the store cannot be opened: {e:#}")))?;
+    let core = crate::session::open_offline(home).map_err(|e| Failure::Retry(format!("the agent is not running and the store cannot be opened: {e:#}")))?;
     let result = core.handle(request, crate::core::now()).await.map_err(|e| match e {
         crate::core::CoreError::Store(s) => Failure::Retry(s.to_string()),
         other => Failure::Refused(other.to_string()),

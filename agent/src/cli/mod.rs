@@ -17,12 +17,10 @@ use optin_protocol::signal::{Kind, Kinds};
 use optin_protocol::span::Span;
 use time::OffsetDateTime;
 
-use crate::command::{ForgetWhat, GrantView, Reply, Request, Response};
-use crate::core::{Core, CoreConfig};
+use crate::core::command::{Forget, GrantView, Request, Response};
 use crate::home::Home;
 use crate::keys::Keys;
-use crate::store::Store;
-use crate::tls::{self, TlsSource};
+use crate::serve::tls::TlsSource;
 
 /// optin: share chosen browsing signals with chosen marketers, signed, scoped and revocable.
 #[derive(Parser, Debug)]
@@ -114,7 +112,7 @@ enum Command {
 #[derive(Args, Debug)]
 struct ImportArgs {
     /// chrome, chromium or firefox.
-    browser: crate::history::Browser,
+    browser: crate::import::Browser,
     /// The profile directory (default: the browser's default profile).
     #[arg(long, value_name = "DIR")]
     profile: Option<PathBuf>,
@@ -247,14 +245,8 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let tls = TlsSource { user: args.tls_cert.zip(args.tls_key) };
-            crate::server::serve(crate::server::ServeConfig {
-                home: home_dir,
-                listen: args.listen,
-                tls,
-                abandon_after: args.abandon_after,
-                max_connections: 512,
-            })
-            .await
+            crate::serve::serve(crate::serve::ServeConfig { home: home_dir, listen: args.listen, tls, abandon_after: args.abandon_after, max_connections: 512 })
+                .await
         }
         Command::IngestToken => {
             let home = Home::open(&home_dir)?;
@@ -263,7 +255,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Ingest { file, dry_run, json } => {
             let ndjson = read_input(&file)?;
-            match execute(&home_dir, Request::Ingest { ndjson, dry_run }).await? {
+            match crate::session::execute(&home_dir, Request::Ingest { ndjson, dry_run }).await? {
                 Response::Ingested { stored, duplicates } if json => println!("{}", serde_json::json!({"stored": stored, "duplicates": duplicates})),
                 Response::Ingested { stored, duplicates } if dry_run => println!("would store {stored} signals ({duplicates} already present)"),
                 Response::Ingested { stored, duplicates } => println!("stored {stored} signals ({duplicates} already present)"),
@@ -272,24 +264,24 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Import(args) => import(&home_dir, args).await,
-        Command::NativeHost { args } => crate::native_host::run(&home_dir, &args).await,
+        Command::NativeHost { args } => crate::browser::native_host::run(&home_dir, &args).await,
         Command::Browser(cmd) => {
             let home = Home::open(&home_dir)?;
             match cmd {
                 BrowserCommand::Install { browser, manifest_dir } => {
-                    for path in crate::browser::install(&home, browser, manifest_dir.as_deref())? {
+                    for path in crate::browser::manifest::install(&home, browser, manifest_dir.as_deref())? {
                         println!("installed {}", path.display());
                     }
                 }
                 BrowserCommand::Status { manifest_dir } => {
-                    for line in crate::browser::status(&home, manifest_dir.as_deref())? {
+                    for line in crate::browser::manifest::status(&home, manifest_dir.as_deref())? {
                         println!("{line}");
                     }
-                    let running = matches!(crate::admin::call(&home.admin_socket(), &Request::Status).await, Ok(Some(_)));
+                    let running = matches!(crate::session::call(&home.admin_socket(), &Request::Status).await, Ok(Some(_)));
                     println!("agent: {}", if running { "running" } else { "not running (signals wait in the extension until it starts)" });
                 }
                 BrowserCommand::Uninstall { browser, manifest_dir } => {
-                    let removed = crate::browser::uninstall(&home, browser, manifest_dir.as_deref())?;
+                    let removed = crate::browser::manifest::uninstall(&home, browser, manifest_dir.as_deref())?;
                     for path in &removed {
                         println!("removed {}", path.display());
                     }
@@ -301,7 +293,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Signals { kind, json } => {
-            let Response::Signals { signals } = execute(&home_dir, Request::Signals { kind }).await? else { bail!("unexpected answer") };
+            let Response::Signals { signals } = crate::session::execute(&home_dir, Request::Signals { kind }).await? else { bail!("unexpected answer") };
             if json {
                 println!("{}", serde_json::to_string_pretty(&signals)?);
             } else {
@@ -311,19 +303,19 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Forget(args) => {
             let what = match (args.id, args.kind, args.before, args.all) {
-                (Some(id), ..) => ForgetWhat::Id(id),
-                (_, Some(k), ..) => ForgetWhat::Kind(k),
-                (_, _, Some(t), _) => ForgetWhat::Before(t),
-                _ => ForgetWhat::All,
+                (Some(id), ..) => Forget::Id(id),
+                (_, Some(k), ..) => Forget::Kind(k),
+                (_, _, Some(t), _) => Forget::Before(t),
+                _ => Forget::All,
             };
-            let Response::Forgot { count } = execute(&home_dir, Request::Forget { what }).await? else { bail!("unexpected answer") };
+            let Response::Forgot { count } = crate::session::execute(&home_dir, Request::Forget { what }).await? else { bail!("unexpected answer") };
             println!("forgot {count} signals");
             Ok(())
         }
         Command::Grant(a) => {
             let request =
                 Request::Grant { marketer: a.marketer, kinds: a.kinds, granularity: a.granularity, window: a.window, expires: a.expires, purpose: a.purpose };
-            let Response::Granted { bundle } = execute(&home_dir, request).await? else { bail!("unexpected answer") };
+            let Response::Granted { bundle } = crate::session::execute(&home_dir, request).await? else { bail!("unexpected answer") };
             let json = serde_json::to_string_pretty(&bundle)?;
             if a.json {
                 println!("{json}");
@@ -343,7 +335,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Grants { json } => {
-            let Response::Grants { grants } = execute(&home_dir, Request::Grants).await? else { bail!("unexpected answer") };
+            let Response::Grants { grants } = crate::session::execute(&home_dir, Request::Grants).await? else { bail!("unexpected answer") };
             if json {
                 println!("{}", serde_json::to_string_pretty(&grants)?);
             } else {
@@ -352,7 +344,9 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Revoke { grant_id } => {
-            let Response::Revoked { grant_id, already } = execute(&home_dir, Request::Revoke { grant_id }).await? else { bail!("unexpected answer") };
+            let Response::Revoked { grant_id, already } = crate::session::execute(&home_dir, Request::Revoke { grant_id }).await? else {
+                bail!("unexpected answer")
+            };
             if already {
                 println!("{grant_id} was already revoked");
             } else {
@@ -361,7 +355,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Preview { grant_id, json } => {
-            let Response::Preview { claims } = execute(&home_dir, Request::Preview { grant_id }).await? else { bail!("unexpected answer") };
+            let Response::Preview { claims } = crate::session::execute(&home_dir, Request::Preview { grant_id }).await? else { bail!("unexpected answer") };
             if json {
                 println!("{}", serde_json::to_string_pretty(&claims)?);
             } else {
@@ -382,7 +376,9 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Audit { json, verify } => {
-            let Response::Audit { records, chain, anonymous_refusals } = execute(&home_dir, Request::Audit).await? else { bail!("unexpected answer") };
+            let Response::Audit { records, chain, anonymous_refusals } = crate::session::execute(&home_dir, Request::Audit).await? else {
+                bail!("unexpected answer")
+            };
             if verify {
                 let n = chain.map_err(|e| anyhow::anyhow!(e))?;
                 println!("audit chain intact ({n} records)");
@@ -398,7 +394,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Pause | Command::Resume => {
             let paused = matches!(cli.command, Command::Pause);
-            execute(&home_dir, Request::Sharing { paused }).await?;
+            crate::session::execute(&home_dir, Request::Sharing { paused }).await?;
             println!("{}", if paused { "sharing paused: every slice is refused until `optin resume`" } else { "sharing resumed" });
             Ok(())
         }
@@ -406,16 +402,16 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn import(home_dir: &Path, args: ImportArgs) -> Result<()> {
-    let engines = crate::engines::Engines::builtin().context("the built-in engine rules do not load")?;
+    let engines = crate::import::engines::Engines::builtin().context("the built-in engine rules do not load")?;
     let profile = match args.profile {
         Some(p) => p,
         None => {
             let user = std::env::var_os("HOME").map(PathBuf::from).context("HOME is not set; pass --profile")?;
-            crate::history::default_profile(args.browser, &user)?
+            crate::import::default_profile(args.browser, &user)?
         }
     };
     let since = args.since.map(|s| crate::core::now() - s.duration());
-    let searches = crate::history::read_searches(args.browser, &profile, since, &engines)?;
+    let searches = crate::import::read_searches(args.browser, &profile, since, &engines)?;
     let mut ndjson = String::new();
     let mut shown = Vec::new();
     for s in &searches {
@@ -431,7 +427,7 @@ async fn import(home_dir: &Path, args: ImportArgs) -> Result<()> {
         ndjson.push('\n');
         shown.push(line);
     }
-    let Response::Ingested { stored, duplicates } = execute(home_dir, Request::Ingest { ndjson, dry_run: args.dry_run }).await? else {
+    let Response::Ingested { stored, duplicates } = crate::session::execute(home_dir, Request::Ingest { ndjson, dry_run: args.dry_run }).await? else {
         bail!("unexpected answer")
     };
     if args.json {
@@ -461,39 +457,6 @@ fn read_input(file: &Path) -> Result<String> {
     }
     Ok(text)
 }
-
-/// Runs a request on the running agent, or on the store when no agent runs.
-pub async fn execute(home_dir: &Path, request: Request) -> Result<Response> {
-    let home = Home::open(home_dir)?;
-    if let Some(reply) = crate::admin::call(&home.admin_socket(), &request).await? {
-        return match reply {
-            Reply::Ok(response) => Ok(response),
-            Reply::Err { error } => bail!("{error}"),
-        };
-    }
-    let core = open_offline(&home)?;
-    let response = core.handle(request, crate::core::now()).await?;
-    core.flush()?;
-    Ok(response)
-}
-
-/// The core over the store, for when no agent runs.
-pub fn open_offline(home: &Home) -> Result<Core> {
-    let keys = Keys::load_or_create(home)?;
-    let store = Store::open_waiting(&home.store(), std::time::Duration::from_secs(5))?;
-    let cert_sha256 = match store.meta("cert_sha256")? {
-        Some(fp) => fp,
-        None => tls::fingerprint(home, &TlsSource::default())?,
-    };
-    let agent_url = store.meta("agent_url")?.unwrap_or_else(|| "https://127.0.0.1:7676".to_owned());
-    let abandon_after = store.meta("abandon_after")?.and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_ABANDON);
-    Ok(Core::new(store, keys, CoreConfig { abandon_after, agent_url, cert_sha256 }))
-}
-
-const DEFAULT_ABANDON: Span = match Span::from_seconds(86_400) {
-    Some(s) => s,
-    None => unreachable!(),
-};
 
 fn print_signals(signals: &[serde_json::Value]) {
     println!("{:<36} {:<9} {:<20} {:<10} WHAT", "ID", "KIND", "AT", "STATE");

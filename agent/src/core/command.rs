@@ -12,7 +12,12 @@ use optin_protocol::signal::{Kind, Kinds};
 use optin_protocol::slice::SliceClaims;
 use optin_protocol::span::Span;
 use serde::{Deserialize, Serialize};
+
+pub use crate::store::Forget;
 use time::OffsetDateTime;
+
+/// Longest request line on the admin socket (an ingest batch travels in one).
+pub const MAX_LINE: usize = 64 * 1024 * 1024;
 
 /// A command of the owner.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -34,7 +39,7 @@ pub enum Request {
     /// Forget signals.
     Forget {
         /// Which.
-        what: ForgetWhat,
+        what: Forget,
     },
     /// Make a grant.
     Grant {
@@ -72,20 +77,6 @@ pub enum Request {
     },
     /// Whether an agent answers (only meaningful over the socket).
     Status,
-}
-
-/// Which signals `forget` removes.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ForgetWhat {
-    /// One signal by id.
-    Id(String),
-    /// Every signal of a kind.
-    Kind(Kind),
-    /// Every signal before a time.
-    Before(#[serde(with = "optin_protocol::timestamp::serde")] OffsetDateTime),
-    /// Everything.
-    All,
 }
 
 /// The answer to a [`Request`].

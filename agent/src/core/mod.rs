@@ -2,6 +2,11 @@
 //! and the owner's ingest), the admin socket (the CLI while an agent runs) and the offline
 //! CLI. Whatever the way in, the same function runs.
 
+pub mod audit;
+pub mod command;
+pub mod gate;
+pub mod slicer;
+
 use optin_protocol::bundle::{self, GrantBundle};
 use optin_protocol::scope::{GrantId, ScopeError, SliceQuery, Terms};
 use optin_protocol::signal::{self, BatchError, Kind, Signal};
@@ -11,12 +16,12 @@ use optin_protocol::token::Token;
 use ring::rand::{SecureRandom, SystemRandom};
 use time::OffsetDateTime;
 
-use crate::audit::{self, AuditEvent};
-use crate::command::{ForgetWhat, GrantState, GrantView, Request, Response};
-use crate::gate::{Gates, Pass};
 use crate::keys::{GrantKeys, Keys};
-use crate::slicer::{self, CutError};
 use crate::store::{Forget, GrantRecord, Store, StoreError};
+use audit::AuditEvent;
+use command::{GrantState, GrantView, Request, Response};
+use gate::{Gates, Pass};
+use slicer::CutError;
 
 /// Settings of the operations.
 #[derive(Clone, Debug)]
@@ -89,7 +94,7 @@ pub enum Refusal {
     Internal(String),
 }
 
-/// A slice ready to send, holding its grant's gate open (see [`crate::gate`]).
+/// A slice ready to send, holding its grant's gate open (see [`crate::core::gate`]).
 pub struct Served {
     /// The compact JWS.
     pub jws: String,
@@ -160,12 +165,13 @@ impl Core {
             }
             Request::Signals { kind } => Ok(Response::Signals { signals: self.list_signals(kind, now)? }),
             Request::Forget { what } => {
-                let (forget, label) = match what {
-                    ForgetWhat::Id(id) => (Forget::Id(id), "id".to_owned()),
-                    ForgetWhat::Kind(k) => (Forget::Kind(k), format!("kind={k}")),
-                    ForgetWhat::Before(t) => (Forget::Before(t), format!("before={}", optin_protocol::timestamp::format(t))),
-                    ForgetWhat::All => (Forget::All, "all".to_owned()),
+                let label = match &what {
+                    Forget::Id(_) => "id".to_owned(),
+                    Forget::Kind(k) => format!("kind={k}"),
+                    Forget::Before(t) => format!("before={}", optin_protocol::timestamp::format(*t)),
+                    Forget::All => "all".to_owned(),
                 };
+                let forget = what;
                 let count = self.store.forget(&forget)?;
                 self.store.append_audit(now, AuditEvent::Forgot { count, what: label })?;
                 self.store.flush()?;

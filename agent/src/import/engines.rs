@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use serde::Deserialize;
 
 /// The rules file shared with the browser extension.
-const BUILTIN_RULES: &str = include_str!("../../extension/engines.json");
+const BUILTIN_RULES: &str = include_str!("../../../extension/engines.json");
 
 /// The only version of the rules file this module understands.
 const RULES_VERSION: u64 = 1;

@@ -8,7 +8,7 @@
 //!
 //! What counts as a search:
 //! - Chromium and Chrome: visits whose URL matches the shared engine rules
-//!   ([`crate::engines`]), and visits of URLs the browser itself recorded in
+//!   ([`engines`]), and visits of URLs the browser itself recorded in
 //!   `keyword_search_terms` (searches through any search engine registered in the browser,
 //!   including ones the rules do not know). A visit found both ways counts once.
 //! - Firefox: visits whose URL matches the engine rules (Firefox keeps no search-terms
@@ -18,69 +18,34 @@
 //! the same history twice yields the same ids and the store can drop the repeats.
 
 use std::collections::HashSet;
-use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+pub mod engines;
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use time::OffsetDateTime;
 
-use crate::engines::{clean_query, search_host, Engines};
+pub use crate::browser::Browser;
+use engines::{clean_query, search_host, Engines};
 
-/// A browser whose history can be imported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Browser {
-    Chrome,
-    Chromium,
-    Firefox,
-}
-
-impl Browser {
-    /// Every supported browser, in the order the CLI lists them.
-    pub const ALL: [Browser; 3] = [Browser::Chrome, Browser::Chromium, Browser::Firefox];
-
-    /// The name used on the command line and in ids.
-    pub fn name(self) -> &'static str {
-        match self {
-            Browser::Chrome => "chrome",
-            Browser::Chromium => "chromium",
-            Browser::Firefox => "firefox",
-        }
-    }
-
-    /// The `source` recorded on searches imported from this browser.
-    pub fn source(self) -> &'static str {
-        match self {
-            Browser::Chrome => "chrome-history",
-            Browser::Chromium => "chromium-history",
-            Browser::Firefox => "firefox-history",
-        }
-    }
-
-    /// The history database's file name inside a profile directory.
-    pub fn database_name(self) -> &'static str {
-        match self {
-            Browser::Chrome | Browser::Chromium => "History",
-            Browser::Firefox => "places.sqlite",
-        }
+/// The `source` recorded on searches imported from `browser`.
+pub fn source(browser: Browser) -> &'static str {
+    match browser {
+        Browser::Chrome => "chrome-history",
+        Browser::Chromium => "chromium-history",
+        Browser::Firefox => "firefox-history",
     }
 }
 
-impl fmt::Display for Browser {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Browser {
-    type Err = HistoryError;
-
-    fn from_str(s: &str) -> Result<Browser, HistoryError> {
-        Browser::ALL.into_iter().find(|b| b.name().eq_ignore_ascii_case(s)).ok_or_else(|| HistoryError::UnknownBrowser { name: s.to_owned() })
+/// The history database's file name inside a profile directory.
+pub fn database_name(browser: Browser) -> &'static str {
+    match browser {
+        Browser::Chrome | Browser::Chromium => "History",
+        Browser::Firefox => "places.sqlite",
     }
 }
 
@@ -103,8 +68,6 @@ pub struct HistorySearch {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HistoryError {
-    #[error("unknown browser {name:?} (expected chrome, chromium or firefox)")]
-    UnknownBrowser { name: String },
     #[error("no browser profile at {}", path.display())]
     ProfileNotFound { path: PathBuf },
     #[error("cannot pick a firefox profile from {}: {problem}", path.display())]
@@ -228,7 +191,7 @@ pub fn read_searches(browser: Browser, profile: &Path, since: Option<OffsetDateT
     if !profile.is_dir() {
         return Err(HistoryError::ProfileNotFound { path: profile.to_owned() });
     }
-    let db = profile.join(browser.database_name());
+    let db = profile.join(database_name(browser));
     if !db.is_file() {
         return Err(HistoryError::DatabaseNotFound { path: db });
     }
@@ -261,7 +224,7 @@ pub fn read_searches(browser: Browser, profile: &Path, since: Option<OffsetDateT
         if !seen.insert(id.clone()) {
             continue;
         }
-        out.push(HistorySearch { id, at, query, engine, source: browser.source() });
+        out.push(HistorySearch { id, at, query, engine, source: source(browser) });
     }
     out.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
     Ok(out)
@@ -796,7 +759,7 @@ mod tests {
         for browser in [Browser::Chromium, Browser::Chrome] {
             let found = read_searches(browser, dir.path(), None, &rules()).expect("read");
             assert_eq!(summary(&found), chromium_expected(), "{browser}");
-            assert!(found.iter().all(|s| s.source == browser.source()));
+            assert!(found.iter().all(|s| s.source == source(browser)));
         }
     }
 
@@ -1007,7 +970,7 @@ mod tests {
     #[test]
     fn reads_a_real_chromium_156_history() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let dump = include_str!("../tests-data/history/chromium-156-history.sql");
+        let dump = include_str!("../../tests-data/history/chromium-156-history.sql");
         load_dump(dir.path(), "History", dump);
         let engines = Engines::builtin().expect("shipped rules");
         let found = read_searches(Browser::Chromium, dir.path(), None, &engines).expect("read");
@@ -1029,7 +992,7 @@ mod tests {
     #[test]
     fn reads_a_real_firefox_esr_153_history() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let dump = include_str!("../tests-data/history/firefox-esr-153-places.sql");
+        let dump = include_str!("../../tests-data/history/firefox-esr-153-places.sql");
         load_dump(dir.path(), "places.sqlite", dump);
         let engines = Engines::builtin().expect("shipped rules");
         let found = read_searches(Browser::Firefox, dir.path(), None, &engines).expect("read");
@@ -1200,20 +1163,16 @@ mod tests {
 
     #[test]
     fn browser_names() {
-        for b in Browser::ALL {
-            assert_eq!(b.to_string().parse::<Browser>().expect("round trip"), b);
-        }
         let table: &[(&str, Browser)] = &[("chrome", Browser::Chrome), ("Chromium", Browser::Chromium), ("FIREFOX", Browser::Firefox)];
         for (name, want) in table {
-            assert_eq!(name.parse::<Browser>().expect(name), *want);
+            assert_eq!(<Browser as clap::ValueEnum>::from_str(name, true).expect(name), *want);
         }
     }
 
     #[test]
     fn rejects_unknown_browsers() {
         for name in ["", "edge", "chrome ", "google-chrome", "firefox-esr"] {
-            let err = name.parse::<Browser>().expect_err(name);
-            assert!(matches!(err, HistoryError::UnknownBrowser { .. }), "{name}");
+            assert!(<Browser as clap::ValueEnum>::from_str(name, true).is_err(), "{name}");
         }
     }
 

@@ -1,11 +1,11 @@
-//! The admin socket: how the CLI (and the browser's native host) reach a running agent.
+//! The admin socket's server side: how the CLI (and the browser's native host) reach a
+//! running agent. The client side is [`crate::session`].
 //!
 //! A Unix-domain socket `admin.sock` in the home, mode 0600 inside a 0700 directory, and
 //! peers must run as the home's owner. Each request is one JSON line ([`Request`]); each
 //! answer one JSON line ([`Reply`]).
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -14,12 +14,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::command::{Reply, Request};
+use crate::core::command::{Reply, Request, MAX_LINE};
 use crate::core::Core;
 use crate::home::Home;
-
-/// Longest request line (an ingest batch travels in one).
-pub const MAX_LINE: usize = 64 * 1024 * 1024;
 
 /// Binds the admin socket of `home` (mode 0600). Done before the agent says it is ready, so
 /// a command issued right after the ready line reaches the agent.
@@ -97,33 +94,4 @@ async fn session(stream: UnixStream, core: &Core) -> Result<()> {
             return Ok(());
         }
     }
-}
-
-/// How long the CLI waits for the agent's answer. Generous: a revoke may wait for slices in
-/// flight, and an ingest for a large batch's fsync.
-const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
-
-/// Sends one request to the agent of `home`; `None` when no agent listens there.
-pub async fn call(socket: &Path, request: &Request) -> Result<Option<Reply>> {
-    tokio::time::timeout(CALL_TIMEOUT, exchange(socket, request))
-        .await
-        .with_context(|| format!("the agent at {} did not answer within {} s", socket.display(), CALL_TIMEOUT.as_secs()))?
-}
-
-async fn exchange(socket: &Path, request: &Request) -> Result<Option<Reply>> {
-    let stream = match UnixStream::connect(socket).await {
-        Ok(s) => s,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("cannot reach the agent at {}", socket.display())),
-    };
-    let (read, mut write) = stream.into_split();
-    let mut line = serde_json::to_vec(request)?;
-    line.push(b'\n');
-    write.write_all(&line).await.context("cannot send to the agent")?;
-    let mut answer = Vec::new();
-    BufReader::new(read).take(MAX_LINE as u64).read_until(b'\n', &mut answer).await.context("cannot read the agent's answer")?;
-    if answer.is_empty() {
-        anyhow::bail!("the agent closed the admin connection without answering");
-    }
-    Ok(Some(serde_json::from_slice(&answer).context("the agent's answer is not a reply")?))
 }

@@ -18,8 +18,8 @@ use axum::Router;
 use hyper::body::Frame;
 use optin_protocol::problem::{self, Problem};
 
+use crate::core::gate::Pass;
 use crate::core::{Core, CoreError, Refusal, Served};
-use crate::gate::Pass;
 
 /// Largest `POST /v1/signals` body.
 pub const MAX_INGEST_BYTES: usize = 16 * 1024 * 1024;
@@ -124,7 +124,7 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
 struct GatedBody {
     bytes: Option<Bytes>,
     pass: Option<Pass>,
-    audit: Option<(Arc<Core>, crate::audit::AuditEvent)>,
+    audit: Option<(Arc<Core>, crate::core::audit::AuditEvent)>,
 }
 
 #[derive(Debug, thiserror::Error)]

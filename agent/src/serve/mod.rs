@@ -5,6 +5,10 @@
 //! server stops accepting, lets in-flight requests finish (bounded), flushes the store and
 //! returns.
 
+pub mod admin;
+pub mod http;
+pub mod tls;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,7 +27,7 @@ use crate::core::{Core, CoreConfig};
 use crate::home::Home;
 use crate::keys::Keys;
 use crate::store::Store;
-use crate::tls::{self, TlsSource};
+use tls::TlsSource;
 
 /// Settings of `optin serve`.
 #[derive(Clone, Debug)]
@@ -65,9 +69,9 @@ pub async fn serve(config: ServeConfig) -> Result<()> {
     // must stop the agent gracefully, not kill it.
     let shutdown = shutdown_signal()?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let admin_listener = crate::admin::bind(&home)?;
-    let admin = tokio::spawn(crate::admin::serve(admin_listener, home.clone(), core.clone(), stop_rx.clone()));
-    let https = tokio::spawn(accept_loop(listener, TlsAcceptor::from(identity.config), crate::http::app(core.clone()), config.max_connections, stop_rx));
+    let admin_listener = admin::bind(&home)?;
+    let admin = tokio::spawn(admin::serve(admin_listener, home.clone(), core.clone(), stop_rx.clone()));
+    let https = tokio::spawn(accept_loop(listener, TlsAcceptor::from(identity.config), http::app(core.clone()), config.max_connections, stop_rx));
 
     println!("listening on {url} (certificate sha256 {})", identity.sha256);
     tracing::info!(%addr, "agent ready");

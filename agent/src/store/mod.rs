@@ -19,14 +19,16 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use optin_protocol::scope::{GrantId, Terms};
+use optin_protocol::scope::GrantId;
 use optin_protocol::signal::{Kind, Signal};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use time::OffsetDateTime;
 
-use crate::audit::{AuditEvent, AuditRecord};
+pub mod record;
+
+pub use record::{AuditEvent, AuditRecord, GrantRecord};
 
 /// The on-disk format version.
 pub const SCHEMA: &str = "1";
@@ -56,52 +58,17 @@ pub enum StoreError {
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// A grant as stored.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct GrantRecord {
-    /// Record version, 1.
-    pub v: u32,
-    /// Its id.
-    pub id: GrantId,
-    /// Who it is for.
-    pub marketer: String,
-    /// What for.
-    pub purpose: String,
-    /// What it allows.
-    pub terms: Terms,
-    /// When it was made.
-    #[serde(with = "optin_protocol::timestamp::serde")]
-    pub created_at: OffsetDateTime,
-    /// When it was revoked, if it was.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_time")]
-    pub revoked_at: Option<OffsetDateTime>,
-}
-
-mod opt_time {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use time::OffsetDateTime;
-
-    pub fn serialize<S: Serializer>(at: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
-        match at {
-            Some(at) => s.serialize_str(&optin_protocol::timestamp::format(*at)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OffsetDateTime>, D::Error> {
-        Option::<String>::deserialize(d)?.map(|t| optin_protocol::timestamp::parse(&t).ok_or_else(|| serde::de::Error::custom("bad timestamp"))).transpose()
-    }
-}
-
-/// Which signals to forget.
-#[derive(Clone, Debug)]
+/// Which signals to forget: the owner's `forget` request as it travels and as the store
+/// executes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Forget {
-    /// One signal.
+    /// One signal by id.
     Id(String),
     /// Every signal of a kind.
     Kind(Kind),
     /// Every signal before a time.
-    Before(OffsetDateTime),
+    Before(#[serde(with = "optin_protocol::timestamp::serde")] OffsetDateTime),
     /// Everything.
     All,
 }

@@ -1,0 +1,83 @@
+//! A session with the person's optin: the running agent over its admin socket, or the
+//! store itself when no agent runs.
+//!
+//! The CLI and the browser's native host both reach optin this way, which is why they
+//! behave the same whether or not `optin serve` runs: either the agent executes the
+//! [`Request`], or this process opens the store and executes it with the same
+//! [`Core::handle`].
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use optin_protocol::span::Span;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use crate::core::command::{Reply, Request, Response, MAX_LINE};
+use crate::core::{Core, CoreConfig};
+use crate::home::Home;
+use crate::keys::Keys;
+use crate::serve::tls::{self, TlsSource};
+use crate::store::Store;
+
+/// How long the CLI waits for the agent's answer. Generous: a revoke may wait for slices in
+/// flight, and an ingest for a large batch's fsync.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Sends one request to the agent of `home`; `None` when no agent listens there.
+pub async fn call(socket: &Path, request: &Request) -> Result<Option<Reply>> {
+    tokio::time::timeout(CALL_TIMEOUT, exchange(socket, request))
+        .await
+        .with_context(|| format!("the agent at {} did not answer within {} s", socket.display(), CALL_TIMEOUT.as_secs()))?
+}
+
+async fn exchange(socket: &Path, request: &Request) -> Result<Option<Reply>> {
+    let stream = match UnixStream::connect(socket).await {
+        Ok(s) => s,
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot reach the agent at {}", socket.display())),
+    };
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    write.write_all(&line).await.context("cannot send to the agent")?;
+    let mut answer = Vec::new();
+    BufReader::new(read).take(MAX_LINE as u64).read_until(b'\n', &mut answer).await.context("cannot read the agent's answer")?;
+    if answer.is_empty() {
+        anyhow::bail!("the agent closed the admin connection without answering");
+    }
+    Ok(Some(serde_json::from_slice(&answer).context("the agent's answer is not a reply")?))
+}
+
+/// Runs a request on the running agent, or on the store when no agent runs.
+pub async fn execute(home_dir: &Path, request: Request) -> Result<Response> {
+    let home = Home::open(home_dir)?;
+    if let Some(reply) = call(&home.admin_socket(), &request).await? {
+        return match reply {
+            Reply::Ok(response) => Ok(response),
+            Reply::Err { error } => bail!("{error}"),
+        };
+    }
+    let core = open_offline(&home)?;
+    let response = core.handle(request, crate::core::now()).await?;
+    core.flush()?;
+    Ok(response)
+}
+
+/// The core over the store, for when no agent runs.
+pub fn open_offline(home: &Home) -> Result<Core> {
+    let keys = Keys::load_or_create(home)?;
+    let store = Store::open_waiting(&home.store(), std::time::Duration::from_secs(5))?;
+    let cert_sha256 = match store.meta("cert_sha256")? {
+        Some(fp) => fp,
+        None => tls::fingerprint(home, &TlsSource::default())?,
+    };
+    let agent_url = store.meta("agent_url")?.unwrap_or_else(|| "https://127.0.0.1:7676".to_owned());
+    let abandon_after = store.meta("abandon_after")?.and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_ABANDON);
+    Ok(Core::new(store, keys, CoreConfig { abandon_after, agent_url, cert_sha256 }))
+}
+
+const DEFAULT_ABANDON: Span = match Span::from_seconds(86_400) {
+    Some(s) => s,
+    None => unreachable!(),
+};

@@ -1,0 +1,124 @@
+//! The records the store keeps, as they are on disk (JSON values in sled trees; the layout
+//! is in the parent module and in SPEC.md). These are versioned storage formats: change them
+//! only with a schema version and a migration.
+
+use optin_protocol::scope::{GrantId, Terms};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// A grant as stored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GrantRecord {
+    /// Record version, 1.
+    pub v: u32,
+    /// Its id.
+    pub id: GrantId,
+    /// Who it is for.
+    pub marketer: String,
+    /// What for.
+    pub purpose: String,
+    /// What it allows.
+    pub terms: Terms,
+    /// When it was made.
+    #[serde(with = "optin_protocol::timestamp::serde")]
+    pub created_at: OffsetDateTime,
+    /// When it was revoked, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_time")]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+mod opt_time {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::OffsetDateTime;
+
+    pub fn serialize<S: Serializer>(at: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
+        match at {
+            Some(at) => s.serialize_str(&optin_protocol::timestamp::format(*at)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OffsetDateTime>, D::Error> {
+        Option::<String>::deserialize(d)?.map(|t| optin_protocol::timestamp::parse(&t).ok_or_else(|| serde::de::Error::custom("bad timestamp"))).transpose()
+    }
+}
+
+/// One audit record (a versioned storage record; the JSON is also what `optin audit --json`
+/// shows, plus its `hash`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// 1, 2, 3, … without gaps.
+    pub seq: u64,
+    /// When it happened.
+    #[serde(with = "optin_protocol::timestamp::serde")]
+    pub at: OffsetDateTime,
+    /// Hex SHA-256 of the previous record's stored bytes.
+    pub prev: String,
+    /// What happened.
+    pub event: AuditEvent,
+}
+
+/// What an audit record records.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum AuditEvent {
+    /// A slice was served.
+    Served {
+        /// The grant.
+        grant_id: GrantId,
+        /// The grant's marketer.
+        marketer: String,
+        /// The partner the token was narrowed to, when not the marketer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        audience: Option<String>,
+        /// The request's query string.
+        asked: String,
+        /// How many items it held.
+        items: usize,
+        /// Its `jti`.
+        slice_id: String,
+        /// Hex SHA-256 of the JWS as sent.
+        jws_sha256: String,
+    },
+    /// A request was refused.
+    Refused {
+        /// The grant the token named, when it named a known one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grant_id: Option<GrantId>,
+        /// The grant's marketer, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        marketer: Option<String>,
+        /// The request path and query.
+        asked: String,
+        /// The HTTP status answered.
+        status: u16,
+        /// Why.
+        reason: String,
+    },
+    /// A grant was made.
+    Granted {
+        /// The grant.
+        grant_id: GrantId,
+        /// For whom.
+        marketer: String,
+    },
+    /// A grant was revoked.
+    Revoked {
+        /// The grant.
+        grant_id: GrantId,
+        /// Whose.
+        marketer: String,
+    },
+    /// Signals were forgotten.
+    Forgot {
+        /// How many.
+        count: usize,
+        /// Which selection (`id`, `kind=…`, `before=…`, `all`).
+        what: String,
+    },
+    /// Sharing was paused or resumed.
+    Sharing {
+        /// Whether sharing is now paused.
+        paused: bool,
+    },
+}
