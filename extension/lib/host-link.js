@@ -27,8 +27,9 @@ const DEFAULT_TIMING = Object.freeze({
  * - `disconnectReason(port)`: why a port closed, read inside its onDisconnect.
  * - `version`: sent in `hello`.
  * - `outbox`: `{ ready, peek(n), remove(ids) }`; `ready` resolves once `peek`
- *   may be called, `peek(n)` gives the first n waiting signals, `remove(ids)`
- *   deletes the signals with these ids (a Set).
+ *   may be called, `peek(n)` gives the first n waiting signals as a new array
+ *   (the batch must not change while it is on its way), `remove(ids)` deletes
+ *   the signals with these ids (a Set).
  * - `toWire(signal)`: the signal as the host gets it (default: unchanged).
  * - `onStatus(state, detail, version)`: connection state for the popup
  *   (`connecting`, `running`, `stopped`, `disconnected`, `host missing`).
@@ -57,7 +58,8 @@ export function createHostLink({
   let backoffMs = t.firstBackoffMs;
   let reconnectTimer = null;
   let outboxLoaded = false;
-  outbox.ready.then(() => (outboxLoaded = true));
+  // A failed load is reported where `ready` is awaited, not here.
+  outbox.ready.then(() => (outboxLoaded = true), () => {});
 
   function connect() {
     if (port) return;
