@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
-use optin_tests::{assert_unauthorized, now, optin_bin, ts, Agent, Home};
+use optin_tests::{assert_unauthorized, now, optin_bin, ts, Agent, Home, Out};
 
 const EXTENSION_ID: &str = include_str!("../../extension/EXTENSION_ID");
 
@@ -19,6 +19,7 @@ fn origin() -> String {
 
 /// A native host started the way Chromium starts it: one argument, the caller's origin.
 struct Host {
+    command: String,
     child: Child,
     stdin: ChildStdin,
     stdout: ChildStdout,
@@ -38,7 +39,8 @@ impl Host {
             .expect("spawn the native host");
         let stdin = child.stdin.take().expect("stdin");
         let stdout = child.stdout.take().expect("stdout");
-        Host { child, stdin, stdout }
+        let command = format!("{} {} {caller:?}", program.display(), pre_args.join(" "));
+        Host { command, child, stdin, stdout }
     }
 
     fn for_home(home: &Path) -> Host {
@@ -72,10 +74,24 @@ impl Host {
         reply
     }
 
-    async fn finish(mut self) -> Option<i32> {
+    /// Closes the host's standard input, as the browser does when it is done, and waits for
+    /// the exit: what the host printed after the last reply, and its standard error.
+    async fn finish(mut self) -> Out {
         drop(self.stdin);
-        let status = tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await.expect("the host exits when stdin closes");
-        status.expect("wait").code()
+        let mut stderr_pipe = self.child.stderr.take().expect("stderr");
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let done = async {
+            let (out, err) = tokio::join!(self.stdout.read_to_end(&mut stdout), stderr_pipe.read_to_end(&mut stderr));
+            out.and(err)?;
+            self.child.wait().await
+        };
+        let status = tokio::time::timeout(Duration::from_secs(15), done).await.expect("the host exits when stdin closes").expect("wait");
+        Out {
+            command: self.command,
+            code: status.code(),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
     }
 }
 
@@ -122,7 +138,7 @@ async fn native_host_forwards_to_the_running_agent() {
     assert_eq!(revoked["ok"], true, "{revoked}");
     assert_unauthorized(&agent.get("/v1/slice", Some(&bundle.token)).await, "a grant revoked from the extension");
 
-    assert_eq!(host.finish().await, Some(0));
+    host.finish().await.ok();
 }
 
 #[tokio::test]
@@ -142,7 +158,7 @@ async fn native_host_writes_to_the_store_when_no_agent_runs() {
     assert_eq!(listed.len(), 1, "the signal written without an agent is there when it starts");
     let hello = host.ask(json!({"type": "hello", "id": 3})).await;
     assert_eq!(hello["agent"], "running", "{hello}");
-    assert_eq!(host.finish().await, Some(0));
+    host.finish().await.ok();
 }
 
 #[tokio::test]
@@ -173,7 +189,7 @@ async fn rejects_bad_messages_and_changes_nothing() {
     assert!(list(agent.cli(&["signals", "--json"]).await.json()).is_empty(), "nothing was stored");
     // A frame longer than the limit ends the session instead of being read into memory.
     host.stdin.write_all(&(64u32 * 1024 * 1024).to_ne_bytes()).await.expect("write");
-    assert_eq!(host.finish().await, Some(1));
+    host.finish().await.fails(1, "exceeds");
 }
 
 #[tokio::test]
@@ -183,15 +199,9 @@ async fn rejects_callers_other_than_the_extension() {
         let path = home.path().to_str().expect("utf-8").to_owned();
         let mut host = Host::start(&optin_bin(), &["--home", &path, "native-host"], caller);
         host.send_raw(json!({"type": "hello", "id": 1}).to_string().as_bytes()).await;
-        let mut stderr = String::new();
-        if let Some(mut e) = host.child.stderr.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(15), e.read_to_string(&mut stderr)).await;
-        }
-        let mut out = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(15), host.stdout.read_to_end(&mut out)).await;
-        assert!(out.is_empty(), "no answer to {caller:?}");
-        assert!(stderr.contains("refusing"), "{caller:?}: {stderr}");
-        assert_eq!(host.finish().await, Some(1), "{caller:?}");
+        let out = host.finish().await;
+        assert!(out.stdout.is_empty(), "no answer to {caller:?}");
+        out.fails(1, "refusing");
     }
 }
 
@@ -200,30 +210,15 @@ async fn browser_install_status_uninstall() {
     let home = Home::new();
     let fake_user = home.scratch("user-home");
     std::fs::create_dir_all(&fake_user).expect("mkdir");
-    let run = |args: &'static [&'static str]| {
-        let home_path = home.path().to_owned();
-        let fake_user = fake_user.clone();
-        async move {
-            let out = tokio::process::Command::new(optin_bin())
-                .arg("--home")
-                .arg(&home_path)
-                .args(args)
-                .env("HOME", &fake_user)
-                .env_remove("OPTIN_HOME")
-                .output()
-                .await
-                .expect("run optin");
-            (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    };
+    let run = |args: &'static [&'static str]| home.command(args).env("HOME", &fake_user).run();
 
-    let (code, status, _) = run(&["browser", "status"]).await;
-    assert_eq!(code, Some(0));
+    let out = run(&["browser", "status"]).await;
+    let status = out.ok();
     assert!(status.contains("chromium: not installed") && status.contains("never connected"), "{status}");
 
-    let (code, out, err) = run(&["browser", "install"]).await;
-    assert_eq!(code, Some(0), "{err}");
-    assert_eq!(out.lines().count(), 3, "one manifest per browser: {out}");
+    let out = run(&["browser", "install"]).await;
+    let installed = out.ok();
+    assert_eq!(installed.lines().count(), 3, "one manifest per browser: {installed}");
     for (dir, key, allowed) in [
         (".config/chromium/NativeMessagingHosts", "allowed_origins", origin()),
         (".config/google-chrome/NativeMessagingHosts", "allowed_origins", origin()),
@@ -247,24 +242,23 @@ async fn browser_install_status_uninstall() {
     let mut host = Host::start(Path::new(manifest["path"].as_str().expect("path")), &[], &origin());
     let stored = host.ask(json!({"type": "signals", "id": 1, "signals": [search("via-launcher", "headlamp")]})).await;
     assert_eq!(stored["stored"], 1, "{stored}");
-    assert_eq!(host.finish().await, Some(0));
+    host.finish().await.ok();
     assert_eq!(list(home.cli(&["signals", "--json"]).await.json()).len(), 1);
 
-    let (_, status, _) = run(&["browser", "status"]).await;
+    let out = run(&["browser", "status"]).await;
+    let status = out.ok();
     assert!(status.contains("chromium: installed at") && status.contains("firefox: installed at"), "{status}");
     assert!(status.contains("extension last connected"), "{status}");
     assert!(status.contains("agent: not running"), "{status}");
 
-    let (code, out, _) = run(&["browser", "uninstall", "--browser", "firefox"]).await;
-    assert_eq!(code, Some(0));
-    assert!(out.contains("native-messaging-hosts"), "{out}");
-    let (_, status, _) = run(&["browser", "status"]).await;
+    let out = run(&["browser", "uninstall", "--browser", "firefox"]).await;
+    assert!(out.ok().contains("native-messaging-hosts"), "{}", out.stdout);
+    let out = run(&["browser", "status"]).await;
+    let status = out.ok();
     assert!(status.contains("firefox: not installed") && status.contains("chromium: installed"), "{status}");
-    let (_, out, _) = run(&["browser", "uninstall"]).await;
-    assert_eq!(out.lines().count(), 2, "{out}");
-    let (code, _, err) = run(&["browser", "install", "--browser", "netscape"]).await;
-    assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("unknown browser"), "{err}");
+    let out = run(&["browser", "uninstall"]).await;
+    assert_eq!(out.ok().lines().count(), 2, "{}", out.stdout);
+    run(&["browser", "install", "--browser", "netscape"]).await.fails(2, "unknown browser");
 }
 
 #[tokio::test]

@@ -75,7 +75,7 @@ async fn cart_states_follow_the_abandonment_delay() {
 async fn rejects_a_bad_abandonment_delay() {
     for delay in ["0h", "soon", "-1h"] {
         let home = Home::new();
-        let out = home.cli(&["serve", "--listen", "127.0.0.1:0", "--abandon-after", delay]).await;
-        assert_eq!(out.code, Some(2), "--abandon-after {delay}: {out:#?}");
+        // A wrong command line, and the error names the value at fault.
+        home.cli(&["serve", "--listen", "127.0.0.1:0", "--abandon-after", delay]).await.fails(2, delay);
     }
 }

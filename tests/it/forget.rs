@@ -64,9 +64,9 @@ async fn rejects_forget_without_a_selection() {
     let agent = Agent::start().await;
     let t = now();
     agent.ingest(&fixture::ndjson(&[search("s1", ago(t, 1), "q", "bing.com", "Home")])).await;
-    for args in [vec!["forget"], vec!["forget", "--kind", "walks"], vec!["forget", "--before", "yesterday"]] {
-        let out = agent.cli(&args).await;
-        assert_eq!(out.code, Some(2), "{args:?} is a usage error: {out:#?}");
+    // Usage errors, each naming what is missing or wrong.
+    for (args, needle) in [(vec!["forget"], "--all"), (vec!["forget", "--kind", "walks"], "walks"), (vec!["forget", "--before", "yesterday"], "yesterday")] {
+        agent.cli(&args).await.fails(2, needle);
     }
     assert_eq!(ids(&agent.cli(&["signals", "--json"]).await.json()).len(), 1, "nothing was forgotten");
 }
