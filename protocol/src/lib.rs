@@ -12,7 +12,7 @@
 //!   a request may see ([`scope::Terms::evaluate`]). Caveats from tokens narrow terms here too.
 //! - [`token`]: bearer tokens, macaroon-style HMAC-SHA256 chains with caveats.
 //! - [`jws`]: Ed25519 JWS compact serialization and JWKs with RFC 7638 thumbprints.
-//! - [`slice`]: the signed slice payload and its verification by a marketer.
+//! - [`slice`]: the signed slice payload and its verification by its recipient.
 //! - [`bundle`]: the grant bundle handed to a marketer.
 //! - [`problem`]: RFC 9457 problem details, the one error shape of the HTTP API.
 //!
