@@ -15,6 +15,7 @@
 //! - [`slice`]: the signed slice payload and its verification by its recipient.
 //! - [`bundle`]: the grant bundle handed to a marketer.
 //! - [`problem`]: RFC 9457 problem details, the one error shape of the HTTP API.
+//! - [`hex`]: hexadecimal both ways, for fingerprints, derived ids and test vectors.
 //!
 //! ## Invariants
 //!
@@ -26,6 +27,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))] // tests unwrap: a panic is their failure report
 
 pub mod bundle;
+pub mod hex;
 pub mod jws;
 pub mod problem;
 pub mod scope;
@@ -48,16 +50,9 @@ pub(crate) mod b64 {
     }
 }
 
-/// Lowercase hexadecimal, used for fingerprints and derived ids.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    out
-}
+/// Lowercase hexadecimal of `bytes`, the way fingerprints and derived ids are written:
+/// [`hex::encode`] under the short name its many callers use.
+pub use self::hex::encode as hex;
 
 /// SHA-256 of `bytes`.
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -107,7 +102,7 @@ pub mod timestamp {
 /// deterministic stand-in for the fuzz targets, run on every test run.
 #[cfg(test)]
 mod hostile {
-    use crate::{b64, bundle, jws, scope, signal, span, timestamp, token};
+    use crate::{b64, bundle, hex, jws, scope, signal, span, timestamp, token};
 
     /// The regressions found so far, then seeds for mutation.
     const SEEDS: &[&str] = &[
@@ -168,6 +163,7 @@ mod hostile {
     fn feed(input: &str) {
         let _ = input.parse::<span::Span>();
         let _ = timestamp::parse(input);
+        let _ = hex::decode(input);
         let _ = input.parse::<scope::Caveat>();
         let _ = signal::parse_line(input, &signal::plain_domain);
         let _ = signal::parse_batch(input, &signal::plain_domain);

@@ -333,7 +333,7 @@ impl Signal {
             Kind::Cart => "c-",
             Kind::Purchase => "p-",
         };
-        SignalId(format!("{prefix}{}", &crate::hex(&crate::sha256(material.as_bytes()))[..32]))
+        SignalId(format!("{prefix}{}", &crate::hex::encode(&crate::sha256(material.as_bytes()))[..32]))
     }
 }
 

@@ -173,8 +173,7 @@ mod tests {
     }
 
     fn key() -> Ed25519KeyPair {
-        // The vector's seed, bytes 0x00 to 0x1f.
-        Ed25519KeyPair::from_seed_unchecked(&(0u8..32).collect::<Vec<u8>>()).unwrap()
+        Ed25519KeyPair::from_seed_unchecked(&crate::hex::decode(field("seed")).unwrap()).unwrap()
     }
 
     fn check(jws: &str, issuer: &str, audience: &str, grant: &str, jwk: &Jwk) -> Result<SliceClaims, SliceError> {
