@@ -26,6 +26,7 @@ use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use optin_protocol::bundle::GrantBundle;
+use optin_protocol::hex;
 use optin_protocol::problem::Problem;
 use optin_protocol::slice::{SliceClaims, SliceError};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -325,16 +326,8 @@ fn split_url(url: &str) -> Option<(&str, u16)> {
     (!host.is_empty()).then_some((host, port))
 }
 
-fn parse_pin(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
-        let text = std::str::from_utf8(pair).ok()?;
-        out[i] = u8::from_str_radix(text, 16).ok()?;
-    }
-    Some(out)
+fn parse_pin(text: &str) -> Option<[u8; 32]> {
+    hex::decode(text).ok()?.try_into().ok()
 }
 
 /// Accepts exactly the certificate with a given SHA-256, and checks handshake signatures
@@ -480,7 +473,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_pins() {
-        for pin in ["", "00", &"g".repeat(64), &"0".repeat(63), &"0".repeat(65)] {
+        for pin in ["", "00", &"g".repeat(64), &"0".repeat(63), &"0".repeat(65), &"+a".repeat(32), &"é".repeat(32)] {
             assert!(parse_pin(pin).is_none(), "{pin}");
         }
         assert_eq!(parse_pin(&"ab".repeat(32)), Some([0xab; 32]));
