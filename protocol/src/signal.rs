@@ -200,7 +200,7 @@ impl Decimal {
             None => (text, None),
         };
         let digits = |s: &str, max| (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
-        let ok = digits(int, 12) && frac.is_none_or(|f| digits(f, 4));
+        let ok = digits(int, 12) && frac.map_or(true, |f| digits(f, 4));
         ok.then(|| Decimal(text.to_owned()))
     }
 
