@@ -24,6 +24,7 @@
 //! - Parse, don't validate: values of the types here are valid by construction.
 //! - Secrets are compared in constant time (ring's HMAC verification).
 
+#![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))] // tests unwrap: a panic is their failure report
 
 pub mod bundle;
@@ -87,10 +88,12 @@ pub mod timestamp {
         use serde::{de::Error, Deserialize, Deserializer, Serializer};
         use time::OffsetDateTime;
 
+        /// Writes `at` as [`super::format`] does.
         pub fn serialize<S: Serializer>(at: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
             s.serialize_str(&super::format(*at))
         }
 
+        /// Reads a timestamp as [`super::parse`] does, refusing what it refuses.
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
             let text = String::deserialize(d)?;
             super::parse(&text).ok_or_else(|| D::Error::custom("not an RFC 3339 timestamp"))
