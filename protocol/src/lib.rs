@@ -23,6 +23,10 @@
 //!   on tokio, hyper or sled, so a marketer can embed it anywhere.
 //! - Parse, don't validate: values of the types here are valid by construction.
 //! - Secrets are compared in constant time (ring's HMAC verification).
+//! - Modules depend one way, so each reads without its callers: [`bundle`] builds on
+//!   [`slice`], [`token`] and [`jws`]; [`slice`] and [`token`] on [`scope`]; [`scope`] on
+//!   [`signal`] and [`span`]; [`hex`] and the helpers in this file on nothing of ours. A
+//!   check that needs a bundle's fields takes them as arguments ([`slice::Expected`]).
 
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))] // tests unwrap: a panic is their failure report
