@@ -12,10 +12,10 @@
 //!   a request may see ([`scope::Terms::evaluate`]). Caveats from tokens narrow terms here too.
 //! - [`token`]: bearer tokens, macaroon-style HMAC-SHA256 chains with caveats.
 //! - [`jws`]: Ed25519 JWS compact serialization and JWKs with RFC 7638 thumbprints.
-//! - [`slice`]: the signed slice payload and its verification by its recipient.
+//! - [`slice`](mod@slice): the signed slice payload and its verification by its recipient.
 //! - [`bundle`]: the grant bundle handed to a marketer.
 //! - [`problem`]: RFC 9457 problem details, the one error shape of the HTTP API.
-//! - [`hex`]: hexadecimal both ways, for fingerprints, derived ids and test vectors.
+//! - [`hex`](mod@hex): hexadecimal both ways, for fingerprints, derived ids and test vectors.
 //!
 //! ## Invariants
 //!
@@ -24,9 +24,10 @@
 //! - Parse, don't validate: values of the types here are valid by construction.
 //! - Secrets are compared in constant time (ring's HMAC verification).
 //! - Modules depend one way, so each reads without its callers: [`bundle`] builds on
-//!   [`slice`], [`token`] and [`jws`]; [`slice`] and [`token`] on [`scope`]; [`scope`] on
-//!   [`signal`] and [`span`]; [`hex`] and the helpers in this file on nothing of ours. A
-//!   check that needs a bundle's fields takes them as arguments ([`slice::Expected`]).
+//!   [`slice`](mod@slice), [`token`] and [`jws`]; [`slice`](mod@slice) and [`token`] on
+//!   [`scope`]; [`scope`] on [`signal`] and [`span`]; [`hex`](mod@hex) and the helpers in
+//!   this file on nothing of ours. A check that needs a bundle's fields takes them as
+//!   arguments ([`slice::Expected`]).
 
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))] // tests unwrap: a panic is their failure report

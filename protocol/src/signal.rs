@@ -292,7 +292,7 @@ impl Body {
 /// One validated signal. Serializes to the same JSON object it was parsed from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Signal {
-    /// Its id: given by the feeder, or derived from its content (see [`Signal::derive_id`]).
+    /// Its id: given by the feeder, or derived from its content (SPEC.md, "Signals", rule 5).
     pub id: SignalId,
     /// When it happened.
     #[serde(with = "crate::timestamp::serde")]
