@@ -26,6 +26,7 @@ use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use optin_protocol::bundle::GrantBundle;
+use optin_protocol::hex;
 use optin_protocol::problem::Problem;
 use optin_protocol::slice::{SliceClaims, SliceError};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -325,16 +326,8 @@ fn split_url(url: &str) -> Option<(&str, u16)> {
     (!host.is_empty()).then_some((host, port))
 }
 
-fn parse_pin(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
-        let text = std::str::from_utf8(pair).ok()?;
-        out[i] = u8::from_str_radix(text, 16).ok()?;
-    }
-    Some(out)
+fn parse_pin(text: &str) -> Option<[u8; 32]> {
+    hex::decode(text).ok()?.try_into().ok()
 }
 
 /// Accepts exactly the certificate with a given SHA-256, and checks handshake signatures
@@ -417,15 +410,7 @@ pub async fn fetch_slices(client: &PinnedClient, bundle: &GrantBundle, query: &s
         if pages.len() == MAX_PAGES {
             return Err(FetchError::TooManyPages(MAX_PAGES));
         }
-        let mut params: Vec<String> = Vec::new();
-        if !query.is_empty() {
-            params.push(query.to_owned());
-        }
-        if let Some(c) = &cursor {
-            params.push(format!("cursor={}", percent_encode(c)));
-        }
-        let path = if params.is_empty() { "/v1/slice".to_owned() } else { format!("/v1/slice?{}", params.join("&")) };
-        let response = client.get(&path, Some(&bundle.token)).await?;
+        let response = client.get(&slice_path(query, cursor.as_deref()), Some(&bundle.token)).await?;
         if response.status != StatusCode::OK {
             return Err(match response.problem() {
                 Some(problem) => FetchError::Refused(problem),
@@ -442,17 +427,18 @@ pub async fn fetch_slices(client: &PinnedClient, bundle: &GrantBundle, query: &s
     }
 }
 
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-pub fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+/// The path and query of `GET /v1/slice`: the caller's `query` as given, then the cursor.
+/// A cursor is opaque, so it is form-encoded whatever it holds: the agent reads the query as
+/// `application/x-www-form-urlencoded`, where a bare `+` would come back as a space.
+fn slice_path(query: &str, cursor: Option<&str>) -> String {
+    let mut pairs = form_urlencoded::Serializer::for_suffix(query.to_owned(), 0);
+    if let Some(cursor) = cursor {
+        pairs.append_pair("cursor", cursor);
     }
-    out
+    match pairs.finish() {
+        all if all.is_empty() => "/v1/slice".to_owned(),
+        all => format!("/v1/slice?{all}"),
+    }
 }
 
 #[cfg(test)]
@@ -480,15 +466,37 @@ mod tests {
 
     #[test]
     fn rejects_bad_pins() {
-        for pin in ["", "00", &"g".repeat(64), &"0".repeat(63), &"0".repeat(65)] {
+        for pin in ["", "00", &"g".repeat(64), &"0".repeat(63), &"0".repeat(65), &"+a".repeat(32), &"é".repeat(32)] {
             assert!(parse_pin(pin).is_none(), "{pin}");
         }
         assert_eq!(parse_pin(&"ab".repeat(32)), Some([0xab; 32]));
     }
 
     #[test]
-    fn percent_encodes() {
-        assert_eq!(percent_encode("a-b_c.d~e"), "a-b_c.d~e");
-        assert_eq!(percent_encode("a b+c/="), "a%20b%2Bc%2F%3D");
+    fn slice_paths_carry_the_query_then_the_cursor() {
+        for (query, cursor, path) in [
+            ("", None, "/v1/slice"),
+            ("kinds=search", None, "/v1/slice?kinds=search"),
+            ("", Some("AAEC-_x"), "/v1/slice?cursor=AAEC-_x"),
+            ("kinds=search&limit=2", Some("AAEC"), "/v1/slice?kinds=search&limit=2&cursor=AAEC"),
+        ] {
+            assert_eq!(slice_path(query, cursor), path, "{query:?} {cursor:?}");
+        }
+    }
+
+    #[test]
+    fn cursors_decode_back_to_themselves() {
+        // The agent's cursors are base64url today, but a cursor is opaque: whatever it holds
+        // must reach the agent unchanged through a form decoder. On the wire a space is `+`,
+        // so a `+` of the cursor has to be escaped.
+        for (cursor, on_the_wire) in
+            [("a b+c/=", "a+b%2Bc%2F%3D"), ("AAEC-_.x", "AAEC-_.x"), ("a~b", "a%7Eb"), ("a&cursor=b", "a%26cursor%3Db"), ("%2B", "%252B"), ("é", "%C3%A9")]
+        {
+            let path = slice_path("kinds=search", Some(cursor));
+            assert_eq!(path, format!("/v1/slice?kinds=search&cursor={on_the_wire}"), "{cursor:?}");
+            let query = path.split_once('?').map_or("", |(_, query)| query);
+            let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+            assert_eq!(pairs, [("kinds".to_owned(), "search".to_owned()), ("cursor".to_owned(), cursor.to_owned())], "{path}");
+        }
     }
 }

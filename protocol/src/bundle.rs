@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::jws::Jwk;
 use crate::scope::{GrantId, Terms};
-use crate::slice::{self, SliceClaims, SliceError};
+use crate::slice::{self, Expected, SliceClaims, SliceError};
 
 /// Version of the bundle format.
 pub const VERSION: u32 = 1;
@@ -76,8 +76,82 @@ impl GrantBundle {
         Ok(bundle)
     }
 
-    /// Verifies a slice received for this grant (see [`slice::verify`]).
+    /// Verifies a slice received for this grant by its marketer: the audience must be
+    /// [`GrantBundle::marketer`] (see [`slice::verify`]).
     pub fn verify_slice(&self, jws: &str) -> Result<SliceClaims, SliceError> {
-        slice::verify(jws, self, None)
+        self.verify_slice_for(jws, &self.marketer)
+    }
+
+    /// Verifies a slice of this grant addressed to `audience`, such as the partner named by
+    /// an `aud` caveat of an attenuated token: same key, issuer and grant, another recipient.
+    pub fn verify_slice_for(&self, jws: &str, audience: &str) -> Result<SliceClaims, SliceError> {
+        slice::verify(jws, Expected { issuer: &self.issuer, audience, grant_id: &self.grant_id, jwk: &self.jwk })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scope::Granularity;
+    use crate::token::Token;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+    use time::macros::datetime;
+
+    fn bundle(key: &Ed25519KeyPair) -> GrantBundle {
+        let grant_id = GrantId::parse("g_000102030405060708090a0b").unwrap();
+        GrantBundle {
+            version: VERSION,
+            token: Token::mint(&[1u8; 32], &grant_id).encode(),
+            grant_id,
+            marketer: "acme.example".into(),
+            purpose: "shoe ads".into(),
+            issuer: "urn:optin:agent:p_00000000000000000000000000000000".into(),
+            agent_url: "https://127.0.0.1:7676".into(),
+            cert_sha256: "0".repeat(64),
+            jwk: Jwk::ed25519(key.public_key().as_ref()),
+            terms: Terms {
+                audience: "acme.example".into(),
+                kinds: "search".parse().unwrap(),
+                granularity: Granularity::Raw,
+                window: "30d".parse().unwrap(),
+                expires_at: datetime!(2027-02-21 0:00 UTC),
+            },
+        }
+    }
+
+    /// A slice of the bundle's grant addressed to `audience`.
+    fn slice_for(key: &Ed25519KeyPair, audience: &str) -> String {
+        let payload = serde_json::json!({
+            "iss": "urn:optin:agent:p_00000000000000000000000000000000",
+            "sub": "p_00000000000000000000000000000000",
+            "aud": audience,
+            "iat": 1_795_392_000,
+            "jti": "s_00000000000000000000000000000000",
+            "grant": {"id": "g_000102030405060708090a0b", "purpose": "shoe ads", "expires_at": "2027-02-21T00:00:00Z"},
+            "scope": {"kinds": ["search"], "granularity": "raw", "since": "2026-10-24T00:00:00Z", "until": "2026-11-23T00:00:00Z", "limit": 100},
+            "items": [],
+        });
+        crate::jws::sign(key, payload.to_string().as_bytes())
+    }
+
+    #[test]
+    fn a_marketer_verifies_its_own_slices_and_a_partner_its_own() {
+        let key = Ed25519KeyPair::from_seed_unchecked(&[3u8; 32]).unwrap();
+        let bundle = bundle(&key);
+        assert_eq!(GrantBundle::parse(&serde_json::to_string(&bundle).unwrap()).unwrap(), bundle);
+        assert_eq!(bundle.verify_slice(&slice_for(&key, "acme.example")).unwrap().aud, "acme.example");
+        assert_eq!(bundle.verify_slice_for(&slice_for(&key, "partner.example"), "partner.example").unwrap().aud, "partner.example");
+    }
+
+    #[test]
+    fn rejects_a_slice_addressed_to_someone_else() {
+        let key = Ed25519KeyPair::from_seed_unchecked(&[3u8; 32]).unwrap();
+        let bundle = bundle(&key);
+        for (audience, verified) in [
+            ("partner.example", bundle.verify_slice(&slice_for(&key, "partner.example"))),
+            ("acme.example", bundle.verify_slice_for(&slice_for(&key, "acme.example"), "partner.example")),
+        ] {
+            assert!(matches!(verified, Err(SliceError::Claim { claim: "aud", .. })), "a slice for {audience}: {verified:?}");
+        }
     }
 }

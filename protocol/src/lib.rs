@@ -12,9 +12,10 @@
 //!   a request may see ([`scope::Terms::evaluate`]). Caveats from tokens narrow terms here too.
 //! - [`token`]: bearer tokens, macaroon-style HMAC-SHA256 chains with caveats.
 //! - [`jws`]: Ed25519 JWS compact serialization and JWKs with RFC 7638 thumbprints.
-//! - [`slice`]: the signed slice payload and its verification by a marketer.
+//! - [`slice`](mod@slice): the signed slice payload and its verification by its recipient.
 //! - [`bundle`]: the grant bundle handed to a marketer.
 //! - [`problem`]: RFC 9457 problem details, the one error shape of the HTTP API.
+//! - [`hex`](mod@hex): hexadecimal both ways, for fingerprints, derived ids and test vectors.
 //!
 //! ## Invariants
 //!
@@ -22,10 +23,17 @@
 //!   on tokio, hyper or sled, so a marketer can embed it anywhere.
 //! - Parse, don't validate: values of the types here are valid by construction.
 //! - Secrets are compared in constant time (ring's HMAC verification).
+//! - Modules depend one way, so each reads without its callers: [`bundle`] builds on
+//!   [`slice`](mod@slice), [`token`] and [`jws`]; [`slice`](mod@slice) and [`token`] on
+//!   [`scope`]; [`scope`] on [`signal`] and [`span`]; [`hex`](mod@hex) and the helpers in
+//!   this file on nothing of ours. A check that needs a bundle's fields takes them as
+//!   arguments ([`slice::Expected`]).
 
+#![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))] // tests unwrap: a panic is their failure report
 
 pub mod bundle;
+pub mod hex;
 pub mod jws;
 pub mod problem;
 pub mod scope;
@@ -48,16 +56,9 @@ pub(crate) mod b64 {
     }
 }
 
-/// Lowercase hexadecimal, used for fingerprints and derived ids.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    out
-}
+/// Lowercase hexadecimal of `bytes`, the way fingerprints and derived ids are written:
+/// [`hex::encode`] under the short name its many callers use.
+pub use self::hex::encode as hex;
 
 /// SHA-256 of `bytes`.
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -92,10 +93,12 @@ pub mod timestamp {
         use serde::{de::Error, Deserialize, Deserializer, Serializer};
         use time::OffsetDateTime;
 
+        /// Writes `at` as [`super::format`] does.
         pub fn serialize<S: Serializer>(at: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
             s.serialize_str(&super::format(*at))
         }
 
+        /// Reads a timestamp as [`super::parse`] does, refusing what it refuses.
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
             let text = String::deserialize(d)?;
             super::parse(&text).ok_or_else(|| D::Error::custom("not an RFC 3339 timestamp"))
@@ -107,7 +110,7 @@ pub mod timestamp {
 /// deterministic stand-in for the fuzz targets, run on every test run.
 #[cfg(test)]
 mod hostile {
-    use crate::{b64, bundle, jws, scope, signal, span, timestamp, token};
+    use crate::{b64, bundle, hex, jws, scope, signal, span, timestamp, token};
 
     /// The regressions found so far, then seeds for mutation.
     const SEEDS: &[&str] = &[
@@ -168,6 +171,7 @@ mod hostile {
     fn feed(input: &str) {
         let _ = input.parse::<span::Span>();
         let _ = timestamp::parse(input);
+        let _ = hex::decode(input);
         let _ = input.parse::<scope::Caveat>();
         let _ = signal::parse_line(input, &signal::plain_domain);
         let _ = signal::parse_batch(input, &signal::plain_domain);

@@ -24,7 +24,7 @@ pub struct GrantId(String);
 impl GrantId {
     /// The id made of 12 random bytes.
     pub fn from_bytes(bytes: [u8; 12]) -> GrantId {
-        GrantId(format!("g_{}", crate::hex(&bytes)))
+        GrantId(format!("g_{}", crate::hex::encode(&bytes)))
     }
 
     /// Parses `g_` and 24 lowercase hex digits.

@@ -200,7 +200,7 @@ impl Decimal {
             None => (text, None),
         };
         let digits = |s: &str, max| (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
-        let ok = digits(int, 12) && frac.is_none_or(|f| digits(f, 4));
+        let ok = digits(int, 12) && frac.map_or(true, |f| digits(f, 4));
         ok.then(|| Decimal(text.to_owned()))
     }
 
@@ -292,7 +292,7 @@ impl Body {
 /// One validated signal. Serializes to the same JSON object it was parsed from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Signal {
-    /// Its id: given by the feeder, or derived from its content (see [`Signal::derive_id`]).
+    /// Its id: given by the feeder, or derived from its content (SPEC.md, "Signals", rule 5).
     pub id: SignalId,
     /// When it happened.
     #[serde(with = "crate::timestamp::serde")]
@@ -333,7 +333,7 @@ impl Signal {
             Kind::Cart => "c-",
             Kind::Purchase => "p-",
         };
-        SignalId(format!("{prefix}{}", &crate::hex(&crate::sha256(material.as_bytes()))[..32]))
+        SignalId(format!("{prefix}{}", &crate::hex::encode(&crate::sha256(material.as_bytes()))[..32]))
     }
 }
 

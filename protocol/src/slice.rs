@@ -7,8 +7,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::bundle::GrantBundle;
-use crate::jws::{self, JwsError};
+use crate::jws::{self, Jwk, JwsError};
 use crate::scope::{Applied, GrantId};
 use crate::signal::{Body, Kind};
 
@@ -113,32 +112,104 @@ pub enum SliceError {
     /// The payload is not a slice.
     #[error("payload is not a slice: {0}")]
     Payload(String),
-    /// A claim does not match the bundle.
+    /// A claim is not what the recipient expected.
     #[error("claim `{claim}` is `{found}`, expected `{expected}`")]
     Claim {
         /// `iss`, `aud` or `grant.id`.
         claim: &'static str,
-        /// What the bundle says.
+        /// What the recipient expected.
         expected: String,
         /// What the slice says.
         found: String,
     },
 }
 
-/// Verifies a slice against a grant bundle: signature and `kid` against the bundle's JWK,
-/// then issuer, audience (`audience`, or the bundle's marketer) and grant id.
-pub fn verify(jws: &str, bundle: &GrantBundle, audience: Option<&str>) -> Result<SliceClaims, SliceError> {
-    let payload = jws::verify(jws, &bundle.jwk)?;
+/// What a recipient holds a slice to: the grant's pinned key and the claims it must carry.
+///
+/// A marketer fills it from its grant bundle ([`crate::bundle::GrantBundle::verify_slice`]
+/// does); a partner that a token caveat names keeps its own audience. Only the recipient's own
+/// expectation decides: nothing in the slice says which key or issuer to trust.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expected<'a> {
+    /// The `iss` the grant's slices carry.
+    pub issuer: &'a str,
+    /// The recipient's own name, which the slice's `aud` must equal.
+    pub audience: &'a str,
+    /// The grant the slice must have been cut under.
+    pub grant_id: &'a GrantId,
+    /// The grant's public key, pinned when the grant was handed over.
+    pub jwk: &'a Jwk,
+}
+
+/// Verifies a slice: signature and `kid` against `expected.jwk`, then issuer, audience and
+/// grant id.
+pub fn verify(jws: &str, expected: Expected<'_>) -> Result<SliceClaims, SliceError> {
+    let payload = jws::verify(jws, expected.jwk)?;
     let claims: SliceClaims = serde_json::from_slice(&payload).map_err(|e| SliceError::Payload(e.to_string()))?;
-    let audience = audience.unwrap_or(&bundle.marketer);
-    for (claim, expected, found) in [
-        ("iss", bundle.issuer.as_str(), claims.iss.as_str()),
-        ("aud", audience, claims.aud.as_str()),
-        ("grant.id", bundle.grant_id.as_str(), claims.grant.id.as_str()),
+    for (claim, wanted, found) in [
+        ("iss", expected.issuer, claims.iss.as_str()),
+        ("aud", expected.audience, claims.aud.as_str()),
+        ("grant.id", expected.grant_id.as_str(), claims.grant.id.as_str()),
     ] {
-        if expected != found {
-            return Err(SliceError::Claim { claim, expected: expected.into(), found: found.into() });
+        if wanted != found {
+            return Err(SliceError::Claim { claim, expected: wanted.into(), found: found.into() });
         }
     }
     Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    /// The slice vector of SPEC.md: a key, a payload cut for `acme.example`, and its JWS.
+    const VECTOR: &str = include_str!("../tests/vectors/slice-jws.txt");
+    const ISSUER: &str = "urn:optin:agent:p_00000000000000000000000000000000";
+    const GRANT: &str = "g_000102030405060708090a0b";
+
+    fn field(name: &str) -> &'static str {
+        VECTOR.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(": ")).unwrap()
+    }
+
+    fn key() -> Ed25519KeyPair {
+        Ed25519KeyPair::from_seed_unchecked(&crate::hex::decode(field("seed")).unwrap()).unwrap()
+    }
+
+    fn check(jws: &str, issuer: &str, audience: &str, grant: &str, jwk: &Jwk) -> Result<SliceClaims, SliceError> {
+        verify(jws, Expected { issuer, audience, grant_id: &GrantId::parse(grant).unwrap(), jwk })
+    }
+
+    #[test]
+    fn verifies_the_vector_for_its_recipient() {
+        let jwk = Jwk::ed25519(key().public_key().as_ref());
+        let claims = check(field("expect"), ISSUER, "acme.example", GRANT, &jwk).unwrap();
+        assert_eq!((claims.aud.as_str(), claims.grant.id.as_str(), claims.items.len()), ("acme.example", GRANT, 1));
+    }
+
+    #[test]
+    fn rejects_claims_other_than_expected() {
+        let jwk = Jwk::ed25519(key().public_key().as_ref());
+        for (issuer, audience, grant, claim) in [
+            ("urn:optin:agent:p_11111111111111111111111111111111", "acme.example", GRANT, "iss"),
+            (ISSUER, "partner.example", GRANT, "aud"),
+            (ISSUER, "acme.example", "g_0c0b0a090807060504030201", "grant.id"),
+        ] {
+            match check(field("expect"), issuer, audience, grant, &jwk) {
+                Err(SliceError::Claim { claim: found, .. }) => assert_eq!(found, claim),
+                other => panic!("{claim}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_other_keys_and_payloads_that_are_not_slices() {
+        let other = Ed25519KeyPair::from_seed_unchecked(&[9u8; 32]).unwrap();
+        let other_jwk = Jwk::ed25519(other.public_key().as_ref());
+        assert!(matches!(check(field("expect"), ISSUER, "acme.example", GRANT, &other_jwk), Err(SliceError::Jws(JwsError::KeyId { .. }))));
+        let key = key();
+        let jwk = Jwk::ed25519(key.public_key().as_ref());
+        let not_a_slice = jws::sign(&key, br#"{"iss":"x"}"#);
+        assert!(matches!(check(&not_a_slice, ISSUER, "acme.example", GRANT, &jwk), Err(SliceError::Payload(_))));
+    }
 }

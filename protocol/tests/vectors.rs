@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use optin_protocol::hex;
 use optin_protocol::jws::{self, Jwk};
 use optin_protocol::scope::GrantId;
 use optin_protocol::token::Token;
@@ -24,10 +25,6 @@ fn vector(name: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn hex(text: &str) -> Vec<u8> {
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap()).collect()
-}
-
 fn check(name: &str, actual: &str, expected: &str) {
     assert_eq!(actual, expected, "vector {name}: got\n{actual}\nexpected\n{expected}");
 }
@@ -35,7 +32,7 @@ fn check(name: &str, actual: &str, expected: &str) {
 #[test]
 fn slice_jws_vector() {
     let v = vector("slice-jws.txt");
-    let key = Ed25519KeyPair::from_seed_unchecked(&hex(&v["seed"])).unwrap();
+    let key = Ed25519KeyPair::from_seed_unchecked(&hex::decode(&v["seed"]).unwrap()).unwrap();
     let jwk = Jwk::ed25519(key.public_key().as_ref());
     check("slice-jws x", &jwk.x, &v["jwk_x"]);
     check("slice-jws kid", &jwk.thumbprint(), &v["kid"]);
@@ -49,7 +46,7 @@ fn token_vectors() {
     for name in ["token-root.txt", "token-attenuated.txt"] {
         let v = vector(name);
         let grant = GrantId::parse(&v["grant_id"]).unwrap();
-        let mut token = Token::mint(&hex(&v["secret"]), &grant);
+        let mut token = Token::mint(&hex::decode(&v["secret"]).unwrap(), &grant);
         for caveat in v.get("caveats").map(|c| c.split(" | ").collect::<Vec<_>>()).unwrap_or_default() {
             token = token.attenuate(&caveat.parse().unwrap());
         }
