@@ -8,13 +8,13 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use optin_protocol::span::Span;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use crate::core::command::{Reply, Request, Response, MAX_LINE};
-use crate::core::{Core, CoreConfig};
+use crate::core::command::{ErrorKind, Reply, Request, Response, MAX_LINE};
+use crate::core::{Core, CoreConfig, CoreError};
 use crate::home::Home;
 use crate::keys::Keys;
 use crate::serve::tls::{self, TlsSource};
@@ -49,18 +49,41 @@ async fn exchange(socket: &Path, request: &Request) -> Result<Option<Reply>> {
     Ok(Some(serde_json::from_slice(&answer).context("the agent's answer is not a reply")?))
 }
 
-/// Runs a request on the running agent, or on the store when no agent runs.
-pub async fn execute(home_dir: &Path, request: Request) -> Result<Response> {
-    let home = Home::open(home_dir)?;
-    if let Some(reply) = call(&home.admin_socket(), &request).await? {
-        return match reply {
-            Reply::Ok(response) => Ok(response),
-            Reply::Err { error } => bail!("{error}"),
-        };
+/// A command that failed, on the agent or here, with what kind of failure it was.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failed {
+    /// Whether it is the request that is wrong, or optin that cannot do it now.
+    pub kind: ErrorKind,
+    /// What went wrong, for the person.
+    pub message: String,
+}
+
+impl Failed {
+    fn unavailable(e: anyhow::Error) -> Failed {
+        Failed { kind: ErrorKind::Unavailable, message: format!("{e:#}") }
     }
-    let core = open_offline(&home)?;
+}
+
+impl From<CoreError> for Failed {
+    fn from(e: CoreError) -> Failed {
+        Failed { kind: e.kind(), message: e.to_string() }
+    }
+}
+
+/// Runs a request on the running agent, or on the store when no agent runs. Failing to
+/// reach either is `unavailable`: the request may work later.
+pub async fn execute(home: &Home, request: Request) -> Result<Response, Failed> {
+    match call(&home.admin_socket(), &request).await.map_err(Failed::unavailable)? {
+        Some(Reply::Ok(response)) => return Ok(response),
+        Some(Reply::Err { kind, message }) => return Err(Failed { kind, message }),
+        None => {}
+    }
+    let core = open_offline(home).map_err(|e| Failed::unavailable(e.context("the agent is not running and the store cannot be opened")))?;
     let response = core.handle(request, crate::core::now()).await?;
-    core.flush()?;
+    core.flush().map_err(CoreError::from)?;
+    // Dropping the core closes the store at once, so an agent starting now can take it.
+    drop(core);
     Ok(response)
 }
 
@@ -68,12 +91,11 @@ pub async fn execute(home_dir: &Path, request: Request) -> Result<Response> {
 pub fn open_offline(home: &Home) -> Result<Core> {
     let keys = Keys::load_or_create(home)?;
     let store = Store::open_waiting(&home.store(), std::time::Duration::from_secs(5))?;
-    let cert_sha256 = match store.meta("cert_sha256")? {
-        Some(fp) => fp,
-        None => tls::fingerprint(home, &TlsSource::default())?,
+    let (agent_url, cert_sha256) = match store.address()? {
+        Some(address) => (address.url, address.cert_sha256),
+        None => ("https://127.0.0.1:7676".to_owned(), tls::fingerprint(home, &TlsSource::default())?),
     };
-    let agent_url = store.meta("agent_url")?.unwrap_or_else(|| "https://127.0.0.1:7676".to_owned());
-    let abandon_after = store.meta("abandon_after")?.and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_ABANDON);
+    let abandon_after = store.abandon_after()?.unwrap_or(DEFAULT_ABANDON);
     Ok(Core::new(store, keys, CoreConfig { abandon_after, agent_url, cert_sha256 }))
 }
 

@@ -171,20 +171,14 @@ async fn handle(home: &Home, request: &Value) -> Result<Value, Failure> {
     }
 }
 
-/// Runs a request on the agent, or on the store for this one request when no agent runs.
+/// Runs a request through the session: refused when the request is wrong, retried when
+/// optin cannot take it now (see `ErrorKind`).
 async fn forward(home: &Home, request: Request) -> Result<Response, Failure> {
-    match crate::session::call(&home.admin_socket(), &request).await {
-        Ok(Some(crate::core::command::Reply::Ok(r))) => return Ok(r),
-        Ok(Some(crate::core::command::Reply::Err { error })) => return Err(Failure::Refused(error)),
-        Ok(None) => {}
-        Err(e) => return Err(Failure::Retry(format!("{e:#}"))),
-    }
-    let core = crate::session::open_offline(home).map_err(|e| Failure::Retry(format!("the agent is not running and the store cannot be opened: {e:#}")))?;
-    let result = core.handle(request, crate::core::now()).await.map_err(|e| match e {
-        crate::core::CoreError::Store(s) => Failure::Retry(s.to_string()),
-        other => Failure::Refused(other.to_string()),
-    });
-    // Dropping the core closes the store at once, so an agent starting now can take it.
-    drop(core);
-    result
+    crate::session::execute(home, request).await.map_err(|failed| {
+        if failed.kind.retryable() {
+            Failure::Retry(failed.message)
+        } else {
+            Failure::Refused(failed.message)
+        }
+    })
 }

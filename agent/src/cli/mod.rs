@@ -17,10 +17,12 @@ use optin_protocol::signal::{Kind, Kinds};
 use optin_protocol::span::Span;
 use time::OffsetDateTime;
 
-use crate::core::command::{Forget, GrantView, Request, Response};
+use crate::core::command::{AuditEntry, Forget, GrantView, Request, Response, SignalView};
 use crate::home::Home;
 use crate::keys::Keys;
 use crate::serve::tls::TlsSource;
+use crate::store::AuditEvent;
+use optin_protocol::signal::Body;
 
 /// optin: share chosen browsing signals with chosen marketers, signed, scoped and revocable.
 #[derive(Parser, Debug)]
@@ -245,7 +247,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let tls = TlsSource { user: args.tls_cert.zip(args.tls_key) };
-            crate::serve::serve(crate::serve::ServeConfig { home: home_dir, listen: args.listen, tls, abandon_after: args.abandon_after, max_connections: 512 })
+            crate::serve::run(crate::serve::ServeConfig { home: home_dir, listen: args.listen, tls, abandon_after: args.abandon_after, max_connections: 512 })
                 .await
         }
         Command::IngestToken => {
@@ -255,7 +257,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Ingest { file, dry_run, json } => {
             let ndjson = read_input(&file)?;
-            match crate::session::execute(&home_dir, Request::Ingest { ndjson, dry_run }).await? {
+            match execute(&home_dir, Request::Ingest { ndjson, dry_run }).await? {
                 Response::Ingested { stored, duplicates } if json => println!("{}", serde_json::json!({"stored": stored, "duplicates": duplicates})),
                 Response::Ingested { stored, duplicates } if dry_run => println!("would store {stored} signals ({duplicates} already present)"),
                 Response::Ingested { stored, duplicates } => println!("stored {stored} signals ({duplicates} already present)"),
@@ -293,7 +295,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Signals { kind, json } => {
-            let Response::Signals { signals } = crate::session::execute(&home_dir, Request::Signals { kind }).await? else { bail!("unexpected answer") };
+            let Response::Signals { signals } = execute(&home_dir, Request::Signals { kind }).await? else { bail!("unexpected answer") };
             if json {
                 println!("{}", serde_json::to_string_pretty(&signals)?);
             } else {
@@ -308,14 +310,14 @@ async fn run(cli: Cli) -> Result<()> {
                 (_, _, Some(t), _) => Forget::Before(t),
                 _ => Forget::All,
             };
-            let Response::Forgot { count } = crate::session::execute(&home_dir, Request::Forget { what }).await? else { bail!("unexpected answer") };
+            let Response::Forgot { count } = execute(&home_dir, Request::Forget { what }).await? else { bail!("unexpected answer") };
             println!("forgot {count} signals");
             Ok(())
         }
         Command::Grant(a) => {
             let request =
                 Request::Grant { marketer: a.marketer, kinds: a.kinds, granularity: a.granularity, window: a.window, expires: a.expires, purpose: a.purpose };
-            let Response::Granted { bundle } = crate::session::execute(&home_dir, request).await? else { bail!("unexpected answer") };
+            let Response::Granted { bundle } = execute(&home_dir, request).await? else { bail!("unexpected answer") };
             let json = serde_json::to_string_pretty(&bundle)?;
             if a.json {
                 println!("{json}");
@@ -335,7 +337,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Grants { json } => {
-            let Response::Grants { grants } = crate::session::execute(&home_dir, Request::Grants).await? else { bail!("unexpected answer") };
+            let Response::Grants { grants } = execute(&home_dir, Request::Grants).await? else { bail!("unexpected answer") };
             if json {
                 println!("{}", serde_json::to_string_pretty(&grants)?);
             } else {
@@ -344,9 +346,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Revoke { grant_id } => {
-            let Response::Revoked { grant_id, already } = crate::session::execute(&home_dir, Request::Revoke { grant_id }).await? else {
-                bail!("unexpected answer")
-            };
+            let Response::Revoked { grant_id, already } = execute(&home_dir, Request::Revoke { grant_id }).await? else { bail!("unexpected answer") };
             if already {
                 println!("{grant_id} was already revoked");
             } else {
@@ -355,7 +355,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Preview { grant_id, json } => {
-            let Response::Preview { claims } = crate::session::execute(&home_dir, Request::Preview { grant_id }).await? else { bail!("unexpected answer") };
+            let Response::Preview { claims } = execute(&home_dir, Request::Preview { grant_id }).await? else { bail!("unexpected answer") };
             if json {
                 println!("{}", serde_json::to_string_pretty(&claims)?);
             } else {
@@ -376,9 +376,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Audit { json, verify } => {
-            let Response::Audit { records, chain, anonymous_refusals } = crate::session::execute(&home_dir, Request::Audit).await? else {
-                bail!("unexpected answer")
-            };
+            let Response::Audit { records, chain, anonymous_refusals } = execute(&home_dir, Request::Audit).await? else { bail!("unexpected answer") };
             if verify {
                 let n = chain.map_err(|e| anyhow::anyhow!(e))?;
                 println!("audit chain intact ({n} records)");
@@ -394,7 +392,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Pause | Command::Resume => {
             let paused = matches!(cli.command, Command::Pause);
-            crate::session::execute(&home_dir, Request::Sharing { paused }).await?;
+            execute(&home_dir, Request::Sharing { paused }).await?;
             println!("{}", if paused { "sharing paused: every slice is refused until `optin resume`" } else { "sharing resumed" });
             Ok(())
         }
@@ -427,7 +425,7 @@ async fn import(home_dir: &Path, args: ImportArgs) -> Result<()> {
         ndjson.push('\n');
         shown.push(line);
     }
-    let Response::Ingested { stored, duplicates } = crate::session::execute(home_dir, Request::Ingest { ndjson, dry_run: args.dry_run }).await? else {
+    let Response::Ingested { stored, duplicates } = execute(home_dir, Request::Ingest { ndjson, dry_run: args.dry_run }).await? else {
         bail!("unexpected answer")
     };
     if args.json {
@@ -458,16 +456,23 @@ fn read_input(file: &Path) -> Result<String> {
     Ok(text)
 }
 
-fn print_signals(signals: &[serde_json::Value]) {
+/// Runs a request through a session with the home at `home_dir`.
+async fn execute(home_dir: &Path, request: Request) -> Result<Response> {
+    let home = Home::open(home_dir)?;
+    Ok(crate::session::execute(&home, request).await?)
+}
+
+fn print_signals(signals: &[SignalView]) {
     println!("{:<36} {:<9} {:<20} {:<10} WHAT", "ID", "KIND", "AT", "STATE");
-    for s in signals {
-        let text = |k: &str| s[k].as_str().unwrap_or("").to_owned();
-        let what = match text("kind").as_str() {
-            "search" => format!("\"{}\" on {}", text("query"), text("engine")),
-            "purchase" => format!("{} {} at {}", text("total"), text("currency"), text("merchant")),
-            _ => format!("{} items at {}", s["items"].as_array().map_or(0, Vec::len), text("merchant")),
+    for view in signals {
+        let s = &view.signal;
+        let what = match &s.body {
+            Body::Search { query, engine } => format!("\"{query}\" on {engine}"),
+            Body::Purchase { total, currency, merchant, .. } => format!("{} {currency} at {merchant}", total.as_str()),
+            Body::Cart { items, merchant, .. } => format!("{} items at {merchant}", items.len()),
         };
-        println!("{:<36} {:<9} {:<20} {:<10} {what}", text("id"), text("kind"), text("at"), text("state"));
+        let state = view.state.map(|st| serde_json::to_value(st).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()).unwrap_or_default();
+        println!("{:<36} {:<9} {:<20} {:<10} {what}", s.id.as_str(), s.kind().to_string(), optin_protocol::timestamp::format(s.at), state);
     }
     println!("{} signals", signals.len());
 }
@@ -488,18 +493,30 @@ fn print_grants(grants: &[GrantView]) {
     }
 }
 
-fn print_audit(records: &[serde_json::Value]) {
+fn print_audit(records: &[AuditEntry]) {
     println!("{:<5} {:<20} {:<8} {:<26} {:<20} DETAIL", "SEQ", "AT", "EVENT", "GRANT", "MARKETER");
-    for r in records {
-        let e = &r["event"];
-        let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
-        let detail = match e["type"].as_str() {
-            Some("served") => format!("{} items for {} (slice {})", e["items"], s(&e["asked"]), s(&e["slice_id"])),
-            Some("refused") => format!("{} {}: {}", e["status"], s(&e["asked"]), s(&e["reason"])),
-            Some("forgot") => format!("{} signals ({})", e["count"], s(&e["what"])),
-            Some("sharing") => format!("paused={}", e["paused"]),
-            _ => String::new(),
+    for entry in records {
+        let r = &entry.record;
+        let (event, grant, marketer, detail) = match &r.event {
+            AuditEvent::Served { grant_id, marketer, items, asked, slice_id, .. } => {
+                ("served", Some(grant_id), Some(marketer), format!("{items} items for {asked} (slice {slice_id})"))
+            }
+            AuditEvent::Refused { grant_id, marketer, asked, status, reason } => {
+                ("refused", grant_id.as_ref(), marketer.as_ref(), format!("{status} {asked}: {reason}"))
+            }
+            AuditEvent::Granted { grant_id, marketer } => ("granted", Some(grant_id), Some(marketer), String::new()),
+            AuditEvent::Revoked { grant_id, marketer } => ("revoked", Some(grant_id), Some(marketer), String::new()),
+            AuditEvent::Forgot { count, what } => ("forgot", None, None, format!("{count} signals ({what})")),
+            AuditEvent::Sharing { paused } => ("sharing", None, None, format!("paused={paused}")),
         };
-        println!("{:<5} {:<20} {:<8} {:<26} {:<20} {detail}", r["seq"].to_string(), s(&r["at"]), s(&e["type"]), s(&e["grant_id"]), s(&e["marketer"]));
+        let grant = grant.map_or("-".to_owned(), ToString::to_string);
+        println!(
+            "{:<5} {:<20} {:<8} {:<26} {:<20} {detail}",
+            r.seq,
+            optin_protocol::timestamp::format(r.at),
+            event,
+            grant,
+            marketer.map_or("-", String::as_str)
+        );
     }
 }

@@ -8,12 +8,15 @@
 
 use optin_protocol::bundle::GrantBundle;
 use optin_protocol::scope::{GrantId, Granularity, Terms};
+use optin_protocol::signal::Signal;
 use optin_protocol::signal::{Kind, Kinds};
-use optin_protocol::slice::SliceClaims;
+use optin_protocol::slice::{CartState, SliceClaims};
 use optin_protocol::span::Span;
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-pub use crate::store::Forget;
+pub use crate::store::{AuditRecord, Forget};
 use time::OffsetDateTime;
 
 /// Longest request line on the admin socket (an ingest batch travels in one).
@@ -75,8 +78,13 @@ pub enum Request {
         /// Whether sharing stops.
         paused: bool,
     },
-    /// Whether an agent answers (only meaningful over the socket).
+    /// The state of optin: sharing, counts, grants, recent slices.
     Status,
+    /// A grant's bundle again (it was lost, or goes to a new machine of the marketer's).
+    Bundle {
+        /// Which grant.
+        grant_id: GrantId,
+    },
 }
 
 /// The answer to a [`Request`].
@@ -85,11 +93,37 @@ pub enum Request {
 pub enum Reply {
     /// It worked.
     Ok(Response),
-    /// It did not; the message says why.
+    /// It did not.
     Err {
+        /// What kind of failure: whether sending the same request again can help.
+        kind: ErrorKind,
         /// What went wrong, for the person.
-        error: String,
+        message: String,
     },
+}
+
+/// What kind of failure a command met, decided once ([`crate::core::CoreError::kind`]) and
+/// carried over the admin socket, so that every feeder treats it the same: `invalid` and
+/// `not_found` mean the request is wrong and sending it again will not help; `unavailable`
+/// and `internal` mean it may work later, so a feeder keeps its data and retries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request is wrong (a bad signal, argument or state).
+    Invalid,
+    /// It names something that does not exist.
+    NotFound,
+    /// The store or the agent cannot do it now.
+    Unavailable,
+    /// Something that should not fail did.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Whether the same request may succeed later.
+    pub fn retryable(self) -> bool {
+        matches!(self, ErrorKind::Unavailable | ErrorKind::Internal)
+    }
 }
 
 /// What a successful command returns.
@@ -103,10 +137,10 @@ pub enum Response {
         /// Signals already present.
         duplicates: usize,
     },
-    /// Signals listed (JSON objects; carts carry their derived `state`).
+    /// Signals listed.
     Signals {
-        /// The signals.
-        signals: Vec<serde_json::Value>,
+        /// The signals, carts with their derived state.
+        signals: Vec<SignalView>,
     },
     /// Signals forgotten.
     Forgot {
@@ -137,8 +171,8 @@ pub enum Response {
     },
     /// The audit log.
     Audit {
-        /// Records, each with its `hash`.
-        records: Vec<serde_json::Value>,
+        /// Records, each with its hash.
+        records: Vec<AuditEntry>,
         /// Whether the hash chain verifies, or where it breaks.
         chain: Result<u64, String>,
         /// Requests with unknown or forged tokens since the agent started: counted, not
@@ -151,10 +185,12 @@ pub enum Response {
         /// Whether sharing is paused.
         paused: bool,
     },
-    /// An agent is running.
-    Status {
-        /// Its version.
-        version: String,
+    /// The state of optin.
+    Status(Box<Status>),
+    /// A grant's bundle, printed again.
+    Bundle {
+        /// The bundle.
+        bundle: Box<GrantBundle>,
     },
 }
 
@@ -175,8 +211,8 @@ pub struct GrantView {
     /// `active`, `revoked` or `expired`.
     pub state: GrantState,
     /// When it was revoked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoked_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::store::record::opt_time")]
+    pub revoked_at: Option<OffsetDateTime>,
 }
 
 /// Whether a grant is in force.
@@ -189,4 +225,66 @@ pub enum GrantState {
     Revoked,
     /// Past its expiry.
     Expired,
+}
+
+/// A stored signal as the owner sees it: the signal's own JSON object, and for a cart its
+/// derived `state` beside the signal's fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignalView {
+    /// The signal.
+    pub signal: Signal,
+    /// What became of a cart; `None` for other kinds.
+    pub state: Option<CartState>,
+}
+
+impl Serialize for SignalView {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut value = serde_json::to_value(&self.signal).map_err(serde::ser::Error::custom)?;
+        if let (Some(state), Some(object)) = (self.state, value.as_object_mut()) {
+            object.insert("state".into(), serde_json::to_value(state).map_err(serde::ser::Error::custom)?);
+        }
+        value.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SignalView {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SignalView, D::Error> {
+        let mut value = serde_json::Value::deserialize(d)?;
+        let state = match value.as_object_mut().and_then(|o| o.remove("state")) {
+            Some(state) => Some(serde_json::from_value(state).map_err(serde::de::Error::custom)?),
+            None => None,
+        };
+        // The agent wrote it from a stored, validated signal (see `Signal::from_stored_json`).
+        let bytes = serde_json::to_vec(&value).map_err(serde::de::Error::custom)?;
+        let signal = Signal::from_stored_json(&bytes).map_err(serde::de::Error::custom)?;
+        Ok(SignalView { signal, state })
+    }
+}
+
+/// An audit record with the SHA-256 of its stored bytes, which the next record's `prev`
+/// names.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// The record.
+    #[serde(flatten)]
+    pub record: AuditRecord,
+    /// Hex SHA-256 of its stored bytes.
+    pub hash: String,
+}
+
+/// The state of optin, for `optin status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    /// The version of the optin that answered.
+    pub version: String,
+    /// Where marketers reach the agent (the last address when none runs).
+    pub agent_url: String,
+    /// Whether the person has paused all sharing.
+    pub paused: bool,
+    /// Stored signals of each kind.
+    pub signals: BTreeMap<Kind, usize>,
+    /// Grants in force (not revoked, not expired).
+    pub active_grants: usize,
+    /// Slices handed to marketers in the last 24 hours.
+    pub served_last_24h: usize,
 }

@@ -8,7 +8,7 @@ use optin_protocol::span::Span;
 use time::OffsetDateTime;
 
 use crate::keys::GrantKeys;
-use crate::store::{Store, StoreError};
+use crate::store::{key, Store, StoreError};
 
 /// A malformed cursor (answered 400, field `cursor`).
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +39,7 @@ pub struct Page {
 
 /// Cuts one page of the store to `applied`.
 pub fn cut(store: &Store, applied: &Applied, cursor: Option<&str>, keys: &GrantKeys, abandon_after: Span, now: OffsetDateTime) -> Result<Page, CutError> {
-    let after = cursor.map(|c| keys.open_cursor(c).ok_or(BadCursor).and_then(check_position)).transpose()?;
+    let after = cursor.map(|c| keys.open_cursor(c).filter(|k| key::decode_signal(k).is_some()).ok_or(BadCursor)).transpose()?;
     if let Some(after) = &after {
         let kind = Kind::from_tag(after[0]).ok_or(BadCursor)?;
         if !applied.kinds.contains(kind) {
@@ -71,14 +71,6 @@ pub fn cut(store: &Store, applied: &Applied, cursor: Option<&str>, keys: &GrantK
         }
     }
     Ok(Page { items, next_cursor: None })
-}
-
-/// A store key: a kind tag, eight bytes of time and a non-empty id.
-fn check_position(key: Vec<u8>) -> Result<Vec<u8>, BadCursor> {
-    if key.len() < 10 || Kind::from_tag(key[0]).is_none() {
-        return Err(BadCursor);
-    }
-    Ok(key)
 }
 
 /// What became of a cart: purchased if a purchase at its merchant followed within

@@ -5,7 +5,7 @@
 //! peers must run as the home's owner. Each request is one JSON line ([`Request`]); each
 //! answer one JSON line ([`Reply`]).
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -14,7 +14,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::core::command::{Reply, Request, MAX_LINE};
+use crate::core::command::{ErrorKind, Reply, Request, MAX_LINE};
 use crate::core::Core;
 use crate::home::Home;
 
@@ -31,9 +31,8 @@ pub fn bind(home: &Home) -> Result<UnixListener> {
 }
 
 /// Serves the admin socket until `stop`.
-pub async fn serve(listener: UnixListener, home: Home, core: Arc<Core>, mut stop: watch::Receiver<bool>) -> Result<()> {
-    let path = home.admin_socket();
-    let owner = std::fs::metadata(home.root())?.uid();
+/// Only peers running as `owner` are answered.
+pub async fn serve(listener: UnixListener, owner: u32, core: Arc<Core>, mut stop: watch::Receiver<bool>) -> Result<()> {
     let mut tasks = JoinSet::new();
     loop {
         let stream = tokio::select! {
@@ -63,7 +62,6 @@ pub async fn serve(listener: UnixListener, home: Home, core: Arc<Core>, mut stop
     }
     // Let commands in progress (a revoke waiting for its gate) finish.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(15), async { while tasks.join_next().await.is_some() {} }).await;
-    let _ = std::fs::remove_file(&path);
     Ok(())
 }
 
@@ -77,14 +75,14 @@ async fn session(stream: UnixStream, core: &Core) -> Result<()> {
             return Ok(());
         }
         let reply = if line.len() > MAX_LINE {
-            Reply::Err { error: format!("request longer than {MAX_LINE} bytes") }
+            Reply::Err { kind: ErrorKind::Invalid, message: format!("request longer than {MAX_LINE} bytes") }
         } else {
             match serde_json::from_slice::<Request>(&line) {
                 Ok(request) => match core.handle(request, crate::core::now()).await {
                     Ok(response) => Reply::Ok(response),
-                    Err(e) => Reply::Err { error: e.to_string() },
+                    Err(e) => Reply::Err { kind: e.kind(), message: e.to_string() },
                 },
-                Err(e) => Reply::Err { error: format!("not an admin request: {e}") },
+                Err(e) => Reply::Err { kind: ErrorKind::Invalid, message: format!("not an admin request: {e}") },
             }
         };
         let mut out = serde_json::to_vec(&reply)?;

@@ -17,16 +17,24 @@ use axum::routing::{get, post};
 use axum::Router;
 use hyper::body::Frame;
 use optin_protocol::problem::{self, Problem};
+use optin_protocol::scope::{ScopeError, SliceQuery};
 
+use crate::core::command::{ErrorKind, Request, Response as CommandResponse};
 use crate::core::gate::Pass;
-use crate::core::{Core, CoreError, Refusal, Served};
+use crate::core::{now, Core, CoreError, Refusal, Served, SliceRequest};
 
 /// Largest `POST /v1/signals` body.
 pub const MAX_INGEST_BYTES: usize = 16 * 1024 * 1024;
 
 /// The router over a shared core.
 pub fn app(core: Arc<Core>) -> Router {
-    Router::new().route("/v1/slice", get(slice)).route("/v1/grant", get(grant)).route("/v1/signals", post(signals)).fallback(not_found).with_state(core)
+    Router::new()
+        .route("/v1/slice", get(slice))
+        .route("/v1/grant", get(grant))
+        .route("/v1/signals", post(signals))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(core)
 }
 
 /// An error answer: a problem and, for 401, the bearer challenge.
@@ -46,19 +54,37 @@ impl IntoResponse for ApiError {
 
 impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> ApiError {
+        let status = refusal.status();
         ApiError(match refusal {
-            Refusal::Token(_) => Problem::new(401, "invalid-token", "Invalid token", "the token is missing, malformed, unknown, expired or revoked"),
+            Refusal::Token(_) => Problem::new(status, "invalid-token", "Invalid token", "the token is missing, malformed, unknown, expired or revoked"),
             Refusal::Exceeds { field, reason } => {
-                Problem::new(403, "exceeds-grant", "Request exceeds the grant", format!("`{field}` exceeds the grant: {reason}")).with_field(field)
+                Problem::new(status, "exceeds-grant", "Request exceeds the grant", format!("`{field}` exceeds the grant: {reason}")).with_field(field)
             }
-            Refusal::Invalid { field, reason } => Problem::new(400, "invalid-request", "Invalid request", format!("`{field}`: {reason}")).with_field(field),
-            Refusal::Paused => Problem::new(403, "paused", "Sharing paused", "the person has paused all sharing"),
+            Refusal::Invalid { field, reason } => Problem::new(status, "invalid-request", "Invalid request", format!("`{field}`: {reason}")).with_field(field),
+            Refusal::Paused => Problem::new(status, "paused", "Sharing paused", "the person has paused all sharing"),
             Refusal::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
-                Problem::new(500, "internal", "Internal error", "the agent could not answer; the owner can read its log")
+                Problem::new(status, "internal", "Internal error", "the agent could not answer; the owner can read its log")
             }
         })
     }
+}
+
+/// Parses a slice request's query string (`application/x-www-form-urlencoded`) into a
+/// [`SliceQuery`]. The core never sees percent-encoding.
+pub fn slice_query(query: &str) -> Result<SliceQuery, Refusal> {
+    let invalid = |reason: &str| Refusal::Invalid { field: "query".into(), reason: reason.into() };
+    // form_urlencoded decodes bytes that are not UTF-8 lossily; a query that would lose
+    // bytes that way is refused instead. Separators are ASCII, so if the whole query decodes
+    // to UTF-8, so does every name and value in it.
+    if percent_encoding::percent_decode_str(query).decode_utf8().is_err() {
+        return Err(invalid("not UTF-8 once percent-decoded"));
+    }
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    SliceQuery::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(|e| match e {
+        ScopeError::Invalid { field, reason } => Refusal::Invalid { field, reason },
+        other => invalid(&other.to_string()),
+    })
 }
 
 fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
@@ -75,15 +101,16 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 }
 
 async fn slice(State(core): State<Arc<Core>>, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
-    let token = bearer(&headers)?;
-    let Served { jws, pass, audit } = core.slice(token, uri.query().unwrap_or(""), crate::core::now()).await?;
-    let body = Body::new(GatedBody { bytes: Some(Bytes::from(jws)), pass: Some(pass), audit: Some((core.clone(), audit)) });
+    let bearer = bearer(&headers)?;
+    let query = uri.query().unwrap_or("");
+    let asked = format!("/v1/slice?{query}");
+    let served = core.slice(SliceRequest { bearer, query: slice_query(query), asked: &asked }, now()).await?;
+    let body = Body::new(GatedBody { size: served.len() as u64, served: Some(served), pass: None });
     Ok(([(header::CONTENT_TYPE, "application/jose"), (header::CACHE_CONTROL, "no-store")], body).into_response())
 }
 
 async fn grant(State(core): State<Arc<Core>>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let token = bearer(&headers)?;
-    let info = core.grant_info(token, crate::core::now()).await?;
+    let info = core.grant_info(bearer(&headers)?, "/v1/grant", now()).await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], axum::Json(info)).into_response())
 }
 
@@ -97,20 +124,30 @@ async fn signals(State(core): State<Arc<Core>>, headers: HeaderMap, body: Body) 
         .map_err(|_| ApiError(Problem::new(413, "too-large", "Body too large", format!("the body exceeds {MAX_INGEST_BYTES} bytes"))))?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|e| ApiError(Problem::new(400, "invalid-body", "Invalid body", format!("the body is not UTF-8 (byte {})", e.valid_up_to()))))?;
-    let core2 = core.clone();
-    let text = text.to_owned();
-    // Parsing and the fsync of a large batch are blocking work: keep them off the reactor.
-    let result = tokio::task::spawn_blocking(move || core2.ingest(&text)).await.map_err(|e| ApiError::from(Refusal::Internal(e.to_string())))?;
+    // The core moves the parsing and the fsync off this worker.
+    let result = core.handle(Request::Ingest { ndjson: text.to_owned(), dry_run: false }, now()).await;
     match result {
-        Ok((stored, duplicates)) => Ok(axum::Json(serde_json::json!({ "stored": stored, "duplicates": duplicates })).into_response()),
+        Ok(CommandResponse::Ingested { stored, duplicates }) => {
+            Ok(axum::Json(serde_json::json!({ "stored": stored, "duplicates": duplicates })).into_response())
+        }
+        Ok(other) => Err(Refusal::Internal(format!("ingest answered {other:?}")).into()),
         Err(CoreError::Batch(e)) => {
             let mut p = Problem::new(400, "invalid-signal", "Invalid signal", format!("batch refused, nothing stored: {e}"));
             p.line = e.line();
             p.field = e.field().map(str::to_owned);
             Err(ApiError(p))
         }
+        Err(other) if other.kind() == ErrorKind::Unavailable => {
+            tracing::warn!(error = %other, "ingest unavailable");
+            Err(ApiError(Problem::new(503, "unavailable", "Unavailable", "the store cannot take signals now; send them again later")))
+        }
         Err(other) => Err(Refusal::Internal(other.to_string()).into()),
     }
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    let path: String = uri.path().chars().take(256).collect();
+    ApiError(Problem::new(405, "method-not-allowed", "Method not allowed", format!("{path} does not take {method}")))
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
@@ -118,13 +155,13 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError(Problem::new(404, "not-found", "Not found", format!("no endpoint {method} {path}")))
 }
 
-/// The body of a slice: hands its bytes over only if the grant is still unrevoked at that
-/// moment, records the delivery then, and holds the grant's gate until the connection has
-/// the bytes and drops the body (see `gate.rs`).
+/// The body of a slice: hands its bytes over through [`Served::deliver`] when the
+/// connection first asks for them (so a revoke that came first cuts it off), and holds the
+/// grant's gate until the connection has the bytes and drops the body (see `core::gate`).
 struct GatedBody {
-    bytes: Option<Bytes>,
+    served: Option<Served>,
     pass: Option<Pass>,
-    audit: Option<(Arc<Core>, crate::core::audit::AuditEvent)>,
+    size: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,27 +173,21 @@ impl hyper::body::Body for GatedBody {
     type Error = RevokedInFlight;
 
     fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, RevokedInFlight>>> {
-        let Some(bytes) = self.bytes.take() else { return Poll::Ready(None) };
-        let revoked = self.pass.as_ref().is_some_and(Pass::revoked);
-        if let Some((core, event)) = self.audit.take() {
-            if revoked {
-                core.cut_off(event);
-            } else {
-                core.delivered(event);
+        let Some(served) = self.served.take() else { return Poll::Ready(None) };
+        match served.deliver() {
+            Some((jws, pass)) => {
+                self.pass = Some(pass);
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from(jws)))))
             }
+            None => Poll::Ready(Some(Err(RevokedInFlight))),
         }
-        if revoked {
-            self.pass = None;
-            return Poll::Ready(Some(Err(RevokedInFlight)));
-        }
-        Poll::Ready(Some(Ok(Frame::data(bytes))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.bytes.is_none()
+        self.served.is_none()
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        hyper::body::SizeHint::with_exact(self.bytes.as_ref().map_or(0, |b| b.len() as u64))
+        hyper::body::SizeHint::with_exact(if self.served.is_some() { self.size } else { 0 })
     }
 }

@@ -1,32 +1,36 @@
-//! `optin serve`: the TLS listener, its connections, the admin socket and shutdown.
+//! `optin serve`: the HTTPS API for marketers and feeders, and the admin socket for the
+//! person's CLI and native host, over one [`Core`].
 //!
-//! One task accepts; each connection runs in a task of a `JoinSet` the server waits for.
-//! Connections are capped, handshakes and request heads time out, and on SIGINT/SIGTERM the
-//! server stops accepting, lets in-flight requests finish (bounded), flushes the store and
-//! returns.
+//! [`serve`] runs both on listeners it is given until a shutdown future completes, so tests
+//! run it in-process; [`run`] is the binary's way in: it opens the home, binds, prints the
+//! ready line and stops on SIGINT/SIGTERM. On shutdown the listeners stop accepting,
+//! requests in flight finish (bounded), and the store is flushed before `serve` returns.
+//!
+//! - [`http`]: the only module that knows HTTP (routes, problem+json);
+//! - [`listener`]: TLS connections, their cap and their timeouts;
+//! - [`admin`]: the admin socket's server side;
+//! - [`tls`]: the certificate, self-signed on first start or the person's own.
 
 pub mod admin;
 pub mod http;
+pub mod listener;
 pub mod tls;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::core::{Core, CoreConfig};
 use crate::home::Home;
 use crate::keys::Keys;
-use crate::store::Store;
+use crate::store::{Address, Store};
 use tls::TlsSource;
 
 /// Settings of `optin serve`.
@@ -44,49 +48,68 @@ pub struct ServeConfig {
     pub max_connections: usize,
 }
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// What [`serve`] listens on.
+pub struct Listeners {
+    /// The HTTPS listener.
+    pub https: TcpListener,
+    /// Its TLS settings.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Most HTTPS connections at once.
+    pub max_connections: usize,
+    /// The admin socket and the uid allowed to use it, if any.
+    pub admin: Option<(UnixListener, u32)>,
+}
 
-/// Runs the agent until a shutdown signal.
-pub async fn serve(config: ServeConfig) -> Result<()> {
-    let home = Home::open(&config.home)?;
-    let keys = Keys::load_or_create(&home)?;
-    let identity = tls::load(&home, &config.tls)?;
-    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    let store = Store::open_waiting(&home.store(), Duration::from_secs(5))?;
-    let url = format!("https://{addr}");
-    store.set_meta("agent_url", &url)?;
-    store.set_meta("cert_sha256", &identity.sha256)?;
-    // The offline CLI and native host derive cart states with the same delay.
-    store.set_meta("abandon_after", &config.abandon_after.to_string())?;
-    let core =
-        Arc::new(Core::new(store, keys, CoreConfig { abandon_after: config.abandon_after, agent_url: url.clone(), cert_sha256: identity.sha256.clone() }));
-
-    // Listen for signals before announcing readiness: a SIGTERM right after the ready line
-    // must stop the agent gracefully, not kill it.
-    let shutdown = shutdown_signal()?;
+/// Serves the HTTPS API and the admin socket over `core` until `shutdown` completes; then
+/// stops accepting, lets in-flight work finish (bounded) and flushes the store.
+pub async fn serve(listeners: Listeners, core: Arc<Core>, shutdown: impl Future<Output = ()>) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let admin_listener = admin::bind(&home)?;
-    let admin = tokio::spawn(admin::serve(admin_listener, home.clone(), core.clone(), stop_rx.clone()));
-    let https = tokio::spawn(accept_loop(listener, TlsAcceptor::from(identity.config), http::app(core.clone()), config.max_connections, stop_rx));
-
-    println!("listening on {url} (certificate sha256 {})", identity.sha256);
-    tracing::info!(%addr, "agent ready");
-
+    let admin = listeners.admin.map(|(socket, owner)| tokio::spawn(admin::serve(socket, owner, core.clone(), stop_rx.clone())));
+    let acceptor = TlsAcceptor::from(listeners.tls);
+    let https = tokio::spawn(listener::accept_loop(listeners.https, acceptor, http::app(core.clone()), listeners.max_connections, stop_rx));
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     https.await.context("listener task failed")??;
-    admin.await.context("admin task failed")??;
+    if let Some(admin) = admin {
+        admin.await.context("admin task failed")??;
+    }
     core.flush()?;
     Ok(())
 }
 
+/// Runs the agent of a home until SIGINT or SIGTERM: the binary's `optin serve`.
+pub async fn run(config: ServeConfig) -> Result<()> {
+    let home = Home::open(&config.home)?;
+    let keys = Keys::load_or_create(&home)?;
+    let identity = tls::load(&home, &config.tls)?;
+    let https = TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = https.local_addr()?;
+    let store = Store::open_waiting(&home.store(), Duration::from_secs(5))?;
+    let url = format!("https://{addr}");
+    store.set_address(&Address { url: url.clone(), cert_sha256: identity.sha256.clone() })?;
+    // The offline CLI and native host derive cart states with the same delay.
+    store.set_abandon_after(config.abandon_after)?;
+    let core = CoreConfig { abandon_after: config.abandon_after, agent_url: url.clone(), cert_sha256: identity.sha256.clone() };
+    let core = Arc::new(Core::new(store, keys, core));
+
+    // Listen for signals before announcing readiness: a SIGTERM right after the ready line
+    // must stop the agent gracefully, not kill it. The admin socket is bound before it too,
+    // so a command issued right after the ready line reaches the agent.
+    let shutdown = shutdown_signal()?;
+    let admin = admin::bind(&home)?;
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(home.root())?);
+    let listeners = Listeners { https, tls: identity.config, max_connections: config.max_connections, admin: Some((admin, owner)) };
+
+    println!("listening on {url} (certificate sha256 {})", identity.sha256);
+    tracing::info!(%addr, "agent ready");
+    let result = serve(listeners, core, shutdown).await;
+    let _ = std::fs::remove_file(home.admin_socket());
+    result
+}
+
 /// Registers SIGTERM and SIGINT handlers now; the future completes on the first signal.
-fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+fn shutdown_signal() -> Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -96,113 +119,4 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
             _ = int.recv() => {}
         }
     })
-}
-
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, app: axum::Router, max_connections: usize, mut stop: watch::Receiver<bool>) -> Result<()> {
-    let permits = Arc::new(Semaphore::new(max_connections));
-    let mut connections = JoinSet::new();
-    loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => p?,
-            _ = stop.changed() => break,
-        };
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Running out of file descriptors is transient: wait instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        let stop = stop.clone();
-        connections.spawn(async move {
-            let _permit = permit;
-            if let Err(e) = connection(tcp, acceptor, app, stop).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-        // Reap finished connections so the set does not grow with the agent's uptime.
-        while connections.try_join_next().is_some() {}
-    }
-    drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, async { while connections.join_next().await.is_some() {} }).await.is_err() {
-        tracing::warn!("in-flight connections did not finish in time; closing them");
-        connections.shutdown().await;
-    }
-    Ok(())
-}
-
-/// When the connection last finished a request, and how many are in flight: what the idle
-/// watchdog of [`connection`] looks at.
-struct Activity {
-    started: std::time::Instant,
-    last_ms: std::sync::atomic::AtomicU64,
-    in_flight: std::sync::atomic::AtomicUsize,
-}
-
-impl Activity {
-    fn idle_for(&self) -> Option<Duration> {
-        use std::sync::atomic::Ordering::SeqCst;
-        if self.in_flight.load(SeqCst) > 0 {
-            return None;
-        }
-        let now = self.started.elapsed().as_millis() as u64;
-        Some(Duration::from_millis(now.saturating_sub(self.last_ms.load(SeqCst))))
-    }
-
-    fn touch(&self) {
-        self.last_ms.store(self.started.elapsed().as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-async fn connection(tcp: tokio::net::TcpStream, acceptor: TlsAcceptor, app: axum::Router, mut stop: watch::Receiver<bool>) -> Result<()> {
-    use std::sync::atomic::Ordering::SeqCst;
-    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await.context("TLS handshake timed out")??;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).max_buf_size(64 * 1024);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(64).keep_alive_interval(Some(Duration::from_secs(30)));
-    let activity = Arc::new(Activity { started: std::time::Instant::now(), last_ms: 0.into(), in_flight: 0.into() });
-    let tower = TowerToHyperService::new(app);
-    let seen = activity.clone();
-    let service = hyper::service::service_fn(move |request| {
-        seen.in_flight.fetch_add(1, SeqCst);
-        let response = hyper::service::Service::call(&tower, request);
-        let seen = seen.clone();
-        async move {
-            let result = response.await;
-            seen.touch();
-            seen.in_flight.fetch_sub(1, SeqCst);
-            result
-        }
-    });
-    let conn = builder.serve_connection(TokioIo::new(tls), service);
-    tokio::pin!(conn);
-    // A peer that completes the handshake and then says nothing, or keeps an idle connection,
-    // would hold one of the capped slots forever: hyper's own timeout covers only HTTP/1
-    // request heads, not version sniffing or idle HTTP/2. So: a first request within
-    // HEADER_TIMEOUT, and no more than IDLE_TIMEOUT between requests.
-    let mut watchdog = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            result = conn.as_mut() => return result.map_err(|e| anyhow::anyhow!(e)),
-            _ = stop.changed() => break,
-            _ = watchdog.tick() => {
-                let limit = if activity.last_ms.load(SeqCst) == 0 { HEADER_TIMEOUT } else { IDLE_TIMEOUT };
-                if activity.idle_for().is_some_and(|idle| idle >= limit) {
-                    break;
-                }
-            }
-        }
-    }
-    conn.as_mut().graceful_shutdown();
-    // A peer that ignores the goodbye does not hold the slot either.
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn).await;
-    Ok(())
 }

@@ -26,8 +26,11 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use time::OffsetDateTime;
 
+pub mod key;
+pub mod meta;
 pub mod record;
 
+pub use meta::Address;
 pub use record::{AuditEvent, AuditRecord, GrantRecord};
 
 /// The on-disk format version.
@@ -86,27 +89,6 @@ pub struct Store {
     audit_head: Mutex<Option<(u64, [u8; 32])>>,
 }
 
-/// The store key of a signal.
-pub fn signal_key(kind: Kind, at: OffsetDateTime, id: &str) -> Vec<u8> {
-    let mut key = time_prefix(kind, at);
-    key.extend_from_slice(id.as_bytes());
-    key
-}
-
-/// The first key of `kind` at or after `at`.
-pub fn time_prefix(kind: Kind, at: OffsetDateTime) -> Vec<u8> {
-    let mut key = Vec::with_capacity(48);
-    key.push(kind.tag());
-    key.extend_from_slice(&encode_time(at));
-    key
-}
-
-fn encode_time(at: OffsetDateTime) -> [u8; 8] {
-    // Microseconds fit i64 for years 1970..=9999, the only ones timestamps admit.
-    let micros = (at.unix_timestamp_nanos() / 1_000) as i64;
-    ((micros as u64) ^ (1 << 63)).to_be_bytes()
-}
-
 fn corrupt(tree: &'static str, detail: impl ToString) -> StoreError {
     StoreError::Corrupt { tree, detail: detail.to_string() }
 }
@@ -140,7 +122,7 @@ impl Store {
         let head = match audit.last()? {
             None => None,
             Some((k, v)) => {
-                let seq = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| corrupt("audit", "bad key"))?);
+                let seq = key::decode_audit(&k).ok_or_else(|| corrupt("audit", "bad key"))?;
                 Some((seq, optin_protocol::sha256(&v)))
             }
         };
@@ -182,7 +164,7 @@ impl Store {
         let mut rows = Vec::with_capacity(batch.len());
         for s in batch {
             let value = serde_json::to_vec(s).map_err(|e| corrupt("signals", e))?;
-            rows.push((s, signal_key(s.kind(), s.at, s.id.as_str()), value));
+            rows.push((s, key::signal(s.kind(), s.at, s.id.as_str()), value));
         }
         let counts = (&self.signals, &self.ids, &self.purchases)
             .transaction(|(signals, ids, purchases)| {
@@ -198,7 +180,7 @@ impl Store {
                     signals.insert(key.as_slice(), value.as_slice())?;
                     ids.insert(s.id.as_str(), key.as_slice())?;
                     if let (Kind::Purchase, Some(m)) = (s.kind(), s.body.merchant()) {
-                        purchases.insert(purchase_key(m, s.at, s.id.as_str()), &[][..])?;
+                        purchases.insert(key::purchase(m, s.at, s.id.as_str()), &[][..])?;
                     }
                     stored += 1;
                 }
@@ -234,7 +216,7 @@ impl Store {
         until: OffsetDateTime,
         after: Option<&[u8]>,
     ) -> impl Iterator<Item = Result<(sled::IVec, Signal)>> + '_ {
-        let mut start = time_prefix(kind, since);
+        let mut start = key::signal_prefix(kind, since);
         if let Some(after) = after {
             let mut next = after.to_vec();
             next.push(0);
@@ -242,7 +224,7 @@ impl Store {
                 start = next;
             }
         }
-        let end = time_prefix(kind, until);
+        let end = key::signal_prefix(kind, until);
         let range = if start < end { Some(self.signals.range(start..end)) } else { None };
         range.into_iter().flatten().map(|row| {
             let (k, v) = row?;
@@ -263,11 +245,9 @@ impl Store {
     pub fn purchase_between(&self, merchant: &str, after: OffsetDateTime, until: OffsetDateTime) -> Result<bool> {
         // Ids are ASCII, so `time · 0xFF` sorts after every key at that time: the range is
         // (after, until] without arithmetic on times at the edge of the calendar.
-        let mut start = purchase_prefix(merchant);
-        start.extend_from_slice(&encode_time(after));
+        let mut start = key::purchase_at(merchant, after);
         start.push(0xFF);
-        let mut end = purchase_prefix(merchant);
-        end.extend_from_slice(&encode_time(until));
+        let mut end = key::purchase_at(merchant, until);
         end.push(0xFF);
         Ok(self.purchases.range(start..end).next().transpose()?.is_some())
     }
@@ -280,8 +260,8 @@ impl Store {
             Forget::Before(t) => {
                 let mut keys = Vec::new();
                 for k in Kind::ALL {
-                    for key in self.signals.range(vec![k.tag()]..time_prefix(k, *t)).keys() {
-                        keys.push(key?);
+                    for found in self.signals.range(vec![k.tag()]..key::signal_prefix(k, *t)).keys() {
+                        keys.push(found?);
                     }
                 }
                 keys
@@ -304,7 +284,7 @@ impl Store {
                         signals.remove(key)?;
                         ids.remove(s.id.as_str())?;
                         if let Some(m) = s.body.merchant() {
-                            purchases.remove(purchase_key(m, s.at, s.id.as_str()))?;
+                            purchases.remove(key::purchase(m, s.at, s.id.as_str()))?;
                         }
                     }
                     Ok::<_, ConflictableTransactionError<StoreError>>(rows.len())
@@ -346,7 +326,7 @@ impl Store {
         };
         let record = AuditRecord { seq, at, prev: optin_protocol::hex(&prev), event };
         let bytes = serde_json::to_vec(&record).map_err(|e| corrupt("audit", e))?;
-        self.audit.insert(seq.to_be_bytes(), bytes.as_slice())?;
+        self.audit.insert(key::audit(seq), bytes.as_slice())?;
         *head = Some((seq, optin_protocol::sha256(&bytes)));
         Ok(record)
     }
@@ -360,29 +340,16 @@ impl Store {
         })
     }
 
-    /// A metadata value.
-    pub fn meta(&self, name: &str) -> Result<Option<String>> {
-        Ok(self.meta.get(name)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    /// How many signals of each kind are stored, for every kind.
+    pub fn signal_counts(&self) -> Result<Vec<(Kind, usize)>> {
+        Kind::ALL.into_iter().map(|k| Ok((k, self.signals.scan_prefix([k.tag()]).keys().try_fold(0, |n, key| key.map(|_| n + 1))?))).collect()
     }
 
-    /// Sets a metadata value. Durable on return.
-    pub fn set_meta(&self, name: &str, value: &str) -> Result<()> {
-        self.meta.insert(name, value)?;
-        self.flush()
+    /// Audit records from the newest back (for "what happened lately" without reading the
+    /// whole log).
+    pub fn audit_newest_first(&self) -> impl Iterator<Item = Result<AuditRecord>> + '_ {
+        self.audit.iter().values().rev().map(|v| serde_json::from_slice(&v?).map_err(|e| corrupt("audit", e)))
     }
-}
-
-fn purchase_prefix(merchant: &str) -> Vec<u8> {
-    let mut key = merchant.as_bytes().to_vec();
-    key.push(0);
-    key
-}
-
-fn purchase_key(merchant: &str, at: OffsetDateTime, id: &str) -> Vec<u8> {
-    let mut key = purchase_prefix(merchant);
-    key.extend_from_slice(&encode_time(at));
-    key.extend_from_slice(id.as_bytes());
-    key
 }
 
 fn tx_error(e: TransactionError<StoreError>) -> StoreError {

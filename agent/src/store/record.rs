@@ -27,10 +27,12 @@ pub struct GrantRecord {
     pub revoked_at: Option<OffsetDateTime>,
 }
 
-mod opt_time {
+/// Serde of an optional RFC 3339 timestamp.
+pub mod opt_time {
     use serde::{Deserialize, Deserializer, Serializer};
     use time::OffsetDateTime;
 
+    /// Writes it.
     pub fn serialize<S: Serializer>(at: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
         match at {
             Some(at) => s.serialize_str(&optin_protocol::timestamp::format(*at)),
@@ -38,6 +40,7 @@ mod opt_time {
         }
     }
 
+    /// Reads it.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OffsetDateTime>, D::Error> {
         Option::<String>::deserialize(d)?.map(|t| optin_protocol::timestamp::parse(&t).ok_or_else(|| serde::de::Error::custom("bad timestamp"))).transpose()
     }

@@ -1,0 +1,337 @@
+//! What marketers may do: present a token ([`Core::admit`]), read its grant's terms
+//! ([`Core::grant_info`]) and receive a signed slice ([`Core::slice`]). Every outcome with a
+//! genuine token is audited; refusals of forged or unknown tokens are only counted.
+
+use std::sync::Arc;
+
+use optin_protocol::jws::Jwk;
+use optin_protocol::scope::{GrantId, ScopeError, SliceQuery, Terms};
+use optin_protocol::slice::SliceClaims;
+use optin_protocol::token::Token;
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::audit::AuditEvent;
+use super::gate::Pass;
+use super::slicer::{self, CutError};
+use super::{blocking, now, Core};
+use crate::keys::GrantKeys;
+use crate::store::{GrantRecord, StoreError};
+
+/// Why a marketer's request gets no slice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The token is missing, malformed, unknown, forged, expired or revoked. The reason goes
+    /// to the audit log only: the client learns nothing about which.
+    Token(&'static str),
+    /// Asks for more than the grant allows.
+    Exceeds {
+        /// The parameter.
+        field: &'static str,
+        /// What the grant allows.
+        reason: String,
+    },
+    /// A malformed request.
+    Invalid {
+        /// The parameter.
+        field: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The person paused all sharing.
+    Paused,
+    /// The detail is logged, not sent.
+    Internal(String),
+}
+
+impl Refusal {
+    /// The HTTP status of this refusal: the one mapping, used by the response and by the
+    /// audit record alike, so the log says what the marketer saw.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::Token(_) => 401,
+            Refusal::Exceeds { .. } | Refusal::Paused => 403,
+            Refusal::Invalid { .. } => 400,
+            Refusal::Internal(_) => 500,
+        }
+    }
+
+    /// What the audit log records as the reason (never an internal detail).
+    fn audit_reason(&self) -> String {
+        match self {
+            Refusal::Token(r) => (*r).to_owned(),
+            Refusal::Exceeds { field, reason } => format!("{field}: {reason}"),
+            Refusal::Invalid { field, reason } => format!("{field}: {reason}"),
+            Refusal::Paused => "sharing paused".to_owned(),
+            Refusal::Internal(_) => "internal error".to_owned(),
+        }
+    }
+}
+
+/// A marketer's request for a slice, as the HTTP layer parsed it.
+pub struct SliceRequest<'a> {
+    /// The bearer token, if one was presented.
+    pub bearer: Option<&'a str>,
+    /// The query. A malformed one is refused only after the token is checked, so that the
+    /// refusal is audited under its grant, and an anonymous client learns nothing.
+    pub query: Result<SliceQuery, Refusal>,
+    /// What was asked (path and query), for the audit log.
+    pub asked: &'a str,
+}
+
+/// A signed slice ready to send. It holds its grant's gate open (see [`super::gate`]) and its
+/// audit record, and hands its bytes over itself with [`Served::deliver`].
+pub struct Served {
+    jws: String,
+    pass: Pass,
+    audit: AuditEvent,
+    core: Arc<Core>,
+}
+
+impl Served {
+    /// The size of the JWS in bytes.
+    pub fn len(&self) -> usize {
+        self.jws.len()
+    }
+
+    /// Whether the JWS is empty (never, for a signed slice).
+    pub fn is_empty(&self) -> bool {
+        self.jws.is_empty()
+    }
+
+    /// Hands the slice over, at the moment the connection takes its bytes: if the grant was
+    /// revoked since the slice was cut, nothing is handed over and the audit records the
+    /// cut-off; otherwise the audit records the delivery. The returned pass keeps the gate
+    /// open until the caller drops it, once the bytes are written.
+    pub fn deliver(self) -> Option<(String, Pass)> {
+        let Served { jws, pass, audit, core } = self;
+        if pass.revoked() {
+            if let AuditEvent::Served { grant_id, marketer, asked, .. } = audit {
+                let reason = "grant revoked while the slice was in flight".into();
+                core.record(AuditEvent::Refused { grant_id: Some(grant_id), marketer: Some(marketer), asked, status: 401, reason });
+            }
+            return None;
+        }
+        core.record(audit);
+        Some((jws, pass))
+    }
+}
+
+/// A verified token's grant.
+pub struct Admitted {
+    /// The stored grant.
+    pub record: GrantRecord,
+    /// Its terms narrowed by the token's caveats.
+    pub terms: Terms,
+    /// Its keys.
+    pub keys: Arc<GrantKeys>,
+    /// Holds the gate open while the request is answered.
+    pub pass: Pass,
+}
+
+/// What `GET /v1/grant` answers: the token's effective terms.
+#[derive(Clone, Debug, Serialize)]
+pub struct GrantInfo {
+    /// The grant.
+    pub grant_id: GrantId,
+    /// Its marketer.
+    pub marketer: String,
+    /// What for.
+    pub purpose: String,
+    /// The issuer named in its slices.
+    pub issuer: String,
+    /// Whether slices flow now.
+    pub state: GrantInfoState,
+    /// The terms after the token's caveats.
+    pub terms: Terms,
+    /// The key that signs its slices.
+    pub jwk: Jwk,
+}
+
+/// Whether a live grant serves slices now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GrantInfoState {
+    /// Slices flow.
+    Active,
+    /// The person paused all sharing.
+    Paused,
+}
+
+impl Core {
+    fn grant_keys(&self, id: &GrantId) -> Result<Arc<GrantKeys>, Refusal> {
+        // The cache only grows with real grants; a poisoned lock still holds valid keys.
+        let mut cache = self.grant_keys.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(keys) = cache.get(id) {
+            return Ok(keys.clone());
+        }
+        let keys = Arc::new(self.keys.grant(id).map_err(|e| Refusal::Internal(e.to_string()))?);
+        cache.insert(id.clone(), keys.clone());
+        Ok(keys)
+    }
+
+    /// Checks a bearer token: well formed, of a known grant, untampered, not revoked.
+    /// On refusal, the grant is returned too once the token is known to be genuine, so the
+    /// audit can name whose token was refused (never for a forged one).
+    pub async fn admit(&self, bearer: Option<&str>) -> Result<Admitted, (Refusal, Option<GrantRecord>)> {
+        let text = bearer.ok_or((Refusal::Token("no bearer token"), None))?;
+        let token = Token::parse(text).map_err(|_| (Refusal::Token("malformed token"), None))?;
+        let id = token.grant().clone();
+        let stored = self.store.grant(&id).map_err(|e| (internal(e), None))?.ok_or((Refusal::Token("unknown grant"), None))?;
+        let keys = self.grant_keys(&id).map_err(|r| (r, None))?;
+        let terms = token.verify(&keys.token_secret, &stored.terms).map_err(|_| (Refusal::Token("token does not verify"), None))?;
+        // The gate is entered only for verified tokens of real grants (bounded memory), and
+        // the grant is re-read inside it so a revoke that raced the first read is seen.
+        let Some(pass) = self.gates.enter(&id).await else { return Err((Refusal::Token("grant revoked"), Some(stored))) };
+        let record = self.store.grant(&id).map_err(|e| (internal(e), None))?.ok_or((Refusal::Token("unknown grant"), None))?;
+        if record.revoked_at.is_some() {
+            return Err((Refusal::Token("grant revoked"), Some(record)));
+        }
+        Ok(Admitted { record, terms, keys, pass })
+    }
+
+    /// Answers `GET /v1/slice`: admits the token, evaluates the query and cuts a signed
+    /// slice. Every outcome is audited (the delivery itself by [`Served::deliver`]).
+    pub async fn slice(self: &Arc<Self>, request: SliceRequest<'_>, now: OffsetDateTime) -> Result<Served, Refusal> {
+        let asked = request.asked;
+        let admitted = match self.admit(request.bearer).await {
+            Ok(a) => a,
+            Err((refusal, record)) => {
+                self.audit_refusal(record.as_ref(), asked, &refusal, now);
+                return Err(refusal);
+            }
+        };
+        // Cutting and signing a large page takes milliseconds of CPU and store reads.
+        let result = blocking(|| {
+            let query = request.query?;
+            let claims = self.claims(&admitted.record, &admitted.terms, &admitted.keys, &query, now)?;
+            let payload = serde_json::to_vec(&claims).map_err(|e| Refusal::Internal(e.to_string()))?;
+            Ok((optin_protocol::jws::sign(&admitted.keys.signing, &payload), claims))
+        });
+        match result {
+            Ok((jws, claims)) => {
+                let audience = (claims.aud != admitted.record.marketer).then(|| claims.aud.clone());
+                let audit = AuditEvent::Served {
+                    grant_id: admitted.record.id.clone(),
+                    marketer: admitted.record.marketer.clone(),
+                    audience,
+                    asked: bounded_asked(asked),
+                    items: claims.items.len(),
+                    slice_id: claims.jti.clone(),
+                    jws_sha256: optin_protocol::hex(&optin_protocol::sha256(jws.as_bytes())),
+                };
+                Ok(Served { jws, pass: admitted.pass, audit, core: self.clone() })
+            }
+            Err(refusal) => {
+                self.audit_refusal(Some(&admitted.record), asked, &refusal, now);
+                Err(refusal)
+            }
+        }
+    }
+
+    /// Answers `GET /v1/grant`: the token's effective terms.
+    pub async fn grant_info(&self, bearer: Option<&str>, asked: &str, now: OffsetDateTime) -> Result<GrantInfo, Refusal> {
+        let admitted = match self.admit(bearer).await {
+            Ok(a) => a,
+            Err((refusal, record)) => {
+                self.audit_refusal(record.as_ref(), asked, &refusal, now);
+                return Err(refusal);
+            }
+        };
+        if now >= admitted.terms.expires_at {
+            let refusal = Refusal::Token("grant expired");
+            self.audit_refusal(Some(&admitted.record), asked, &refusal, now);
+            return Err(refusal);
+        }
+        let paused = self.store.paused().map_err(internal)?;
+        Ok(GrantInfo {
+            grant_id: admitted.record.id.clone(),
+            marketer: admitted.record.marketer.clone(),
+            purpose: admitted.record.purpose.clone(),
+            issuer: admitted.keys.issuer(),
+            state: if paused { GrantInfoState::Paused } else { GrantInfoState::Active },
+            terms: admitted.terms,
+            jwk: admitted.keys.jwk(),
+        })
+    }
+
+    /// The claims a slice of `record` under `terms` holds now: the one place scope is
+    /// evaluated for a slice (and for the owner's preview).
+    pub(super) fn claims(
+        &self,
+        record: &GrantRecord,
+        terms: &Terms,
+        keys: &GrantKeys,
+        query: &SliceQuery,
+        now: OffsetDateTime,
+    ) -> Result<SliceClaims, Refusal> {
+        if self.store.paused().map_err(internal)? {
+            return Err(Refusal::Paused);
+        }
+        let applied = terms.evaluate(query, now).map_err(|e| match e {
+            ScopeError::Expired(_) => Refusal::Token("grant expired"),
+            ScopeError::Exceeds { field, reason } => Refusal::Exceeds { field, reason },
+            ScopeError::Invalid { field, reason } => Refusal::Invalid { field, reason },
+            other => Refusal::Invalid { field: String::new(), reason: other.to_string() },
+        })?;
+        let page = slicer::cut(&self.store, &applied, query.cursor.as_deref(), keys, self.config.abandon_after, now).map_err(|e| match e {
+            CutError::Cursor(c) => Refusal::Invalid { field: "cursor".into(), reason: c.to_string() },
+            CutError::Store(s) => internal(s),
+            CutError::Seal => Refusal::Internal("cannot seal a cursor".into()),
+        })?;
+        let mut jti = [0u8; 16];
+        SystemRandom::new().fill(&mut jti).map_err(|_| Refusal::Internal("no randomness".into()))?;
+        Ok(SliceClaims {
+            iss: keys.issuer(),
+            sub: keys.pseudonym.clone(),
+            aud: terms.audience.clone(),
+            iat: now.unix_timestamp(),
+            jti: format!("s_{}", optin_protocol::hex(&jti)),
+            grant: optin_protocol::slice::GrantClaim { id: record.id.clone(), purpose: record.purpose.clone(), expires_at: terms.expires_at },
+            scope: applied,
+            items: page.items,
+            next_cursor: page.next_cursor,
+        })
+    }
+
+    /// Appends an audit record now; a failure is logged, never shown to the marketer.
+    fn record(&self, event: AuditEvent) {
+        if let Err(e) = self.store.append_audit(now(), event) {
+            tracing::error!(error = %e, "cannot write audit record");
+        }
+    }
+
+    /// Refusals of tokens that name no real grant, or are forged: counted, not recorded,
+    /// so that nobody can fill the person's disk by sending garbage.
+    pub fn anonymous_refusals(&self) -> u64 {
+        self.anonymous_refusals.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn audit_refusal(&self, record: Option<&GrantRecord>, asked: &str, refusal: &Refusal, now: OffsetDateTime) {
+        let Some(record) = record else {
+            self.anonymous_refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        };
+        let event = AuditEvent::Refused {
+            grant_id: Some(record.id.clone()),
+            marketer: Some(record.marketer.clone()),
+            asked: bounded_asked(asked),
+            status: refusal.status(),
+            reason: refusal.audit_reason(),
+        };
+        if let Err(e) = self.store.append_audit(now, event) {
+            tracing::error!(error = %e, "cannot write audit record");
+        }
+    }
+}
+
+/// What the audit keeps of a request line: bounded, so a marketer cannot grow the log with
+/// long URLs.
+fn bounded_asked(asked: &str) -> String {
+    asked.chars().take(512).collect()
+}
+
+fn internal(e: StoreError) -> Refusal {
+    Refusal::Internal(e.to_string())
+}

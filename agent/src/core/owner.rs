@@ -1,0 +1,219 @@
+//! The person's own commands: ingest, signals, forget, grant, grants, revoke, preview, bundle,
+//! audit, pause and status. [`Core::handle`] runs each [`Request`] the same way whether it
+//! came over the admin socket, from the native host or from the offline CLI.
+
+use optin_protocol::bundle::{self, GrantBundle};
+use optin_protocol::scope::{GrantId, SliceQuery, Terms};
+use optin_protocol::signal::{self, Kind, Signal};
+use optin_protocol::token::Token;
+use ring::rand::{SecureRandom, SystemRandom};
+use time::OffsetDateTime;
+
+use super::audit::{self, AuditEvent};
+use super::command::{AuditEntry, GrantState, GrantView, Request, Response, SignalView, Status};
+use super::marketer::Refusal;
+use super::{blocking, slicer, Core, CoreError};
+use crate::store::{Forget, GrantRecord};
+
+/// Bounds on what the owner types.
+const MARKETER_CHARS: usize = 128;
+const PURPOSE_CHARS: usize = 1000;
+
+impl Core {
+    /// Executes an owner command. Store work runs off the async workers (see
+    /// [`super::blocking`]); a revoke awaits its gate.
+    pub async fn handle(&self, request: Request, now: OffsetDateTime) -> Result<Response, CoreError> {
+        match request {
+            Request::Revoke { grant_id } => self.revoke(&grant_id, now).await,
+            other => blocking(|| self.handle_sync(other, now)),
+        }
+    }
+
+    fn handle_sync(&self, request: Request, now: OffsetDateTime) -> Result<Response, CoreError> {
+        match request {
+            Request::Ingest { ndjson, dry_run: false } => {
+                let (stored, duplicates) = self.ingest(&ndjson)?;
+                Ok(Response::Ingested { stored, duplicates })
+            }
+            Request::Ingest { ndjson, dry_run: true } => {
+                let batch = signal::parse_batch(&ndjson, &crate::merchant::registrable)?;
+                let (stored, duplicates) = self.store.count_new(&batch)?;
+                Ok(Response::Ingested { stored, duplicates })
+            }
+            Request::Signals { kind } => Ok(Response::Signals { signals: self.list_signals(kind, now)? }),
+            Request::Forget { what } => Ok(Response::Forgot { count: self.forget(what, now)? }),
+            Request::Grant { marketer, kinds, granularity, window, expires, purpose } => {
+                let marketer = bounded("marketer", &marketer, MARKETER_CHARS)?;
+                let purpose = bounded("purpose", &purpose, PURPOSE_CHARS)?;
+                let expires_at = now.checked_add(expires.duration()).ok_or_else(|| CoreError::Invalid("expires: too far in the future".into()))?;
+                let mut id = [0u8; 12];
+                SystemRandom::new().fill(&mut id).map_err(|_| CoreError::Internal("no randomness".into()))?;
+                let record = GrantRecord {
+                    v: 1,
+                    id: GrantId::from_bytes(id),
+                    terms: Terms { audience: marketer.clone(), kinds, granularity, window, expires_at },
+                    marketer,
+                    purpose,
+                    created_at: now,
+                    revoked_at: None,
+                };
+                self.store.put_grant(&record)?;
+                self.store.append_audit(now, AuditEvent::Granted { grant_id: record.id.clone(), marketer: record.marketer.clone() })?;
+                self.store.flush()?;
+                Ok(Response::Granted { bundle: Box::new(self.bundle(&record)?) })
+            }
+            Request::Grants => Ok(Response::Grants { grants: self.store.grants()?.into_iter().map(|g| view(g, now)).collect() }),
+            Request::Revoke { .. } => Err(CoreError::Internal("revoke runs in `handle`".into())),
+            Request::Preview { grant_id } => {
+                let record = self.store.grant(&grant_id)?.ok_or_else(|| CoreError::NoGrant(grant_id.clone()))?;
+                let keys = self.keys.grant(&grant_id).map_err(|e| CoreError::Internal(e.to_string()))?;
+                let claims = self.claims(&record, &record.terms, &keys, &SliceQuery::default(), now).map_err(|r| match r {
+                    Refusal::Exceeds { reason, .. } | Refusal::Invalid { reason, .. } => CoreError::Invalid(reason),
+                    Refusal::Token(reason) => CoreError::Invalid(format!("the grant serves nothing: {reason}")),
+                    Refusal::Paused => CoreError::Invalid("sharing is paused".into()),
+                    Refusal::Internal(e) => CoreError::Internal(e),
+                })?;
+                Ok(Response::Preview { claims: Box::new(claims) })
+            }
+            Request::Bundle { grant_id } => {
+                let record = self.store.grant(&grant_id)?.ok_or_else(|| CoreError::NoGrant(grant_id.clone()))?;
+                match view(record.clone(), now).state {
+                    GrantState::Active => Ok(Response::Bundle { bundle: Box::new(self.bundle(&record)?) }),
+                    GrantState::Revoked => Err(CoreError::Invalid(format!("{grant_id} is revoked: its bundle serves nothing"))),
+                    GrantState::Expired => Err(CoreError::Invalid(format!("{grant_id} has expired: its bundle serves nothing"))),
+                }
+            }
+            Request::Audit => {
+                let mut records = Vec::new();
+                let mut chain = Vec::new();
+                for row in self.store.audit() {
+                    let (record, hash) = row?;
+                    records.push(AuditEntry { record: record.clone(), hash: optin_protocol::hex(&hash) });
+                    chain.push((record, hash));
+                }
+                let chain = audit::verify(chain).map_err(|e| e.to_string());
+                Ok(Response::Audit { records, chain, anonymous_refusals: self.anonymous_refusals() })
+            }
+            Request::Sharing { paused } => {
+                self.store.set_paused(paused)?;
+                self.store.append_audit(now, AuditEvent::Sharing { paused })?;
+                self.store.flush()?;
+                Ok(Response::Sharing { paused })
+            }
+            Request::Status => Ok(Response::Status(Box::new(self.status(now)?))),
+        }
+    }
+
+    /// Stores an NDJSON batch, all or nothing. Durable on return.
+    pub fn ingest(&self, ndjson: &str) -> Result<(usize, usize), CoreError> {
+        let batch = signal::parse_batch(ndjson, &crate::merchant::registrable)?;
+        self.ingest_signals(&batch)
+    }
+
+    /// Stores parsed signals, all or nothing. Durable on return.
+    pub fn ingest_signals(&self, batch: &[Signal]) -> Result<(usize, usize), CoreError> {
+        Ok(self.store.insert_signals(batch)?)
+    }
+
+    fn list_signals(&self, kind: Option<Kind>, now: OffsetDateTime) -> Result<Vec<SignalView>, CoreError> {
+        let mut out = Vec::new();
+        for signal in self.store.all_signals(kind) {
+            let signal = signal?;
+            let state = slicer::cart_state(&self.store, &signal, self.config.abandon_after, now)?;
+            out.push(SignalView { signal, state });
+        }
+        Ok(out)
+    }
+
+    fn forget(&self, what: Forget, now: OffsetDateTime) -> Result<usize, CoreError> {
+        let label = match &what {
+            Forget::Id(_) => "id".to_owned(),
+            Forget::Kind(k) => format!("kind={k}"),
+            Forget::Before(t) => format!("before={}", optin_protocol::timestamp::format(*t)),
+            Forget::All => "all".to_owned(),
+        };
+        let count = self.store.forget(&what)?;
+        if let (Forget::Id(id), 0) = (&what, count) {
+            // Like revoking an unknown grant: the person typed an id that names nothing, and
+            // saying "forgot 0 signals" would hide the typo.
+            return Err(CoreError::NoSignal(id.chars().take(64).collect()));
+        }
+        self.store.append_audit(now, AuditEvent::Forgot { count, what: label })?;
+        self.store.flush()?;
+        Ok(count)
+    }
+
+    async fn revoke(&self, id: &GrantId, now: OffsetDateTime) -> Result<Response, CoreError> {
+        let already = blocking(|| -> Result<bool, CoreError> {
+            let mut record = self.store.grant(id)?.ok_or_else(|| CoreError::NoGrant(id.clone()))?;
+            if record.revoked_at.is_some() {
+                return Ok(true);
+            }
+            record.revoked_at = Some(now);
+            self.store.put_grant(&record)?;
+            self.store.append_audit(now, AuditEvent::Revoked { grant_id: id.clone(), marketer: record.marketer.clone() })?;
+            self.store.flush()?;
+            Ok(false)
+        })?;
+        // Stored first, then the gate: a request that starts now reads the revocation from
+        // the store, and one already past that check is waited for or cut off.
+        self.gates.close(id).await;
+        Ok(Response::Revoked { grant_id: id.clone(), already })
+    }
+
+    fn status(&self, now: OffsetDateTime) -> Result<Status, CoreError> {
+        let day_ago = now - time::Duration::DAY;
+        let mut served_last_24h = 0;
+        for record in self.store.audit_newest_first() {
+            let record = record?;
+            if record.at < day_ago {
+                break;
+            }
+            served_last_24h += usize::from(matches!(record.event, AuditEvent::Served { .. }));
+        }
+        Ok(Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            agent_url: self.config.agent_url.clone(),
+            paused: self.store.paused()?,
+            signals: self.store.signal_counts()?.into_iter().collect(),
+            active_grants: self.store.grants()?.into_iter().filter(|g| view(g.clone(), now).state == GrantState::Active).count(),
+            served_last_24h,
+        })
+    }
+
+    /// The bundle of a grant: what its marketer needs to fetch and verify slices.
+    pub fn bundle(&self, record: &GrantRecord) -> Result<GrantBundle, CoreError> {
+        let keys = self.keys.grant(&record.id).map_err(|e| CoreError::Internal(e.to_string()))?;
+        Ok(GrantBundle {
+            version: bundle::VERSION,
+            grant_id: record.id.clone(),
+            marketer: record.marketer.clone(),
+            purpose: record.purpose.clone(),
+            issuer: keys.issuer(),
+            agent_url: self.config.agent_url.clone(),
+            cert_sha256: self.config.cert_sha256.clone(),
+            jwk: keys.jwk(),
+            token: Token::mint(&keys.token_secret, &record.id).encode(),
+            terms: record.terms.clone(),
+        })
+    }
+}
+
+fn bounded(field: &str, text: &str, max: usize) -> Result<String, CoreError> {
+    let text = text.trim();
+    if text.is_empty() || text.chars().count() > max || text.chars().any(char::is_control) {
+        return Err(CoreError::Invalid(format!("{field} must be 1 to {max} printable characters")));
+    }
+    Ok(text.to_owned())
+}
+
+fn view(g: GrantRecord, now: OffsetDateTime) -> GrantView {
+    let state = if g.revoked_at.is_some() {
+        GrantState::Revoked
+    } else if now >= g.terms.expires_at {
+        GrantState::Expired
+    } else {
+        GrantState::Active
+    };
+    GrantView { grant_id: g.id, marketer: g.marketer, purpose: g.purpose, terms: g.terms, created_at: g.created_at, state, revoked_at: g.revoked_at }
+}

@@ -1,0 +1,1 @@
+//! Tests of the core over a temporary store: no network, no binary.
