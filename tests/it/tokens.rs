@@ -4,7 +4,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use optin_protocol::scope::{Caveat, GrantId};
-use optin_protocol::slice::{self, SliceItem};
+use optin_protocol::slice::SliceItem;
 use optin_protocol::token::Token;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::task::JoinSet;
@@ -165,7 +165,7 @@ async fn attenuated_tokens_narrow_and_never_widen() {
     // A partner audience: the slice names the partner and verifies for it.
     let partner = root.attenuate(&"aud=partner.example".parse().expect("caveat")).encode();
     let jws = agent.get("/v1/slice", Some(&partner)).await.text();
-    let claims = slice::verify(&jws, &bundle, Some("partner.example")).expect("verifies for the partner");
+    let claims = bundle.verify_slice_for(&jws, "partner.example").expect("verifies for the partner");
     assert_eq!(claims.aud, "partner.example");
     assert!(bundle.verify_slice(&jws).is_err(), "a partner's slice is not the marketer's");
 
