@@ -258,7 +258,7 @@ async fn browser_install_status_uninstall() {
     assert!(status.contains("firefox: not installed") && status.contains("chromium: installed"), "{status}");
     let out = run(&["browser", "uninstall"]).await;
     assert_eq!(out.ok().lines().count(), 2, "{}", out.stdout);
-    run(&["browser", "install", "--browser", "netscape"]).await.fails(2, "unknown browser");
+    run(&["browser", "install", "--browser", "netscape"]).await.fails(2, "invalid value 'netscape' for '--browser");
 }
 
 #[tokio::test]

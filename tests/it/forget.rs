@@ -28,18 +28,23 @@ async fn forgotten_signals_never_appear_again() {
     let bundle = agent.grant("acme.example", "search,cart,purchase", "raw", "30d").await;
     let cutoff = ts(ago(t, 60));
 
-    let steps: Vec<(Vec<&str>, usize, Vec<&str>)> = vec![
-        (vec!["--id", "s-mid"], 1, vec!["s-old", "s-new", "c-old", "c-new", "p-one"]),
-        (vec!["--id", "s-mid"], 0, vec!["s-old", "s-new", "c-old", "c-new", "p-one"]),
-        (vec!["--kind", "cart"], 2, vec!["s-old", "s-new", "p-one"]),
-        (vec!["--before", &cutoff], 1, vec!["s-new", "p-one"]),
-        (vec!["--all"], 2, vec![]),
+    // `None`: the command fails (an id that names nothing is a typo to report, like
+    // revoking an unknown grant) and changes nothing.
+    let steps: Vec<(Vec<&str>, Option<usize>, Vec<&str>)> = vec![
+        (vec!["--id", "s-mid"], Some(1), vec!["s-old", "s-new", "c-old", "c-new", "p-one"]),
+        (vec!["--id", "s-mid"], None, vec!["s-old", "s-new", "c-old", "c-new", "p-one"]),
+        (vec!["--kind", "cart"], Some(2), vec!["s-old", "s-new", "p-one"]),
+        (vec!["--before", &cutoff], Some(1), vec!["s-new", "p-one"]),
+        (vec!["--all", "--yes"], Some(2), vec![]),
     ];
     for (args, count, remaining) in steps {
         let mut all = vec!["forget"];
         all.extend(args.iter());
         let out = agent.cli(&all).await;
-        assert_eq!(out.ok().trim(), format!("forgot {count} signals"), "forget {args:?}");
+        match count {
+            Some(count) => assert_eq!(out.ok().trim(), format!("forgot {count} signals"), "forget {args:?}"),
+            None => out.fails(1, "no signal with id \"s-mid\""),
+        }
 
         let listed = ids(&agent.cli(&["signals", "--json"]).await.json());
         let remaining_ids: BTreeSet<String> = remaining.iter().map(|s| s.to_string()).collect();

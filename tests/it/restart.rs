@@ -116,7 +116,7 @@ async fn acknowledged_writes_survive_kill_9() {
     let bundle = agent.grant("acme.example", "search", "raw", "30d").await;
     let revoked = agent.grant("globex.example", "search", "raw", "30d").await;
     agent.cli(&["revoke", revoked.grant_id.as_str()]).await.ok();
-    agent.cli(&["forget", "--id", "nothing-like-this"]).await.ok();
+    agent.cli(&["forget", "--id", "nothing-like-this"]).await.fails(1, "no signal with id");
 
     let home = agent.kill_hard();
     // With the agent dead and its socket left behind, the CLI still works.
