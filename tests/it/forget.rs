@@ -43,7 +43,9 @@ async fn forgotten_signals_never_appear_again() {
         let out = agent.cli(&all).await;
         match count {
             Some(count) => assert_eq!(out.ok().trim(), format!("forgot {count} signals"), "forget {args:?}"),
-            None => out.fails(1, "no signal with id \"s-mid\""),
+            None => {
+                out.fails(1, "no signal with id \"s-mid\"");
+            }
         }
 
         let listed = ids(&agent.cli(&["signals", "--json"]).await.json());

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::home::{check_private, write_private, Home};
@@ -39,7 +40,7 @@ pub fn ensure_self_signed(home: &Home) -> Result<()> {
 
 fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     let pem = std::fs::read(path).with_context(|| format!("cannot read certificate {}", path.display()))?;
-    let chain = rustls_pemfile::certs(&mut pem.as_slice())
+    let chain = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("{} is not a PEM certificate chain", path.display()))?;
     if chain.is_empty() {
@@ -73,9 +74,11 @@ pub fn load(home: &Home, source: &TlsSource) -> Result<TlsIdentity> {
     check_private(&key)?;
     let chain = read_chain(&cert)?;
     let pem = std::fs::read(&key).with_context(|| format!("cannot read key {}", key.display()))?;
-    let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut pem.as_slice())
-        .with_context(|| format!("{} is not a PEM private key", key.display()))?
-        .with_context(|| format!("{} holds no private key", key.display()))?;
+    let key_der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => anyhow::anyhow!("{} holds no private key", key.display()),
+        // The error can quote a line of the file, which would be key material.
+        _ => anyhow::anyhow!("{} is not a PEM private key", key.display()),
+    })?;
     let sha256 = optin_protocol::hex(&optin_protocol::sha256(chain[0].as_ref()));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
