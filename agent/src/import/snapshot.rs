@@ -9,10 +9,10 @@ use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, Row};
+use tempfile::TempDir;
 
 use super::error::HistoryError;
 use crate::browser::Browser;
@@ -23,13 +23,13 @@ pub(super) struct Snapshot {
     conn: Connection,
     /// The browser's own file, which every error names.
     original: PathBuf,
-    _dir: ScratchDir,
+    _dir: TempDir,
 }
 
 impl Snapshot {
     /// Copies `db` with its sidecars into a new private directory and opens the copy.
     pub(super) fn take(db: &Path) -> Result<Snapshot, HistoryError> {
-        let dir = ScratchDir::create().map_err(|source| HistoryError::Io { path: std::env::temp_dir(), source })?;
+        let dir = private_dir().map_err(|source| HistoryError::Io { path: std::env::temp_dir(), source })?;
         let copy = copy_database(db, dir.path())?;
         let conn = open_copy(db, &copy)?;
         Ok(Snapshot { conn, original: db.to_owned(), _dir: dir })
@@ -171,46 +171,20 @@ fn open_copy(db: &Path, copy: &Path) -> Result<Connection, HistoryError> {
     Ok(conn)
 }
 
-/// A private temporary directory, removed when dropped.
+/// A new temporary directory only this user may enter, removed with everything in it when
+/// dropped.
 ///
-/// Hand-rolled because the agent does not otherwise need a temp-file crate at run time.
-/// The directory is created with mode 0700 so other users cannot read the copied history.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn create() -> io::Result<ScratchDir> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let base = std::env::temp_dir();
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        let mut last_err = None;
-        for _ in 0..16 {
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path = base.join(format!("optin-history-{}-{nanos:x}-{n}", std::process::id()));
-            let mut builder = fs::DirBuilder::new();
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::DirBuilderExt;
-                builder.mode(0o700);
-            }
-            // `create` (not `create_all`) fails if the name exists, so a directory planted
-            // by someone else is never reused.
-            match builder.create(&path) {
-                Ok(()) => return Ok(ScratchDir(path)),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last_err.unwrap_or_else(|| io::Error::other("no free temporary directory name")))
+/// The copy holds the person's browsing history, so it gets mode 0700 as the profile it came
+/// from does: `tempfile` would otherwise create it with the umask's default, typically
+/// readable by every user of the machine. `tempfile` picks a random name and never reuses
+/// an existing directory, so a directory planted by someone else is never used.
+pub(super) fn private_dir() -> io::Result<TempDir> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("optin-history-");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(fs::Permissions::from_mode(0o700));
     }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        // Best effort: a leftover directory in the temp dir is harmless and private.
-        let _ = fs::remove_dir_all(&self.0);
-    }
+    builder.tempdir()
 }

@@ -784,3 +784,18 @@ fn times_convert_from_both_epochs() {
     }
     assert_eq!(visit::stored_since(None, firefox::EPOCH_US), i64::MIN);
 }
+
+#[test]
+fn copies_go_to_a_private_directory_removed_on_drop() {
+    let dir = snapshot::private_dir().expect("temporary directory");
+    let path = dir.path().to_owned();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&path).expect("metadata").permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "only the owner may enter");
+    }
+    fs::write(path.join("History"), b"a copy").expect("write");
+    drop(dir);
+    assert!(!path.exists(), "{} is left behind", path.display());
+}
