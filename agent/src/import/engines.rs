@@ -263,44 +263,12 @@ impl<'a> UrlParts<'a> {
 }
 
 /// The first value of parameter `name` in an application/x-www-form-urlencoded string,
-/// decoded as `URLSearchParams.get` does: `+` is a space, percent escapes are UTF-8, and
-/// invalid UTF-8 becomes U+FFFD.
+/// decoded as `URLSearchParams.get` does: names are decoded before they are compared, `+`
+/// is a space, percent escapes are UTF-8, a `%` without two hex digits stays as it is, and
+/// invalid UTF-8 becomes U+FFFD. `form_urlencoded` implements the WHATWG parser that
+/// `URLSearchParams` follows.
 fn form_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').filter(|pair| !pair.is_empty()).find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (form_decode(k) == name).then(|| form_decode(v))
-    })
-}
-
-fn form_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => match (bytes.get(i + 1).and_then(|b| hex_value(*b)), bytes.get(i + 2).and_then(|b| hex_value(*b))) {
-                (Some(hi), Some(lo)) => {
-                    out.push((hi << 4) | lo);
-                    i += 2;
-                }
-                // A '%' not followed by two hex digits stays as it is.
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
+    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 
 #[cfg(test)]

@@ -214,3 +214,27 @@ fn splits_urls() {
         assert_eq!(got, want, "url {url:?}");
     }
 }
+
+/// Query strings decoded as `new URLSearchParams(query).get(name)` decodes them in a
+/// browser; each expected value was checked there.
+#[test]
+fn decodes_form_values_as_url_search_params() {
+    let table: &[(&str, &str, Option<&str>)] = &[
+        ("q=%C3%A9+%2b", "q", Some("é +")),
+        ("q=%2", "q", Some("%2")),
+        ("q=%2Z", "q", Some("%2Z")),
+        ("q=%", "q", Some("%")),
+        ("q=%e2%82", "q", Some("\u{FFFD}")),
+        ("q=a=b", "q", Some("a=b")),
+        ("&&q=x", "q", Some("x")),
+        ("q", "q", Some("")),
+        ("q&q=y", "q", Some("")),
+        ("%71%3D=z&q=w", "q=", Some("z")),
+        ("%71%3D=z&q=w", "q", Some("w")),
+        ("qq=x&Q=y", "q", None),
+        ("", "q", None),
+    ];
+    for (query, name, want) in table {
+        assert_eq!(form_param(query, name).as_deref(), *want, "{name:?} in {query:?}");
+    }
+}
