@@ -2,32 +2,34 @@
 //!
 //! The agent a person runs on their own machine, and its CLI (`optin`, a thin `main.rs`).
 //!
-//! ## Codemap
+//! ## Codemap, by what runs where
 //!
-//! - [`cli`]: flags and commands; each command becomes a [`command::Request`].
-//! - [`command`]: the owner's requests and replies, the admin socket's wire format.
-//! - [`core`]: every operation on the store: ingest, grants, revoke, slices, audit. The
-//!   HTTPS API, the admin socket and the offline CLI all call it.
-//! - [`slicer`]: cutting a slice (range scans, cart states, granularity).
-//! - [`gate`]: per-grant revocation gates, so `revoke` returns only when nothing more flows.
-//! - [`store`]: the only module that knows sled; key layout and on-disk format.
-//! - [`audit`]: hash-chained audit records.
-//! - [`keys`]: the identity key and the per-grant keys, secrets and pseudonyms derived from it.
-//! - [`home`]: the home directory, its layout and its permission checks.
-//! - [`http`]: the only module that knows HTTP: routes, problem+json errors.
-//! - [`server`]: TLS listener, connection limits, timeouts, graceful shutdown.
-//! - [`tls`]: the certificate (self-signed on first start, or the user's).
-//! - [`admin`]: the Unix admin socket, server and client.
-//! - [`native_host`]: `optin native-host`, the extension's way in (native messaging).
-//! - [`browser`]: installing the native-messaging manifests.
-//! - [`merchant`]: registrable domains via the public suffix list.
-//! - [`engines`]: search-engine URL rules, read from the extension's `engines.json`.
-//! - [`history`]: reading searches from Chromium and Firefox history databases.
+//! - [`core`]: every operation on the store, whatever the way in. `owner` runs the person's
+//!   [`core::command::Request`]s; `marketer` admits tokens and cuts signed slices;
+//!   `slicer`, `gate` (revocation gates) and `audit` (the hash chain) serve those two.
+//! - [`store`]: the only module that knows sled. `key` is the one store-key codec, `meta`
+//!   the typed settings, `record` the on-disk records.
+//! - [`serve`]: `optin serve`. `http` is the only module that knows HTTP; `listener` the
+//!   TLS connections, caps and timeouts; `admin` the admin socket's server; `tls` the
+//!   certificate. [`serve::serve`] runs in-process on given listeners.
+//! - [`session`]: reaching optin from another process: the running agent over its admin
+//!   socket, or the store itself when none runs. The CLI and the native host use it.
+//! - [`cli`]: flags, dispatch and printing of `optin`.
+//! - [`browser`]: the one `Browser` enum, native-messaging manifests, the native host.
+//! - [`import`]: searches from browser history databases, and the engine URL rules.
+//! - [`keys`]: the identity key and everything derived from it; [`home`]: the home's paths
+//!   and permissions; [`merchant`]: registrable domains.
 //!
 //! ## Invariants
 //!
-//! - Nothing leaves the store except through [`core::Core::slice`], which evaluates scope
-//!   with `optin_protocol::scope::Terms::evaluate` and nowhere else.
+//! - Modules depend one way: `cli` → `session`, `serve`, `browser`, `import` → `core` →
+//!   `store`, `keys`, `home`; `serve` and `browser` never import `cli`; `store` never imports
+//!   `core`. No cycles.
+//! - Nothing leaves the store except through [`core::Core::slice`] (and the owner's
+//!   preview), which evaluate scope with `optin_protocol::scope::Terms::evaluate` only.
+//! - Failures carry a kind decided once ([`core::CoreError::kind`]): the admin socket and
+//!   the native host say `invalid`/`not_found` (the request is wrong: drop it) apart from
+//!   `unavailable`/`internal` (try again later).
 //! - The store holds no secret: keys, token secrets and pseudonyms derive from
 //!   `identity.pk8` ([`keys`]).
 //! - Writes the owner is told about are flushed before the answer.
@@ -43,3 +45,6 @@ pub mod merchant;
 pub mod serve;
 pub mod session;
 pub mod store;
+
+#[cfg(test)]
+mod architecture;
