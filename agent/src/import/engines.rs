@@ -4,7 +4,8 @@
 //! the history importer must agree on what counts as a search: a search seen live and the
 //! same search found later in the browser's history should produce the same signal. The
 //! matching algorithm here mirrors `extension/lib/engines.js` step by step; change both or
-//! neither.
+//! neither. Both are tested against the one list of URL cases in
+//! `extension/engine-cases.json`.
 //!
 //! URLs are parsed by a small hand-written parser rather than the `url` crate. It only has
 //! to find the scheme, host, path and query of addresses a browser has already normalised
