@@ -1,414 +1,240 @@
-//! The `optin` command line: flags defined once here, each command turned into a
-//! [`Request`] and run through the admin socket of a running agent or, when none runs, on
-//! the store directly.
+//! The `optin` command line: each command turned into a [`Request`] and run through the
+//! admin socket of a running agent or, when none runs, on the store directly
+//! ([`crate::session`]).
+//!
+//! - [`args`]: every flag, defined once (help, man page and completions come from it);
+//! - [`print`]: standard output that may close early, colour, tables, inert text;
+//! - [`show`]: how each answer looks to a person.
 //!
 //! Exit codes: 0 success, 1 the command failed (the message says why), 2 the command line
-//! is wrong.
+//! is wrong. A standard output closed early (`optin signals | head -1`) is success: the
+//! reader has what it wanted. Errors go to standard error as `error: …`.
+//!
+//! Only `serve`, `ingest`, `import`, `grant`, `ingest-token` and `browser install` (and the
+//! native host, which the browser starts) make a home that does not exist: they start
+//! using optin, or set it up. Every other command looks at what is there, and says so when
+//! there is no home rather than showing an empty one.
 
-use std::io::Read;
-use std::net::SocketAddr;
+mod args;
+mod print;
+mod show;
+
+use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
-use optin_protocol::scope::{GrantId, Granularity};
-use optin_protocol::signal::{Kind, Kinds};
-use optin_protocol::span::Span;
-use time::OffsetDateTime;
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{CommandFactory, Parser};
+use optin_protocol::bundle::GrantBundle;
+use optin_protocol::scope::GrantId;
 
-use crate::core::command::{AuditEntry, Forget, GrantView, Request, Response, SignalView};
-use crate::home::Home;
+pub use args::Cli;
+use args::{BrowserCommand, ColorWhen, Command, ForgetArgs, GrantArgs, ImportArgs, OutputArgs, ServeArgs};
+use print::{count, inert, inert_lines, is_stdout_closed, paint, Printer, Style};
+use show::{LastConnection, StatusView};
+
+use crate::core::command::{Forget, Reply, Request, Response};
+use crate::home::{self, Home, IfExists};
 use crate::keys::Keys;
 use crate::serve::tls::TlsSource;
-use crate::store::AuditEvent;
-use optin_protocol::signal::Body;
+use crate::session::{self, Failed};
 
-/// optin: share chosen browsing signals with chosen marketers, signed, scoped and revocable.
-#[derive(Parser, Debug)]
-#[command(name = "optin", version, about)]
-pub struct Cli {
-    /// The agent's home: store, keys, certificate, admin socket.
-    #[arg(long, global = true, env = "OPTIN_HOME", value_name = "DIR")]
-    home: Option<PathBuf>,
-
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Run the agent: the HTTPS API for marketers and the admin socket for this CLI.
-    Serve(ServeArgs),
-    /// Store signals from an NDJSON file (or - for standard input), all or nothing.
-    Ingest {
-        /// The NDJSON file, or - for standard input.
-        file: PathBuf,
-        /// Only say what would be stored.
-        #[arg(long)]
-        dry_run: bool,
-        /// Print the counts as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Add the searches in a browser's history.
-    Import(ImportArgs),
-    /// Connect the browser extension: native-messaging manifests.
-    #[command(subcommand)]
-    Browser(BrowserCommand),
-    /// Serve the browser extension over native messaging (started by the browser).
-    NativeHost {
-        /// What the browser passes: the caller's origin (Chromium) or manifest and id (Firefox).
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        args: Vec<String>,
-    },
-    /// Print the owner's token for POST /v1/signals.
-    IngestToken,
-    /// List stored signals.
-    Signals {
-        /// Only signals of this kind.
-        #[arg(long, value_name = "KIND")]
-        kind: Option<Kind>,
-        /// Print a JSON array.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Forget signals: they never appear in any later slice.
-    Forget(ForgetArgs),
-    /// Allow a marketer to receive slices, and print the bundle to hand them.
-    Grant(GrantArgs),
-    /// List grants and their state.
-    Grants {
-        /// Print a JSON array.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Revoke a grant; returns once the agent no longer honours it.
-    Revoke {
-        /// The grant's id (g_…).
-        grant_id: GrantId,
-    },
-    /// Show exactly what a grant's marketer would receive now.
-    Preview {
-        /// The grant's id (g_…).
-        grant_id: GrantId,
-        /// Print the slice's claims as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show who received what, when, and every refusal.
-    Audit {
-        /// Print a JSON array.
-        #[arg(long)]
-        json: bool,
-        /// Check the hash chain; exit 1 if it is broken.
-        #[arg(long)]
-        verify: bool,
-    },
-    /// Stop all sharing at once.
-    Pause,
-    /// Share again after `pause`.
-    Resume,
-}
-
-#[derive(Args, Debug)]
-struct ImportArgs {
-    /// chrome, chromium or firefox.
-    browser: crate::import::Browser,
-    /// The profile directory (default: the browser's default profile).
-    #[arg(long, value_name = "DIR")]
-    profile: Option<PathBuf>,
-    /// Only visits this recent, like 30d.
-    #[arg(long, value_name = "SPAN")]
-    since: Option<Span>,
-    /// Only say what would be added.
-    #[arg(long)]
-    dry_run: bool,
-    /// Print the searches and counts as JSON.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Subcommand, Debug)]
-enum BrowserCommand {
-    /// Write the native-messaging manifests where browsers look for them.
-    Install {
-        /// Only this browser: chromium, chrome or firefox.
-        #[arg(long)]
-        browser: Option<crate::browser::Browser>,
-        /// Write into this directory instead (a browser's --user-data-dir/NativeMessagingHosts).
-        #[arg(long, value_name = "DIR")]
-        manifest_dir: Option<PathBuf>,
-    },
-    /// Say what is installed and when the extension last connected.
-    Status {
-        /// Look in this directory instead.
-        #[arg(long, value_name = "DIR")]
-        manifest_dir: Option<PathBuf>,
-    },
-    /// Remove the manifests.
-    Uninstall {
-        /// Only this browser.
-        #[arg(long)]
-        browser: Option<crate::browser::Browser>,
-        /// Remove from this directory instead.
-        #[arg(long, value_name = "DIR")]
-        manifest_dir: Option<PathBuf>,
-    },
-}
-
-#[derive(Args, Debug)]
-struct ServeArgs {
-    /// Address to listen on; 127.0.0.1:0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:7676", value_name = "ADDR")]
-    listen: SocketAddr,
-    /// Your own certificate chain (PEM) instead of the self-signed one.
-    #[arg(long, requires = "tls_key", value_name = "PEM")]
-    tls_cert: Option<PathBuf>,
-    /// The key of --tls-cert (PEM, mode 0600).
-    #[arg(long, requires = "tls_cert", value_name = "PEM")]
-    tls_key: Option<PathBuf>,
-    /// How long a cart waits for a purchase before it counts as abandoned.
-    #[arg(long, default_value = "24h", value_name = "SPAN")]
-    abandon_after: Span,
-}
-
-#[derive(Args, Debug)]
-#[group(required = true, multiple = false)]
-struct ForgetArgs {
-    /// One signal by id.
-    #[arg(long)]
-    id: Option<String>,
-    /// Every signal of a kind.
-    #[arg(long, value_name = "KIND")]
-    kind: Option<Kind>,
-    /// Every signal before this RFC 3339 time.
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
-    before: Option<OffsetDateTime>,
-    /// Everything.
-    #[arg(long)]
-    all: bool,
-}
-
-#[derive(Args, Debug)]
-struct GrantArgs {
-    /// Who may receive slices (a name or domain the marketer knows itself by).
-    marketer: String,
-    /// Kinds to share: any of search,cart,purchase.
-    #[arg(long, value_name = "KINDS")]
-    kinds: Kinds,
-    /// raw (every field) or category (kind, category and day only).
-    #[arg(long, value_name = "LEVEL")]
-    granularity: Granularity,
-    /// How far back slices reach, like 30d.
-    #[arg(long, value_name = "SPAN")]
-    window: Span,
-    /// How long the grant lasts, like 90d.
-    #[arg(long, value_name = "SPAN")]
-    expires: Span,
-    /// What the marketer may use the data for, shown to both sides.
-    #[arg(long, value_name = "TEXT")]
-    purpose: String,
-    /// Print only the bundle's JSON.
-    #[arg(long)]
-    json: bool,
-}
-
-fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
-    optin_protocol::timestamp::parse(text).ok_or_else(|| format!("`{text}` is not an RFC 3339 time like 2026-11-20T10:00:00Z"))
-}
+/// A command line that parsed but cannot be run as given (exit 2, like clap's own errors).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Usage(String);
 
 /// Runs the command line; the binary's `main`.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OPTIN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(1);
+            // Help and --version exit 0, a wrong command line 2. Printing is best effort: a
+            // closed pipe after `optin --help | head -1` is no failure.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
-    match runtime.block_on(run(cli)) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OPTIN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr).init();
+    let stderr_color = use_color(cli.color, io::stderr().is_terminal());
+    let mut out = Printer::stdout(use_color(cli.color, io::stdout().is_terminal()));
+    let result = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(run(cli, &mut out)),
+        Err(e) => Err(anyhow!(e).context("cannot start the runtime")),
+    };
+    let result = result.and_then(|()| Ok(out.flush()?));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            // What was printed before the failure still goes out, then why it stopped.
+            let _ = out.flush();
+            let message = format!("{}: {}", paint(stderr_color, "error", Style::Red), inert_lines(&format!("{e:#}")));
+            let _ = writeln!(io::stderr().lock(), "{message}");
+            ExitCode::from(if e.downcast_ref::<Usage>().is_some() { 2 } else { 1 })
         }
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
-    let home_dir = match cli.home {
-        Some(h) => h,
-        None => Home::default_dir()?,
-    };
-    match cli.command {
-        Command::Serve(args) => {
-            let tls = TlsSource { user: args.tls_cert.zip(args.tls_key) };
-            crate::serve::run(crate::serve::ServeConfig { home: home_dir, listen: args.listen, tls, abandon_after: args.abandon_after, max_connections: 512 })
-                .await
-        }
-        Command::IngestToken => {
-            let home = Home::open(&home_dir)?;
-            println!("{}", Keys::load_or_create(&home)?.ingest_token());
-            Ok(())
-        }
+/// Whether to colour a stream: `--color always|never` decides; `auto` colours a terminal
+/// unless `NO_COLOR` is set to anything but the empty string (no-color.org).
+fn use_color(when: ColorWhen, terminal: bool) -> bool {
+    match when {
+        ColorWhen::Always => true,
+        ColorWhen::Never => false,
+        ColorWhen::Auto => terminal && !matches!(std::env::var_os("NO_COLOR"), Some(v) if !v.is_empty()),
+    }
+}
+
+async fn run(cli: Cli, p: &mut Printer) -> Result<()> {
+    let Cli { home, command, .. } = cli;
+    // Resolved only for the commands that use a home: `man` and `completions` work anywhere.
+    let dir = || home.clone().map_or_else(Home::default_dir, Ok);
+    match command {
+        Command::Serve(args) => serve(dir()?, args).await,
+        Command::Status { json } => status(&Home::open_existing(&dir()?)?, json, p).await,
         Command::Ingest { file, dry_run, json } => {
             let ndjson = read_input(&file)?;
-            match execute(&home_dir, Request::Ingest { ndjson, dry_run }).await? {
-                Response::Ingested { stored, duplicates } if json => println!("{}", serde_json::json!({"stored": stored, "duplicates": duplicates})),
-                Response::Ingested { stored, duplicates } if dry_run => println!("would store {stored} signals ({duplicates} already present)"),
-                Response::Ingested { stored, duplicates } => println!("stored {stored} signals ({duplicates} already present)"),
-                other => unexpected(other)?,
+            let home = Home::open_or_create(&dir()?)?;
+            let Response::Ingested { stored, duplicates } = execute(&home, Request::Ingest { ndjson, dry_run }).await? else { return unexpected() };
+            if json {
+                p.json(&serde_json::json!({"stored": stored, "duplicates": duplicates}).to_string())?;
+            } else {
+                let verb = if dry_run { "would store" } else { "stored" };
+                writeln!(p, "{verb} {} ({duplicates} already present)", count(stored, "signal", "signals"))?;
             }
             Ok(())
         }
-        Command::Import(args) => import(&home_dir, args).await,
-        Command::NativeHost { args } => crate::browser::native_host::run(&home_dir, &args).await,
-        Command::Browser(cmd) => {
-            let home = Home::open(&home_dir)?;
-            match cmd {
-                BrowserCommand::Install { browser, manifest_dir } => {
-                    for path in crate::browser::manifest::install(&home, browser, manifest_dir.as_deref())? {
-                        println!("installed {}", path.display());
-                    }
-                }
-                BrowserCommand::Status { manifest_dir } => {
-                    for line in crate::browser::manifest::status(&home, manifest_dir.as_deref())? {
-                        println!("{line}");
-                    }
-                    let running = matches!(crate::session::call(&home.admin_socket(), &Request::Status).await, Ok(Some(_)));
-                    println!("agent: {}", if running { "running" } else { "not running (signals wait in the extension until it starts)" });
-                }
-                BrowserCommand::Uninstall { browser, manifest_dir } => {
-                    let removed = crate::browser::manifest::uninstall(&home, browser, manifest_dir.as_deref())?;
-                    for path in &removed {
-                        println!("removed {}", path.display());
-                    }
-                    if removed.is_empty() {
-                        println!("nothing to remove");
-                    }
-                }
-            }
+        Command::IngestToken => {
+            let home = Home::open_or_create(&dir()?)?;
+            writeln!(p, "{}", Keys::load_or_create(&home)?.ingest_token())?;
             Ok(())
         }
+        Command::Import(args) => import(&Home::open_or_create(&dir()?)?, args, p).await,
         Command::Signals { kind, json } => {
-            let Response::Signals { signals } = execute(&home_dir, Request::Signals { kind }).await? else { bail!("unexpected answer") };
+            let home = Home::open_existing(&dir()?)?;
+            let Response::Signals { signals } = execute(&home, Request::Signals { kind }).await? else { return unexpected() };
             if json {
-                println!("{}", serde_json::to_string_pretty(&signals)?);
+                p.json(&serde_json::to_string_pretty(&signals)?)?;
             } else {
-                print_signals(&signals);
+                show::signals(p, &signals, kind)?;
             }
             Ok(())
         }
-        Command::Forget(args) => {
-            let what = match (args.id, args.kind, args.before, args.all) {
-                (Some(id), ..) => Forget::Id(id),
-                (_, Some(k), ..) => Forget::Kind(k),
-                (_, _, Some(t), _) => Forget::Before(t),
-                _ => Forget::All,
-            };
-            let Response::Forgot { count } = execute(&home_dir, Request::Forget { what }).await? else { bail!("unexpected answer") };
-            println!("forgot {count} signals");
-            Ok(())
-        }
-        Command::Grant(a) => {
-            let request =
-                Request::Grant { marketer: a.marketer, kinds: a.kinds, granularity: a.granularity, window: a.window, expires: a.expires, purpose: a.purpose };
-            let Response::Granted { bundle } = execute(&home_dir, request).await? else { bail!("unexpected answer") };
-            let json = serde_json::to_string_pretty(&bundle)?;
-            if a.json {
-                println!("{json}");
-            } else {
-                println!(
-                    "granted {} to {}: {} at {} granularity, {} window, until {}",
-                    bundle.grant_id,
-                    bundle.marketer,
-                    bundle.terms.kinds,
-                    bundle.terms.granularity,
-                    bundle.terms.window,
-                    optin_protocol::timestamp::format(bundle.terms.expires_at)
-                );
-                println!("give this bundle to {} (it holds their token: send it privately):", bundle.marketer);
-                println!("{json}");
-            }
-            Ok(())
-        }
+        Command::Forget(args) => forget(&Home::open_existing(&dir()?)?, args, p).await,
+        Command::Grant(args) => grant(&dir()?, args, p).await,
         Command::Grants { json } => {
-            let Response::Grants { grants } = execute(&home_dir, Request::Grants).await? else { bail!("unexpected answer") };
+            let home = Home::open_existing(&dir()?)?;
+            let Response::Grants { mut grants } = execute(&home, Request::Grants).await? else { return unexpected() };
+            grants.sort_by(|a, b| (a.created_at, a.grant_id.as_str()).cmp(&(b.created_at, b.grant_id.as_str())));
             if json {
-                println!("{}", serde_json::to_string_pretty(&grants)?);
+                p.json(&serde_json::to_string_pretty(&grants)?)?;
             } else {
-                print_grants(&grants);
+                show::grants(p, &grants)?;
+            }
+            Ok(())
+        }
+        Command::Bundle { grant_id, output } => bundle(&Home::open_existing(&dir()?)?, grant_id, output, p).await,
+        Command::Preview { grant_id, json } => {
+            let home = Home::open_existing(&dir()?)?;
+            let Response::Preview { claims } = execute(&home, Request::Preview { grant_id }).await? else { return unexpected() };
+            if json {
+                p.json(&serde_json::to_string_pretty(&claims)?)?;
+            } else {
+                show::preview(p, &claims)?;
             }
             Ok(())
         }
         Command::Revoke { grant_id } => {
-            let Response::Revoked { grant_id, already } = execute(&home_dir, Request::Revoke { grant_id }).await? else { bail!("unexpected answer") };
+            let home = Home::open_existing(&dir()?)?;
+            let Response::Revoked { grant_id, already } = execute(&home, Request::Revoke { grant_id }).await? else { return unexpected() };
             if already {
-                println!("{grant_id} was already revoked");
+                writeln!(p, "{grant_id} was already revoked")?;
             } else {
-                println!("revoked {grant_id}");
-            }
-            Ok(())
-        }
-        Command::Preview { grant_id, json } => {
-            let Response::Preview { claims } = execute(&home_dir, Request::Preview { grant_id }).await? else { bail!("unexpected answer") };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&claims)?);
-            } else {
-                println!(
-                    "{} would receive {} items ({} at {} granularity, {} to {}) for: {}",
-                    claims.aud,
-                    claims.items.len(),
-                    claims.scope.kinds,
-                    claims.scope.granularity,
-                    optin_protocol::timestamp::format(claims.scope.since),
-                    optin_protocol::timestamp::format(claims.scope.until),
-                    claims.grant.purpose
-                );
-                for item in &claims.items {
-                    println!("  {}", serde_json::to_string(item)?);
-                }
+                writeln!(p, "revoked {grant_id}")?;
             }
             Ok(())
         }
         Command::Audit { json, verify } => {
-            let Response::Audit { records, chain, anonymous_refusals } = execute(&home_dir, Request::Audit).await? else { bail!("unexpected answer") };
+            let home = Home::open_existing(&dir()?)?;
+            let Response::Audit { records, chain, anonymous_refusals } = execute(&home, Request::Audit).await? else { return unexpected() };
             if verify {
-                let n = chain.map_err(|e| anyhow::anyhow!(e))?;
-                println!("audit chain intact ({n} records)");
+                let n = chain.map_err(|broken| anyhow!("the audit chain is broken: {broken}"))?;
+                writeln!(p, "audit chain intact ({})", count(usize::try_from(n).unwrap_or(usize::MAX), "record", "records"))?;
             } else if json {
-                println!("{}", serde_json::to_string_pretty(&records)?);
+                p.json(&serde_json::to_string_pretty(&records)?)?;
             } else {
-                print_audit(&records);
-                if anonymous_refusals > 0 {
-                    println!("and {anonymous_refusals} requests with unknown or forged tokens since the agent started (counted, not recorded one by one)");
-                }
+                show::audit(p, &records, anonymous_refusals)?;
             }
             Ok(())
         }
         Command::Pause | Command::Resume => {
-            let paused = matches!(cli.command, Command::Pause);
-            execute(&home_dir, Request::Sharing { paused }).await?;
-            println!("{}", if paused { "sharing paused: every slice is refused until `optin resume`" } else { "sharing resumed" });
+            let paused = matches!(command, Command::Pause);
+            execute(&Home::open_existing(&dir()?)?, Request::Sharing { paused }).await?;
+            writeln!(p, "{}", if paused { "sharing paused: every slice is refused until `optin resume`" } else { "sharing resumed" })?;
             Ok(())
+        }
+        Command::Browser(cmd) => browser(&dir()?, cmd, p).await,
+        Command::NativeHost { args } => crate::browser::native_host::run(&dir()?, &args).await,
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "optin", &mut script);
+            Ok(p.write_all(&script)?)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+            Ok(p.write_all(&page)?)
         }
     }
 }
 
-async fn import(home_dir: &Path, args: ImportArgs) -> Result<()> {
+/// Runs a request through a session with `home`.
+async fn execute(home: &Home, request: Request) -> Result<Response> {
+    Ok(session::execute(home, request).await?)
+}
+
+fn unexpected<T>() -> Result<T> {
+    bail!("the agent answered with something other than this command's answer (is it another version of optin?)")
+}
+
+async fn serve(dir: PathBuf, args: ServeArgs) -> Result<()> {
+    let tls = TlsSource { user: args.tls_cert.zip(args.tls_key) };
+    let config = crate::serve::ServeConfig { home: dir, listen: args.listen, tls, abandon_after: args.abandon_after, max_connections: 512 };
+    crate::serve::run(config).await
+}
+
+async fn status(home: &Home, json: bool, p: &mut Printer) -> Result<()> {
+    // Asked on the admin socket first, so the answer says whether an agent is there.
+    let (running, status) = match session::call(&home.admin_socket(), &Request::Status).await? {
+        Some(Reply::Ok(Response::Status(status))) => (true, status),
+        Some(Reply::Ok(_)) => return unexpected(),
+        Some(Reply::Err { kind, message }) => return Err(Failed { kind, message }.into()),
+        None => match execute(home, Request::Status).await? {
+            Response::Status(status) => (false, status),
+            _ => return unexpected(),
+        },
+    };
+    let view = StatusView { home: home.root(), running, status: &status, extension: LastConnection::read(&home.last_connection()) };
+    if json {
+        p.json(&serde_json::to_string_pretty(&view.json())?)?;
+    } else {
+        view.write(p)?;
+    }
+    Ok(())
+}
+
+async fn import(home: &Home, args: ImportArgs, p: &mut Printer) -> Result<()> {
     let engines = crate::import::engines::Engines::builtin().context("the built-in engine rules do not load")?;
     let profile = match args.profile {
-        Some(p) => p,
+        Some(profile) => profile,
         None => {
             let user = std::env::var_os("HOME").map(PathBuf::from).context("HOME is not set; pass --profile")?;
             crate::import::default_profile(args.browser, &user)?
         }
     };
-    let since = args.since.map(|s| crate::core::now() - s.duration());
+    let since = args.since.map(|s| s.resolve(crate::core::now()));
     let searches = crate::import::read_searches(args.browser, &profile, since, &engines)?;
     let mut ndjson = String::new();
     let mut shown = Vec::new();
@@ -416,7 +242,7 @@ async fn import(home_dir: &Path, args: ImportArgs) -> Result<()> {
         let line = serde_json::json!({
             "id": s.id,
             "kind": "search",
-            "at": optin_protocol::timestamp::format(s.at),
+            "at": print::time(s.at),
             "query": s.query,
             "engine": s.engine,
             "source": s.source,
@@ -425,98 +251,169 @@ async fn import(home_dir: &Path, args: ImportArgs) -> Result<()> {
         ndjson.push('\n');
         shown.push(line);
     }
-    let Response::Ingested { stored, duplicates } = execute(home_dir, Request::Ingest { ndjson, dry_run: args.dry_run }).await? else {
-        bail!("unexpected answer")
-    };
+    let Response::Ingested { stored, duplicates } = execute(home, Request::Ingest { ndjson, dry_run: args.dry_run }).await? else { return unexpected() };
     if args.json {
-        println!("{}", serde_json::json!({ "found": searches.len(), "stored": stored, "duplicates": duplicates, "dry_run": args.dry_run, "searches": shown }));
-    } else {
-        if args.dry_run {
-            for s in &searches {
-                println!("{}  {:<20} {}", optin_protocol::timestamp::format(s.at), s.engine, s.query);
-            }
-        }
-        let verb = if args.dry_run { "would add" } else { "added" };
-        println!("found {} searches in {} history; {verb} {stored} ({duplicates} already present)", searches.len(), args.browser);
+        let summary = serde_json::json!({ "found": searches.len(), "stored": stored, "duplicates": duplicates, "dry_run": args.dry_run, "searches": shown });
+        p.json(&summary.to_string())?;
+        return Ok(());
     }
+    if args.dry_run {
+        let mut table = print::Table::new(&[("AT", 20), ("ENGINE", 24), ("QUERY", 60)]);
+        for s in &searches {
+            table.row(vec![print::Cell::new(print::time(s.at)), print::Cell::new(&s.engine), print::Cell::new(&s.query)]);
+        }
+        if !searches.is_empty() {
+            table.write(p)?;
+        }
+    }
+    let verb = if args.dry_run { "would add" } else { "added" };
+    writeln!(p, "found {} in {} history; {verb} {stored} ({duplicates} already present)", count(searches.len(), "search", "searches"), args.browser)?;
     Ok(())
 }
 
-fn unexpected(response: Response) -> Result<()> {
-    bail!("unexpected answer from the agent: {response:?}")
+async fn forget(home: &Home, args: ForgetArgs, p: &mut Printer) -> Result<()> {
+    let what = args.what;
+    let what = match (what.id, what.kind, what.before, what.all) {
+        (Some(id), ..) => Forget::Id(id),
+        (_, Some(kind), ..) => Forget::Kind(kind),
+        (_, _, Some(before), _) => Forget::Before(before.resolve(crate::core::now())),
+        _ => Forget::All,
+    };
+    if matches!(what, Forget::All) && !args.yes {
+        confirm_forget_all(home).await?;
+    }
+    let Response::Forgot { count } = execute(home, Request::Forget { what }).await? else { return unexpected() };
+    // Not `print::count`: the tests and scripts in use read this exact sentence.
+    writeln!(p, "forgot {count} signals")?;
+    Ok(())
+}
+
+/// Asks before forgetting everything, on a terminal; elsewhere nobody can answer, so
+/// `--yes` must say it (exit 2: the command line lacks it).
+async fn confirm_forget_all(home: &Home) -> Result<()> {
+    if !io::stdin().is_terminal() {
+        return Err(Usage("forget --all forgets every signal for good: pass --yes to confirm it (standard input is not a terminal, so nobody can be asked); nothing was forgotten".into()).into());
+    }
+    let Response::Status(status) = execute(home, Request::Status).await? else { return unexpected() };
+    let total: usize = status.signals.values().sum();
+    if total == 0 {
+        return Ok(());
+    }
+    let mut stderr = io::stderr().lock();
+    write!(stderr, "forget all {} for good? [y/N] ", count(total, "signal", "signals"))
+        .and_then(|()| stderr.flush())
+        .context("cannot ask on standard error")?;
+    let mut answer = String::new();
+    io::stdin().read_line(&mut answer).context("cannot read the answer")?;
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => bail!("not confirmed: nothing was forgotten"),
+    }
+}
+
+async fn grant(dir: &Path, args: GrantArgs, p: &mut Printer) -> Result<()> {
+    // Checked before the grant is made, so a taken name does not leave a grant whose bundle
+    // went nowhere.
+    if let Some(path) = args.output.output.as_deref().filter(|_| !args.output.force) {
+        if path.symlink_metadata().is_ok() {
+            return Err(exists(path));
+        }
+    }
+    let home = Home::open_or_create(dir)?;
+    let request = Request::Grant {
+        marketer: args.marketer,
+        kinds: args.kinds,
+        granularity: args.granularity,
+        window: args.window,
+        expires: args.expires,
+        purpose: args.purpose,
+    };
+    let Response::Granted { bundle } = execute(&home, request).await? else { return unexpected() };
+    if let Some(path) = &args.output.output {
+        write_bundle(path, &bundle, args.output.force)
+            .with_context(|| format!("{} was granted, but its bundle was not written (`optin bundle {0} --output FILE` writes it)", bundle.grant_id))?;
+        show::grant_summary(p, &bundle)?;
+        return sent_privately(p, path, &bundle);
+    }
+    let json = serde_json::to_string_pretty(&bundle)?;
+    if !args.json {
+        show::grant_summary(p, &bundle)?;
+        writeln!(p, "give this bundle to {} (it holds their token: send it privately):", inert(&bundle.marketer))?;
+    }
+    p.json(&json)?;
+    Ok(())
+}
+
+async fn bundle(home: &Home, grant_id: GrantId, output: OutputArgs, p: &mut Printer) -> Result<()> {
+    let Response::Bundle { bundle } = execute(home, Request::Bundle { grant_id }).await? else { return unexpected() };
+    match &output.output {
+        Some(path) => {
+            write_bundle(path, &bundle, output.force)?;
+            sent_privately(p, path, &bundle)
+        }
+        None => Ok(p.json(&serde_json::to_string_pretty(&bundle)?)?),
+    }
+}
+
+fn sent_privately(p: &mut Printer, path: &Path, bundle: &GrantBundle) -> Result<()> {
+    let file = path.display().to_string();
+    writeln!(p, "wrote the bundle to {}: give it to {} privately (it holds their token)", inert(&file), inert(&bundle.marketer))?;
+    Ok(())
+}
+
+fn exists(path: &Path) -> anyhow::Error {
+    anyhow!("{} already exists: choose another file, or pass --force to replace it", path.display())
+}
+
+/// Writes a bundle to a new 0600 file (see [`home::write_new_private`]).
+fn write_bundle(path: &Path, bundle: &GrantBundle, force: bool) -> Result<()> {
+    let mut json = serde_json::to_vec_pretty(bundle)?;
+    json.push(b'\n');
+    let if_exists = if force { IfExists::Replace } else { IfExists::Refuse };
+    home::write_new_private(path, &json, if_exists).map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => exists(path),
+        _ => anyhow!(e).context(format!("cannot write {}", path.display())),
+    })
+}
+
+async fn browser(dir: &Path, command: BrowserCommand, p: &mut Printer) -> Result<()> {
+    // Looking, or removing manifests, needs no home; one that is there is still checked.
+    let existing = || if dir.exists() { Home::open_existing(dir) } else { Ok(Home::unopened(dir)) };
+    match command {
+        BrowserCommand::Install { browser, manifest_dir } => {
+            let home = Home::open_or_create(dir)?;
+            for path in crate::browser::manifest::install(&home, browser, manifest_dir.as_deref())? {
+                writeln!(p, "installed {}", inert(&path.display().to_string()))?;
+            }
+        }
+        BrowserCommand::Status { manifest_dir } => {
+            let home = existing()?;
+            for line in crate::browser::manifest::status(&home, manifest_dir.as_deref())? {
+                writeln!(p, "{}", inert(&line))?;
+            }
+            let running = matches!(session::call(&home.admin_socket(), &Request::Status).await, Ok(Some(_)));
+            writeln!(p, "agent: {}", if running { "running" } else { "not running (signals wait in the extension until it starts)" })?;
+        }
+        BrowserCommand::Uninstall { browser, manifest_dir } => {
+            let home = existing()?;
+            let removed = crate::browser::manifest::uninstall(&home, browser, manifest_dir.as_deref())?;
+            for path in &removed {
+                writeln!(p, "removed {}", inert(&path.display().to_string()))?;
+            }
+            if removed.is_empty() {
+                writeln!(p, "nothing to remove")?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn read_input(file: &Path) -> Result<String> {
     let mut text = String::new();
     if file.as_os_str() == "-" {
-        std::io::stdin().read_to_string(&mut text).context("cannot read standard input")?;
+        io::stdin().read_to_string(&mut text).context("cannot read standard input")?;
     } else {
         text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     }
     Ok(text)
-}
-
-/// Runs a request through a session with the home at `home_dir`.
-async fn execute(home_dir: &Path, request: Request) -> Result<Response> {
-    let home = Home::open(home_dir)?;
-    Ok(crate::session::execute(&home, request).await?)
-}
-
-fn print_signals(signals: &[SignalView]) {
-    println!("{:<36} {:<9} {:<20} {:<10} WHAT", "ID", "KIND", "AT", "STATE");
-    for view in signals {
-        let s = &view.signal;
-        let what = match &s.body {
-            Body::Search { query, engine } => format!("\"{query}\" on {engine}"),
-            Body::Purchase { total, currency, merchant, .. } => format!("{} {currency} at {merchant}", total.as_str()),
-            Body::Cart { items, merchant, .. } => format!("{} items at {merchant}", items.len()),
-        };
-        let state = view.state.map(|st| serde_json::to_value(st).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()).unwrap_or_default();
-        println!("{:<36} {:<9} {:<20} {:<10} {what}", s.id.as_str(), s.kind().to_string(), optin_protocol::timestamp::format(s.at), state);
-    }
-    println!("{} signals", signals.len());
-}
-
-fn print_grants(grants: &[GrantView]) {
-    println!("{:<26} {:<8} {:<20} {:<22} {:<9} {:<6} EXPIRES", "GRANT", "STATE", "MARKETER", "KINDS", "LEVEL", "WINDOW");
-    for g in grants {
-        println!(
-            "{:<26} {:<8} {:<20} {:<22} {:<9} {:<6} {}",
-            g.grant_id,
-            format!("{:?}", g.state).to_lowercase(),
-            g.marketer,
-            g.terms.kinds.to_string(),
-            g.terms.granularity.to_string(),
-            g.terms.window.to_string(),
-            optin_protocol::timestamp::format(g.terms.expires_at)
-        );
-    }
-}
-
-fn print_audit(records: &[AuditEntry]) {
-    println!("{:<5} {:<20} {:<8} {:<26} {:<20} DETAIL", "SEQ", "AT", "EVENT", "GRANT", "MARKETER");
-    for entry in records {
-        let r = &entry.record;
-        let (event, grant, marketer, detail) = match &r.event {
-            AuditEvent::Served { grant_id, marketer, items, asked, slice_id, .. } => {
-                ("served", Some(grant_id), Some(marketer), format!("{items} items for {asked} (slice {slice_id})"))
-            }
-            AuditEvent::Refused { grant_id, marketer, asked, status, reason } => {
-                ("refused", grant_id.as_ref(), marketer.as_ref(), format!("{status} {asked}: {reason}"))
-            }
-            AuditEvent::Granted { grant_id, marketer } => ("granted", Some(grant_id), Some(marketer), String::new()),
-            AuditEvent::Revoked { grant_id, marketer } => ("revoked", Some(grant_id), Some(marketer), String::new()),
-            AuditEvent::Forgot { count, what } => ("forgot", None, None, format!("{count} signals ({what})")),
-            AuditEvent::Sharing { paused } => ("sharing", None, None, format!("paused={paused}")),
-        };
-        let grant = grant.map_or("-".to_owned(), ToString::to_string);
-        println!(
-            "{:<5} {:<20} {:<8} {:<26} {:<20} {detail}",
-            r.seq,
-            optin_protocol::timestamp::format(r.at),
-            event,
-            grant,
-            marketer.map_or("-", String::as_str)
-        );
-    }
 }

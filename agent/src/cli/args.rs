@@ -1,0 +1,359 @@
+//! Every flag of `optin`, defined once: what `--help`, the man page and the shell
+//! completions show, and what the commands in [`super`] receive, already parsed.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use optin_protocol::scope::{GrantId, Granularity};
+use optin_protocol::signal::{Kind, Kinds};
+use optin_protocol::span::Span;
+use time::OffsetDateTime;
+
+/// What `--help` and the man page say about exit codes.
+const EXIT_CODES: &str = "Exit codes: 0 success, 1 the command failed (it says why), 2 the command line is wrong.";
+
+/// optin: share chosen browsing signals with chosen marketers, signed, scoped and revocable.
+#[derive(Parser, Debug)]
+#[command(name = "optin", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// The agent's home: store, keys, certificate, admin socket [default: ~/.local/share/optin].
+    #[arg(long, global = true, env = "OPTIN_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    /// Colour the output: auto (on a terminal, unless NO_COLOR is set), always or never.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
+
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// When to colour output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    /// On a terminal, unless NO_COLOR is set.
+    Auto,
+    /// Always, even when NO_COLOR is set.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// The commands, in the order `--help` lists them.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the agent: the HTTPS API for marketers and the admin socket for this CLI.
+    Serve(ServeArgs),
+    /// Say whether the agent runs, whether sharing is paused, and what is stored and shared.
+    Status {
+        /// Print a JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Store signals from an NDJSON file (or - for standard input), all or nothing.
+    Ingest {
+        /// The NDJSON file, or - for standard input.
+        file: PathBuf,
+        /// Only say what would be stored.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the counts as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the owner's token for POST /v1/signals.
+    IngestToken,
+    /// Add the searches in a browser's history.
+    Import(ImportArgs),
+    /// List stored signals.
+    Signals {
+        /// Only signals of this kind.
+        #[arg(long, value_name = "KIND")]
+        kind: Option<Kind>,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget signals: they never appear in any later slice.
+    Forget(ForgetArgs),
+    /// Allow a marketer to receive slices, and print the bundle to hand them.
+    Grant(GrantArgs),
+    /// List grants and their state, oldest first.
+    Grants {
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a grant's bundle again, for a marketer who lost it.
+    Bundle {
+        /// The grant's id (g_…).
+        grant_id: GrantId,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Show exactly what a grant's marketer would receive now.
+    Preview {
+        /// The grant's id (g_…).
+        grant_id: GrantId,
+        /// Print the slice's claims as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a grant; returns once the agent no longer honours it.
+    Revoke {
+        /// The grant's id (g_…).
+        grant_id: GrantId,
+    },
+    /// Show who received what, when, and every refusal.
+    Audit {
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+        /// Check the hash chain; exit 1 if it is broken.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Stop all sharing at once.
+    Pause,
+    /// Share again after `pause`.
+    Resume,
+    /// Connect the browser extension: native-messaging manifests.
+    #[command(subcommand)]
+    Browser(BrowserCommand),
+    /// Serve the browser extension over native messaging (started by the browser).
+    #[command(hide = true)]
+    NativeHost {
+        /// What the browser passes: the caller's origin (Chromium) or manifest and id (Firefox).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
+    },
+    /// Print a shell's completion script for optin.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print optin's man page (roff), for `man -l -` or a man1 directory.
+    Man,
+}
+
+/// `optin serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on, HOST:PORT; a name resolves to its loopback address if it has
+    /// one. 127.0.0.1:0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:7676", value_name = "ADDR", value_parser = parse_listen)]
+    pub listen: SocketAddr,
+    /// Your own certificate chain (PEM) instead of the self-signed one.
+    #[arg(long, requires = "tls_key", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM, mode 0600).
+    #[arg(long, requires = "tls_cert", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// How long a cart waits for a purchase before it counts as abandoned.
+    #[arg(long, default_value = "24h", value_name = "SPAN", allow_hyphen_values = true)]
+    pub abandon_after: Span,
+}
+
+/// `optin import`.
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// chrome, chromium or firefox.
+    pub browser: crate::import::Browser,
+    /// The profile directory (default: the browser's default profile).
+    #[arg(long, value_name = "DIR")]
+    pub profile: Option<PathBuf>,
+    /// Only visits since then: a span back from now like 30d, or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN", value_parser = parse_moment, allow_hyphen_values = true)]
+    pub since: Option<Moment>,
+    /// Only say what would be added.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the searches and counts as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `optin browser …`.
+#[derive(Subcommand, Debug)]
+pub enum BrowserCommand {
+    /// Write the native-messaging manifests where browsers look for them.
+    Install {
+        /// Only this browser: chromium, chrome or firefox.
+        #[arg(long)]
+        browser: Option<crate::browser::Browser>,
+        /// Write into this directory instead (a browser's --user-data-dir/NativeMessagingHosts).
+        #[arg(long, value_name = "DIR")]
+        manifest_dir: Option<PathBuf>,
+    },
+    /// Say what is installed and when the extension last connected.
+    Status {
+        /// Look in this directory instead.
+        #[arg(long, value_name = "DIR")]
+        manifest_dir: Option<PathBuf>,
+    },
+    /// Remove the manifests.
+    Uninstall {
+        /// Only this browser.
+        #[arg(long)]
+        browser: Option<crate::browser::Browser>,
+        /// Remove from this directory instead.
+        #[arg(long, value_name = "DIR")]
+        manifest_dir: Option<PathBuf>,
+    },
+}
+
+/// `optin forget`.
+#[derive(Args, Debug)]
+#[command(after_help = "--all asks first on a terminal; elsewhere it needs --yes, and without it refuses with exit 2.")]
+pub struct ForgetArgs {
+    /// Which signals.
+    #[command(flatten)]
+    pub what: ForgetWhat,
+    /// Forget everything without asking (required for --all when standard input is not a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+/// Which signals `optin forget` forgets: exactly one of these.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct ForgetWhat {
+    /// One signal by id.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Every signal of a kind.
+    #[arg(long, value_name = "KIND")]
+    pub kind: Option<Kind>,
+    /// Every signal before then: a span back from now like 30d, or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN", value_parser = parse_moment, allow_hyphen_values = true)]
+    pub before: Option<Moment>,
+    /// Everything.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `optin grant`.
+#[derive(Args, Debug)]
+pub struct GrantArgs {
+    /// Who may receive slices (a name or domain the marketer knows itself by).
+    pub marketer: String,
+    /// Kinds to share: any of search,cart,purchase.
+    #[arg(long, value_name = "KINDS")]
+    pub kinds: Kinds,
+    /// raw (every field) or category (kind, category and day only).
+    #[arg(long, value_name = "LEVEL")]
+    pub granularity: Granularity,
+    /// How far back slices reach, like 30d.
+    #[arg(long, value_name = "SPAN", allow_hyphen_values = true)]
+    pub window: Span,
+    /// How long the grant lasts, like 90d.
+    #[arg(long, value_name = "SPAN", allow_hyphen_values = true)]
+    pub expires: Span,
+    /// What the marketer may use the data for, shown to both sides.
+    #[arg(long, value_name = "TEXT")]
+    pub purpose: String,
+    /// Print only the bundle's JSON.
+    #[arg(long, conflicts_with = "output")]
+    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Where a bundle goes instead of standard output.
+#[derive(Args, Debug)]
+pub struct OutputArgs {
+    /// Write the bundle to this new file, readable only by you (0600), instead of printing it.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// With --output: replace the file if it exists.
+    #[arg(long, requires = "output")]
+    pub force: bool,
+}
+
+/// A moment on the command line: an RFC 3339 time, or a span back from now (`30d`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Moment {
+    /// This time.
+    At(OffsetDateTime),
+    /// This long before now.
+    Ago(Span),
+}
+
+impl Moment {
+    /// The time this names, with `now` as now.
+    pub fn resolve(self, now: OffsetDateTime) -> OffsetDateTime {
+        match self {
+            Moment::At(at) => at,
+            // A span is at most ten years, so this stays far inside the representable range.
+            Moment::Ago(span) => now.checked_sub(span.duration()).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        }
+    }
+}
+
+/// Reads a span (`30d`) or an RFC 3339 time.
+pub fn parse_moment(text: &str) -> Result<Moment, String> {
+    if let Ok(span) = text.parse::<Span>() {
+        return Ok(Moment::Ago(span));
+    }
+    optin_protocol::timestamp::parse(text)
+        .map(Moment::At)
+        .ok_or_else(|| format!("`{text}` is neither a span back from now like 30d nor an RFC 3339 time like 2026-11-20T10:00:00Z"))
+}
+
+/// Reads `HOST:PORT`: an address as it is, or a name resolved, its loopback address first
+/// (`localhost` resolves to both 127.0.0.1 and ::1; listening on the loopback keeps the
+/// agent off the network unless the person names another address).
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if !text.contains(':') {
+        return Err(format!("`{text}` is not HOST:PORT, like 127.0.0.1:7676 or localhost:7676"));
+    }
+    let resolved = text.to_socket_addrs().map_err(|e| format!("`{text}` does not resolve: {e}"))?;
+    resolved.min_by_key(|a| (!a.ip().is_loopback(), !a.is_ipv4())).ok_or_else(|| format!("`{text}` resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[test]
+    fn the_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn moments_are_spans_or_times() {
+        let now = optin_protocol::timestamp::parse("2026-11-20T10:00:00Z").expect("a time");
+        for (text, expected) in [("30d", "2026-10-21T10:00:00Z"), ("1h", "2026-11-20T09:00:00Z"), ("2026-01-02T03:04:05+01:00", "2026-01-02T02:04:05Z")] {
+            let at = parse_moment(text).map(|m| m.resolve(now)).map(optin_protocol::timestamp::format);
+            assert_eq!(at.as_deref(), Ok(expected), "{text}");
+        }
+        for text in ["", "yesterday", "-1d", "0d", "2026-13-01T00:00:00Z"] {
+            let refused = parse_moment(text).expect_err(text);
+            assert!(refused.contains(&format!("`{text}`")), "the message names the value: {refused}");
+        }
+    }
+
+    #[test]
+    fn listen_addresses_resolve_to_the_loopback() {
+        for (text, expected) in [("127.0.0.1:7676", "127.0.0.1:7676"), ("localhost:7676", "127.0.0.1:7676"), ("[::1]:0", "[::1]:0")] {
+            assert_eq!(parse_listen(text).map(|a| a.to_string()).as_deref(), Ok(expected), "{text}");
+        }
+        for text in ["localhost", "7676", "localhost:not-a-port", "127.0.0.1:99999"] {
+            assert!(parse_listen(text).is_err(), "{text} should be refused");
+        }
+    }
+
+    #[test]
+    fn hyphen_values_reach_the_value_parser() {
+        let error = Cli::try_parse_from(["optin", "serve", "--abandon-after", "-1h"]).expect_err("-1h is not a span");
+        assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation, "{error}");
+        assert!(error.to_string().contains("--abandon-after"), "{error}");
+    }
+}

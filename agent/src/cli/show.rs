@@ -1,0 +1,278 @@
+//! How each answer looks to a person: tables, summaries, and a hint where a table is empty.
+//! (`--json` prints the answer itself instead; see [`super`].)
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use optin_protocol::bundle::GrantBundle;
+use optin_protocol::signal::{Body, Kind};
+use optin_protocol::slice::{CartState, SliceClaims};
+use time::OffsetDateTime;
+
+use super::print::{count, inert, time, Cell, Printer, Style, Table};
+use crate::core::command::{AuditEntry, GrantState, GrantView, SignalView, Status};
+use crate::store::AuditEvent;
+
+/// Widest a free-text column gets before it is cut with `…`.
+const TEXT: usize = 60;
+/// Widest a name column (marketer, merchant) gets.
+const NAME: usize = 28;
+/// Widest a signal id gets (ids are the feeder's; the full one is in `--json`).
+const ID: usize = 36;
+/// An RFC 3339 time in UTC.
+const TIME: usize = 20;
+
+fn kind_noun(kind: Kind, n: usize) -> String {
+    match kind {
+        Kind::Search => count(n, "search", "searches"),
+        Kind::Cart => count(n, "cart", "carts"),
+        Kind::Purchase => count(n, "purchase", "purchases"),
+    }
+}
+
+fn cart_state(state: CartState) -> (&'static str, Option<Style>) {
+    match state {
+        CartState::Open => ("open", None),
+        CartState::Abandoned => ("abandoned", Some(Style::Yellow)),
+        CartState::Purchased => ("purchased", Some(Style::Green)),
+    }
+}
+
+fn grant_state(state: GrantState) -> (&'static str, Option<Style>) {
+    match state {
+        GrantState::Active => ("active", Some(Style::Green)),
+        GrantState::Revoked => ("revoked", Some(Style::Red)),
+        GrantState::Expired => ("expired", Some(Style::Dim)),
+    }
+}
+
+/// `optin signals`.
+pub fn signals(p: &mut Printer, signals: &[SignalView], kind: Option<Kind>) -> io::Result<()> {
+    if signals.is_empty() {
+        return match kind {
+            Some(kind) => writeln!(p, "no {kind} signals stored"),
+            None => writeln!(p, "no signals yet: `optin browser install` connects the extension; `optin import chromium` or `optin ingest FILE` adds some"),
+        };
+    }
+    let mut table = Table::new(&[("ID", ID), ("KIND", 8), ("AT", TIME), ("STATE", 9), ("WHAT", TEXT)]);
+    for view in signals {
+        let s = &view.signal;
+        let what = match &s.body {
+            Body::Search { query, engine } => format!("\"{query}\" on {engine}"),
+            Body::Purchase { total, currency, merchant, .. } => format!("{} {currency} at {merchant}", total.as_str()),
+            Body::Cart { items, merchant, .. } => format!("{} at {merchant}", count(items.len(), "item", "items")),
+        };
+        let (state, style) = view.state.map_or(("", None), cart_state);
+        table.row(vec![Cell::new(s.id.as_str()), Cell::new(s.kind().as_str()), Cell::new(time(s.at)), Cell::styled(state, style), Cell::new(what)]);
+    }
+    table.write(p)?;
+    writeln!(p, "{}", count(signals.len(), "signal", "signals"))
+}
+
+/// `optin grants`: oldest first.
+pub fn grants(p: &mut Printer, grants: &[GrantView]) -> io::Result<()> {
+    if grants.is_empty() {
+        return writeln!(p, "no grants yet: optin grant MARKETER --kinds search,cart --granularity category --window 30d --expires 90d --purpose \"what for\"");
+    }
+    let mut table = Table::new(&[
+        ("GRANT", 26),
+        ("STATE", 7),
+        ("MARKETER", NAME),
+        ("KINDS", 21),
+        ("LEVEL", 8),
+        ("WINDOW", 6),
+        ("CREATED", TIME),
+        ("EXPIRES", TIME),
+        ("PURPOSE", 40),
+    ]);
+    for g in grants {
+        let (state, style) = grant_state(g.state);
+        table.row(vec![
+            Cell::new(g.grant_id.as_str()),
+            Cell::styled(state, style),
+            Cell::new(&g.marketer),
+            Cell::new(g.terms.kinds.to_string()),
+            Cell::new(g.terms.granularity.to_string()),
+            Cell::new(g.terms.window.to_string()),
+            Cell::new(time(g.created_at)),
+            Cell::new(time(g.terms.expires_at)),
+            Cell::new(&g.purpose),
+        ]);
+    }
+    table.write(p)?;
+    let active = grants.iter().filter(|g| g.state == GrantState::Active).count();
+    writeln!(p, "{}, {active} active", count(grants.len(), "grant", "grants"))
+}
+
+/// `optin audit`.
+pub fn audit(p: &mut Printer, records: &[AuditEntry], anonymous_refusals: u64) -> io::Result<()> {
+    if records.is_empty() {
+        writeln!(p, "the audit log is empty: grants, slices served, refusals, revocations and forgetting are recorded here")?;
+    } else {
+        let mut table = Table::new(&[("SEQ", 8), ("AT", TIME), ("EVENT", 8), ("GRANT", 26), ("MARKETER", NAME), ("DETAIL", TEXT + 20)]);
+        for entry in records {
+            let r = &entry.record;
+            let (event, style, grant, marketer, detail) = match &r.event {
+                AuditEvent::Served { grant_id, marketer, audience, asked, items, slice_id, .. } => {
+                    let to = audience.as_ref().map(|a| format!(", to partner {a}")).unwrap_or_default();
+                    let detail = format!("{} for {asked} (slice {slice_id}){to}", count(*items, "item", "items"));
+                    ("served", Some(Style::Green), Some(grant_id), Some(marketer), detail)
+                }
+                AuditEvent::Refused { grant_id, marketer, asked, status, reason } => {
+                    ("refused", Some(Style::Red), grant_id.as_ref(), marketer.as_ref(), format!("{status} {asked}: {reason}"))
+                }
+                AuditEvent::Granted { grant_id, marketer } => ("granted", None, Some(grant_id), Some(marketer), String::new()),
+                AuditEvent::Revoked { grant_id, marketer } => ("revoked", None, Some(grant_id), Some(marketer), String::new()),
+                AuditEvent::Forgot { count: n, what } => ("forgot", None, None, None, format!("{} ({what})", count(*n, "signal", "signals"))),
+                AuditEvent::Sharing { paused } => ("sharing", None, None, None, (if *paused { "paused" } else { "resumed" }).to_owned()),
+            };
+            table.row(vec![
+                Cell::new(r.seq.to_string()),
+                Cell::new(time(r.at)),
+                Cell::styled(event, style),
+                Cell::new(grant.map_or("-", |g| g.as_str())),
+                Cell::new(marketer.map_or("-", String::as_str)),
+                Cell::new(detail),
+            ]);
+        }
+        table.write(p)?;
+        writeln!(p, "{}", count(records.len(), "record", "records"))?;
+    }
+    if anonymous_refusals > 0 {
+        // Not `count`: this sentence is the one the tests and people already know.
+        writeln!(p, "and {anonymous_refusals} requests with unknown or forged tokens since the agent started (counted, not recorded one by one)")?;
+    }
+    Ok(())
+}
+
+/// `optin preview`.
+pub fn preview(p: &mut Printer, claims: &SliceClaims) -> io::Result<()> {
+    writeln!(
+        p,
+        "{} would receive {} ({} at {} granularity, {} to {}) for: {}",
+        inert(&claims.aud),
+        count(claims.items.len(), "item", "items"),
+        claims.scope.kinds,
+        claims.scope.granularity,
+        time(claims.scope.since),
+        time(claims.scope.until),
+        inert(&claims.grant.purpose)
+    )?;
+    for item in &claims.items {
+        let line = serde_json::to_string(item).map_err(io::Error::other)?;
+        write!(p, "  ")?;
+        p.json(&line)?;
+    }
+    Ok(())
+}
+
+/// The first line of `optin grant` and `optin bundle --output`: what was granted, without
+/// the token.
+pub fn grant_summary(p: &mut Printer, bundle: &GrantBundle) -> io::Result<()> {
+    writeln!(
+        p,
+        "granted {} to {}: {} at {} granularity, {} window, until {}",
+        bundle.grant_id,
+        inert(&bundle.marketer),
+        bundle.terms.kinds,
+        bundle.terms.granularity,
+        bundle.terms.window,
+        time(bundle.terms.expires_at)
+    )
+}
+
+/// When the extension last connected, as the native host records it.
+pub struct LastConnection {
+    /// When.
+    pub at: OffsetDateTime,
+    /// Which browser family (`chromium` or `firefox`), as recorded.
+    pub browser: String,
+}
+
+impl LastConnection {
+    /// Reads the record the native host writes; `None` if there is none or it is unreadable
+    /// (it is only ever shown).
+    pub fn read(path: &std::path::Path) -> Option<LastConnection> {
+        let value: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        let at = optin_protocol::timestamp::parse(value.get("at")?.as_str()?)?;
+        let browser = value.get("browser").and_then(|b| b.as_str()).unwrap_or("unknown browser").chars().take(32).collect();
+        Some(LastConnection { at, browser })
+    }
+}
+
+/// What `optin status` shows, gathered.
+pub struct StatusView<'a> {
+    /// The home.
+    pub home: &'a std::path::Path,
+    /// Whether an agent answered on the admin socket.
+    pub running: bool,
+    /// What the agent (or the store) said.
+    pub status: &'a Status,
+    /// When the extension last connected.
+    pub extension: Option<LastConnection>,
+}
+
+impl StatusView<'_> {
+    /// Every kind with its count, zero included, in the store's order.
+    fn counts(&self) -> BTreeMap<Kind, usize> {
+        Kind::ALL.into_iter().map(|k| (k, self.status.signals.get(&k).copied().unwrap_or(0))).collect()
+    }
+
+    /// `optin status --json`.
+    pub fn json(&self) -> serde_json::Value {
+        let signals: serde_json::Map<String, serde_json::Value> = self.counts().into_iter().map(|(k, n)| (k.as_str().to_owned(), n.into())).collect();
+        serde_json::json!({
+            "home": self.home.display().to_string(),
+            "running": self.running,
+            "version": self.status.version,
+            "agent_url": self.status.agent_url,
+            "paused": self.status.paused,
+            "signals": signals,
+            "active_grants": self.status.active_grants,
+            "served_last_24h": self.status.served_last_24h,
+            "extension_last_connected": self.extension.as_ref().map(|c| serde_json::json!({"at": time(c.at), "browser": c.browser})),
+        })
+    }
+
+    /// `optin status`.
+    pub fn write(&self, p: &mut Printer) -> io::Result<()> {
+        let s = self.status;
+        let agent = if self.running {
+            format!("{} (optin {})", p.paint("running", Style::Green), inert(&s.version))
+        } else {
+            format!("{}: commands work on the store directly; `optin serve` starts it", p.paint("not running", Style::Yellow))
+        };
+        let url = if self.running { inert(&s.agent_url).into_owned() } else { format!("{} (when it last ran)", inert(&s.agent_url)) };
+        let sharing = if s.paused { format!("{}: every slice is refused until `optin resume`", p.paint("paused", Style::Red)) } else { "on".to_owned() };
+        let counts = self.counts();
+        let total: usize = counts.values().sum();
+        let signals = if total == 0 {
+            "none yet".to_owned()
+        } else {
+            let parts: Vec<String> = counts.iter().filter(|(_, &n)| n > 0).map(|(&k, &n)| kind_noun(k, n)).collect();
+            format!("{total} ({})", parts.join(", "))
+        };
+        let grants = if s.active_grants == 0 { "none active".to_owned() } else { format!("{} active", s.active_grants) };
+        let served = format!("{} in the last 24 h", count(s.served_last_24h, "slice", "slices"));
+        let extension = match &self.extension {
+            Some(c) => format!("last connected {} ({})", time(c.at), inert(&c.browser)),
+            None => "never connected: `optin browser install` connects it".to_owned(),
+        };
+        let home = inert(&self.home.display().to_string()).into_owned();
+        for (label, value) in [
+            ("agent", agent),
+            ("url", url),
+            ("sharing", sharing),
+            ("signals", signals),
+            ("grants", grants),
+            ("served", served),
+            ("extension", extension),
+            ("home", home),
+        ] {
+            let label = format!("{label}:");
+            // Every value is built from inert parts and the colour codes of `paint`.
+            writeln!(p, "{}{} {value}", p.paint(&label, Style::Bold), " ".repeat(10 - label.len()))?;
+        }
+        Ok(())
+    }
+}
