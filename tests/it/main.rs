@@ -18,6 +18,7 @@
 
 mod browser;
 mod carts;
+mod cli;
 mod forget;
 mod hostile;
 mod import;
