@@ -219,9 +219,13 @@ async fn bundles_print_again_and_go_to_private_files() {
     let globex = GrantBundle::parse(&std::fs::read_to_string(&file).expect("written")).expect("a bundle");
     assert!(!summary.contains(&globex.token), "no token on the screen: {summary}");
     assert_eq!(fetch(&agent, &globex, "").await[0].1.items.len(), 2, "the written bundle works: the searches of 30 days");
-    // A taken name is refused before any grant is made.
+    // A taken name or a missing directory is refused before any grant is made.
     let before = agent.cli(&["grants", "--json"]).await.json();
     agent.cli(&args).await.fails(1, "already exists");
+    let nowhere = agent.home().scratch("no-such-dir/globex.json");
+    let mut elsewhere = args.to_vec();
+    *elsewhere.last_mut().expect("the path") = nowhere.to_str().expect("utf-8");
+    agent.cli(&elsewhere).await.fails(1, "no-such-dir");
     assert_eq!(agent.cli(&["grants", "--json"]).await.json(), before, "no grant was made");
 
     // Nothing to print for a grant that serves nothing, or none at all.

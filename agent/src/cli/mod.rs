@@ -312,11 +312,14 @@ async fn confirm_forget_all(home: &Home) -> Result<()> {
 }
 
 async fn grant(dir: &Path, args: GrantArgs, p: &mut Printer) -> Result<()> {
-    // Checked before the grant is made, so a taken name does not leave a grant whose bundle
-    // went nowhere.
-    if let Some(path) = args.output.output.as_deref().filter(|_| !args.output.force) {
-        if path.symlink_metadata().is_ok() {
+    // Checked before the grant is made, so a taken name or a missing directory does not
+    // leave a grant whose bundle went nowhere.
+    if let Some(path) = args.output.output.as_deref() {
+        if !args.output.force && path.symlink_metadata().is_ok() {
             return Err(exists(path));
+        }
+        if let Some(parent) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+            bail!("cannot write {}: there is no directory {}", path.display(), parent.display());
         }
     }
     let home = Home::open_or_create(dir)?;
