@@ -118,12 +118,6 @@ pub fn read_searches(browser: Browser, profile: &Path, since: Option<OffsetDateT
 /// `h-` + the first 32 hex digits of SHA-256(browser | url | raw visit time).
 fn search_id(browser: Browser, url: &str, raw_time: i64) -> String {
     let input = format!("{}|{}|{}", browser.name(), url, raw_time);
-    let digest = ring::digest::digest(&ring::digest::SHA256, input.as_bytes());
-    let mut id = String::with_capacity(34);
-    id.push_str("h-");
     // A SHA-256 digest is 32 bytes, so the first 16 always exist.
-    for b in &digest.as_ref()[..16] {
-        id.push_str(&format!("{b:02x}"));
-    }
-    id
+    format!("h-{}", optin_protocol::hex(&optin_protocol::sha256(input.as_bytes())[..16]))
 }
