@@ -15,13 +15,14 @@ const EXIT_CODES: &str = "Exit codes: 0 success, 1 the command failed (it says w
 
 /// optin: share chosen browsing signals with chosen marketers, signed, scoped and revocable.
 #[derive(Parser, Debug)]
-#[command(name = "optin", version, about, after_help = EXIT_CODES)]
+#[command(name = "optin", version, after_help = EXIT_CODES)]
 pub struct Cli {
     /// The agent's home: store, keys, certificate, admin socket [default: ~/.local/share/optin].
     #[arg(long, global = true, env = "OPTIN_HOME", value_name = "DIR")]
     pub home: Option<PathBuf>,
 
-    /// Colour the output: auto (on a terminal, unless NO_COLOR is set), always or never.
+    /// Colour the output: auto (on a terminal, unless NO_COLOR is set), always (even with
+    /// NO_COLOR) or never.
     #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorWhen::Auto)]
     pub color: ColorWhen,
 
@@ -30,14 +31,12 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// When to colour output.
+/// When to colour output (the `--color` help says what each means; doc comments here would
+/// repeat it as a list under every command's help).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ColorWhen {
-    /// On a terminal, unless NO_COLOR is set.
     Auto,
-    /// Always, even when NO_COLOR is set.
     Always,
-    /// Never.
     Never,
 }
 
