@@ -254,7 +254,8 @@ impl Table {
                     line.push_str(&" ".repeat(widths[i].saturating_sub(text.width()) + 2));
                 }
             }
-            writeln!(p, "{line}")?;
+            // An empty last cell would leave the padding of the one before it.
+            writeln!(p, "{}", line.trim_end())?;
         }
         Ok(())
     }
