@@ -84,14 +84,9 @@ impl Core {
                 }
             }
             Request::Audit => {
-                let mut records = Vec::new();
-                let mut chain = Vec::new();
-                for row in self.store.audit() {
-                    let (record, hash) = row?;
-                    records.push(AuditEntry { record: record.clone(), hash: optin_protocol::hex(&hash) });
-                    chain.push((record, hash));
-                }
-                let chain = audit::verify(chain).map_err(|e| e.to_string());
+                let log = self.store.audit_log()?;
+                let records = log.records.iter().map(|(record, hash)| AuditEntry { record: record.clone(), hash: optin_protocol::hex(hash) }).collect();
+                let chain = audit::verify(log.records, log.head).map_err(|e| e.to_string());
                 Ok(Response::Audit { records, chain, anonymous_refusals: self.anonymous_refusals() })
             }
             Request::Sharing { paused } => {

@@ -31,10 +31,13 @@ pub mod meta;
 pub mod record;
 
 pub use meta::Address;
-pub use record::{AuditEvent, AuditRecord, GrantRecord};
+pub use record::{AuditEvent, AuditHead, AuditRecord, GrantRecord};
 
 /// The on-disk format version.
 pub const SCHEMA: &str = "1";
+
+/// The `meta` key of the audit chain's head ([`AuditHead`]).
+const AUDIT_HEAD: &str = "audit_head";
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +79,15 @@ pub enum Forget {
     All,
 }
 
+/// The audit log as read at one moment ([`Store::audit_log`]).
+#[derive(Clone, Debug)]
+pub struct AuditLog {
+    /// Every record in order, each with the SHA-256 of its stored bytes.
+    pub records: Vec<(AuditRecord, [u8; 32])>,
+    /// The head, which commits to the last record.
+    pub head: AuditHead,
+}
+
 /// The agent's database.
 pub struct Store {
     db: sled::Db,
@@ -86,11 +98,17 @@ pub struct Store {
     audit: sled::Tree,
     meta: sled::Tree,
     /// Serializes audit appends: each record names the hash of the one before it.
-    audit_head: Mutex<Option<(u64, [u8; 32])>>,
+    audit_head: Mutex<AuditHead>,
 }
 
 fn corrupt(tree: &'static str, detail: impl ToString) -> StoreError {
     StoreError::Corrupt { tree, detail: detail.to_string() }
+}
+
+fn stored_head(meta: &sled::Tree) -> Result<Option<AuditHead>> {
+    let Some(value) = meta.get(AUDIT_HEAD)? else { return Ok(None) };
+    let head = std::str::from_utf8(&value).ok().and_then(AuditHead::decode);
+    head.map(Some).ok_or_else(|| corrupt("meta", format!("`{AUDIT_HEAD}` is not SEQ:HEX")))
 }
 
 fn decode_signal(bytes: &[u8]) -> Result<Signal> {
@@ -119,11 +137,17 @@ impl Store {
             Some(v) => return Err(StoreError::Schema(String::from_utf8_lossy(&v).into_owned())),
         }
         let audit = db.open_tree("audit")?;
-        let head = match audit.last()? {
-            None => None,
-            Some((k, v)) => {
-                let seq = key::decode_audit(&k).ok_or_else(|| corrupt("audit", "bad key"))?;
-                Some((seq, optin_protocol::sha256(&v)))
+        let head = match stored_head(&meta)? {
+            Some(head) => head,
+            None => {
+                // A new store, or one written by an optin that kept no head: the last record
+                // is taken as it is, once, and the head is committed from now on.
+                let head = match audit.last()? {
+                    None => AuditHead::EMPTY,
+                    Some((k, v)) => AuditHead { seq: key::decode_audit(&k).ok_or_else(|| corrupt("audit", "bad key"))?, hash: optin_protocol::sha256(&v) },
+                };
+                meta.insert(AUDIT_HEAD, head.encode().as_str())?;
+                head
             }
         };
         Ok(Store {
@@ -320,22 +344,39 @@ impl Store {
         // A poisoned lock only means another thread panicked mid-append; the head it guards
         // is still the last record written, so carry on with it.
         let mut head = self.audit_head.lock().unwrap_or_else(|p| p.into_inner());
-        let (seq, prev) = match *head {
-            None => (1, [0u8; 32]),
-            Some((seq, hash)) => (seq + 1, hash),
-        };
-        let record = AuditRecord { seq, at, prev: optin_protocol::hex(&prev), event };
+        let seq = head.seq + 1;
+        let record = AuditRecord { seq, at, prev: optin_protocol::hex(&head.hash), event };
         let bytes = serde_json::to_vec(&record).map_err(|e| corrupt("audit", e))?;
-        self.audit.insert(key::audit(seq), bytes.as_slice())?;
-        *head = Some((seq, optin_protocol::sha256(&bytes)));
+        let next = AuditHead { seq, hash: optin_protocol::sha256(&bytes) };
+        // One transaction, so the head never names a record that is not there, nor lags
+        // behind one that is.
+        (&self.audit, &self.meta)
+            .transaction(|(audit, meta)| {
+                audit.insert(&key::audit(seq)[..], bytes.as_slice())?;
+                meta.insert(AUDIT_HEAD, next.encode().as_str())?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(tx_error)?;
+        *head = next;
         Ok(record)
+    }
+
+    /// The audit log as one consistent snapshot: appends wait while it is read.
+    pub fn audit_log(&self) -> Result<AuditLog> {
+        let _appends = self.audit_head.lock().unwrap_or_else(|p| p.into_inner());
+        let head = stored_head(&self.meta)?.unwrap_or(AuditHead::EMPTY);
+        let records = self.audit().collect::<Result<_>>()?;
+        Ok(AuditLog { records, head })
     }
 
     /// Every audit record in order, each with the SHA-256 of its stored bytes.
     pub fn audit(&self) -> impl Iterator<Item = Result<(AuditRecord, [u8; 32])>> + '_ {
-        self.audit.iter().values().map(|v| {
-            let v = v?;
-            let record = serde_json::from_slice(&v).map_err(|e| corrupt("audit", e))?;
+        self.audit.iter().map(|row| {
+            let (k, v) = row?;
+            let record = serde_json::from_slice(&v).map_err(|e| match key::decode_audit(&k) {
+                Some(seq) => corrupt("audit", format!("record {seq}: {e}")),
+                None => corrupt("audit", e),
+            })?;
             Ok((record, optin_protocol::sha256(&v)))
         })
     }

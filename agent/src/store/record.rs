@@ -125,3 +125,36 @@ pub enum AuditEvent {
         paused: bool,
     },
 }
+
+/// What the audit chain has committed to so far: the last record's sequence number and the
+/// SHA-256 of its stored bytes. Records commit to the one before them through `prev`; the
+/// head commits to the last one, which no record follows yet. It is kept in `meta` as
+/// `audit_head`, written in the same transaction as the record it names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditHead {
+    /// The last record's sequence number, 0 for an empty log.
+    pub seq: u64,
+    /// The SHA-256 of its stored bytes, zeros for an empty log.
+    pub hash: [u8; 32],
+}
+
+impl AuditHead {
+    /// The head of a log with no records.
+    pub const EMPTY: AuditHead = AuditHead { seq: 0, hash: [0; 32] };
+
+    /// The stored form: `SEQ:HEX`, like `7:3f2a…` (64 hex digits).
+    pub fn encode(&self) -> String {
+        format!("{}:{}", self.seq, optin_protocol::hex(&self.hash))
+    }
+
+    /// Reads the stored form; `None` if it is not one.
+    pub fn decode(text: &str) -> Option<AuditHead> {
+        let (seq, hex) = text.split_once(':')?;
+        // `u64::from_str` takes a leading `+`; the stored form never has one.
+        if !seq.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let hash = optin_protocol::hex::decode(hex).ok()?.try_into().ok()?;
+        Some(AuditHead { seq: seq.parse().ok()?, hash })
+    }
+}
