@@ -1,0 +1,246 @@
+//! The audit log: every command that changes what is shared appends its event, and the
+//! chain names the first record that was edited, removed or moved behind the store's back.
+
+use optin_protocol::scope::GrantId;
+use serde_json::{json, Value};
+use time::Duration;
+
+use super::{search, week, World, T};
+use crate::core::audit::{self, AuditHead};
+use crate::core::command::Request;
+use crate::store::AuditRecord;
+use crate::store::{AuditEvent, Forget};
+
+/// An event as the table below writes it.
+fn event(e: &AuditEvent) -> Value {
+    let mut value = serde_json::to_value(e).expect("an event serializes");
+    // Grant ids are random; the table names no grant.
+    if let Some(object) = value.as_object_mut() {
+        object.remove("grant_id");
+        object.remove("slice_id");
+        object.remove("jws_sha256");
+    }
+    value
+}
+
+/// What one step does: a command, or a marketer's slice request.
+enum Step {
+    Command(Request),
+    Slice(&'static str, &'static str),
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_command_appends_its_event() {
+    let world = World::new();
+    let bundle = world.grant("search,cart", "raw", "7d").await;
+    let other = world.grant_to("globex.example", "search", "raw", "7d").await;
+    let grant_id = |g: &GrantId| g.clone();
+    let forged = optin_protocol::token::Token::mint(&[7; 32], &bundle.grant_id).encode();
+    let tokens = [("acme", bundle.token.clone()), ("forged", forged)];
+    let ndjson: String = week().iter().map(|s| format!("{s}\n")).collect();
+    let steps: Vec<(Step, Option<Value>)> = vec![
+        (Step::Command(Request::Ingest { ndjson: ndjson.clone(), dry_run: true }), None),
+        (Step::Command(Request::Ingest { ndjson, dry_run: false }), None),
+        (Step::Command(Request::Signals { kind: None }), None),
+        (Step::Command(Request::Grants), None),
+        (Step::Command(Request::Status), None),
+        (Step::Command(Request::Preview { grant_id: grant_id(&bundle.grant_id) }), None),
+        (Step::Command(Request::Bundle { grant_id: grant_id(&bundle.grant_id) }), None),
+        (Step::Command(Request::Audit), None),
+        (Step::Slice("acme", "kinds=search"), Some(json!({"type": "served", "marketer": "acme.example", "asked": "/v1/slice?kinds=search", "items": 2}))),
+        (
+            Step::Slice("acme", "kinds=purchase"),
+            Some(json!({"type": "refused", "marketer": "acme.example", "asked": "/v1/slice?kinds=purchase", "status": 403,
+                "reason": "kinds: kind `purchase` is not granted; granted: search,cart"})),
+        ),
+        (Step::Slice("forged", ""), None),
+        (Step::Command(Request::Sharing { paused: true }), Some(json!({"type": "sharing", "paused": true}))),
+        (
+            Step::Slice("acme", ""),
+            Some(json!({"type": "refused", "marketer": "acme.example", "asked": "/v1/slice?", "status": 403, "reason": "sharing paused"})),
+        ),
+        (Step::Command(Request::Sharing { paused: false }), Some(json!({"type": "sharing", "paused": false}))),
+        (Step::Command(Request::Forget { what: Forget::Id("s-1h".into()) }), Some(json!({"type": "forgot", "count": 1, "what": "id"}))),
+        (
+            Step::Command(Request::Forget { what: Forget::Kind("cart".parse().expect("kind")) }),
+            Some(json!({"type": "forgot", "count": 2, "what": "kind=cart"})),
+        ),
+        (
+            Step::Command(Request::Forget { what: Forget::Before(T - Duration::days(4)) }),
+            Some(json!({"type": "forgot", "count": 1, "what": "before=2026-11-16T10:00:00Z"})),
+        ),
+        (Step::Command(Request::Forget { what: Forget::All }), Some(json!({"type": "forgot", "count": 3, "what": "all"}))),
+        (Step::Command(Request::Revoke { grant_id: grant_id(&other.grant_id) }), Some(json!({"type": "revoked", "marketer": "globex.example"}))),
+        (Step::Command(Request::Revoke { grant_id: grant_id(&other.grant_id) }), None),
+        (Step::Slice("acme", ""), Some(json!({"type": "served", "marketer": "acme.example", "asked": "/v1/slice?", "items": 0}))),
+    ];
+    let (records, _) = world.audit().await;
+    let granted: Vec<Value> = records.iter().map(|r| event(&r.record.event)).collect();
+    assert_eq!(granted, [json!({"type": "granted", "marketer": "acme.example"}), json!({"type": "granted", "marketer": "globex.example"})]);
+    let mut count = records.len();
+    for (step, expected) in steps {
+        let what = match step {
+            Step::Command(request) => {
+                let what = format!("{request:?}").chars().take(60).collect::<String>();
+                world.run(request).await;
+                what
+            }
+            Step::Slice(who, query) => {
+                let token = &tokens.iter().find(|(name, _)| *name == who).expect("a token").1;
+                if let Ok(served) = world.slice(token, query, T).await {
+                    served.deliver().expect("handed over");
+                }
+                format!("a slice for {who} {query:?}")
+            }
+        };
+        let (records, chain) = world.audit().await;
+        match expected {
+            None => assert_eq!(records.len(), count, "{what} appends nothing"),
+            Some(expected) => {
+                assert_eq!(records.len(), count + 1, "{what} appends one record");
+                let last = &records[count].record;
+                assert_eq!(event(&last.event), expected, "{what}");
+                assert_eq!(last.seq, count as u64 + 1);
+            }
+        }
+        count = records.len();
+        assert_eq!(chain, Ok(count as u64), "the chain verifies after {what}");
+    }
+}
+
+/// A change made to the stored log behind the store's back, as a person with a database
+/// editor would make it. (The same changes made to the database itself, and seen by
+/// `optin audit --verify`, are in the end-to-end tests.)
+#[derive(Clone, Copy, Debug)]
+enum Tamper {
+    /// Backdates a record by a day: it still reads.
+    Edit(u64),
+    /// Points a record's `prev` elsewhere.
+    Relink(u64),
+    Delete(u64),
+    Swap(u64, u64),
+    /// Appends a record that names the last one as its `prev`, but that the head never saw.
+    Append,
+}
+
+type Log = Vec<(AuditRecord, [u8; 32])>;
+
+/// The hash of a record's stored bytes: the store keeps records as their JSON.
+fn stored_hash(record: &AuditRecord) -> [u8; 32] {
+    optin_protocol::sha256(&serde_json::to_vec(record).expect("a record serializes"))
+}
+
+fn tamper(log: &mut Log, how: Tamper) {
+    let at = |seq: u64| usize::try_from(seq - 1).expect("a small sequence number");
+    match how {
+        Tamper::Edit(seq) => {
+            let (record, hash) = &mut log[at(seq)];
+            record.at -= Duration::days(1);
+            *hash = stored_hash(record);
+        }
+        Tamper::Relink(seq) => {
+            let (record, hash) = &mut log[at(seq)];
+            record.prev = "ab".repeat(32);
+            *hash = stored_hash(record);
+        }
+        Tamper::Delete(seq) => {
+            log.remove(at(seq));
+        }
+        Tamper::Swap(a, b) => log.swap(at(a), at(b)),
+        Tamper::Append => {
+            let (last, hash) = log.last().expect("a record").clone();
+            let record = AuditRecord { seq: last.seq + 1, at: last.at, prev: optin_protocol::hex(&hash), event: AuditEvent::Sharing { paused: false } };
+            let hash = stored_hash(&record);
+            log.push((record, hash));
+        }
+    }
+}
+
+/// A world whose log holds five records: granted, served, refused, sharing, sharing.
+async fn five_records() -> World {
+    let world = World::new();
+    world.ingest(&week()).await;
+    let bundle = world.grant("search,cart", "raw", "7d").await;
+    world.slice(&bundle.token, "", T).await.expect("served").deliver().expect("handed over");
+    world.slice(&bundle.token, "kinds=purchase", T).await.map(|_| ()).expect_err("refused");
+    world.run(Request::Sharing { paused: true }).await;
+    world.run(Request::Sharing { paused: false }).await;
+    world
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rejects_tampered_logs_naming_the_first_bad_record() {
+    let world = five_records().await.reopen();
+    let crate::store::AuditLog { records: log, head } = world.core.store().audit_log().expect("the log reads");
+    assert_eq!(audit::verify(log.clone(), head), Ok(5), "the log verifies before it is tampered with");
+    assert_eq!(head, AuditHead { seq: 5, hash: log[4].1 }, "the head names the last record, across a reopen");
+    for (record, hash) in &log {
+        assert_eq!(stored_hash(record), *hash, "record {} is stored as its JSON", record.seq);
+    }
+    let cases = [
+        (Tamper::Edit(1), 1),
+        (Tamper::Edit(3), 3),
+        (Tamper::Edit(5), 5),
+        (Tamper::Delete(1), 1),
+        (Tamper::Delete(3), 3),
+        (Tamper::Delete(5), 5),
+        (Tamper::Swap(2, 4), 2),
+        (Tamper::Swap(1, 2), 1),
+        (Tamper::Swap(4, 5), 4),
+        (Tamper::Append, 6),
+        // A changed `prev` no longer commits to the record before it: from there on, the log
+        // cannot be trusted.
+        (Tamper::Relink(1), 1),
+        (Tamper::Relink(4), 3),
+    ];
+    for (how, seq) in cases {
+        let mut tampered = log.clone();
+        tamper(&mut tampered, how);
+        let broken = audit::verify(tampered, head).expect_err("tampering is found");
+        assert_eq!(broken.seq, seq, "{how:?}: {broken}");
+        assert!(broken.to_string().starts_with(&format!("audit chain broken at record {seq}: ")), "{broken}");
+    }
+    // The head itself, changed.
+    let heads = [(AuditHead { seq: 6, ..head }, 6), (AuditHead { seq: 4, ..head }, 5), (AuditHead { hash: [0; 32], ..head }, 5)];
+    for (changed, seq) in heads {
+        assert_eq!(audit::verify(log.clone(), changed).map_err(|e| e.seq), Err(seq), "{changed:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_log_verifies_and_survives_reopening() {
+    let world = World::new();
+    assert_eq!(world.audit().await.1, Ok(0));
+    let world = world.reopen();
+    assert_eq!(world.audit().await.1, Ok(0));
+    world.ingest(&[search("s", T)]).await;
+    assert_eq!(world.audit().await.1, Ok(0), "ingest is not audited");
+    assert_eq!(audit::verify(Vec::new(), AuditHead { seq: 1, ..AuditHead::EMPTY }).map_err(|e| e.seq), Err(1), "a head names a record that is gone");
+}
+
+#[test]
+fn chain_heads_round_trip() {
+    let cases = [AuditHead::EMPTY, AuditHead { seq: 1, hash: [0xab; 32] }, AuditHead { seq: u64::MAX, hash: [0xff; 32] }];
+    for head in cases {
+        assert_eq!(AuditHead::decode(&head.encode()), Some(head), "{}", head.encode());
+    }
+}
+
+#[test]
+fn rejects_malformed_chain_heads() {
+    let hash = "ab".repeat(32);
+    let cases = [
+        ("empty", String::new()),
+        ("no separator", format!("7{hash}")),
+        ("no number", format!(":{hash}")),
+        ("a sign", format!("+7:{hash}")),
+        ("a negative number", format!("-7:{hash}")),
+        ("a number too large", format!("18446744073709551616:{hash}")),
+        ("a short hash", format!("7:{}", &hash[..62])),
+        ("a long hash", format!("7:{hash}00")),
+        ("not hex", format!("7:{}", "zz".repeat(32))),
+    ];
+    for (what, text) in cases {
+        assert_eq!(AuditHead::decode(&text), None, "{what}: {text:?}");
+    }
+}

@@ -1,0 +1,114 @@
+//! Revocation gates: once revoke returns, nothing of the grant is handed out; revoke waits
+//! for a slice already admitted, but only so long.
+
+use std::time::Duration;
+
+use super::{week, World, T};
+use crate::core::command::Response;
+use crate::core::Refusal;
+use crate::store::AuditEvent;
+
+/// Waits (bounded) until the revocation of `bundle` is stored: revoke closes the gate right
+/// after, in the same step of its task.
+async fn until_stored(world: &World, bundle: &optin_protocol::bundle::GrantBundle) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while world.core.store().grant(&bundle.grant_id).expect("read").expect("the grant").revoked_at.is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "the revocation was never stored");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+fn events(records: &[crate::core::command::AuditEntry]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| match &r.record.event {
+            AuditEvent::Served { .. } => "served".to_owned(),
+            AuditEvent::Refused { status, reason, .. } => format!("refused {status} {reason}"),
+            AuditEvent::Granted { .. } => "granted".to_owned(),
+            AuditEvent::Revoked { .. } => "revoked".to_owned(),
+            AuditEvent::Forgot { .. } => "forgot".to_owned(),
+            AuditEvent::Sharing { paused } => format!("sharing paused={paused}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slice_cut_before_revoke_is_cut_off_after_it() {
+    let world = World::new();
+    world.ingest(&week()).await;
+    let bundle = world.grant("search,cart", "raw", "7d").await;
+    let served = world.slice(&bundle.token, "", T).await.expect("cut before the revoke");
+
+    let core = world.core.clone();
+    let grant_id = bundle.grant_id.clone();
+    let revoke = tokio::spawn(async move { core.handle(crate::core::command::Request::Revoke { grant_id }, T).await });
+    until_stored(&world, &bundle).await;
+    assert!(!revoke.is_finished(), "revoke waits for the slice in flight");
+
+    assert!(served.deliver().is_none(), "a slice of a revoked grant is never handed over");
+    let answer = tokio::time::timeout(Duration::from_secs(5), revoke).await.expect("revoke returns once the slice is gone").expect("task");
+    assert!(matches!(answer, Ok(Response::Revoked { already: false, .. })), "{answer:?}");
+
+    let refusal = world.slice(&bundle.token, "", T).await.map(|_| ()).expect_err("a revoked grant");
+    assert_eq!(refusal, Refusal::Token("grant revoked"));
+    let (records, chain) = world.audit().await;
+    assert_eq!(
+        events(&records),
+        ["granted", "revoked", "refused 401 grant revoked while the slice was in flight", "refused 401 grant revoked"],
+        "the cut-off is audited as a refusal, never as served"
+    );
+    assert_eq!(chain, Ok(4));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoke_returns_once_the_slice_in_flight_is_handed_over() {
+    let world = World::new();
+    world.ingest(&week()).await;
+    let bundle = world.grant("search,cart", "raw", "7d").await;
+    let (jws, pass) = world.slice(&bundle.token, "", T).await.expect("served").deliver().expect("handed over before the revoke");
+    bundle.verify_slice(&jws).expect("verifies");
+
+    let core = world.core.clone();
+    let grant_id = bundle.grant_id.clone();
+    let revoke = tokio::spawn(async move { core.handle(crate::core::command::Request::Revoke { grant_id }, T).await });
+    until_stored(&world, &bundle).await;
+    assert!(!revoke.is_finished(), "revoke waits while the connection still writes the slice");
+    drop(pass);
+    let answer = tokio::time::timeout(Duration::from_secs(5), revoke).await.expect("revoke returns once the pass is dropped").expect("task");
+    assert!(matches!(answer, Ok(Response::Revoked { already: false, .. })), "{answer:?}");
+
+    let again = world.revoke(&bundle.grant_id).await;
+    assert!(matches!(again, Response::Revoked { already: true, .. }), "{again:?}");
+    let (records, _) = world.audit().await;
+    assert_eq!(events(&records), ["granted", "served", "revoked"], "revoking twice is recorded once");
+}
+
+// On a current-thread runtime with paused time, the ten seconds of the drain pass at once.
+#[tokio::test(start_paused = true)]
+async fn revoke_waits_for_a_stuck_slice_only_so_long() {
+    let world = World::new();
+    world.ingest(&week()).await;
+    let bundle = world.grant("search,cart", "raw", "7d").await;
+    let stuck = world.slice(&bundle.token, "", T).await.expect("cut before the revoke");
+    let started = tokio::time::Instant::now();
+    let answer = world.revoke(&bundle.grant_id).await;
+    assert!(matches!(answer, Response::Revoked { already: false, .. }), "{answer:?}");
+    let waited = started.elapsed();
+    assert!((Duration::from_secs(10)..Duration::from_secs(11)).contains(&waited), "revoke waited {waited:?}, not the 10 s drain");
+    assert!(stuck.deliver().is_none(), "the slice it gave up on is cut off, never handed over");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_stops_only_that_grant() {
+    let world = World::new();
+    world.ingest(&week()).await;
+    let revoked = world.grant("search,cart", "raw", "7d").await;
+    let kept = world.grant_to("globex.example", "search,cart", "raw", "7d").await;
+    world.revoke(&revoked.grant_id).await;
+    assert_eq!(world.slice(&revoked.token, "", T).await.map(|_| ()).expect_err("revoked"), Refusal::Token("grant revoked"));
+    let claims = world.fetch(&kept, &kept.token, "").await.expect("the other grant still serves");
+    assert_eq!(claims.items.len(), 4);
+    let bundle = world.try_run(crate::core::command::Request::Bundle { grant_id: revoked.grant_id.clone() }, T).await;
+    assert!(matches!(bundle, Err(crate::core::CoreError::Invalid(ref m)) if m.contains("revoked")), "{bundle:?}");
+}
