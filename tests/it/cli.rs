@@ -253,13 +253,13 @@ async fn forget_takes_spans_and_asks_before_everything() {
     // (arguments, what is printed or the failure, what is left)
     type Step<'a> = (Vec<&'a str>, Result<&'a str, (i32, &'a str)>, Vec<&'a str>);
     let steps: Vec<Step> = vec![
-        (vec!["--before", "3d"], Ok("forgot 1 signals"), vec!["s-50h", "s-5h", "s-2h"]),
-        (vec!["--before", "1d"], Ok("forgot 1 signals"), vec!["s-5h", "s-2h"]),
-        (vec!["--before", &cutoff], Ok("forgot 1 signals"), vec!["s-2h"]),
+        (vec!["--before", "3d"], Ok("forgot 1 signal"), vec!["s-50h", "s-5h", "s-2h"]),
+        (vec!["--before", "1d"], Ok("forgot 1 signal"), vec!["s-5h", "s-2h"]),
+        (vec!["--before", &cutoff], Ok("forgot 1 signal"), vec!["s-2h"]),
         (vec!["--before", "-1d"], Err((2, "`-1d` is neither a span")), vec!["s-2h"]),
         (vec!["--id", "no-such-signal"], Err((1, "no signal with id \"no-such-signal\"")), vec!["s-2h"]),
         (vec!["--all"], Err((2, "pass --yes")), vec!["s-2h"]),
-        (vec!["--all", "--yes"], Ok("forgot 1 signals"), vec![]),
+        (vec!["--all", "--yes"], Ok("forgot 1 signal"), vec![]),
     ];
     for (args, expected, left) in steps {
         let mut all = vec!["forget"];

@@ -42,7 +42,10 @@ async fn forgotten_signals_never_appear_again() {
         all.extend(args.iter());
         let out = agent.cli(&all).await;
         match count {
-            Some(count) => assert_eq!(out.ok().trim(), format!("forgot {count} signals"), "forget {args:?}"),
+            Some(count) => {
+                let noun = if count == 1 { "signal" } else { "signals" };
+                assert_eq!(out.ok().trim(), format!("forgot {count} {noun}"), "forget {args:?}");
+            }
             None => {
                 out.fails(1, "no signal with id \"s-mid\"");
             }

@@ -88,7 +88,7 @@ async fn the_cli_works_on_the_store_with_no_agent_running() {
         .await;
     let other = optin_protocol::bundle::GrantBundle::parse(other.ok()).expect("bundle");
     assert_eq!(home.cli(&["revoke", other.grant_id.as_str()]).await.ok().trim(), format!("revoked {}", other.grant_id));
-    assert_eq!(home.cli(&["forget", "--id", "s2"]).await.ok().trim(), "forgot 1 signals");
+    assert_eq!(home.cli(&["forget", "--id", "s2"]).await.ok().trim(), "forgot 1 signal");
     let preview = home.cli(&["preview", bundle.grant_id.as_str(), "--json"]).await.json();
     assert_eq!(preview["items"].as_array().expect("items").len(), 1);
     home.cli(&["pause"]).await.ok();

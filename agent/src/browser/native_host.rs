@@ -44,7 +44,9 @@ pub async fn run(home_dir: &Path, args: &[String]) -> Result<()> {
     if !caller_allowed(args) {
         bail!("refusing to serve a caller other than the optin extension ({})", args.first().map_or("no caller named", String::as_str));
     }
-    let home = Home::open(home_dir)?;
+    // Signals the extension sends are stored even into a home made just now: the person
+    // installed the host for this, and losing the batch would be worse than a fresh store.
+    let home = Home::open_or_create(home_dir)?;
     record_connection(&home, args);
     let mut stdin = std::io::stdin().lock();
     let mut stdout = std::io::stdout().lock();

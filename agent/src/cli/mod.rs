@@ -282,9 +282,8 @@ async fn forget(home: &Home, args: ForgetArgs, p: &mut Printer) -> Result<()> {
     if matches!(what, Forget::All) && !args.yes {
         confirm_forget_all(home).await?;
     }
-    let Response::Forgot { count } = execute(home, Request::Forget { what }).await? else { return unexpected() };
-    // Not `print::count`: the tests and scripts in use read this exact sentence.
-    writeln!(p, "forgot {count} signals")?;
+    let Response::Forgot { count: n } = execute(home, Request::Forget { what }).await? else { return unexpected() };
+    writeln!(p, "forgot {}", count(n, "signal", "signals"))?;
     Ok(())
 }
 

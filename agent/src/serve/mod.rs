@@ -16,6 +16,9 @@ pub mod http;
 pub mod listener;
 pub mod tls;
 
+#[cfg(test)]
+mod tests;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -80,7 +83,7 @@ pub async fn serve(listeners: Listeners, core: Arc<Core>, shutdown: impl Future<
 
 /// Runs the agent of a home until SIGINT or SIGTERM: the binary's `optin serve`.
 pub async fn run(config: ServeConfig) -> Result<()> {
-    let home = Home::open(&config.home)?;
+    let home = Home::open_or_create(&config.home)?;
     let keys = Keys::load_or_create(&home)?;
     let identity = tls::load(&home, &config.tls)?;
     let https = TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -101,7 +104,12 @@ pub async fn run(config: ServeConfig) -> Result<()> {
     let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(home.root())?);
     let listeners = Listeners { https, tls: identity.config, max_connections: config.max_connections, admin: Some((admin, owner)) };
 
-    println!("listening on {url} (certificate sha256 {})", identity.sha256);
+    // The ready line is how scripts learn the address; a closed stdout must not stop the
+    // agent (println! would panic), so a failed write is only logged.
+    let ready = format!("listening on {url} (certificate sha256 {})\n", identity.sha256);
+    if let Err(e) = std::io::Write::write_all(&mut std::io::stdout(), ready.as_bytes()).and_then(|()| std::io::Write::flush(&mut std::io::stdout())) {
+        tracing::warn!(error = %e, "cannot print the ready line");
+    }
     tracing::info!(%addr, "agent ready");
     let result = serve(listeners, core, shutdown).await;
     let _ = std::fs::remove_file(home.admin_socket());
