@@ -65,12 +65,7 @@ fn dependencies() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
 fn modules_depend_without_cycles() {
     let graph = dependencies();
     // Depth-first search; a module met again on the current path closes a cycle.
-    fn visit<'a>(
-        node: &'a str,
-        graph: &BTreeMap<&'a str, BTreeSet<&'a str>>,
-        path: &mut Vec<&'a str>,
-        done: &mut BTreeSet<&'a str>,
-    ) -> Result<(), String> {
+    fn visit<'a>(node: &'a str, graph: &BTreeMap<&'a str, BTreeSet<&'a str>>, path: &mut Vec<&'a str>, done: &mut BTreeSet<&'a str>) -> Result<(), String> {
         if let Some(start) = path.iter().position(|n| *n == node) {
             return Err(format!("{} -> {node}", path[start..].join(" -> ")));
         }

@@ -40,9 +40,8 @@ pub fn ensure_self_signed(home: &Home) -> Result<()> {
 
 fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     let pem = std::fs::read(path).with_context(|| format!("cannot read certificate {}", path.display()))?;
-    let chain = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("{} is not a PEM certificate chain", path.display()))?;
+    let chain =
+        CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>().with_context(|| format!("{} is not a PEM certificate chain", path.display()))?;
     if chain.is_empty() {
         bail!("{} holds no certificate", path.display());
     }
