@@ -1,0 +1,360 @@
+//! Tests of the HTTPS API's router, [`http::app`], with no socket: each request is answered
+//! by `tower::ServiceExt::oneshot` over a core on a temporary store, and checked as a
+//! marketer or a feeder would read the answer: status, headers, problem, verified slice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Request as HttpRequest};
+use optin_protocol::bundle::GrantBundle;
+use optin_protocol::problem::Problem;
+use optin_protocol::scope::GrantId;
+use optin_protocol::token::Token;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use time::OffsetDateTime;
+use tower::ServiceExt;
+
+use super::http::{self, MAX_INGEST_BYTES};
+use crate::core::command::{Request, Response};
+use crate::core::{now, Core, CoreConfig};
+use crate::home::Home;
+use crate::keys::Keys;
+use crate::store::{AuditEvent, Store};
+
+/// A core on a temporary store, and its router.
+struct Api {
+    _dir: TempDir,
+    core: Arc<Core>,
+}
+
+/// What the router answered.
+struct Answer {
+    status: u16,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn header(&self, name: header::HeaderName) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().expect("an ASCII header"))
+    }
+
+    /// The problem of an error answer, checked to be `status` of type `slug` and sent as
+    /// problem+json with its status in the body too.
+    #[track_caller]
+    fn problem(&self, status: u16, slug: &str) -> Problem {
+        let text = String::from_utf8_lossy(&self.body);
+        assert_eq!(self.status, status, "{text}");
+        assert_eq!(self.header(header::CONTENT_TYPE), Some("application/problem+json"), "{text}");
+        let problem: Problem = serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not a problem ({e}): {text}"));
+        assert_eq!((problem.status, problem.type_.as_str()), (status, format!("urn:optin:problem:{slug}").as_str()), "{text}");
+        problem
+    }
+
+    /// A 401 with the bearer challenge.
+    #[track_caller]
+    fn unauthorized(&self) -> Problem {
+        let problem = self.problem(401, "invalid-token");
+        assert_eq!(self.header(header::WWW_AUTHENTICATE), Some(r#"Bearer error="invalid_token""#));
+        problem
+    }
+
+    fn json(&self) -> Value {
+        assert_eq!(self.status, 200, "{}", String::from_utf8_lossy(&self.body));
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+}
+
+impl Api {
+    fn new() -> Api {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let home = Home::open(&dir.path().join("home")).expect("a home");
+        let keys = Keys::load_or_create(&home).expect("an identity key");
+        let store = Store::open(&home.store()).expect("a store");
+        let config = CoreConfig { abandon_after: "24h".parse().expect("a span"), agent_url: "https://127.0.0.1:7676".into(), cert_sha256: "ab".repeat(32) };
+        Api { _dir: dir, core: Arc::new(Core::new(store, keys, config)) }
+    }
+
+    /// Sends a request through a fresh router, as each connection gets one.
+    async fn send(&self, request: HttpRequest<Body>) -> Answer {
+        let response = http::app(self.core.clone()).oneshot(request).await.expect("the router answers");
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX).await.expect("the body arrives whole");
+        Answer { status: parts.status.as_u16(), headers: parts.headers, body }
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> Answer {
+        let mut request = HttpRequest::get(path);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        self.send(request.body(Body::empty()).expect("a request")).await
+    }
+
+    async fn post_signals(&self, token: &str, body: impl Into<Body>) -> Answer {
+        let request = HttpRequest::post("/v1/signals").header(header::AUTHORIZATION, format!("Bearer {token}")).body(body.into()).expect("a request");
+        self.send(request).await
+    }
+
+    async fn run(&self, request: Request) -> Response {
+        self.core.handle(request, now()).await.expect("the command succeeds")
+    }
+
+    async fn grant(&self, kinds: &str, granularity: &str, window: &str) -> GrantBundle {
+        let request = Request::Grant {
+            marketer: "acme.example".into(),
+            kinds: kinds.parse().expect("kinds"),
+            granularity: granularity.parse().expect("granularity"),
+            window: window.parse().expect("window"),
+            expires: "90d".parse().expect("expires"),
+            purpose: "offers".into(),
+        };
+        let Response::Granted { bundle } = self.run(request).await else { panic!("not a grant answer") };
+        *bundle
+    }
+
+    fn stored(&self) -> usize {
+        self.core.store().signal_counts().expect("counts").iter().map(|(_, n)| n).sum()
+    }
+
+    fn ingest_token(&self) -> String {
+        self.core.keys().ingest_token()
+    }
+}
+
+fn ts(at: OffsetDateTime) -> String {
+    optin_protocol::timestamp::format(at)
+}
+
+/// Three signals of the last hours: a search, a cart and a purchase.
+fn batch() -> String {
+    let t = now();
+    let hour = time::Duration::hours(1);
+    [
+        json!({"id": "s1", "kind": "search", "at": ts(t - hour * 3), "query": "trail shoes", "engine": "duckduckgo.com"}),
+        json!({"id": "c1", "kind": "cart", "at": ts(t - hour * 2), "merchant": "shop.example", "currency": "EUR", "items": [{"name": "shoe", "price": "99.00"}]}),
+        json!({"id": "p1", "kind": "purchase", "at": ts(t - hour), "merchant": "shop.example", "currency": "EUR", "total": "99.00", "items": [{"name": "shoe", "price": "99.00"}]}),
+    ]
+    .iter()
+    .map(|s| format!("{s}\n"))
+    .collect()
+}
+
+/// An agent with [`batch`] stored.
+async fn with_signals() -> Api {
+    let api = Api::new();
+    let answer = api.post_signals(&api.ingest_token(), batch()).await;
+    assert_eq!(answer.json(), json!({"stored": 3, "duplicates": 0}));
+    api
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slice_is_a_jws_that_verifies_with_the_bundle() {
+    let api = with_signals().await;
+    let bundle = api.grant("search,cart", "raw", "7d").await;
+    let answer = api.get("/v1/slice", Some(&bundle.token)).await;
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(answer.header(header::CONTENT_TYPE), Some("application/jose"));
+    assert_eq!(answer.header(header::CACHE_CONTROL), Some("no-store"));
+    let claims = bundle.verify_slice(std::str::from_utf8(&answer.body).expect("UTF-8")).expect("the slice verifies with its bundle");
+    assert_eq!(claims.items.len(), 2, "the search and the cart");
+    assert_eq!(claims.grant.id, bundle.grant_id);
+
+    let info = api.get("/v1/grant", Some(&bundle.token)).await;
+    assert_eq!(info.header(header::CACHE_CONTROL), Some("no-store"));
+    let info = info.json();
+    assert_eq!((&info["grant_id"], &info["state"], &info["terms"]["kinds"]), (&json!(bundle.grant_id), &json!("active"), &json!(["search", "cart"])));
+    assert_eq!(info["jwk"], serde_json::to_value(&bundle.jwk).expect("a JWK"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rejects_requests_without_a_genuine_token() {
+    let api = with_signals().await;
+    let bundle = api.grant("search,cart", "raw", "7d").await;
+    let revoked = api.grant("search", "raw", "7d").await;
+    api.run(Request::Revoke { grant_id: revoked.grant_id.clone() }).await;
+    let forged = Token::mint(&[7; 32], &bundle.grant_id).encode();
+    let unknown = Token::mint(&[7; 32], &GrantId::from_bytes([1; 12])).encode();
+    let bearer = |token: &str| vec![format!("Bearer {token}").into_bytes()];
+    let cases: Vec<(&str, Method, &str, Vec<Vec<u8>>)> = vec![
+        ("no token", Method::GET, "/v1/slice", vec![]),
+        ("another scheme", Method::GET, "/v1/slice", vec![b"Basic dXNlcjpwYXNz".to_vec()]),
+        ("a genuine token under another scheme", Method::GET, "/v1/slice", vec![format!("Token {}", bundle.token).into_bytes()]),
+        ("a scheme alone", Method::GET, "/v1/slice", vec![b"Bearer".to_vec()]),
+        ("not a token", Method::GET, "/v1/slice", bearer("optin_garbage")),
+        ("forged", Method::GET, "/v1/slice", bearer(&forged)),
+        ("of an unknown grant", Method::GET, "/v1/slice", bearer(&unknown)),
+        ("of a revoked grant", Method::GET, "/v1/slice", bearer(&revoked.token)),
+        ("given twice", Method::GET, "/v1/slice", [bearer(&bundle.token), bearer(&bundle.token)].concat()),
+        ("not ASCII", Method::GET, "/v1/slice", vec![[b"Bearer ".as_slice(), &[0xFF]].concat()]),
+        ("no token, for the grant", Method::GET, "/v1/grant", vec![]),
+        ("forged, for the grant", Method::GET, "/v1/grant", bearer(&forged)),
+        ("no token, to ingest", Method::POST, "/v1/signals", vec![]),
+        ("a grant's token, to ingest", Method::POST, "/v1/signals", bearer(&bundle.token)),
+        ("the ingest token and more", Method::POST, "/v1/signals", bearer(&format!("{}0", api.ingest_token()))),
+    ];
+    let mut details = std::collections::BTreeSet::new();
+    for (what, method, path, authorization) in cases {
+        let mut request = HttpRequest::builder().method(method).uri(path);
+        for value in authorization {
+            request = request.header(header::AUTHORIZATION, HeaderValue::from_bytes(&value).expect("a header value"));
+        }
+        let answer = api.send(request.body(Body::from(batch())).expect("a request")).await;
+        assert_eq!(answer.status, 401, "{what}: {}", String::from_utf8_lossy(&answer.body));
+        details.insert(answer.unauthorized().detail);
+    }
+    assert_eq!(details.len(), 1, "every token refusal reads the same, so a guesser learns nothing: {details:?}");
+    assert_eq!(api.stored(), 3, "nothing was ingested without the ingest token");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rejects_bad_query_values_naming_the_field() {
+    let api = with_signals().await;
+    let bundle = api.grant("search,cart", "raw", "7d").await;
+    let cases = [
+        ("kinds=walks", "kinds"),
+        ("kinds=", "kinds"),
+        ("kind=search", "kind"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=ten", "limit"),
+        ("limit=1&limit=2", "limit"),
+        ("since=yesterday", "since"),
+        ("until=soon", "until"),
+        ("granularity=fine", "granularity"),
+        ("cursor=", "cursor"),
+        ("cursor=not-a-cursor", "cursor"),
+        // Percent-encoding that is not UTF-8 is refused, not decoded lossily.
+        ("kinds=%FF", "query"),
+        ("%FF=search", "query"),
+        ("kinds=search%FE%FF", "query"),
+    ];
+    for (query, field) in cases {
+        let answer = api.get(&format!("/v1/slice?{query}"), Some(&bundle.token)).await;
+        let problem = answer.problem(400, "invalid-request");
+        assert_eq!(problem.field.as_deref(), Some(field), "{query}");
+        assert_eq!(answer.header(header::WWW_AUTHENTICATE), None, "{query}: not a token problem");
+    }
+    // A bad query with no token is a token problem first: an anonymous client learns nothing.
+    api.get("/v1/slice?limit=0", None).await.unauthorized();
+    // A genuine token's bad query is audited under its grant.
+    let Response::Audit { records, .. } = api.run(Request::Audit).await else { panic!("not an audit answer") };
+    let refused = records.iter().filter(|r| matches!(r.record.event, AuditEvent::Refused { status: 400, .. })).count();
+    assert_eq!(refused, cases.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rejects_requests_beyond_the_grant() {
+    let api = with_signals().await;
+    let bundle = api.grant("search,cart", "category", "7d").await;
+    let before_window = ts(now() - time::Duration::days(8));
+    let cases = [("kinds=purchase".to_owned(), "kinds"), ("granularity=raw".to_owned(), "granularity"), (format!("since={before_window}"), "since")];
+    for (query, field) in cases {
+        let answer = api.get(&format!("/v1/slice?{query}"), Some(&bundle.token)).await;
+        assert_eq!(answer.problem(403, "exceeds-grant").field.as_deref(), Some(field), "{query}");
+        assert_eq!(answer.header(header::WWW_AUTHENTICATE), None);
+    }
+    api.run(Request::Sharing { paused: true }).await;
+    let paused = api.get("/v1/slice", Some(&bundle.token)).await;
+    assert_eq!(paused.problem(403, "paused").field, None);
+    assert_eq!(api.get("/v1/grant", Some(&bundle.token)).await.json()["state"], "paused");
+    api.run(Request::Sharing { paused: false }).await;
+    assert_eq!(api.get("/v1/slice", Some(&bundle.token)).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rejects_unknown_paths_and_methods_with_problems() {
+    let api = Api::new();
+    let cases = [
+        (Method::POST, "/v1/slice", 405, "method-not-allowed"),
+        (Method::PUT, "/v1/grant", 405, "method-not-allowed"),
+        (Method::GET, "/v1/signals", 405, "method-not-allowed"),
+        (Method::DELETE, "/v1/signals", 405, "method-not-allowed"),
+        (Method::GET, "/", 404, "not-found"),
+        (Method::GET, "/v1/slices", 404, "not-found"),
+        (Method::GET, "/v2/slice", 404, "not-found"),
+        (Method::POST, "/v1/signal", 404, "not-found"),
+    ];
+    for (method, path, status, slug) in cases {
+        let request = HttpRequest::builder().method(method.clone()).uri(path).body(Body::empty()).expect("a request");
+        let answer = api.send(request).await;
+        let problem = answer.problem(status, slug);
+        assert!(problem.detail.contains(path), "{method} {path}: the detail names the path: {}", problem.detail);
+        assert_eq!(answer.header(header::WWW_AUTHENTICATE), None, "{method} {path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_counts_what_it_stored() {
+    let api = Api::new();
+    let token = api.ingest_token();
+    assert_eq!(api.post_signals(&token, batch()).await.json(), json!({"stored": 3, "duplicates": 0}));
+    assert_eq!(api.post_signals(&token, batch()).await.json(), json!({"stored": 0, "duplicates": 3}));
+    assert_eq!(api.post_signals(&token, "\n\n").await.json(), json!({"stored": 0, "duplicates": 0}), "blank lines are skipped");
+    assert_eq!(api.stored(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rejects_a_bad_batch_naming_line_and_field_and_storing_nothing() {
+    let api = Api::new();
+    let token = api.ingest_token();
+    let good: Vec<String> = batch().lines().map(str::to_owned).collect();
+    let mut bad_price: Value = serde_json::from_str(&good[2]).expect("JSON");
+    bad_price["items"][0]["price"] = "cheap".into();
+    let mut unknown_field: Value = serde_json::from_str(&good[0]).expect("JSON");
+    unknown_field["mood"] = "happy".into();
+    let cases: Vec<(String, usize, Option<&str>)> = vec![
+        (format!("{}\n{}\n{bad_price}\n", good[0], good[1]), 3, Some("items[0].price")),
+        (format!("{}\n{unknown_field}\n", good[1]), 2, Some("mood")),
+        (format!("{}\n\nnot json\n", good[0]), 3, None),
+    ];
+    for (body, line, field) in cases {
+        let problem = api.post_signals(&token, body).await.problem(400, "invalid-signal");
+        assert_eq!((problem.line, problem.field.as_deref()), (Some(line), field), "{}", problem.detail);
+        assert_eq!(api.stored(), 0, "nothing of a refused batch is stored");
+    }
+    let not_utf8 = [good[0].as_bytes(), b"\n\xFF\n"].concat();
+    assert!(api.post_signals(&token, not_utf8).await.problem(400, "invalid-body").detail.contains("not UTF-8"));
+    assert_eq!(api.stored(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rejects_a_body_over_the_limit() {
+    let api = Api::new();
+    let mut body = batch().into_bytes();
+    body.resize(MAX_INGEST_BYTES + 1, b'\n');
+    api.post_signals(&api.ingest_token(), body).await.problem(413, "too-large");
+    assert_eq!(api.stored(), 0);
+    // At the limit, it is read (and the blank lines after the batch skipped).
+    let mut body = batch().into_bytes();
+    body.resize(MAX_INGEST_BYTES, b'\n');
+    assert_eq!(api.post_signals(&api.ingest_token(), body).await.json(), json!({"stored": 3, "duplicates": 0}));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slice_whose_grant_is_revoked_before_its_body_is_sent_is_cut_off() {
+    let api = with_signals().await;
+    let bundle = api.grant("search,cart", "raw", "7d").await;
+    let request = HttpRequest::get("/v1/slice").header(header::AUTHORIZATION, format!("Bearer {}", bundle.token)).body(Body::empty()).expect("a request");
+    let response = http::app(api.core.clone()).oneshot(request).await.expect("the router answers");
+    assert_eq!(response.status().as_u16(), 200, "the head is out before the body");
+
+    let core = api.core.clone();
+    let grant_id = bundle.grant_id.clone();
+    let revoke = tokio::spawn(async move { core.handle(Request::Revoke { grant_id }, now()).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while api.core.store().grant(&bundle.grant_id).expect("read").expect("the grant").revoked_at.is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "the revocation was never stored");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!revoke.is_finished(), "revoke waits for the body that holds the grant's gate");
+
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await;
+    assert!(body.is_err(), "the slice's bytes are never handed over: {body:?}");
+    let revoked = tokio::time::timeout(Duration::from_secs(5), revoke).await.expect("revoke returns once the body is gone").expect("task");
+    assert!(matches!(revoked, Ok(Response::Revoked { already: false, .. })), "{revoked:?}");
+    api.get("/v1/slice", Some(&bundle.token)).await.unauthorized();
+}
