@@ -47,9 +47,11 @@ impl World {
     }
 
     fn open(dir: &TempDir) -> Arc<Core> {
-        let home = Home::open(&dir.path().join("home")).expect("a home");
+        let home = Home::open_or_create(&dir.path().join("home")).expect("a home");
         let keys = Keys::load_or_create(&home).expect("an identity key");
-        let store = Store::open(&home.store()).expect("a store");
+        // sled's own threads may hold a closed store's file, and its lock, a moment longer;
+        // a reopen waits for it, as every way in does.
+        let store = Store::open_waiting(&home.store(), std::time::Duration::from_secs(10)).expect("a store");
         let config = CoreConfig { abandon_after: span("24h"), agent_url: "https://127.0.0.1:7676".into(), cert_sha256: "ab".repeat(32) };
         Arc::new(Core::new(store, keys, config))
     }

@@ -70,7 +70,7 @@ impl Answer {
 impl Api {
     fn new() -> Api {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let home = Home::open(&dir.path().join("home")).expect("a home");
+        let home = Home::open_or_create(&dir.path().join("home")).expect("a home");
         let keys = Keys::load_or_create(&home).expect("an identity key");
         let store = Store::open(&home.store()).expect("a store");
         let config = CoreConfig { abandon_after: "24h".parse().expect("a span"), agent_url: "https://127.0.0.1:7676".into(), cert_sha256: "ab".repeat(32) };
