@@ -69,7 +69,16 @@ fn key(seq: u64) -> [u8; 8] {
 
 /// Opens the store of `home` with sled itself, as the store's layout in SPEC.md describes it.
 fn with_store(home: &Home, f: impl FnOnce(&sled::Db)) {
-    let db = sled::open(home.path().join("store")).expect("the store, with no agent holding it");
+    // No agent runs, but sled's own threads may hold a store this process closed a moment
+    // longer, and its lock with it: wait for them, as optin does.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let db = loop {
+        match sled::open(home.path().join("store")) {
+            Ok(db) => break db,
+            Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(20)),
+            Err(e) => panic!("cannot open the store: {e}"),
+        }
+    };
     f(&db);
     db.flush().expect("flush");
 }
