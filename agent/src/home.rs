@@ -58,11 +58,6 @@ impl Home {
         }
     }
 
-    /// Same as [`Home::open_or_create`], under its older name.
-    pub fn open(root: &Path) -> Result<Home> {
-        Home::open_or_create(root)
-    }
-
     /// The paths of the home at `root`, which may not exist, without looking at it: for
     /// commands that only compare paths or read what is there if anything is, like
     /// `optin browser status`.

@@ -2,7 +2,7 @@
 //!
 //! `GET /v1/slice` and `GET /v1/grant` for marketers, `POST /v1/signals` for the owner's
 //! feeders. Every error is an RFC 9457 problem; 4xx say exactly what was wrong, 5xx say
-//! little and log the detail. [`app`] builds the router without a socket; `server.rs` puts
+//! little and log the detail. [`app`] builds the router without a socket; `listener.rs` puts
 //! it behind TLS.
 
 use std::pin::Pin;

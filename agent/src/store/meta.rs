@@ -8,8 +8,11 @@
 //! | `agent_url`     | where the last `optin serve` listened                  |
 //! | `cert_sha256`   | hex SHA-256 of the certificate it served               |
 //! | `abandon_after` | its cart abandonment delay, like `24h`                 |
+//! | `audit_head`    | `SEQ:HEX`, the last audit record and its hash          |
 //!
-//! The last three let commands run without an agent (the offline CLI, the native host)
+//! `audit_head` is written with each audit record, in its transaction (see `append_audit`),
+//! so `optin audit --verify` notices a changed or missing last record. `agent_url`,
+//! `cert_sha256` and `abandon_after` let commands run without an agent (the offline CLI, the native host)
 //! print the same bundles and derive the same cart states as the agent would.
 
 use optin_protocol::span::Span;
