@@ -52,9 +52,9 @@ pub async fn serve(listener: UnixListener, owner: u32, core: Arc<Core>, mut stop
                 continue;
             }
         }
-        let core = core.clone();
+        let (core, stop) = (core.clone(), stop.clone());
         tasks.spawn(async move {
-            if let Err(e) = session(stream, &core).await {
+            if let Err(e) = session(stream, &core, stop).await {
                 tracing::debug!(error = %e, "admin session ended with an error");
             }
         });
@@ -65,12 +65,20 @@ pub async fn serve(listener: UnixListener, owner: u32, core: Arc<Core>, mut stop
     Ok(())
 }
 
-async fn session(stream: UnixStream, core: &Core) -> Result<()> {
+/// Answers one peer's requests in turn. While waiting for the next request it also watches
+/// `stop`, so an idle client does not hold up shutdown; a command already running finishes.
+async fn session(stream: UnixStream, core: &Core, mut stop: watch::Receiver<bool>) -> Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
     loop {
         let mut line = Vec::new();
-        let n = (&mut lines).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line).await?;
+        let mut limited = (&mut lines).take(MAX_LINE as u64 + 1);
+        let n = tokio::select! {
+            n = limited.read_until(b'\n', &mut line) => n?,
+            // A request cut off here was never answered: its client sees the connection close
+            // without a reply, which it treats as "try again".
+            _ = stop.changed() => return Ok(()),
+        };
         if n == 0 {
             return Ok(());
         }

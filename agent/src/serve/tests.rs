@@ -358,3 +358,53 @@ async fn a_slice_whose_grant_is_revoked_before_its_body_is_sent_is_cut_off() {
     assert!(matches!(revoked, Ok(Response::Revoked { already: false, .. })), "{revoked:?}");
     api.get("/v1/slice", Some(&bundle.token)).await.unauthorized();
 }
+
+/// `serve` runs in-process on listeners it is given: the person's command over the admin
+/// socket, a marketer's slice over real TLS on loopback, then a clean stop when the shutdown
+/// future completes, after which neither listener answers and the delivery is on record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_in_process_until_its_shutdown_future() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let home = Home::open_or_create(&dir.path().join("home")).expect("a home");
+    let identity = super::tls::load(&home, &super::tls::TlsSource::default()).expect("a certificate");
+    let https = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let url = format!("https://{}", https.local_addr().expect("an address"));
+    let admin = super::admin::bind(&home).expect("the admin socket");
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(home.root()).expect("the home"));
+    let config = CoreConfig { abandon_after: "24h".parse().expect("a span"), agent_url: url, cert_sha256: identity.sha256.clone() };
+    let core = Arc::new(Core::new(Store::open(&home.store()).expect("a store"), Keys::load_or_create(&home).expect("a key"), config));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listeners = super::Listeners { https, tls: identity.config, max_connections: 4, admin: Some((admin, owner)) };
+    let server = tokio::spawn(super::serve(listeners, core.clone(), async {
+        let _ = stopped.await;
+    }));
+
+    // The person grants over the admin socket: one JSON line each way.
+    let socket = tokio::net::UnixStream::connect(home.admin_socket()).await.expect("the admin socket answers");
+    let (read, mut write) = socket.into_split();
+    let grant =
+        json!({"op": "grant", "marketer": "acme.example", "kinds": ["search"], "granularity": "raw", "window": "30d", "expires": "90d", "purpose": "p"});
+    write.write_all(format!("{grant}\n").as_bytes()).await.expect("send");
+    let mut line = String::new();
+    BufReader::new(read).read_line(&mut line).await.expect("an answer");
+    let reply: Value = serde_json::from_str(&line).expect("a JSON reply");
+    let bundle: GrantBundle = serde_json::from_value(reply["ok"]["bundle"].clone()).unwrap_or_else(|e| panic!("a bundle ({e}): {reply}"));
+
+    // The marketer fetches a slice over TLS, pinning the certificate from the bundle.
+    let client = optin_examples::PinnedClient::new(&bundle.agent_url, &bundle.cert_sha256).expect("a pinned client");
+    let response = client.get("/v1/slice", Some(&bundle.token)).await.expect("the agent answers");
+    assert_eq!(response.status.as_u16(), 200, "{}", response.text());
+    bundle.verify_slice(&response.text()).expect("the slice verifies");
+
+    // The admin connection above is still open and idle: it must not hold up the stop (it
+    // used to, for the 15 s that commands in progress are given).
+    stop.send(()).expect("serve is still running");
+    tokio::time::timeout(Duration::from_secs(10), server).await.expect("serve returns once told to stop").expect("no panic").expect("a clean stop");
+    assert!(client.get("/v1/slice", Some(&bundle.token)).await.is_err(), "the HTTPS listener is closed");
+    assert!(tokio::net::UnixStream::connect(home.admin_socket()).await.is_err(), "the admin socket is closed");
+    let Response::Audit { records, chain, .. } = core.handle(Request::Audit, now()).await.expect("the audit") else { panic!("not an audit") };
+    assert!(chain.is_ok(), "{chain:?}");
+    assert!(records.iter().any(|r| matches!(r.record.event, AuditEvent::Served { .. })), "the delivery is on record");
+}
