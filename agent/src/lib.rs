@@ -45,6 +45,7 @@ pub mod merchant;
 pub mod serve;
 pub mod session;
 pub mod store;
+pub mod tls;
 
 #[cfg(test)]
 mod architecture;

@@ -17,7 +17,7 @@ use crate::core::command::{ErrorKind, Reply, Request, Response, MAX_LINE};
 use crate::core::{Core, CoreConfig, CoreError};
 use crate::home::Home;
 use crate::keys::Keys;
-use crate::serve::tls::{self, TlsSource};
+use crate::tls::{self, TlsSource};
 use crate::store::Store;
 
 /// How long the CLI waits for the agent's answer. Generous: a revoke may wait for slices in

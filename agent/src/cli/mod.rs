@@ -36,7 +36,7 @@ use show::{LastConnection, StatusView};
 use crate::core::command::{Forget, Reply, Request, Response};
 use crate::home::{self, Home, IfExists};
 use crate::keys::Keys;
-use crate::serve::tls::TlsSource;
+use crate::tls::TlsSource;
 use crate::session::{self, Failed};
 
 /// A command line that parsed but cannot be run as given (exit 2, like clap's own errors).

@@ -8,13 +8,13 @@
 //!
 //! - [`http`]: the only module that knows HTTP (routes, problem+json);
 //! - [`listener`]: TLS connections, their cap and their timeouts;
-//! - [`admin`]: the admin socket's server side;
-//! - [`tls`]: the certificate, self-signed on first start or the person's own.
+//! - [`admin`]: the admin socket's server side.
+//!
+//! The certificate comes from [`crate::tls`], which the offline session uses too.
 
 pub mod admin;
 pub mod http;
 pub mod listener;
-pub mod tls;
 
 #[cfg(test)]
 mod tests;
@@ -34,7 +34,7 @@ use crate::core::{Core, CoreConfig};
 use crate::home::Home;
 use crate::keys::Keys;
 use crate::store::{Address, Store};
-use tls::TlsSource;
+use crate::tls::{self, TlsSource};
 
 /// Settings of `optin serve`.
 #[derive(Clone, Debug)]

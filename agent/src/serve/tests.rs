@@ -368,7 +368,7 @@ async fn serve_runs_in_process_until_its_shutdown_future() {
 
     let dir = tempfile::tempdir().expect("a temporary directory");
     let home = Home::open_or_create(&dir.path().join("home")).expect("a home");
-    let identity = super::tls::load(&home, &super::tls::TlsSource::default()).expect("a certificate");
+    let identity = crate::tls::load(&home, &crate::tls::TlsSource::default()).expect("a certificate");
     let https = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let url = format!("https://{}", https.local_addr().expect("an address"));
     let admin = super::admin::bind(&home).expect("the admin socket");
