@@ -108,8 +108,9 @@ impl Served {
         let Served { jws, pass, audit, core } = self;
         if pass.revoked() {
             if let AuditEvent::Served { grant_id, marketer, asked, .. } = audit {
-                let reason = "grant revoked while the slice was in flight".into();
-                core.record(AuditEvent::Refused { grant_id: Some(grant_id), marketer: Some(marketer), asked, status: 401, reason });
+                let refusal = Refusal::Token("grant revoked while the slice was in flight");
+                let (status, reason) = (refusal.status(), refusal.audit_reason());
+                core.record(AuditEvent::Refused { grant_id: Some(grant_id), marketer: Some(marketer), asked, status, reason });
             }
             return None;
         }

@@ -2,7 +2,7 @@
 //! reducing each signal to what the granularity shows.
 
 use optin_protocol::scope::{Applied, Granularity};
-use optin_protocol::signal::{Body, Kind, Signal};
+use optin_protocol::signal::{Body, Signal};
 use optin_protocol::slice::{CartState, CategoryItem, RawItem, SliceItem};
 use optin_protocol::span::Span;
 use time::OffsetDateTime;
@@ -39,35 +39,32 @@ pub struct Page {
 
 /// Cuts one page of the store to `applied`.
 pub fn cut(store: &Store, applied: &Applied, cursor: Option<&str>, keys: &GrantKeys, abandon_after: Span, now: OffsetDateTime) -> Result<Page, CutError> {
-    let after = cursor.map(|c| keys.open_cursor(c).filter(|k| key::decode_signal(k).is_some()).ok_or(BadCursor)).transpose()?;
-    if let Some(after) = &after {
-        let kind = Kind::from_tag(after[0]).ok_or(BadCursor)?;
-        if !applied.kinds.contains(kind) {
-            return Err(BadCursor.into());
-        }
+    let after = cursor.map(|c| keys.open_cursor(c).and_then(key::Position::from_bytes).ok_or(BadCursor)).transpose()?;
+    if after.as_ref().is_some_and(|a| !applied.kinds.contains(a.kind())) {
+        return Err(BadCursor.into());
     }
     let limit = applied.limit as usize;
     let mut items = Vec::new();
-    let mut last_key = None;
-    // Pages list kind by kind, each in time order; the cursor is the store key of the last
+    let mut last: Option<key::Position> = None;
+    // Pages list kind by kind, each in time order; the cursor is the position of the last
     // item sent, so a page never repeats or skips an item even as new signals arrive.
     for kind in applied.kinds.iter() {
         let from = match &after {
-            Some(a) if a[0] > kind.tag() => continue,
-            Some(a) if a[0] == kind.tag() => Some(a.as_slice()),
+            Some(a) if a.kind().tag() > kind.tag() => continue,
+            Some(a) if a.kind() == kind => Some(a),
             _ => None,
         };
         for row in store.scan(kind, applied.since, applied.until, from) {
-            let (key, signal) = row?;
+            let (position, signal) = row?;
             if items.len() == limit {
-                let next_cursor = match last_key.as_deref() {
-                    Some(k) => Some(keys.seal_cursor(k).ok_or(CutError::Seal)?),
+                let next_cursor = match &last {
+                    Some(p) => Some(keys.seal_cursor(p.as_bytes()).ok_or(CutError::Seal)?),
                     None => None,
                 };
                 return Ok(Page { items, next_cursor });
             }
             items.push(project(store, &signal, applied.granularity, keys, abandon_after, now)?);
-            last_key = Some(key.to_vec());
+            last = Some(position);
         }
     }
     Ok(Page { items, next_cursor: None })

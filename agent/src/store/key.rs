@@ -22,6 +22,50 @@ pub struct SignalKey {
     pub id: String,
 }
 
+/// A place in the `signals` tree: the key of one signal, as a cursor carries it between
+/// pages. Only this module looks inside it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Position {
+    kind: Kind,
+    bytes: Vec<u8>,
+}
+
+impl Position {
+    /// A position from bytes that came back from outside (an opened cursor); `None` unless
+    /// they are a `signals` key.
+    pub fn from_bytes(bytes: Vec<u8>) -> Option<Position> {
+        let kind = decode_signal(&bytes)?.kind;
+        Some(Position { kind, bytes })
+    }
+
+    /// A position from a key the store itself read from the `signals` tree.
+    pub(super) fn stored(bytes: &[u8]) -> Option<Position> {
+        Position::from_bytes(bytes.to_vec())
+    }
+
+    /// The kind of the signal there.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The key bytes, to seal into a cursor.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The first key that sorts after this one.
+    pub(super) fn successor(&self) -> Vec<u8> {
+        let mut next = self.bytes.clone();
+        next.push(0);
+        next
+    }
+}
+
+/// The first `signals` key of `kind`; every key of the kind starts with it.
+pub fn kind_prefix(kind: Kind) -> [u8; 1] {
+    [kind.tag()]
+}
+
 /// The `signals` key of a signal.
 pub fn signal(kind: Kind, at: OffsetDateTime, id: &str) -> Vec<u8> {
     let mut key = signal_prefix(kind, at);
@@ -66,6 +110,15 @@ pub fn purchase(merchant: &str, at: OffsetDateTime, id: &str) -> Vec<u8> {
 pub fn purchase_at(merchant: &str, at: OffsetDateTime) -> Vec<u8> {
     let mut key = purchase_prefix(merchant);
     key.extend_from_slice(&time(at));
+    key
+}
+
+/// The first `purchases` key at `merchant` after every purchase at `at`: signal ids are
+/// ASCII, so `time · 0xFF` sorts after every key at that time, which makes ranges that
+/// exclude or include a time exactly without arithmetic on times at the edge of the calendar.
+pub fn purchase_after(merchant: &str, at: OffsetDateTime) -> Vec<u8> {
+    let mut key = purchase_at(merchant, at);
+    key.push(0xFF);
     key
 }
 
@@ -135,6 +188,25 @@ mod tests {
         for (what, key) in table {
             assert_eq!(decode_signal(key), None, "{what}");
         }
+    }
+
+    #[test]
+    fn positions_are_signal_keys_only() {
+        let at = datetime!(2026-11-20 10:00 UTC);
+        let key = signal(Kind::Cart, at, "c-1");
+        let position = Position::from_bytes(key.clone()).expect("a signals key");
+        assert_eq!((position.kind(), position.as_bytes()), (Kind::Cart, key.as_slice()));
+        assert!(position.successor() > key && position.successor() < signal(Kind::Cart, at, "c-10"));
+        assert_eq!(Position::from_bytes(audit(7).to_vec()), None, "an audit key is no position");
+        assert_eq!(Position::from_bytes(kind_prefix(Kind::Cart).to_vec()), None, "a bare prefix is no position");
+    }
+
+    #[test]
+    fn purchase_after_sorts_after_every_purchase_at_that_time() {
+        let at = datetime!(2026-11-20 10:00 UTC);
+        let after = purchase_after("shop.example", at);
+        assert!(purchase("shop.example", at, "p-zzzz") < after);
+        assert!(after < purchase("shop.example", at + time::Duration::microseconds(1), "p"));
     }
 
     #[test]

@@ -231,35 +231,32 @@ impl Store {
         Ok((batch.len() - dups, dups))
     }
 
-    /// Signals of `kind` with `since <= at < until`, in time order, starting after the
-    /// store key `after` when given.
+    /// Signals of `kind` with `since <= at < until`, in time order, each with its position,
+    /// starting after the position `after` when given.
     pub fn scan(
         &self,
         kind: Kind,
         since: OffsetDateTime,
         until: OffsetDateTime,
-        after: Option<&[u8]>,
-    ) -> impl Iterator<Item = Result<(sled::IVec, Signal)>> + '_ {
+        after: Option<&key::Position>,
+    ) -> impl Iterator<Item = Result<(key::Position, Signal)>> + '_ {
         let mut start = key::signal_prefix(kind, since);
-        if let Some(after) = after {
-            let mut next = after.to_vec();
-            next.push(0);
-            if next > start {
-                start = next;
-            }
+        if let Some(next) = after.map(key::Position::successor) {
+            start = start.max(next);
         }
         let end = key::signal_prefix(kind, until);
         let range = if start < end { Some(self.signals.range(start..end)) } else { None };
         range.into_iter().flatten().map(|row| {
             let (k, v) = row?;
-            Ok((k, decode_signal(&v)?))
+            let position = key::Position::stored(&k).ok_or_else(|| corrupt("signals", "a key that is not a signal key"))?;
+            Ok((position, decode_signal(&v)?))
         })
     }
 
     /// Every signal, optionally of one kind, in kind then time order.
     pub fn all_signals(&self, kind: Option<Kind>) -> impl Iterator<Item = Result<Signal>> + '_ {
         let iter = match kind {
-            Some(k) => self.signals.scan_prefix([k.tag()]),
+            Some(k) => self.signals.scan_prefix(key::kind_prefix(k)),
             None => self.signals.iter(),
         };
         iter.map(|row| decode_signal(&row?.1))
@@ -267,24 +264,20 @@ impl Store {
 
     /// Whether a purchase at `merchant` happened with `after < at <= until`.
     pub fn purchase_between(&self, merchant: &str, after: OffsetDateTime, until: OffsetDateTime) -> Result<bool> {
-        // Ids are ASCII, so `time · 0xFF` sorts after every key at that time: the range is
-        // (after, until] without arithmetic on times at the edge of the calendar.
-        let mut start = key::purchase_at(merchant, after);
-        start.push(0xFF);
-        let mut end = key::purchase_at(merchant, until);
-        end.push(0xFF);
-        Ok(self.purchases.range(start..end).next().transpose()?.is_some())
+        // (after, until]: from past every purchase at `after` to past every one at `until`.
+        let range = key::purchase_after(merchant, after)..key::purchase_after(merchant, until);
+        Ok(self.purchases.range(range).next().transpose()?.is_some())
     }
 
     /// Forgets signals; returns how many. Durable on return.
     pub fn forget(&self, what: &Forget) -> Result<usize> {
         let keys: Vec<sled::IVec> = match what {
             Forget::Id(id) => self.ids.get(id.as_bytes())?.into_iter().collect(),
-            Forget::Kind(k) => self.signals.scan_prefix([k.tag()]).keys().collect::<Result<_, _>>()?,
+            Forget::Kind(k) => self.signals.scan_prefix(key::kind_prefix(*k)).keys().collect::<Result<_, _>>()?,
             Forget::Before(t) => {
                 let mut keys = Vec::new();
                 for k in Kind::ALL {
-                    for found in self.signals.range(vec![k.tag()]..key::signal_prefix(k, *t)).keys() {
+                    for found in self.signals.range(key::kind_prefix(k).to_vec()..key::signal_prefix(k, *t)).keys() {
                         keys.push(found?);
                     }
                 }
@@ -383,7 +376,7 @@ impl Store {
 
     /// How many signals of each kind are stored, for every kind.
     pub fn signal_counts(&self) -> Result<Vec<(Kind, usize)>> {
-        Kind::ALL.into_iter().map(|k| Ok((k, self.signals.scan_prefix([k.tag()]).keys().try_fold(0, |n, key| key.map(|_| n + 1))?))).collect()
+        Kind::ALL.into_iter().map(|k| Ok((k, self.signals.scan_prefix(key::kind_prefix(k)).keys().try_fold(0, |n, found| found.map(|_| n + 1))?))).collect()
     }
 
     /// Audit records from the newest back (for "what happened lately" without reading the
