@@ -14,11 +14,11 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use crate::core::command::{ErrorKind, Reply, Request, Response, MAX_LINE};
-use crate::core::{Core, CoreConfig, CoreError};
+use crate::core::{blocking, Core, CoreConfig, CoreError};
 use crate::home::Home;
 use crate::keys::Keys;
-use crate::tls::{self, TlsSource};
 use crate::store::Store;
+use crate::tls::{self, TlsSource};
 
 /// How long the CLI waits for the agent's answer. Generous: a revoke may wait for slices in
 /// flight, and an ingest for a large batch's fsync.
@@ -79,9 +79,9 @@ pub async fn execute(home: &Home, request: Request) -> Result<Response, Failed> 
         Some(Reply::Err { kind, message }) => return Err(Failed { kind, message }),
         None => {}
     }
-    let core = open_offline(home).map_err(|e| Failed::unavailable(e.context("the agent is not running and the store cannot be opened")))?;
+    let core = blocking(|| open_offline(home)).map_err(|e| Failed::unavailable(e.context("the agent is not running and the store cannot be opened")))?;
     let response = core.handle(request, crate::core::now()).await?;
-    core.flush().map_err(CoreError::from)?;
+    blocking(|| core.flush()).map_err(CoreError::from)?;
     // Dropping the core closes the store at once, so an agent starting now can take it.
     drop(core);
     Ok(response)

@@ -134,8 +134,10 @@ impl Core {
 
 /// Runs blocking work in place, letting a multi-threaded runtime hand this worker's other
 /// tasks to another thread first (a current-thread runtime, or no runtime, just runs it).
-/// Borrowing, unlike `spawn_blocking`, so no caller has to clone its input to call in.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
+/// Borrowing, unlike `spawn_blocking`, so no caller has to clone its input to call in. The
+/// core uses it for its own work; the ways in use it for theirs (opening a store, parsing
+/// a request line), so no async worker waits on a disk or a large parse.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
         _ => f(),

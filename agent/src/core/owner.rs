@@ -4,7 +4,7 @@
 
 use optin_protocol::bundle::{self, GrantBundle};
 use optin_protocol::scope::{GrantId, SliceQuery, Terms};
-use optin_protocol::signal::{self, Kind, Signal};
+use optin_protocol::signal::{self, Kind};
 use optin_protocol::token::Token;
 use ring::rand::{SecureRandom, SystemRandom};
 use time::OffsetDateTime;
@@ -100,14 +100,9 @@ impl Core {
     }
 
     /// Stores an NDJSON batch, all or nothing. Durable on return.
-    pub fn ingest(&self, ndjson: &str) -> Result<(usize, usize), CoreError> {
+    fn ingest(&self, ndjson: &str) -> Result<(usize, usize), CoreError> {
         let batch = signal::parse_batch(ndjson, &crate::merchant::registrable)?;
-        self.ingest_signals(&batch)
-    }
-
-    /// Stores parsed signals, all or nothing. Durable on return.
-    pub fn ingest_signals(&self, batch: &[Signal]) -> Result<(usize, usize), CoreError> {
-        Ok(self.store.insert_signals(batch)?)
+        Ok(self.store.insert_signals(&batch)?)
     }
 
     fn list_signals(&self, kind: Option<Kind>, now: OffsetDateTime) -> Result<Vec<SignalView>, CoreError> {
@@ -177,7 +172,7 @@ impl Core {
     }
 
     /// The bundle of a grant: what its marketer needs to fetch and verify slices.
-    pub fn bundle(&self, record: &GrantRecord) -> Result<GrantBundle, CoreError> {
+    fn bundle(&self, record: &GrantRecord) -> Result<GrantBundle, CoreError> {
         let keys = self.keys.grant(&record.id).map_err(|e| CoreError::Internal(e.to_string()))?;
         Ok(GrantBundle {
             version: bundle::VERSION,

@@ -85,7 +85,8 @@ async fn session(stream: UnixStream, core: &Core, mut stop: watch::Receiver<bool
         let reply = if line.len() > MAX_LINE {
             Reply::Err { kind: ErrorKind::Invalid, message: format!("request longer than {MAX_LINE} bytes") }
         } else {
-            match serde_json::from_slice::<Request>(&line) {
+            // A line can be a 64 MiB ingest batch: parse it off the async workers.
+            match crate::core::blocking(|| serde_json::from_slice::<Request>(&line)) {
                 Ok(request) => match core.handle(request, crate::core::now()).await {
                     Ok(response) => Reply::Ok(response),
                     Err(e) => Reply::Err { kind: e.kind(), message: e.to_string() },
