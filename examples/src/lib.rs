@@ -347,10 +347,10 @@ impl ServerCertVerifier for PinnedCertificate {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let digest = ring::digest::digest(&ring::digest::SHA256, end_entity.as_ref());
+        let digest = optin_protocol::sha256(end_entity.as_ref());
         // Constant time, though the pin is not secret: no reason to leak how close a
         // certificate came.
-        let difference = digest.as_ref().iter().zip(self.sha256.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        let difference = digest.iter().zip(self.sha256.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
         if difference == 0 {
             Ok(ServerCertVerified::assertion())
         } else {
