@@ -10,21 +10,22 @@
 //! - [`store`]: the only module that knows sled. `key` is the one store-key codec, `meta`
 //!   the typed settings, `record` the on-disk records.
 //! - [`serve`]: `optin serve`. `http` is the only module that knows HTTP; `listener` the
-//!   TLS connections, caps and timeouts; `admin` the admin socket's server; `tls` the
-//!   certificate. [`serve::serve`] runs in-process on given listeners.
+//!   TLS connections, caps and timeouts; `admin` the admin socket's server.
+//!   [`serve::serve`] runs in-process on given listeners.
 //! - [`session`]: reaching optin from another process: the running agent over its admin
 //!   socket, or the store itself when none runs. The CLI and the native host use it.
 //! - [`cli`]: flags, dispatch and printing of `optin`.
 //! - [`browser`]: the one `Browser` enum, native-messaging manifests, the native host.
 //! - [`import`]: searches from browser history databases, and the engine URL rules.
-//! - [`keys`]: the identity key and everything derived from it; [`home`]: the home's paths
-//!   and permissions; [`merchant`]: registrable domains.
+//! - [`keys`]: the identity key and everything derived from it; [`tls`]: the certificate;
+//!   [`home`]: the home's paths and permissions; [`merchant`]: registrable domains.
 //!
 //! ## Invariants
 //!
-//! - Modules depend one way: `cli` → `session`, `serve`, `browser`, `import` → `core` →
-//!   `store`, `keys`, `home`; `serve` and `browser` never import `cli`; `store` never imports
-//!   `core`. No cycles.
+//! - Modules depend one way, in layers: `cli` → `serve`, `session`, `browser`, `import` →
+//!   `core` → `store`, `keys`, `tls`, `merchant` → `home`. A module never imports one
+//!   above it: `store` knows no `core`, `core` no way in, `serve` and `session` not each
+//!   other. `architecture.rs` checks this on the sources.
 //! - Nothing leaves the store except through [`core::Core::slice`] (and the owner's
 //!   preview), which evaluate scope with `optin_protocol::scope::Terms::evaluate` only.
 //! - Failures carry a kind decided once ([`core::CoreError::kind`]): the admin socket and
