@@ -109,6 +109,9 @@ pub mod timestamp {
 /// Every parser of untrusted input, fed hostile and mutated input: none may panic. A
 /// deterministic stand-in for the fuzz targets, run on every test run.
 #[cfg(test)]
+mod layout;
+
+#[cfg(test)]
 mod hostile {
     use crate::{b64, bundle, hex, jws, scope, signal, span, timestamp, token};
 
