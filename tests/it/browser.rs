@@ -3,15 +3,17 @@
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use optin_tests::{assert_unauthorized, now, optin_bin, ts, Agent, Home, Out};
 
 const EXTENSION_ID: &str = include_str!("../../extension/EXTENSION_ID");
+/// The version of optin under test: the workspace's, which the tests package shares.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 fn origin() -> String {
     format!("chrome-extension://{}/", EXTENSION_ID.trim())
@@ -176,7 +178,7 @@ async fn rejects_bad_messages_and_changes_nothing() {
         (json!({"type": "revoke", "id": 5, "grant_id": "g_nope"}), "grant id"),
         (json!({"type": "revoke", "id": 6, "grant_id": "g_000000000000000000000000"}), "no grant"),
         (json!({"type": "launch-missiles", "id": 7}), "unknown message type"),
-        (json!({"id": 8}), "no type"),
+        (json!({"id": 8}), "missing field `type`"),
     ] {
         let reply = host.ask(message.clone()).await;
         assert_eq!(reply["ok"], false, "{message} -> {reply}");
@@ -184,12 +186,97 @@ async fn rejects_bad_messages_and_changes_nothing() {
         assert!(reply["error"].as_str().is_some_and(|e| e.contains(needle)), "{message} -> {reply}, expected `{needle}`");
     }
     host.send_raw(b"{not json").await;
-    let reply = host.receive().await;
-    assert_eq!(reply["ok"], false, "{reply}");
+    assert_eq!(host.receive().await, json!({"ok": false, "error": "message is not JSON"}));
+    host.send_raw(br#"{"type": "hello"}"#).await;
+    assert_eq!(host.receive().await, json!({"ok": false, "error": "message has no numeric id"}));
     assert!(list(agent.cli(&["signals", "--json"]).await.json()).is_empty(), "nothing was stored");
     // A frame longer than the limit ends the session instead of being read into memory.
     host.stdin.write_all(&(64u32 * 1024 * 1024).to_ne_bytes()).await.expect("write");
     host.finish().await.fails(1, "exceeds");
+}
+
+/// Opens the store of `home` with sled itself and keeps it, as another process holding it
+/// would: optin cannot open it until the handle is dropped.
+fn hold_store(home: &Path) -> sled::Db {
+    // The host closed the store a moment ago, but sled's own threads may keep its lock a
+    // little longer: wait for them, as optin does.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match sled::open(home.join("store")) {
+            Ok(db) => return db,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("cannot open the store: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_held_elsewhere_is_retried_and_a_bad_signal_is_refused() {
+    let home = Home::new();
+    let mut host = Host::for_home(home.path());
+    // No agent runs: the first batch makes the store, and the host closes it again.
+    let first = host.ask(json!({"type": "signals", "id": 1, "signals": [search("held-1", "tent")]})).await;
+    assert_eq!(first, json!({"id": 1, "ok": true, "stored": 1, "duplicates": 0}));
+
+    let store = hold_store(home.path());
+    let batch = json!([search("held-2", "headlamp")]);
+    // Nothing is wrong with the batch: the extension keeps it and sends it again.
+    let busy = host.ask(json!({"type": "signals", "id": 2, "signals": batch})).await;
+    let in_use = format!(
+        "the agent is not running and the store cannot be opened: the store at {} is in use by another process \
+         (is `optin serve` running without its admin socket?)",
+        home.path().join("store").display()
+    );
+    assert_eq!(busy, json!({"id": 2, "ok": false, "retry": true, "error": in_use}));
+    // A bad signal is refused for good, store or no store: sending it again cannot help.
+    let bad = host.ask(json!({"type": "signals", "id": 3, "signals": [{"id": "held-3", "kind": "search", "at": "then"}]})).await;
+    assert_eq!(bad, json!({"id": 3, "ok": false, "error": "signal 1: field `at`: `then` is not an RFC 3339 timestamp"}));
+
+    drop(store);
+    let stored = host.ask(json!({"type": "signals", "id": 4, "signals": batch})).await;
+    assert_eq!(stored, json!({"id": 4, "ok": true, "stored": 1, "duplicates": 0}));
+    let mut ids: Vec<Value> = list(home.cli(&["signals", "--json"]).await.json()).iter().map(|s| s["id"].clone()).collect();
+    ids.sort_by_key(Value::to_string);
+    assert_eq!(ids, [json!("held-1"), json!("held-2")]);
+    host.finish().await.ok();
+}
+
+/// An agent of another version of optin on the admin socket of `home`: it answers every
+/// request with a reply of another kind (`forgot`) than the request's.
+fn skewed_agent(home: &Path) -> tokio::task::JoinHandle<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(home).expect("make the home");
+    let listener = tokio::net::UnixListener::bind(home.join("admin.sock")).expect("bind the admin socket");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (read, mut write) = stream.into_split();
+            let mut request = String::new();
+            if BufReader::new(read).read_line(&mut request).await.is_ok() {
+                let _ = write.write_all(b"{\"ok\":{\"result\":\"forgot\",\"count\":0}}\n").await;
+            }
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_of_the_wrong_kind_is_retried() {
+    let home = Home::new();
+    let agent = skewed_agent(home.path());
+    let mut host = Host::for_home(home.path());
+    let hello = host.ask(json!({"type": "hello", "id": 1})).await;
+    assert_eq!(hello, json!({"id": 1, "ok": true, "agent": "running", "version": VERSION}));
+    // Version skew, not bad input: the extension keeps what it sent.
+    for (id, message) in [
+        (2, json!({"type": "signals", "id": 2, "signals": [search("skew-1", "tent")]})),
+        (3, json!({"type": "grants", "id": 3})),
+        (4, json!({"type": "revoke", "id": 4, "grant_id": "g_000000000000000000000000"})),
+    ] {
+        let reply = host.ask(message).await;
+        let error = "unexpected answer from the agent (is it another version of optin?)";
+        assert_eq!(reply, json!({"id": id, "ok": false, "retry": true, "error": error}));
+    }
+    host.finish().await.ok();
+    agent.abort();
 }
 
 #[tokio::test]
@@ -248,8 +335,13 @@ async fn browser_install_status_uninstall() {
     let out = run(&["browser", "status"]).await;
     let status = out.ok();
     assert!(status.contains("chromium: installed at") && status.contains("firefox: installed at"), "{status}");
-    assert!(status.contains("extension last connected"), "{status}");
+    assert!(status.contains("extension last connected: ") && status.contains(" (chromium)\n"), "{status}");
     assert!(status.contains("agent: not running"), "{status}");
+    // A damaged record is only a display: the status says so and goes on.
+    let record = home.path().join("browser/last-connection.json");
+    std::fs::write(&record, "{").expect("damage the record");
+    let status = run(&["browser", "status"]).await.ok().to_owned();
+    assert!(status.contains(&format!("\nextension last connected: unknown ({} cannot be read)\n", record.display())), "{status}");
 
     let out = run(&["browser", "uninstall", "--browser", "firefox"]).await;
     assert!(out.ok().contains("native-messaging-hosts"), "{}", out.stdout);

@@ -174,6 +174,13 @@ async fn status_says_whether_the_agent_runs_and_what_it_holds() {
     for line in ["agent:     not running", "(when it last ran)", "sharing:   paused", "extension: last connected 2026-11-20T10:00:00Z (firefox)"] {
         assert!(text.contains(line), "status shows {line:?}:\n{text}");
     }
+
+    // A damaged record is only a display: the status says so and is shown whole.
+    std::fs::write(home.path().join("browser/last-connection.json"), r#"{"at":"2026-11-20T10:00:00Z","browser":"netscape"}"#).expect("write");
+    expected["extension_last_connected"] = json!("unknown");
+    assert_eq!(home.cli(&["status", "--json"]).await.json(), expected);
+    let text = home.cli(&["status"]).await.ok().to_owned();
+    assert!(text.contains("extension: unknown: the record of its last connection cannot be read\n"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use super::native_host::{chromium_origin, FIREFOX_EXTENSION_ID};
-use super::Browser;
+use super::{Browser, LastConnection, LastSeen};
 use crate::home::{write_private, Home};
 
 /// The native-messaging host name the extension connects to.
@@ -119,11 +119,10 @@ pub fn status(home: &Home, dir: Option<&Path>) -> Result<Vec<String>> {
         };
         lines.push(line);
     }
-    let last = std::fs::read_to_string(home.root().join("browser/last-connection.json")).ok();
-    let last: Option<serde_json::Value> = last.and_then(|t| serde_json::from_str(&t).ok());
-    lines.push(match last {
-        Some(v) => format!("extension last connected: {} ({})", v["at"].as_str().unwrap_or("?"), v["browser"].as_str().unwrap_or("?")),
-        None => "extension has never connected".to_owned(),
+    lines.push(match LastConnection::read(home) {
+        LastSeen::At(last) => format!("extension last connected: {} ({})", optin_protocol::timestamp::format(last.at), last.browser),
+        LastSeen::Never => "extension has never connected".to_owned(),
+        LastSeen::Unknown => format!("extension last connected: unknown ({} cannot be read)", home.last_connection().display()),
     });
     Ok(lines)
 }

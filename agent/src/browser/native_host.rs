@@ -13,9 +13,15 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
+use optin_protocol::scope::{GrantId, Granularity};
+use optin_protocol::signal::Kinds;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
 
-use crate::core::command::{Request, Response};
+use super::{Browser, LastConnection};
+use crate::core::command::{GrantState, GrantView, Request, Response};
 use crate::home::Home;
 
 /// The Chromium extension id (from the manifest's fixed key).
@@ -47,14 +53,19 @@ pub async fn run(home_dir: &Path, args: &[String]) -> Result<()> {
     // Signals the extension sends are stored even into a home made just now: the person
     // installed the host for this, and losing the batch would be worse than a fresh store.
     let home = Home::open_or_create(home_dir)?;
-    record_connection(&home, args);
-    let mut stdin = std::io::stdin().lock();
-    let mut stdout = std::io::stdout().lock();
-    while let Some(message) = read_frame(&mut stdin)? {
+    record_connection(&home, args).await;
+    // Standard input and output are blocking files: each frame is read and written on a
+    // blocking thread, one at a time, so no async worker ever waits on the browser.
+    while let Some(message) = blocking(|| read_frame(&mut std::io::stdin().lock())).await? {
         let reply = answer(&home, &message).await;
-        write_frame(&mut stdout, &reply)?;
+        blocking(move || write_frame(&mut std::io::stdout().lock(), &reply)).await?;
     }
     Ok(())
+}
+
+/// Runs blocking I/O off the async workers and waits for it.
+async fn blocking<T: Send + 'static>(io: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(io).await.context("the native host's I/O failed")?
 }
 
 /// Reads one frame; `None` at a clean end of input.
@@ -75,8 +86,8 @@ pub fn read_frame(input: &mut impl Read) -> Result<Option<Vec<u8>>> {
 }
 
 /// Writes one frame.
-pub fn write_frame(output: &mut impl Write, value: &Value) -> Result<()> {
-    let body = serde_json::to_vec(value)?;
+pub fn write_frame(output: &mut impl Write, message: &impl Serialize) -> Result<()> {
+    let body = serde_json::to_vec(message)?;
     let len = u32::try_from(body.len()).context("reply too large")?;
     output.write_all(&len.to_ne_bytes())?;
     output.write_all(&body)?;
@@ -84,30 +95,156 @@ pub fn write_frame(output: &mut impl Write, value: &Value) -> Result<()> {
     Ok(())
 }
 
-fn record_connection(home: &Home, args: &[String]) {
-    // Read by `optin browser status`; losing it only loses that display.
-    let caller = if args.iter().any(|a| a == FIREFOX_EXTENSION_ID) { "firefox" } else { "chromium" };
-    let record = json!({ "at": optin_protocol::timestamp::format(crate::core::now()), "browser": caller });
-    let _ = crate::home::write_private(&home.root().join("browser/last-connection.json"), record.to_string().as_bytes());
+/// Records when the extension connected, for `optin status` and `optin browser status`;
+/// losing it only loses that display.
+async fn record_connection(home: &Home, args: &[String]) {
+    let browser = if args.iter().any(|a| a == FIREFOX_EXTENSION_ID) { Browser::Firefox } else { Browser::Chromium };
+    let record = LastConnection { at: crate::core::now(), browser };
+    let home = home.clone();
+    // The record is synced to disk before it replaces the last one: blocking work.
+    let _ = blocking(move || record.record(&home)).await;
 }
 
-async fn answer(home: &Home, message: &[u8]) -> Value {
-    let Ok(request) = serde_json::from_slice::<Value>(message) else {
-        return json!({ "ok": false, "error": "message is not JSON" });
-    };
-    let id = match request.get("id") {
-        Some(Value::Number(n)) if n.is_u64() => Value::Number(n.clone()),
-        _ => return json!({ "ok": false, "error": "message has no numeric id" }),
-    };
-    let mut reply = match handle(home, &request).await {
-        Ok(v) => v,
-        Err(Failure::Refused(error)) => json!({ "ok": false, "error": error }),
-        Err(Failure::Retry(error)) => json!({ "ok": false, "retry": true, "error": error }),
-    };
-    reply["id"] = id;
-    reply
+/// A message as it arrives: the id its reply echoes, and the rest, read as a [`Message`]
+/// only once the id is known, so that a wrong message is refused under its own id.
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    id: u64,
+    // Flattened, which also means only a JSON object is read: a struct alone would read an
+    // array as its fields in order.
+    #[serde(flatten)]
+    rest: serde_json::Map<String, Value>,
 }
 
+/// What the extension asks, by its `type`. Fields the host does not read are ignored, so a
+/// newer extension may send more.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Message {
+    /// Whether the agent runs, and the host's version.
+    Hello,
+    /// Store these signals, all or nothing.
+    Signals {
+        /// The signals, each validated before any is stored.
+        #[serde(deserialize_with = "signal_list")]
+        signals: Vec<Value>,
+    },
+    /// The grants, by their terms.
+    Grants,
+    /// Revoke a grant.
+    Revoke {
+        /// Which.
+        #[serde(deserialize_with = "grant_id")]
+        grant_id: GrantId,
+    },
+    /// A type this host does not know. Read as such rather than failing to parse, so the
+    /// refusal never echoes what the extension sent.
+    #[serde(other)]
+    Unknown,
+}
+
+fn signal_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Value>, D::Error> {
+    Vec::deserialize(d).map_err(|_: D::Error| D::Error::custom("`signals` must be a list"))
+}
+
+fn grant_id<'de, D: Deserializer<'de>>(d: D) -> Result<GrantId, D::Error> {
+    GrantId::deserialize(d).map_err(|_: D::Error| D::Error::custom("`grant_id` must be a grant id (g_…)"))
+}
+
+/// A reply: the id of the message it answers (absent only when the message had no id that
+/// could be read), whether it worked, and the answer.
+#[derive(Debug, Serialize)]
+struct Reply {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<u64>,
+    ok: bool,
+    #[serde(flatten)]
+    answer: Answer,
+}
+
+impl Reply {
+    fn new(id: Option<u64>, outcome: Result<Answer, Failure>) -> Reply {
+        match outcome {
+            Ok(answer) => Reply { id, ok: true, answer },
+            Err(Failure::Refused(error)) => Reply { id, ok: false, answer: Answer::Failed { retry: false, error } },
+            Err(Failure::Retry(error)) => Reply { id, ok: false, answer: Answer::Failed { retry: true, error } },
+        }
+    }
+}
+
+/// What a reply says besides its id and `ok`.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Answer {
+    /// To `hello`.
+    Hello { agent: AgentState, version: &'static str },
+    /// To `signals`: every signal is stored, or was already.
+    Stored { stored: usize, duplicates: usize },
+    /// To `grants`.
+    Grants { grants: Vec<GrantTerms> },
+    /// To `revoke`: the agent no longer honours the grant.
+    Revoked {},
+    /// The message failed; with `retry`, nothing is wrong with it but it cannot be done now.
+    Failed {
+        #[serde(skip_serializing_if = "is_false")]
+        retry: bool,
+        error: String,
+    },
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+/// Whether an agent answers on the admin socket.
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum AgentState {
+    Running,
+    Stopped,
+}
+
+/// A grant as the extension sees it: its terms, never its token or key.
+#[derive(Debug, Serialize)]
+struct GrantTerms {
+    grant_id: GrantId,
+    marketer: String,
+    purpose: String,
+    kinds: Kinds,
+    granularity: Granularity,
+    #[serde(with = "optin_protocol::timestamp::serde")]
+    expires_at: OffsetDateTime,
+    state: GrantState,
+}
+
+impl From<GrantView> for GrantTerms {
+    fn from(g: GrantView) -> GrantTerms {
+        GrantTerms {
+            grant_id: g.grant_id,
+            marketer: g.marketer,
+            purpose: g.purpose,
+            kinds: g.terms.kinds,
+            granularity: g.terms.granularity,
+            expires_at: g.terms.expires_at,
+            state: g.state,
+        }
+    }
+}
+
+async fn answer(home: &Home, bytes: &[u8]) -> Reply {
+    let envelope = match serde_json::from_slice::<Envelope>(bytes) {
+        Ok(envelope) => envelope,
+        Err(e) if e.is_data() => return Reply::new(None, Err(Failure::Refused("message has no numeric id".into()))),
+        Err(_) => return Reply::new(None, Err(Failure::Refused("message is not JSON".into()))),
+    };
+    let outcome = match Message::deserialize(Value::Object(envelope.rest)) {
+        Ok(message) => handle(home, message).await,
+        Err(e) => Err(Failure::Refused(e.to_string())),
+    };
+    Reply::new(Some(envelope.id), outcome)
+}
+
+#[derive(Debug)]
 enum Failure {
     /// The request is wrong: do not send it again.
     Refused(String),
@@ -115,61 +252,43 @@ enum Failure {
     Retry(String),
 }
 
-async fn handle(home: &Home, request: &Value) -> Result<Value, Failure> {
-    let refused = |e: &str| Failure::Refused(e.to_owned());
-    match request.get("type").and_then(Value::as_str) {
-        Some("hello") => {
+/// An answer of the wrong kind: the agent is another version of optin, not the request at
+/// fault, so the extension keeps what it sent and tries again.
+fn unexpected() -> Failure {
+    Failure::Retry("unexpected answer from the agent (is it another version of optin?)".into())
+}
+
+async fn handle(home: &Home, message: Message) -> Result<Answer, Failure> {
+    match message {
+        Message::Hello => {
             let running = matches!(crate::session::call(&home.admin_socket(), &Request::Status).await, Ok(Some(_)));
-            Ok(json!({ "ok": true, "agent": if running { "running" } else { "stopped" }, "version": env!("CARGO_PKG_VERSION") }))
+            Ok(Answer::Hello { agent: if running { AgentState::Running } else { AgentState::Stopped }, version: env!("CARGO_PKG_VERSION") })
         }
-        Some("signals") => {
-            let list = request.get("signals").and_then(Value::as_array).ok_or_else(|| refused("`signals` must be a list"))?;
-            if list.is_empty() || list.len() > MAX_SIGNALS {
+        Message::Signals { signals } => {
+            if signals.is_empty() || signals.len() > MAX_SIGNALS {
                 return Err(Failure::Refused(format!("send 1 to {MAX_SIGNALS} signals at a time")));
             }
             // Validate here too, so a bad batch is refused (not retried) even with no agent.
             let mut ndjson = String::new();
-            for (i, s) in list.iter().enumerate() {
+            for (i, s) in signals.iter().enumerate() {
                 optin_protocol::signal::parse_value(s, &crate::merchant::registrable).map_err(|e| Failure::Refused(format!("signal {}: {e}", i + 1)))?;
                 ndjson.push_str(&s.to_string());
                 ndjson.push('\n');
             }
             match forward(home, Request::Ingest { ndjson, dry_run: false }).await? {
-                Response::Ingested { stored, duplicates } => Ok(json!({ "ok": true, "stored": stored, "duplicates": duplicates })),
-                _ => Err(refused("unexpected answer from the agent")),
+                Response::Ingested { stored, duplicates } => Ok(Answer::Stored { stored, duplicates }),
+                _ => Err(unexpected()),
             }
         }
-        Some("grants") => match forward(home, Request::Grants).await? {
-            Response::Grants { grants } => {
-                let grants: Vec<Value> = grants
-                    .into_iter()
-                    .map(|g| {
-                        json!({
-                            "grant_id": g.grant_id,
-                            "marketer": g.marketer,
-                            "purpose": g.purpose,
-                            "kinds": g.terms.kinds,
-                            "granularity": g.terms.granularity,
-                            "expires_at": optin_protocol::timestamp::format(g.terms.expires_at),
-                            "state": g.state,
-                        })
-                    })
-                    .collect();
-                Ok(json!({ "ok": true, "grants": grants }))
-            }
-            _ => Err(refused("unexpected answer from the agent")),
+        Message::Grants => match forward(home, Request::Grants).await? {
+            Response::Grants { grants } => Ok(Answer::Grants { grants: grants.into_iter().map(GrantTerms::from).collect() }),
+            _ => Err(unexpected()),
         },
-        Some("revoke") => {
-            let id = request
-                .get("grant_id")
-                .and_then(Value::as_str)
-                .and_then(optin_protocol::scope::GrantId::parse)
-                .ok_or_else(|| refused("`grant_id` must be a grant id (g_…)"))?;
-            forward(home, Request::Revoke { grant_id: id }).await?;
-            Ok(json!({ "ok": true }))
-        }
-        Some(other) => Err(Failure::Refused(format!("unknown message type `{}`", other.chars().take(32).collect::<String>()))),
-        None => Err(refused("message has no type")),
+        Message::Revoke { grant_id } => match forward(home, Request::Revoke { grant_id }).await? {
+            Response::Revoked { .. } => Ok(Answer::Revoked {}),
+            _ => Err(unexpected()),
+        },
+        Message::Unknown => Err(Failure::Refused("unknown message type: this host knows hello, signals, grants and revoke".into())),
     }
 }
 
@@ -183,4 +302,90 @@ async fn forward(home: &Home, request: Request) -> Result<Response, Failure> {
             Failure::Refused(failed.message)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::answer;
+    use crate::core::command::{Request, Response};
+    use crate::home::Home;
+
+    /// The reply to `message`, as the extension reads it.
+    async fn reply(home: &Home, message: &str) -> Value {
+        serde_json::to_value(answer(home, message.as_bytes()).await).expect("a reply serializes")
+    }
+
+    fn refused(id: u64, error: &str) -> Value {
+        json!({"id": id, "ok": false, "error": error})
+    }
+
+    #[tokio::test]
+    async fn replies_keep_the_shape_the_extension_reads() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let home = Home::open_or_create(&dir.path().join("home")).expect("a home");
+        let search = json!({"id": "s-1", "kind": "search", "at": optin_protocol::timestamp::format(crate::core::now()),
+                            "query": "tent", "engine": "duckduckgo.com", "source": "extension"});
+        let no_id = json!({"ok": false, "error": "message has no numeric id"});
+        let cases = [
+            (
+                json!({"type": "hello", "id": 1, "version": "0.1.0"}).to_string(),
+                json!({"id": 1, "ok": true, "agent": "stopped", "version": env!("CARGO_PKG_VERSION")}),
+            ),
+            (json!({"type": "signals", "id": 2, "signals": [search]}).to_string(), json!({"id": 2, "ok": true, "stored": 1, "duplicates": 0})),
+            (
+                json!({"type": "signals", "id": 3, "signals": [search], "sent_at": "now"}).to_string(),
+                json!({"id": 3, "ok": true, "stored": 0, "duplicates": 1}),
+            ),
+            ("{not json".to_owned(), json!({"ok": false, "error": "message is not JSON"})),
+            (r#"{"type":"hello","id":1} trailing"#.to_owned(), json!({"ok": false, "error": "message is not JSON"})),
+            (r#"{"type":"hello"}"#.to_owned(), no_id.clone()),
+            (r#"{"type":"hello","id":-1}"#.to_owned(), no_id.clone()),
+            (r#"{"type":"hello","id":1.5}"#.to_owned(), no_id.clone()),
+            (r#"{"type":"hello","id":"4"}"#.to_owned(), no_id.clone()),
+            (r#"[4,"hello"]"#.to_owned(), no_id),
+            (json!({"type": "signals", "id": 5, "signals": "all of them"}).to_string(), refused(5, "`signals` must be a list")),
+            (json!({"type": "signals", "id": 6}).to_string(), refused(6, "missing field `signals`")),
+            (json!({"type": "signals", "id": 7, "signals": []}).to_string(), refused(7, "send 1 to 100 signals at a time")),
+            (json!({"type": "revoke", "id": 8, "grant_id": "g_nope"}).to_string(), refused(8, "`grant_id` must be a grant id (g_…)")),
+            (json!({"type": "revoke", "id": 9, "grant_id": "g_000000000000000000000000"}).to_string(), refused(9, "no grant g_000000000000000000000000")),
+            (json!({"type": "launch-missiles", "id": 10}).to_string(), refused(10, "unknown message type: this host knows hello, signals, grants and revoke")),
+            (json!({"id": 11}).to_string(), refused(11, "missing field `type`")),
+        ];
+        for (message, expected) in cases {
+            assert_eq!(reply(&home, &message).await, expected, "{message}");
+        }
+    }
+
+    #[tokio::test]
+    async fn grants_are_listed_by_their_terms_and_revoked() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let home = Home::open_or_create(&dir.path().join("home")).expect("a home");
+        let grant = Request::Grant {
+            marketer: "acme.example".into(),
+            kinds: "search,cart".parse().expect("kinds"),
+            granularity: "raw".parse().expect("a granularity"),
+            window: "30d".parse().expect("a span"),
+            expires: "90d".parse().expect("a span"),
+            purpose: "shoe ads".into(),
+        };
+        let Ok(Response::Granted { bundle }) = crate::session::execute(&home, grant).await else { panic!("no grant made") };
+        let listed = json!({"id": 1, "ok": true, "grants": [{
+            "grant_id": bundle.grant_id.as_str(),
+            "marketer": "acme.example",
+            "purpose": "shoe ads",
+            "kinds": ["search", "cart"],
+            "granularity": "raw",
+            "expires_at": optin_protocol::timestamp::format(bundle.terms.expires_at),
+            "state": "active",
+        }]});
+        assert_eq!(reply(&home, r#"{"type":"grants","id":1}"#).await, listed);
+        let revoke = json!({"type": "revoke", "id": 2, "grant_id": bundle.grant_id.as_str()}).to_string();
+        assert_eq!(reply(&home, &revoke).await, json!({"id": 2, "ok": true}));
+        let mut revoked = listed;
+        revoked["id"] = json!(3);
+        revoked["grants"][0]["state"] = json!("revoked");
+        assert_eq!(reply(&home, r#"{"type":"grants","id":3}"#).await, revoked);
+    }
 }

@@ -31,13 +31,14 @@ use optin_protocol::scope::GrantId;
 pub use args::Cli;
 use args::{BrowserCommand, ColorWhen, Command, ForgetArgs, GrantArgs, ImportArgs, OutputArgs, ServeArgs};
 use print::{count, inert, inert_lines, is_stdout_closed, paint, Printer, Style};
-use show::{LastConnection, StatusView};
+use show::StatusView;
 
+use crate::browser::LastConnection;
 use crate::core::command::{Forget, Reply, Request, Response};
 use crate::home::{self, Home, IfExists};
 use crate::keys::Keys;
-use crate::tls::TlsSource;
 use crate::session::{self, Failed};
+use crate::tls::TlsSource;
 
 /// A command line that parsed but cannot be run as given (exit 2, like clap's own errors).
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +100,7 @@ async fn run(cli: Cli, p: &mut Printer) -> Result<()> {
             let home = Home::open_or_create(&dir()?)?;
             let Response::Ingested { stored, duplicates } = execute(&home, Request::Ingest { ndjson, dry_run }).await? else { return unexpected() };
             if json {
-                p.json(&serde_json::json!({"stored": stored, "duplicates": duplicates}).to_string())?;
+                p.json(&serde_json::to_string(&IngestCounts { stored, duplicates })?)?;
             } else {
                 let verb = if dry_run { "would store" } else { "stored" };
                 writeln!(p, "{verb} {} ({duplicates} already present)", count(stored, "signal", "signals"))?;
@@ -190,6 +191,13 @@ async fn run(cli: Cli, p: &mut Printer) -> Result<()> {
     }
 }
 
+/// `optin ingest --json`: what was stored, as `POST /v1/signals` answers it.
+#[derive(serde::Serialize)]
+struct IngestCounts {
+    stored: usize,
+    duplicates: usize,
+}
+
 /// Runs a request through a session with `home`.
 async fn execute(home: &Home, request: Request) -> Result<Response> {
     Ok(session::execute(home, request).await?)
@@ -216,9 +224,9 @@ async fn status(home: &Home, json: bool, p: &mut Printer) -> Result<()> {
             _ => return unexpected(),
         },
     };
-    let view = StatusView { home: home.root(), running, status: &status, extension: LastConnection::read(&home.last_connection()) };
+    let view = StatusView { home: home.root(), running, status: &status, extension: LastConnection::read(home) };
     if json {
-        p.json(&serde_json::to_string_pretty(&view.json())?)?;
+        p.json(&view.json()?)?;
     } else {
         view.write(p)?;
     }

@@ -7,9 +7,10 @@ use std::io::{self, Write};
 use optin_protocol::bundle::GrantBundle;
 use optin_protocol::signal::{Body, Kind};
 use optin_protocol::slice::{CartState, SliceClaims};
-use time::OffsetDateTime;
+use serde::{Serialize, Serializer};
 
 use super::print::{count, inert, time, Cell, Printer, Style, Table};
+use crate::browser::LastSeen;
 use crate::core::command::{AuditEntry, GrantState, GrantView, SignalView, Status};
 use crate::store::AuditEvent;
 
@@ -181,25 +182,6 @@ pub fn grant_summary(p: &mut Printer, bundle: &GrantBundle) -> io::Result<()> {
     )
 }
 
-/// When the extension last connected, as the native host records it.
-pub struct LastConnection {
-    /// When.
-    pub at: OffsetDateTime,
-    /// Which browser family (`chromium` or `firefox`), as recorded.
-    pub browser: String,
-}
-
-impl LastConnection {
-    /// Reads the record the native host writes; `None` if there is none or it is unreadable
-    /// (it is only ever shown).
-    pub fn read(path: &std::path::Path) -> Option<LastConnection> {
-        let value: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-        let at = optin_protocol::timestamp::parse(value.get("at")?.as_str()?)?;
-        let browser = value.get("browser").and_then(|b| b.as_str()).unwrap_or("unknown browser").chars().take(32).collect();
-        Some(LastConnection { at, browser })
-    }
-}
-
 /// What `optin status` shows, gathered.
 pub struct StatusView<'a> {
     /// The home.
@@ -209,7 +191,32 @@ pub struct StatusView<'a> {
     /// What the agent (or the store) said.
     pub status: &'a Status,
     /// When the extension last connected.
-    pub extension: Option<LastConnection>,
+    pub extension: LastSeen,
+}
+
+/// `optin status --json`: what the text shows, as JSON.
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    home: String,
+    running: bool,
+    version: &'a str,
+    agent_url: &'a str,
+    paused: bool,
+    /// Every kind, zero included.
+    signals: BTreeMap<Kind, usize>,
+    active_grants: usize,
+    served_last_24h: usize,
+    /// `null` when the extension never connected, `"unknown"` when the record is damaged.
+    #[serde(serialize_with = "last_seen")]
+    extension_last_connected: LastSeen,
+}
+
+fn last_seen<S: Serializer>(seen: &LastSeen, s: S) -> Result<S::Ok, S::Error> {
+    match seen {
+        LastSeen::Never => s.serialize_none(),
+        LastSeen::At(last) => last.serialize(s),
+        LastSeen::Unknown => s.serialize_str("unknown"),
+    }
 }
 
 impl StatusView<'_> {
@@ -219,18 +226,18 @@ impl StatusView<'_> {
     }
 
     /// `optin status --json`.
-    pub fn json(&self) -> serde_json::Value {
-        let signals: serde_json::Map<String, serde_json::Value> = self.counts().into_iter().map(|(k, n)| (k.as_str().to_owned(), n.into())).collect();
-        serde_json::json!({
-            "home": self.home.display().to_string(),
-            "running": self.running,
-            "version": self.status.version,
-            "agent_url": self.status.agent_url,
-            "paused": self.status.paused,
-            "signals": signals,
-            "active_grants": self.status.active_grants,
-            "served_last_24h": self.status.served_last_24h,
-            "extension_last_connected": self.extension.as_ref().map(|c| serde_json::json!({"at": time(c.at), "browser": c.browser})),
+    pub fn json(&self) -> serde_json::Result<String> {
+        let s = self.status;
+        serde_json::to_string_pretty(&StatusJson {
+            home: self.home.display().to_string(),
+            running: self.running,
+            version: &s.version,
+            agent_url: &s.agent_url,
+            paused: s.paused,
+            signals: self.counts(),
+            active_grants: s.active_grants,
+            served_last_24h: s.served_last_24h,
+            extension_last_connected: self.extension,
         })
     }
 
@@ -254,9 +261,10 @@ impl StatusView<'_> {
         };
         let grants = if s.active_grants == 0 { "none active".to_owned() } else { format!("{} active", s.active_grants) };
         let served = format!("{} in the last 24 h", count(s.served_last_24h, "slice", "slices"));
-        let extension = match &self.extension {
-            Some(c) => format!("last connected {} ({})", time(c.at), inert(&c.browser)),
-            None => "never connected: `optin browser install` connects it".to_owned(),
+        let extension = match self.extension {
+            LastSeen::At(last) => format!("last connected {} ({})", time(last.at), last.browser),
+            LastSeen::Never => "never connected: `optin browser install` connects it".to_owned(),
+            LastSeen::Unknown => "unknown: the record of its last connection cannot be read".to_owned(),
         };
         let home = inert(&self.home.display().to_string()).into_owned();
         for (label, value) in [

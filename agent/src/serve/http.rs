@@ -114,6 +114,15 @@ async fn grant(State(core): State<Arc<Core>>, headers: HeaderMap) -> Result<Resp
     Ok(([(header::CACHE_CONTROL, "no-store")], axum::Json(info)).into_response())
 }
 
+/// The answer to `POST /v1/signals`: the batch is stored.
+#[derive(serde::Serialize)]
+struct Ingested {
+    /// New signals.
+    stored: usize,
+    /// Signals already present, by id.
+    duplicates: usize,
+}
+
 async fn signals(State(core): State<Arc<Core>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let presented = bearer(&headers)?.ok_or(Refusal::Token("no bearer token"))?;
     if !core.keys().check_ingest_token(presented) {
@@ -127,9 +136,7 @@ async fn signals(State(core): State<Arc<Core>>, headers: HeaderMap, body: Body) 
     // The core moves the parsing and the fsync off this worker.
     let result = core.handle(Request::Ingest { ndjson: text.to_owned(), dry_run: false }, now()).await;
     match result {
-        Ok(CommandResponse::Ingested { stored, duplicates }) => {
-            Ok(axum::Json(serde_json::json!({ "stored": stored, "duplicates": duplicates })).into_response())
-        }
+        Ok(CommandResponse::Ingested { stored, duplicates }) => Ok(axum::Json(Ingested { stored, duplicates }).into_response()),
         Ok(other) => Err(Refusal::Internal(format!("ingest answered {other:?}")).into()),
         Err(CoreError::Batch(e)) => {
             let mut p = Problem::new(400, "invalid-signal", "Invalid signal", format!("batch refused, nothing stored: {e}"));
