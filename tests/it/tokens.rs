@@ -3,8 +3,9 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use optin_protocol::jws::JwsError;
 use optin_protocol::scope::{Caveat, GrantId};
-use optin_protocol::slice::SliceItem;
+use optin_protocol::slice::{SliceError, SliceItem};
 use optin_protocol::token::Token;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::task::JoinSet;
@@ -115,8 +116,21 @@ async fn rejects_every_sampled_bit_flip_of_a_real_token() {
     let refused: Vec<&serde_json::Value> = audit.as_array().expect("array").iter().map(|r| &r["event"]).filter(|e| e["type"] == "refused").collect();
     assert!(refused.is_empty(), "forged tokens leave no record: {refused:?}");
     let human = agent.cli(&["audit"]).await;
-    let counted = format!("and {} requests with unknown or forged tokens", variants.len());
+    let counted = format!("\nand {} requests with unknown or forged tokens since the agent started (counted, not recorded one by one)\n", variants.len());
     assert!(human.ok().contains(&counted), "the count of forged requests is shown: {}", human.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_unknown_token_is_counted_in_the_singular() {
+    let agent = Agent::start().await;
+    let unknown = Token::mint(&random::<32>(), &GrantId::from_bytes(random::<12>())).encode();
+    assert_unauthorized(&agent.get("/v1/slice", Some(&unknown)).await, "a token of no grant");
+    let audit = agent.cli(&["audit"]).await;
+    assert_eq!(
+        audit.ok(),
+        "the audit log is empty: grants, slices served, refusals, revocations and forgetting are recorded here\n\
+         and 1 request with unknown or forged tokens since the agent started (counted, not recorded one by one)\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,7 +143,10 @@ async fn a_token_only_ever_yields_its_own_grant() {
         let (jws, claims) = &pages[0];
         assert_eq!(claims.aud, bundle.marketer);
         assert_eq!(claims.grant.id, bundle.grant_id);
-        assert!(other.verify_slice(jws).is_err(), "{}'s slice must not verify against {}'s bundle", bundle.marketer, other.marketer);
+        // Each grant signs with its own key: the other bundle's pinned key is not the one named.
+        let refused = other.verify_slice(jws).expect_err("a slice of another grant");
+        let named = SliceError::Jws(JwsError::KeyId { expected: other.jwk.thumbprint(), found: bundle.jwk.thumbprint() });
+        assert_eq!(refused, named, "{}'s slice must not verify against {}'s bundle", bundle.marketer, other.marketer);
         let info: serde_json::Value = serde_json::from_slice(&agent.get("/v1/grant", Some(&bundle.token)).await.body).expect("JSON");
         assert_eq!(info["grant_id"], bundle.grant_id.as_str());
         assert_eq!(info["marketer"], bundle.marketer.as_str());
@@ -167,7 +184,8 @@ async fn attenuated_tokens_narrow_and_never_widen() {
     let jws = agent.get("/v1/slice", Some(&partner)).await.text();
     let claims = bundle.verify_slice_for(&jws, "partner.example").expect("verifies for the partner");
     assert_eq!(claims.aud, "partner.example");
-    assert!(bundle.verify_slice(&jws).is_err(), "a partner's slice is not the marketer's");
+    let refused = bundle.verify_slice(&jws).expect_err("a partner's slice is not the marketer's");
+    assert_eq!(refused, SliceError::Claim { claim: "aud", expected: bundle.marketer.clone(), found: "partner.example".into() });
 
     // A shorter window: asking before it is refused.
     let week = root.attenuate(&"window=7d".parse().expect("caveat")).encode();

@@ -140,8 +140,8 @@ pub fn audit(p: &mut Printer, records: &[AuditEntry], anonymous_refusals: u64) -
         writeln!(p, "{}", count(records.len(), "record", "records"))?;
     }
     if anonymous_refusals > 0 {
-        // Not `count`: this sentence is the one the tests and people already know.
-        writeln!(p, "and {anonymous_refusals} requests with unknown or forged tokens since the agent started (counted, not recorded one by one)")?;
+        let requests = count(usize::try_from(anonymous_refusals).unwrap_or(usize::MAX), "request", "requests");
+        writeln!(p, "and {requests} with unknown or forged tokens since the agent started (counted, not recorded one by one)")?;
     }
     Ok(())
 }
