@@ -352,6 +352,17 @@ async fn colour_only_where_it_is_wanted() {
         assert_eq!(out.ok().contains(ESC), coloured, "{args:?}: {:?}", out.stdout);
     }
     home.cli(&["signals", "--color", "sometimes"]).await.fails(2, "sometimes");
+    // clap's own errors and help follow the flag too.
+    for (flag, coloured) in [(None, false), (Some("--color=never"), false), (Some("--color=always"), true)] {
+        let mut args: Vec<&str> = flag.into_iter().collect();
+        args.extend(["signals", "--kind", "nope"]);
+        let refused = home.cli(&args).await;
+        assert_eq!(refused.fails(2, "nope").contains(ESC), coloured, "{args:?}: {:?}", refused.stderr);
+        args.truncate(args.len() - 3);
+        args.push("--help");
+        let help = home.cli(&args).await;
+        assert_eq!(help.ok().contains(ESC), coloured, "{args:?}: {:?}", help.stdout);
+    }
 
     // On a terminal: colour unless NO_COLOR says otherwise (an empty NO_COLOR does not).
     for (flag, no_color, coloured) in

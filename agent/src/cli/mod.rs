@@ -19,12 +19,13 @@ mod args;
 mod print;
 mod show;
 
+use std::ffi::OsString;
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{CommandFactory, Parser};
+use clap::{ColorChoice, CommandFactory, FromArgMatches};
 use optin_protocol::bundle::GrantBundle;
 use optin_protocol::scope::GrantId;
 
@@ -47,7 +48,7 @@ struct Usage(String);
 
 /// Runs the command line; the binary's `main`.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse(std::env::args_os().collect()) {
         Ok(cli) => cli,
         Err(e) => {
             // Help and --version exit 0, a wrong command line 2. Printing is best effort: a
@@ -76,6 +77,36 @@ pub fn main() -> ExitCode {
             ExitCode::from(if e.downcast_ref::<Usage>().is_some() { 2 } else { 1 })
         }
     }
+}
+
+/// Parses the command line, with clap's own help and errors coloured as `--color` says.
+fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
+    let mut command = Cli::command().color(clap_color(&args));
+    let mut matches = command.try_get_matches_from_mut(args)?;
+    Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))
+}
+
+/// What `--color` asks of clap, which has to know before it parses the flag: the last
+/// `--color WHEN` or `--color=WHEN` before `--`. A value clap refuses leaves its default,
+/// `auto`, which like ours honours NO_COLOR.
+fn clap_color(args: &[OsString]) -> ColorChoice {
+    let mut choice = ColorChoice::Auto;
+    let mut args = args.iter().skip(1).map(|a| a.to_str());
+    while let Some(arg) = args.next() {
+        let value = match arg {
+            Some("--") => break,
+            Some("--color") => args.next().flatten(),
+            Some(arg) => arg.strip_prefix("--color="),
+            None => None,
+        };
+        choice = match value {
+            Some("always") => ColorChoice::Always,
+            Some("never") => ColorChoice::Never,
+            Some("auto") => ColorChoice::Auto,
+            _ => choice,
+        };
+    }
+    choice
 }
 
 /// Whether to colour a stream: `--color always|never` decides; `auto` colours a terminal
@@ -426,4 +457,27 @@ fn read_input(file: &Path) -> Result<String> {
         text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     }
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::ColorChoice;
+
+    use super::clap_color;
+
+    #[test]
+    fn clap_colours_as_the_color_flag_says() {
+        for (args, expected) in [
+            (&["optin", "signals"][..], ColorChoice::Auto),
+            (&["optin", "--color", "always", "signals"], ColorChoice::Always),
+            (&["optin", "signals", "--color=never"], ColorChoice::Never),
+            (&["optin", "--color", "never", "signals", "--color", "always"], ColorChoice::Always),
+            (&["optin", "--color", "sometimes", "signals"], ColorChoice::Auto),
+            (&["optin", "--color"], ColorChoice::Auto),
+            (&["optin", "ingest", "--", "--color=always"], ColorChoice::Auto),
+        ] {
+            let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+            assert_eq!(clap_color(&args), expected, "{args:?}");
+        }
+    }
 }
