@@ -5,6 +5,11 @@
 /// The merchant of a host name or domain, or why it is not one.
 pub fn registrable(text: &str) -> Result<String, String> {
     let host = optin_protocol::signal::plain_domain(text)?;
+    // A shop reached by its IPv4 address is that address: the suffix list would read its
+    // last two numbers as a "domain" and merge every shop in the same /16 into one.
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Ok(host);
+    }
     match psl::domain_str(&host) {
         Some(domain) => Ok(domain.to_owned()),
         None => Err(String::from("a public suffix, not a merchant's domain")),
@@ -24,6 +29,8 @@ mod tests {
             ("shoes.example", "shoes.example"),
             ("a.b.shoes.example.", "shoes.example"),
             ("foo.github.io", "foo.github.io"),
+            ("192.168.1.20", "192.168.1.20"),
+            ("10.0.0.1.", "10.0.0.1"),
         ] {
             assert_eq!(registrable(host).as_deref(), Ok(merchant), "{host}");
         }

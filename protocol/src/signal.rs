@@ -449,7 +449,84 @@ pub fn parse_line(line: &str, merchant: MerchantFn<'_>) -> Result<Signal, Signal
         return Err(whole(format!("line is longer than {} bytes", limits::LINE_BYTES)));
     }
     let value: Value = serde_json::from_str(line).map_err(|e| whole(format!("not JSON: {e}")))?;
+    // serde_json keeps the last of two equal keys; a feeder that sends two would mean one and
+    // get the other, so a line naming a key twice is refused.
+    if let Ok(FirstDuplicate(Some(path))) = serde_json::from_str::<FirstDuplicate>(line) {
+        return Err(at(&path, "given more than once".into()));
+    }
     parse_value(&value, merchant)
+}
+
+/// The path of the first key that an object of a JSON document names twice, if any.
+struct FirstDuplicate(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for FirstDuplicate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FirstDuplicate, D::Error> {
+        d.deserialize_any(DuplicateFinder { path: String::new() })
+    }
+}
+
+/// Walks one JSON value at `path`, finding the first repeated key (paths as in errors:
+/// `items[0].name`).
+struct DuplicateFinder {
+    path: String,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for DuplicateFinder {
+    type Value = Option<String>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
+        d.deserialize_any(self).map(|FirstDuplicate(found)| found)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for DuplicateFinder {
+    type Value = FirstDuplicate;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<FirstDuplicate, E> {
+        Ok(FirstDuplicate(None))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<FirstDuplicate, E> {
+        Ok(FirstDuplicate(None))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<FirstDuplicate, E> {
+        Ok(FirstDuplicate(None))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<FirstDuplicate, E> {
+        Ok(FirstDuplicate(None))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<FirstDuplicate, E> {
+        Ok(FirstDuplicate(None))
+    }
+    fn visit_unit<E>(self) -> Result<FirstDuplicate, E> {
+        Ok(FirstDuplicate(None))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<FirstDuplicate, A::Error> {
+        let mut found = None;
+        let mut index = 0;
+        while let Some(inner) = seq.next_element_seed(DuplicateFinder { path: format!("{}[{index}]", self.path) })? {
+            found = found.or(inner);
+            index += 1;
+        }
+        Ok(FirstDuplicate(found))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<FirstDuplicate, A::Error> {
+        let mut seen = BTreeSet::new();
+        let mut found = None;
+        while let Some(key) = map.next_key::<String>()? {
+            let path = if self.path.is_empty() { key.clone() } else { format!("{}.{key}", self.path) };
+            if !seen.insert(key) {
+                found = found.or(Some(path.clone()));
+            }
+            found = found.or(map.next_value_seed(DuplicateFinder { path })?);
+        }
+        Ok(FirstDuplicate(found))
+    }
 }
 
 /// Parses one signal from a JSON value (a line already decoded, or a stored record).
@@ -674,6 +751,22 @@ mod tests {
             let err = parse(line).expect_err(line);
             assert_eq!(err.field.as_deref(), Some(field), "{line}: {err}");
         }
+    }
+
+    #[test]
+    fn rejects_keys_given_twice_naming_the_first() {
+        let search = r#""kind":"search","at":"2026-11-20T10:00:00Z","engine":"bing.com""#;
+        let cart = r#""kind":"cart","at":"2026-11-20T10:00:00Z","merchant":"s.example","currency":"EUR""#;
+        for (line, field) in [
+            (format!(r#"{{{search},"query":"shoes","query":"hats"}}"#), "query"),
+            (format!(r#"{{"kind":"purchase",{search},"query":"q"}}"#), "kind"),
+            (format!(r#"{{{cart},"items":[{{"name":"x","price":"1"}},{{"name":"y","name":"z","price":"2"}}]}}"#), "items[1].name"),
+        ] {
+            let err = parse(&line).expect_err(&line);
+            assert_eq!((err.field.as_deref(), err.reason.as_str()), (Some(field), "given more than once"), "{line}");
+        }
+        // The same key in two different objects is no repetition.
+        parse(&format!(r#"{{{cart},"items":[{{"name":"x","price":"1"}},{{"name":"y","price":"2"}}]}}"#)).expect("distinct objects");
     }
 
     #[test]
