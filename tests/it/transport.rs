@@ -72,3 +72,34 @@ async fn unknown_endpoints_answer_problems() {
     let problem = response.problem().unwrap_or_else(|| panic!("POST /v1/slice: the 405 is not problem+json: {:?}", response.headers));
     assert_eq!(problem.status, 405);
 }
+
+/// At the most verbose log level, what crosses the wire stays out of the log: no signal
+/// content, no grant or ingest token, no slice. The HTTP and TLS crates log frames and
+/// headers at their finest levels, so the agent caps them whatever `OPTIN_LOG` asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_most_verbose_log_holds_no_token_and_no_signal() {
+    let agent = optin_tests::Home::new().serve_logging("trace", &[]).await;
+    let query = "zebra striped umbrella 7731";
+    let signal = fixture::search("log-probe", now() - time::Duration::hours(1), query, "duckduckgo.com", "Home");
+    let ingest_token = agent.cli(&["ingest-token"]).await.ok().trim().to_owned();
+    let posted = agent.client().post("/v1/signals", Some(&ingest_token), "application/x-ndjson", fixture::ndjson(&[signal]).into_bytes()).await;
+    assert_eq!(posted.expect("an answer").status.as_u16(), 200);
+    let bundle = agent.grant("acme.example", "search", "raw", "30d").await;
+    let mut slices = Vec::new();
+    for protocol in [Protocol::Http1, Protocol::Http2] {
+        let response = agent.client_over(protocol).get("/v1/slice", Some(&bundle.token)).await.expect("an answer");
+        assert_eq!(response.status.as_u16(), 200, "{protocol:?}: {}", response.text());
+        slices.push(response.text());
+    }
+    let log = agent.log();
+    assert!(log.contains("agent ready"), "the log is on at trace: {log}");
+    let payloads: Vec<&str> = slices.iter().filter_map(|jws| jws.split('.').nth(1)).collect();
+    let mut secrets: Vec<(&str, &str)> = vec![("the signal's query", query), ("the grant token", &bundle.token), ("the ingest token", &ingest_token)];
+    secrets.extend(payloads.iter().map(|p| ("a slice", *p)));
+    for (what, secret) in secrets {
+        // Crates log bytes as `[122, 101, ...]`, which hides a secret from a plain search.
+        let as_bytes = format!("{:?}", secret.as_bytes());
+        let as_bytes = &as_bytes[1..as_bytes.len() - 1];
+        assert!(!log.contains(secret) && !log.contains(as_bytes), "{what} is in the log at trace level");
+    }
+}

@@ -37,7 +37,7 @@ impl Agent {
 
     /// Starts `optin serve --home HOME --listen 127.0.0.1:0 EXTRA…` and waits for its ready
     /// line.
-    pub(crate) async fn launch(home: Home, extra: &[&str]) -> Result<Agent, HarnessError> {
+    pub(crate) async fn launch(home: Home, extra: &[&str], log: Option<&str>) -> Result<Agent, HarnessError> {
         let bin = find_optin_bin()?;
         let stderr_path = home.scratch(&format!("serve-{}.stderr", unique()));
         let io = |what: &str| {
@@ -45,7 +45,11 @@ impl Agent {
             move |error| HarnessError::Process { what, error }
         };
         let stderr = std::fs::File::create(&stderr_path).map_err(io("create the agent's log file"))?;
-        let mut child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        if let Some(filter) = log {
+            command.env("OPTIN_LOG", filter);
+        }
+        let mut child = command
             .arg("serve")
             .arg("--home")
             .arg(home.path())

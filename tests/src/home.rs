@@ -61,7 +61,12 @@ impl Home {
 
     /// Starts `optin serve --listen 127.0.0.1:0 EXTRA…` and waits for its ready line.
     pub async fn try_serve(self, extra: &[&str]) -> Result<Agent, HarnessError> {
-        Agent::launch(self, extra).await
+        Agent::launch(self, extra, None).await
+    }
+
+    /// Starts the agent like [`Home::serve`], logging with the filter `OPTIN_LOG=filter`.
+    pub async fn serve_logging(self, filter: &str, extra: &[&str]) -> Agent {
+        Agent::launch(self, extra, Some(filter)).await.unwrap_or_else(|e| panic!("{e}"))
     }
 }
 

@@ -46,6 +46,29 @@ use crate::tls::TlsSource;
 #[error("{0}")]
 struct Usage(String);
 
+/// Crates that log what they store or carry (sled its keys and values, h2 and hyper their
+/// frames, rustls its records) at their finer levels: from them, nothing finer than `warn`
+/// is ever written, whatever `OPTIN_LOG` asks for, so the person's signals and the tokens on
+/// the wire never reach a log. A filter on targets rather than `OPTIN_LOG` directives, which a
+/// more specific directive (`sled::tree=trace`) would override.
+const CAPPED_TARGETS: [&str; 6] = ["sled", "h2", "hyper", "hyper_util", "rustls", "tokio_rustls"];
+
+fn capped(target: &str) -> bool {
+    CAPPED_TARGETS.iter().any(|c| target == *c || target.strip_prefix(c).is_some_and(|rest| rest.starts_with("::")))
+}
+
+/// Logging to standard error: `OPTIN_LOG` (default `warn`), with the caps above.
+fn init_logging() {
+    use tracing_subscriber::filter::{filter_fn, FilterExt};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let asked = tracing_subscriber::EnvFilter::try_from_env("OPTIN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let caps = filter_fn(|meta| !capped(meta.target()) || *meta.level() <= tracing::Level::WARN);
+    let layer = tracing_subscriber::fmt::layer().with_writer(io::stderr).with_filter(asked.and(caps));
+    tracing_subscriber::registry().with(layer).init();
+}
+
 /// Runs the command line; the binary's `main`.
 pub fn main() -> ExitCode {
     let cli = match parse(std::env::args_os().collect()) {
@@ -57,8 +80,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OPTIN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr).init();
+    init_logging();
     let stderr_color = use_color(cli.color, io::stderr().is_terminal());
     let mut out = Printer::stdout(use_color(cli.color, io::stdout().is_terminal()));
     let result = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -461,6 +483,13 @@ fn read_input(file: &Path) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn caps_apply_to_a_crate_and_its_modules_only() {
+        for (target, is_capped) in [("sled", true), ("sled::tree", true), ("h2::proto", true), ("hyper", true), ("sledgehammer", false), ("optin_agent::serve", false)] {
+            assert_eq!(super::capped(target), is_capped, "{target}");
+        }
+    }
+
     use clap::ColorChoice;
 
     use super::clap_color;

@@ -123,11 +123,28 @@ struct Ingested {
     duplicates: usize,
 }
 
+/// The media types of an NDJSON body, with or without parameters (`; charset=utf-8`).
+const NDJSON_TYPES: [&str; 2] = ["application/x-ndjson", "application/jsonl"];
+
+/// Refuses a body that does not say it is NDJSON (415): a form post or a JSON array sent by
+/// mistake should be told so, not parsed line by line into a confusing error.
+fn ndjson_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = given.split(';').next().unwrap_or("").trim();
+    if NDJSON_TYPES.iter().any(|t| essence.eq_ignore_ascii_case(t)) {
+        return Ok(());
+    }
+    let shown: String = given.chars().take(64).filter(|c| !c.is_control()).collect();
+    let detail = format!("the body must be NDJSON ({}), not `{shown}`", NDJSON_TYPES.join(" or "));
+    Err(ApiError(Problem::new(415, "unsupported-media-type", "Unsupported media type", detail)))
+}
+
 async fn signals(State(core): State<Arc<Core>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let presented = bearer(&headers)?.ok_or(Refusal::Token("no bearer token"))?;
     if !core.keys().check_ingest_token(presented) {
         return Err(Refusal::Token("not the ingest token").into());
     }
+    ndjson_content_type(&headers)?;
     let bytes = axum::body::to_bytes(body, MAX_INGEST_BYTES)
         .await
         .map_err(|_| ApiError(Problem::new(413, "too-large", "Body too large", format!("the body exceeds {MAX_INGEST_BYTES} bytes"))))?;

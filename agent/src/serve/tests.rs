@@ -94,7 +94,11 @@ impl Api {
     }
 
     async fn post_signals(&self, token: &str, body: impl Into<Body>) -> Answer {
-        let request = HttpRequest::post("/v1/signals").header(header::AUTHORIZATION, format!("Bearer {token}")).body(body.into()).expect("a request");
+        let request = HttpRequest::post("/v1/signals")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/x-ndjson")
+            .body(body.into())
+            .expect("a request");
         self.send(request).await
     }
 
@@ -318,6 +322,34 @@ async fn rejects_a_bad_batch_naming_line_and_field_and_storing_nothing() {
     let not_utf8 = [good[0].as_bytes(), b"\n\xFF\n"].concat();
     assert!(api.post_signals(&token, not_utf8).await.problem(400, "invalid-body").detail.contains("not UTF-8"));
     assert_eq!(api.stored(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rejects_bodies_that_are_not_ndjson_by_their_content_type() {
+    let api = Api::new();
+    // (Content-Type, accepted)
+    let table: &[(Option<&str>, bool)] = &[
+        (Some("application/x-ndjson"), true),
+        (Some("application/x-ndjson; charset=utf-8"), true),
+        (Some("Application/JSONL"), true),
+        (None, false),
+        (Some("application/json"), false),
+        (Some("application/x-www-form-urlencoded"), false),
+        (Some("text/plain"), false),
+    ];
+    for (content_type, accepted) in table {
+        let mut request = HttpRequest::post("/v1/signals").header(header::AUTHORIZATION, format!("Bearer {}", api.ingest_token()));
+        if let Some(content_type) = content_type {
+            request = request.header(header::CONTENT_TYPE, *content_type);
+        }
+        let answer = api.send(request.body(Body::from(batch())).expect("a request")).await;
+        if *accepted {
+            assert_eq!(answer.status, 200, "{content_type:?}: {}", String::from_utf8_lossy(&answer.body));
+        } else {
+            assert!(answer.problem(415, "unsupported-media-type").detail.contains("application/x-ndjson"), "{content_type:?}");
+        }
+    }
+    assert_eq!(api.stored(), 3, "only the accepted posts stored (the same three signals)");
 }
 
 #[tokio::test(flavor = "multi_thread")]
