@@ -5,12 +5,16 @@
 //! terms, never more. [`Terms::evaluate`] turns the three into the [`Applied`] scope the slice
 //! is cut to, or a [`ScopeError`] naming the field that asked too much. Nothing else in the
 //! system decides scope.
+//!
+//! Time is part of scope. A `category` item shows only its day, so at that granularity every
+//! time bound is a whole UTC day too: were a bound allowed inside a day, a client could move
+//! it a second at a time and watch an item appear, and learn the exact time the grant hides.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime, Time, UtcOffset};
 
 use crate::signal::{Kind, Kinds};
 use crate::span::Span;
@@ -332,9 +336,21 @@ impl Terms {
             }
             Some(g) => g,
         };
-        let earliest = now - self.window.duration();
+        let window_edge = now - self.window.duration();
+        let (earliest, latest) = match granularity {
+            Granularity::Raw => (window_edge, now),
+            Granularity::Category => {
+                // Only days the window covers whole, and never today: the edge of a window
+                // that moves with `now`, or a slice that ends at `now`, would show the moment
+                // an item enters or leaves it to a client that asks again and again.
+                let today = day_start(now);
+                let first = next_day_start(window_edge).unwrap_or(today);
+                (first, today)
+            }
+        };
         let since = match query.since {
-            None => earliest,
+            // A window that holds no whole day before today serves nothing, not an error.
+            None => earliest.min(latest),
             Some(s) if s < earliest => {
                 return Err(ScopeError::Exceeds {
                     field: "since",
@@ -343,8 +359,21 @@ impl Terms {
             }
             Some(s) => s,
         };
+        if granularity == Granularity::Category {
+            // A bound inside a day is refused, not floored: flooring `since` would quietly
+            // widen the request, flooring `until` would quietly answer another question than
+            // the one asked. A refusal holds no item, so it tells a bisecting client nothing.
+            for (field, bound) in [("since", query.since), ("until", query.until)] {
+                if let Some(at) = bound.filter(|at| *at != day_start(*at)) {
+                    return Err(ScopeError::Invalid {
+                        field: field.into(),
+                        reason: format!("at `category` granularity a bound is a whole UTC day, like {}", timestamp::format(day_start(at))),
+                    });
+                }
+            }
+        }
         // Nothing is known about the future: a later `until` is clamped, not refused.
-        let until = query.until.map_or(now, |u| u.min(now));
+        let until = query.until.map_or(latest, |u| u.min(latest));
         if since > until {
             return Err(ScopeError::Invalid { field: "until".into(), reason: "must not be before `since`".into() });
         }
@@ -354,6 +383,23 @@ impl Terms {
     /// Whether a signal of `kind` at `at` lies inside `applied` (used when re-checking items).
     pub fn admits(applied: &Applied, kind: Kind, at: OffsetDateTime) -> bool {
         applied.kinds.contains(kind) && at >= applied.since && at < applied.until
+    }
+}
+
+/// The UTC midnight that begins the day of `at`.
+fn day_start(at: OffsetDateTime) -> OffsetDateTime {
+    // Times here are UTC already (the timestamp parser converts them); a time that could not be
+    // moved to UTC would lie outside the years the parser accepts.
+    at.checked_to_offset(UtcOffset::UTC).unwrap_or(at).replace_time(Time::MIDNIGHT)
+}
+
+/// `at` if it is a UTC midnight, else the next one; `None` past the representable years.
+fn next_day_start(at: OffsetDateTime) -> Option<OffsetDateTime> {
+    let start = day_start(at);
+    if start == at {
+        Some(at)
+    } else {
+        start.checked_add(Duration::DAY)
     }
 }
 
@@ -416,6 +462,74 @@ mod tests {
                 Err(ScopeError::Invalid { field: f, .. }) => assert_eq!(f, field, "{q}"),
                 other => panic!("{q}: {other:?}"),
             }
+        }
+    }
+
+    /// What a query comes to: the `since` and `until` applied, or a refusal's status and field.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Bounds {
+        Applied(String, String),
+        Refused(u16, String),
+    }
+
+    fn bounds(terms: &Terms, q: &str, now: OffsetDateTime) -> Bounds {
+        match terms.evaluate(&query(q).unwrap(), now) {
+            Ok(a) => Bounds::Applied(timestamp::format(a.since), timestamp::format(a.until)),
+            Err(ScopeError::Exceeds { field, .. }) => Bounds::Refused(403, field.into()),
+            Err(ScopeError::Invalid { field, .. }) => Bounds::Refused(400, field),
+            Err(other) => panic!("{q}: {other}"),
+        }
+    }
+
+    #[test]
+    fn category_bounds_are_whole_utc_days() {
+        let with = |granularity, window: &str| Terms { granularity, window: window.parse().unwrap(), ..terms() };
+        let (category, raw) = (with(Granularity::Category, "30d"), with(Granularity::Raw, "30d"));
+        let (day, hour) = (with(Granularity::Category, "1d"), with(Granularity::Category, "1h"));
+        let midnight = datetime!(2026-11-23 0:00 UTC);
+        let late = datetime!(2026-11-23 23:59:59 UTC);
+        let ok = |since: &str, until: &str| Bounds::Applied(since.into(), until.into());
+        let refused = |status, field: &str| Bounds::Refused(status, field.into());
+        let cases: Vec<(&Terms, &str, OffsetDateTime, Bounds)> = vec![
+            // The window's edge moves up to the first day it covers whole; today is not over.
+            (&category, "", NOW, ok("2026-10-25T00:00:00Z", "2026-11-23T00:00:00Z")),
+            (&category, "", midnight, ok("2026-10-24T00:00:00Z", "2026-11-23T00:00:00Z")),
+            (&category, "", late, ok("2026-10-25T00:00:00Z", "2026-11-23T00:00:00Z")),
+            (&category, "since=2026-11-01T00:00:00Z", NOW, ok("2026-11-01T00:00:00Z", "2026-11-23T00:00:00Z")),
+            (&category, "since=2026-10-25T00:00:00Z", NOW, ok("2026-10-25T00:00:00Z", "2026-11-23T00:00:00Z")),
+            (&category, "since=2026-10-24T00:00:00Z", NOW, refused(403, "since")),
+            (&category, "since=2026-11-23T00:00:00Z", NOW, ok("2026-11-23T00:00:00Z", "2026-11-23T00:00:00Z")),
+            (&category, "since=2026-11-24T00:00:00Z", NOW, refused(400, "until")),
+            // A bound inside a day is refused, whatever its offset says.
+            (&category, "since=2026-11-01T00:00:01Z", NOW, refused(400, "since")),
+            (&category, "since=2026-11-01T12:00:00Z", NOW, refused(400, "since")),
+            (&category, "since=2026-11-01T00:00:00.5Z", NOW, refused(400, "since")),
+            (&category, "since=2026-11-01T00:00:00+01:00", NOW, refused(400, "since")),
+            (&category, "since=2026-11-01T01:00:00+01:00", NOW, ok("2026-11-01T00:00:00Z", "2026-11-23T00:00:00Z")),
+            (&category, "until=2026-11-10T00:00:00Z", NOW, ok("2026-10-25T00:00:00Z", "2026-11-10T00:00:00Z")),
+            (&category, "until=2026-11-10T23:59:59Z", NOW, refused(400, "until")),
+            (&category, "until=2026-11-23T12:00:00Z", NOW, refused(400, "until")),
+            // Asking beyond the grant is named first, whatever else is wrong.
+            (&category, "since=2026-10-01T00:00:00Z&until=2026-11-01T12:00:00Z", NOW, refused(403, "since")),
+            (&category, "since=2026-10-24T12:00:00Z", NOW, refused(403, "since")),
+            (&category, "since=2026-11-01T00:00:00Z&until=2026-11-01T12:00:00Z", NOW, refused(400, "until")),
+            (&category, "since=2026-11-10T00:00:00Z&until=2026-11-05T00:00:00Z", NOW, refused(400, "until")),
+            // A later `until` is clamped to the start of today.
+            (&category, "until=2026-11-24T00:00:00Z", NOW, ok("2026-10-25T00:00:00Z", "2026-11-23T00:00:00Z")),
+            (&category, "until=9999-12-31T00:00:00Z", NOW, ok("2026-10-25T00:00:00Z", "2026-11-23T00:00:00Z")),
+            // A window that holds no whole day before today serves nothing.
+            (&day, "", NOW, ok("2026-11-23T00:00:00Z", "2026-11-23T00:00:00Z")),
+            (&day, "", midnight, ok("2026-11-22T00:00:00Z", "2026-11-23T00:00:00Z")),
+            (&hour, "", NOW, ok("2026-11-23T00:00:00Z", "2026-11-23T00:00:00Z")),
+            (&hour, "since=2026-11-23T00:00:00Z", NOW, refused(403, "since")),
+            // The rule follows the granularity applied: a raw grant asking for categories too.
+            (&raw, "granularity=category", NOW, ok("2026-10-25T00:00:00Z", "2026-11-23T00:00:00Z")),
+            (&raw, "granularity=category&since=2026-11-01T10:00:00Z", NOW, refused(400, "since")),
+            (&raw, "", NOW, ok("2026-10-24T12:00:00Z", "2026-11-23T12:00:00Z")),
+            (&raw, "since=2026-11-01T10:00:00Z&until=2026-11-20T10:00:01Z", NOW, ok("2026-11-01T10:00:00Z", "2026-11-20T10:00:01Z")),
+        ];
+        for (terms, q, now, expected) in cases {
+            assert_eq!(bounds(terms, q, now), expected, "{} {}, {q:?} at {}", terms.granularity, terms.window, timestamp::format(now));
         }
     }
 

@@ -13,7 +13,8 @@ async fn rejects_cursors_of_another_grant_and_hides_positions() {
     let agent = Agent::start().await;
     let mut ndjson = String::new();
     for i in 0..5 {
-        let at = ts(now() - time::Duration::hours(i + 1));
+        // Whole days back: a category grant serves no signal of today, which is not over.
+        let at = ts(now() - time::Duration::days(i + 1));
         ndjson.push_str(&format!("{{\"id\":\"secret-id-{i}\",\"kind\":\"search\",\"at\":\"{at}\",\"query\":\"q{i}\",\"engine\":\"bing.com\"}}\n"));
     }
     agent.ingest(&ndjson).await;

@@ -1,13 +1,20 @@
 //! Scope: a request may ask for less than its grant, never more; category slices hold only
-//! kind, category and day; two grants cannot link their slices; pages.
+//! kind, category and day, and their bounds are whole days, so no client learns more; two
+//! grants cannot link their slices; pages.
 
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use time::Duration;
+use time::{Duration, OffsetDateTime, Time};
 
+use optin_protocol::bundle::GrantBundle;
 use optin_tests::fixture::{self, WALKTHROUGH_SHARED};
 use optin_tests::{assert_problem, fetch, now, raw_items, ts, Agent};
+
+/// The start of the UTC day of `at` (the harness's times are UTC).
+fn midnight(at: OffsetDateTime) -> OffsetDateTime {
+    at.replace_time(Time::MIDNIGHT)
+}
 
 async fn started_with_signals() -> (Agent, Vec<Value>) {
     let agent = Agent::start().await;
@@ -20,16 +27,21 @@ async fn started_with_signals() -> (Agent, Vec<Value>) {
 async fn rejects_requests_beyond_the_grant_naming_the_field() {
     let (agent, _) = started_with_signals().await;
     let bundle = agent.grant("acme.example", "search,cart", "category", "7d").await;
-    let t = now();
-    let before_window = ts(t - Duration::days(8));
-    let inside = ts(t - Duration::days(3));
-    let earlier = ts(t - Duration::days(4));
+    // A category grant's bounds are whole UTC days.
+    let today = midnight(now());
+    let before_window = ts(today - Duration::days(8));
+    let inside = ts(today - Duration::days(3));
+    let earlier = ts(today - Duration::days(4));
     let cases: Vec<(String, u16, &str)> = vec![
         // Beyond the grant: 403.
         ("kinds=purchase".into(), 403, "kinds"),
         ("kinds=search,purchase".into(), 403, "kinds"),
         (format!("since={before_window}"), 403, "since"),
         ("granularity=raw".into(), 403, "granularity"),
+        // A bound inside a day, at category granularity: refused, not floored.
+        (format!("since={}", ts(today - Duration::days(3) + Duration::hours(10))), 400, "since"),
+        (format!("until={}", ts(today - Duration::days(1) + Duration::seconds(1))), 400, "until"),
+        (format!("since={inside}&until={}", ts(today - Duration::seconds(1))), 400, "until"),
         // Malformed: 400.
         ("kinds=walks".into(), 400, "kinds"),
         ("kinds=".into(), 400, "kinds"),
@@ -77,6 +89,9 @@ async fn category_slices_hold_only_kind_category_and_day() {
     // Read the verified payload as plain JSON, so no field can hide behind a type.
     let payload = optin_protocol::jws::verify(&response.text(), &bundle.jwk).expect("verifies");
     let payload: Value = serde_json::from_slice(&payload).expect("JSON payload");
+    // Today is not over, so it is not served: the slice ends at today's midnight.
+    let until = payload["scope"]["until"].as_str().expect("until").to_owned();
+    assert!(until.ends_with("T00:00:00Z"), "a category slice ends at a midnight: {until}");
     let mut got: Vec<(String, String, String)> = Vec::new();
     for item in payload["items"].as_array().expect("items") {
         let object = item.as_object().expect("an item is an object");
@@ -89,8 +104,9 @@ async fn category_slices_hold_only_kind_category_and_day() {
     got.sort();
     let mut expected: Vec<(String, String, String)> = WALKTHROUGH_SHARED
         .iter()
-        .map(|(id, _)| {
-            let s = fixture::by_id(&signals, id);
+        .map(|(id, _)| fixture::by_id(&signals, id))
+        .filter(|s| s["at"].as_str().expect("at") < until.as_str())
+        .map(|s| {
             let day = s["at"].as_str().expect("at")[..10].to_owned();
             (s["kind"].as_str().expect("kind").into(), s["category"].as_str().unwrap_or("").into(), day)
         })
@@ -98,6 +114,106 @@ async fn category_slices_hold_only_kind_category_and_day() {
     expected.sort();
     assert_eq!(got, expected);
     assert_eq!(payload["scope"]["granularity"], "category");
+}
+
+/// What a probe of a category slice told the client: whether the signal was in it, or
+/// nothing at all (a refusal).
+enum Answer {
+    In,
+    Out,
+    Refused,
+}
+
+async fn probe(agent: &Agent, bundle: &GrantBundle, query: &str) -> Answer {
+    let response = agent.get(&format!("/v1/slice?{query}"), Some(&bundle.token)).await;
+    if response.status.as_u16() != 200 {
+        let problem = response.problem().unwrap_or_else(|| panic!("{query}: not problem+json: {}", response.text()));
+        assert_eq!(problem.status, 400, "{query}: a bound inside a day is malformed: {problem:?}");
+        let field = problem.field.unwrap_or_default();
+        assert!(query.starts_with(&format!("{field}=")), "{query}: the refusal names the bound: {field}");
+        return Answer::Refused;
+    }
+    let claims = bundle.verify_slice(&response.text()).expect("verifies");
+    if claims.items.is_empty() {
+        Answer::Out
+    } else {
+        Answer::In
+    }
+}
+
+/// A client that wants the exact time of the one signal it can see, knowing it lies in
+/// `[lo, hi)`: it halves that interval, asking "on or after `mid`?" with `since=mid` and
+/// "before `mid`?" with `until=mid`, and when both are refused tries the midnights around
+/// `mid` instead. Returns what it ends up knowing.
+async fn bisect(agent: &Agent, bundle: &GrantBundle, mut lo: OffsetDateTime, mut hi: OffsetDateTime) -> (OffsetDateTime, OffsetDateTime) {
+    for _ in 0..64 {
+        let mid = lo + Duration::seconds((hi - lo).whole_seconds() / 2);
+        let candidates = [mid, midnight(mid), midnight(mid) + Duration::DAY];
+        let mut narrowed = false;
+        for at in candidates.into_iter().filter(|at| lo < *at && *at < hi) {
+            match probe(agent, bundle, &format!("since={}", ts(at))).await {
+                Answer::In => lo = at,
+                Answer::Out => hi = at,
+                Answer::Refused => match probe(agent, bundle, &format!("until={}", ts(at))).await {
+                    Answer::In => hi = at,
+                    Answer::Out => lo = at,
+                    Answer::Refused => continue,
+                },
+            }
+            narrowed = true;
+            break;
+        }
+        if !narrowed {
+            break;
+        }
+    }
+    (lo, hi)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bisecting_client_learns_a_signals_day_and_nothing_finer() {
+    let agent = Agent::start().await;
+    let today = midnight(now());
+    let day = today - Duration::days(3);
+    let at = day + Duration::hours(13) + Duration::minutes(37) + Duration::seconds(11);
+    let signal = fixture::search("secret-time", at, "trail running shoes", "bing.com", "Apparel & Accessories > Shoes");
+    agent.ingest(&fixture::ndjson(&[signal])).await;
+    let bundle = agent.grant("acme.example", "search", "category", "30d").await;
+    // The client starts from the day the item shows, widened by a day on each side, so a
+    // bisection by the second would end at the signal's exact time.
+    let (lo, hi) = bisect(&agent, &bundle, day - Duration::DAY, day + Duration::days(2)).await;
+    assert!(lo <= day && day + Duration::DAY <= hi, "the client narrowed the signal's time to [{}, {}), within its day {}", ts(lo), ts(hi), ts(day));
+    assert_eq!((lo, hi), (day, day + Duration::DAY), "the day, which the item shows anyway, is what whole-day bounds find");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn category_slices_never_serve_the_day_that_is_not_over() {
+    let agent = Agent::start().await;
+    let today = midnight(now());
+    let signals = [
+        fixture::search("yesterday", today - Duration::seconds(1), "last night", "bing.com", "Home"),
+        fixture::search("today", today, "this morning", "bing.com", "Home"),
+    ];
+    agent.ingest(&fixture::ndjson(&signals)).await;
+    let bundle = agent.grant("acme.example", "search", "category", "30d").await;
+    for query in ["", "until=9999-01-01T00:00:00Z"] {
+        let response = agent.get(&format!("/v1/slice?{query}"), Some(&bundle.token)).await;
+        assert_eq!(response.status.as_u16(), 200, "{query}: {}", response.text());
+        let claims = bundle.verify_slice(&response.text()).expect("verifies");
+        let cut = OffsetDateTime::from_unix_timestamp(claims.iat).expect("iat");
+        // Both bounds are midnights: the window's edge is the first whole day inside it,
+        // and the slice ends where the day it was cut began.
+        assert_eq!(claims.scope.until, midnight(cut), "{query}: until");
+        assert_eq!(claims.scope.since, midnight(claims.scope.since), "{query}: since is a midnight");
+        assert!(claims.scope.since >= cut - Duration::days(30), "{query}: since stays inside the window");
+        let days: Vec<String> = claims.items.iter().map(|i| serde_json::to_value(i).expect("item")["day"].as_str().unwrap_or("?").to_owned()).collect();
+        let served_today = days.contains(&today.date().to_string());
+        assert_eq!(served_today, claims.scope.until > today, "{query}: today's signal is served only once today is over: {days:?}");
+    }
+    // The person's preview shows what the marketer would get.
+    let preview = agent.cli(&["preview", bundle.grant_id.as_str(), "--json"]).await.json();
+    let until = preview["scope"]["until"].as_str().expect("until");
+    assert!(until.ends_with("T00:00:00Z"), "the preview is cut to whole days too: {until}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

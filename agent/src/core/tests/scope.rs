@@ -49,6 +49,9 @@ async fn check(world: &World, bundle: &GrantBundle, token: &str, query: &str, ex
 /// The searches and carts of the last seven days, kind by kind in time order.
 const DEFAULT: [&str; 4] = ["s-3d", "s-1h", "c-5d", "c-2d"];
 
+/// The same at `category` granularity: whole days only, so not `s-1h`, which is today's.
+const CATEGORIES: [&str; 3] = ["search 2026-11-17", "cart 2026-11-15", "cart 2026-11-18"];
+
 #[tokio::test(flavor = "multi_thread")]
 async fn slices_hold_what_the_query_asks_within_the_grant() {
     let world = World::new();
@@ -62,7 +65,10 @@ async fn slices_hold_what_the_query_asks_within_the_grant() {
         (&raw, "kinds=cart".into(), items(&["c-5d", "c-2d"])),
         (&raw, "kinds=purchase".into(), refused(403, "kinds")),
         (&raw, "kinds=search,purchase".into(), refused(403, "kinds")),
-        (&raw, "granularity=category".into(), items(&["search 2026-11-17", "search 2026-11-20", "cart 2026-11-15", "cart 2026-11-18"])),
+        // Categories show days, so they are cut to whole days: today (2026-11-20) is not over.
+        (&raw, "granularity=category".into(), items(&CATEGORIES)),
+        (&raw, format!("granularity=category&since={}", at(-Duration::days(3))), refused(400, "since")),
+        (&raw, "granularity=category&since=2026-11-17T00:00:00Z".into(), items(&["search 2026-11-17", "cart 2026-11-18"])),
         (&raw, format!("since={}", at(-Duration::days(8))), refused(403, "since")),
         (&raw, format!("since={}", at(-Duration::days(7))), items(&DEFAULT)),
         // `since <= at`: the cart of exactly two days ago is in.
@@ -74,7 +80,8 @@ async fn slices_hold_what_the_query_asks_within_the_grant() {
         (&raw, format!("since={}&until={}", at(-Duration::days(1)), at(-Duration::days(2))), refused(400, "until")),
         (&raw, "limit=3".into(), items(&["s-3d", "s-1h", "c-5d"])),
         (&raw, "limit=1000".into(), items(&DEFAULT)),
-        (&coarse, String::new(), items(&["search 2026-11-10", "search 2026-11-17", "search 2026-11-20"])),
+        (&coarse, String::new(), items(&["search 2026-11-10", "search 2026-11-17"])),
+        (&coarse, format!("until={}", at(Duration::days(2))), refused(400, "until")),
         (&coarse, "granularity=raw".into(), refused(403, "granularity")),
         (&coarse, "kinds=cart".into(), refused(403, "kinds")),
     ];
@@ -122,7 +129,7 @@ async fn caveats_only_narrow() {
         (vec!["kinds=search,purchase"], String::new(), items(&["s-3d", "s-1h"])),
         // Caveats that leave no kind make a token of nothing: refused like a forged one.
         (vec!["kinds=purchase"], String::new(), refused(401, "token does not verify")),
-        (vec!["granularity=category"], String::new(), items(&["search 2026-11-17", "search 2026-11-20", "cart 2026-11-15", "cart 2026-11-18"])),
+        (vec!["granularity=category"], String::new(), items(&CATEGORIES)),
         (vec!["granularity=category"], "granularity=raw".into(), refused(403, "granularity")),
         (vec!["window=1d"], String::new(), items(&["s-1h"])),
         (vec!["window=1d"], format!("since={}", ts(T - Duration::days(2))), refused(403, "since")),
@@ -142,7 +149,7 @@ async fn caveats_only_narrow() {
     // A coarser granting grant is not made finer by a caveat.
     let coarse = world.grant("search", "category", "30d").await;
     let token = narrowed(&coarse, &["granularity=raw"]);
-    check(&world, &coarse, &token, "", &items(&["search 2026-11-10", "search 2026-11-17", "search 2026-11-20"]), "granularity=raw on a category grant").await;
+    check(&world, &coarse, &token, "", &items(&["search 2026-11-10", "search 2026-11-17"]), "granularity=raw on a category grant").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
