@@ -31,4 +31,5 @@ mod revoke;
 mod scope;
 mod tokens;
 mod transport;
+mod transport_revoke;
 mod walkthrough;

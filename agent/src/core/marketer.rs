@@ -13,7 +13,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::audit::AuditEvent;
-use super::gate::Pass;
+use super::gate::{self, Carrier, Pass};
 use super::slicer::{self, CutError};
 use super::{blocking, now, Core};
 use crate::keys::GrantKeys;
@@ -41,6 +41,9 @@ pub enum Refusal {
     },
     /// The person paused all sharing.
     Paused,
+    /// As many slices of the grant as the agent holds at once are in flight
+    /// ([`gate::MAX_IN_FLIGHT`]); the client may try again shortly.
+    Busy,
     /// The detail is logged, not sent.
     Internal(String),
 }
@@ -53,6 +56,7 @@ impl Refusal {
             Refusal::Token(_) => 401,
             Refusal::Exceeds { .. } | Refusal::Paused => 403,
             Refusal::Invalid { .. } => 400,
+            Refusal::Busy => 429,
             Refusal::Internal(_) => 500,
         }
     }
@@ -64,6 +68,7 @@ impl Refusal {
             Refusal::Exceeds { field, reason } => format!("{field}: {reason}"),
             Refusal::Invalid { field, reason } => format!("{field}: {reason}"),
             Refusal::Paused => "sharing paused".to_owned(),
+            Refusal::Busy => "too many slices of the grant in flight".to_owned(),
             Refusal::Internal(_) => "internal error".to_owned(),
         }
     }
@@ -78,10 +83,13 @@ pub struct SliceRequest<'a> {
     pub query: Result<SliceQuery, Refusal>,
     /// What was asked (path and query), for the audit log.
     pub asked: &'a str,
+    /// The connection that will carry the slice, which revoke cuts off; `None` where nothing
+    /// can be cut (a test that takes the slice itself).
+    pub carrier: Option<&'a Carrier>,
 }
 
 /// A signed slice ready to send. It holds its grant's gate open (see [`super::gate`]) and its
-/// audit record, and hands its bytes over itself with [`Served::deliver`].
+/// audit record; [`Served::deliver`] starts handing it over.
 pub struct Served {
     jws: String,
     pass: Pass,
@@ -100,22 +108,83 @@ impl Served {
         self.jws.is_empty()
     }
 
-    /// Hands the slice over, at the moment the connection takes its bytes: if the grant was
-    /// revoked since the slice was cut, nothing is handed over and the audit records the
-    /// cut-off; otherwise the audit records the delivery. The returned pass keeps the gate
-    /// open until the caller drops it, once the bytes are written.
-    pub fn deliver(self) -> Option<(String, Pass)> {
+    /// Starts handing the slice over, when the connection first asks for its bytes: if the
+    /// grant was revoked since the slice was cut, nothing is handed over and the audit records
+    /// the cut-off. Otherwise the JWS comes back with the [`Delivery`] that the connection
+    /// asks before taking each part, and tells once it has written the slice out.
+    pub fn deliver(self) -> Option<(String, Delivery)> {
         let Served { jws, pass, audit, core } = self;
-        if pass.revoked() {
-            if let AuditEvent::Served { grant_id, marketer, asked, .. } = audit {
-                let refusal = Refusal::Token("grant revoked while the slice was in flight");
-                let (status, reason) = (refusal.status(), refusal.audit_reason());
-                core.record(AuditEvent::Refused { grant_id: Some(grant_id), marketer: Some(marketer), asked, status, reason });
-            }
-            return None;
+        let mut delivery = Delivery { pass: Some(pass), audit: Some(audit), core };
+        delivery.take().ok()?;
+        Some((jws, delivery))
+    }
+}
+
+/// A slice being handed over, part by part. It keeps the gate open until the connection has
+/// written the last byte out ([`Delivery::written`]), and writes the audit record then:
+/// `served`. A delivery dropped before that (the connection went away, timed out or was cut
+/// off) is recorded as served too, since what was written may have reached the marketer,
+/// unless the grant was revoked first: then it is recorded as cut off.
+pub struct Delivery {
+    pass: Option<Pass>,
+    audit: Option<AuditEvent>,
+    core: Arc<Core>,
+}
+
+/// The grant was revoked while its slice was being handed over: the rest is not handed over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("grant revoked while the slice was in flight")]
+pub struct CutOff;
+
+impl Delivery {
+    fn revoked(&self) -> bool {
+        self.pass.as_ref().map_or(true, Pass::revoked)
+    }
+
+    /// The connection is about to take more of the slice: allowed unless the grant was
+    /// revoked meanwhile (then the cut-off is recorded at once).
+    pub fn take(&mut self) -> Result<(), CutOff> {
+        if self.revoked() {
+            self.finish(Outcome::CutOff);
+            return Err(CutOff);
         }
-        core.record(audit);
-        Some((jws, pass))
+        Ok(())
+    }
+
+    /// The connection has written the whole slice out: the delivery is recorded and the gate
+    /// let go of.
+    pub fn written(mut self) {
+        self.finish(Outcome::Served);
+    }
+
+    /// Records what became of the slice, once, and lets go of the gate.
+    fn finish(&mut self, outcome: Outcome) {
+        if let Some(audit) = self.audit.take() {
+            let event = match (audit, outcome) {
+                (AuditEvent::Served { grant_id, marketer, asked, .. }, Outcome::CutOff) => {
+                    let refusal = Refusal::Token("grant revoked while the slice was in flight");
+                    let (status, reason) = (refusal.status(), refusal.audit_reason());
+                    AuditEvent::Refused { grant_id: Some(grant_id), marketer: Some(marketer), asked, status, reason }
+                }
+                (served, _) => served,
+            };
+            self.core.record(event);
+        }
+        self.pass = None;
+    }
+}
+
+/// What the audit says became of a slice.
+#[derive(Clone, Copy)]
+enum Outcome {
+    Served,
+    CutOff,
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        let outcome = if self.revoked() { Outcome::CutOff } else { Outcome::Served };
+        self.finish(outcome);
     }
 }
 
@@ -172,10 +241,12 @@ impl Core {
         Ok(keys)
     }
 
-    /// Checks a bearer token: well formed, of a known grant, untampered, not revoked.
-    /// On refusal, the grant is returned too once the token is known to be genuine, so the
-    /// audit can name whose token was refused (never for a forged one).
-    pub async fn admit(&self, bearer: Option<&str>) -> Result<Admitted, (Refusal, Option<GrantRecord>)> {
+    /// Checks a bearer token: well formed, of a known grant, untampered, not revoked, and
+    /// with room in its grant's gate (the pass is taken on `carrier`, the connection that will
+    /// carry the answer, if revoke should cut it off). On refusal, the grant is returned too
+    /// once the token is known to be genuine, so the audit can name whose token was refused
+    /// (never for a forged one).
+    pub async fn admit(&self, bearer: Option<&str>, carrier: Option<&Carrier>) -> Result<Admitted, (Refusal, Option<GrantRecord>)> {
         let text = bearer.ok_or((Refusal::Token("no bearer token"), None))?;
         let token = Token::parse(text).map_err(|_| (Refusal::Token("malformed token"), None))?;
         let id = token.grant().clone();
@@ -184,7 +255,11 @@ impl Core {
         let terms = token.verify(&keys.token_secret, &stored.terms).map_err(|_| (Refusal::Token("token does not verify"), None))?;
         // The gate is entered only for verified tokens of real grants (bounded memory), and
         // the grant is re-read inside it so a revoke that raced the first read is seen.
-        let Some(pass) = self.gates.enter(&id).await else { return Err((Refusal::Token("grant revoked"), Some(stored))) };
+        let pass = match self.gates.enter(&id, carrier) {
+            Ok(pass) => pass,
+            Err(gate::Closed::Revoked) => return Err((Refusal::Token("grant revoked"), Some(stored))),
+            Err(gate::Closed::Full) => return Err((Refusal::Busy, Some(stored))),
+        };
         let record = self.store.grant(&id).map_err(|e| (internal(e), None))?.ok_or((Refusal::Token("unknown grant"), None))?;
         if record.revoked_at.is_some() {
             return Err((Refusal::Token("grant revoked"), Some(record)));
@@ -193,10 +268,10 @@ impl Core {
     }
 
     /// Answers `GET /v1/slice`: admits the token, evaluates the query and cuts a signed
-    /// slice. Every outcome is audited (the delivery itself by [`Served::deliver`]).
+    /// slice. Every outcome is audited (the delivery itself by [`Delivery`]).
     pub async fn slice(self: &Arc<Self>, request: SliceRequest<'_>, now: OffsetDateTime) -> Result<Served, Refusal> {
         let asked = request.asked;
-        let admitted = match self.admit(request.bearer).await {
+        let admitted = match self.admit(request.bearer, request.carrier).await {
             Ok(a) => a,
             Err((refusal, record)) => {
                 self.audit_refusal(record.as_ref(), asked, &refusal, now);
@@ -233,7 +308,7 @@ impl Core {
 
     /// Answers `GET /v1/grant`: the token's effective terms.
     pub async fn grant_info(&self, bearer: Option<&str>, asked: &str, now: OffsetDateTime) -> Result<GrantInfo, Refusal> {
-        let admitted = match self.admit(bearer).await {
+        let admitted = match self.admit(bearer, None).await {
             Ok(a) => a,
             Err((refusal, record)) => {
                 self.audit_refusal(record.as_ref(), asked, &refusal, now);

@@ -71,6 +71,8 @@ impl Core {
                     Refusal::Exceeds { reason, .. } | Refusal::Invalid { reason, .. } => CoreError::Invalid(reason),
                     Refusal::Token(reason) => CoreError::Invalid(format!("the grant serves nothing: {reason}")),
                     Refusal::Paused => CoreError::Invalid("sharing is paused".into()),
+                    // A preview takes no pass, so it is never turned away for want of one.
+                    Refusal::Busy => CoreError::Internal("a preview found the grant busy".into()),
                     Refusal::Internal(e) => CoreError::Internal(e),
                 })?;
                 Ok(Response::Preview { claims: Box::new(claims) })

@@ -113,7 +113,7 @@ impl World {
         let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
         let parsed = SliceQuery::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))).expect("a well-formed query");
         let asked = format!("/v1/slice?{query}");
-        self.core.slice(SliceRequest { bearer: Some(token), query: Ok(parsed), asked: &asked }, now).await
+        self.core.slice(SliceRequest { bearer: Some(token), query: Ok(parsed), asked: &asked, carrier: None }, now).await
     }
 
     /// A slice handed over, verified with the bundle as its marketer would.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,8 +20,10 @@ use optin_protocol::problem::{self, Problem};
 use optin_protocol::scope::{ScopeError, SliceQuery};
 
 use crate::core::command::{ErrorKind, Request, Response as CommandResponse};
-use crate::core::gate::Pass;
+use crate::core::gate::MAX_IN_FLIGHT;
+use crate::core::marketer::{CutOff, Delivery};
 use crate::core::{now, Core, CoreError, Refusal, Served, SliceRequest};
+use crate::serve::listener::{Link, SliceBody};
 
 /// Largest `POST /v1/signals` body.
 pub const MAX_INGEST_BYTES: usize = 16 * 1024 * 1024;
@@ -37,7 +39,10 @@ pub fn app(core: Arc<Core>) -> Router {
         .with_state(core)
 }
 
-/// An error answer: a problem and, for 401, the bearer challenge.
+/// How long a client told 429 should wait before asking again, in seconds.
+const RETRY_AFTER_SECS: u32 = 1;
+
+/// An error answer: a problem and, for 401, the bearer challenge; for 429, when to retry.
 pub struct ApiError(Problem);
 
 impl IntoResponse for ApiError {
@@ -47,6 +52,9 @@ impl IntoResponse for ApiError {
         let mut response = (status, [(header::CONTENT_TYPE, problem::CONTENT_TYPE)], body).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer error="invalid_token""#));
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         response
     }
@@ -62,6 +70,12 @@ impl From<Refusal> for ApiError {
             }
             Refusal::Invalid { field, reason } => Problem::new(status, "invalid-request", "Invalid request", format!("`{field}`: {reason}")).with_field(field),
             Refusal::Paused => Problem::new(status, "paused", "Sharing paused", "the person has paused all sharing"),
+            Refusal::Busy => Problem::new(
+                status,
+                "too-many-requests",
+                "Too many requests",
+                format!("{MAX_IN_FLIGHT} requests of this grant are already being answered; try again after {RETRY_AFTER_SECS} s"),
+            ),
             Refusal::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 Problem::new(status, "internal", "Internal error", "the agent could not answer; the owner can read its log")
@@ -100,12 +114,15 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     }
 }
 
-async fn slice(State(core): State<Arc<Core>>, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
+async fn slice(State(core): State<Arc<Core>>, link: Option<Extension<Arc<Link>>>, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
     let bearer = bearer(&headers)?;
     let query = uri.query().unwrap_or("");
     let asked = format!("/v1/slice?{query}");
-    let served = core.slice(SliceRequest { bearer, query: slice_query(query), asked: &asked }, now()).await?;
-    let body = Body::new(GatedBody { size: served.len() as u64, served: Some(served), pass: None });
+    // The connection, when there is one (the router also answers without a socket, in tests).
+    let link = link.map(|Extension(link)| link);
+    let carrier = link.as_deref().map(Link::carrier);
+    let served = core.slice(SliceRequest { bearer, query: slice_query(query), asked: &asked, carrier }, now()).await?;
+    let body = Body::new(GatedBody { handing: Handing::NotYet(served), on: link.as_ref().map(Link::slice_body) });
     Ok(([(header::CONTENT_TYPE, "application/jose"), (header::CACHE_CONTROL, "no-store")], body).into_response())
 }
 
@@ -179,39 +196,71 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError(Problem::new(404, "not-found", "Not found", format!("no endpoint {method} {path}")))
 }
 
-/// The body of a slice: hands its bytes over through [`Served::deliver`] when the
-/// connection first asks for them (so a revoke that came first cuts it off), and holds the
-/// grant's gate until the connection has the bytes and drops the body (see `core::gate`).
+/// How much of a slice the connection takes at a time: one HTTP/2 frame, one TLS record.
+const PART: usize = 16 * 1024;
+
+/// The body of a slice. It starts the hand-over ([`Served::deliver`]) when the connection first
+/// asks for bytes, so a revoke that came first cuts it off, then hands the slice over part by
+/// part, each only if the grant is still not revoked ([`Delivery::take`]). hyper asks for the
+/// next part only when it has room for it (HTTP/1.1: its write buffer; HTTP/2: the stream's
+/// flow-control window, after the first part), so what a client does not read stays here.
+/// After the last part the delivery goes to the connection ([`Link::handed_over`]), which
+/// lets go of the grant's gate once the bytes are written out: until then a revocation cuts
+/// the connection off, and the connection's stall timeout watches it.
 struct GatedBody {
-    served: Option<Served>,
-    pass: Option<Pass>,
-    size: u64,
+    handing: Handing,
+    /// The connection, when there is one.
+    on: Option<SliceBody>,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("grant revoked while the slice was in flight")]
-struct RevokedInFlight;
+enum Handing {
+    NotYet(Served),
+    Parts { jws: Bytes, at: usize, delivery: Delivery },
+    Done,
+}
 
 impl hyper::body::Body for GatedBody {
     type Data = Bytes;
-    type Error = RevokedInFlight;
+    type Error = CutOff;
 
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, RevokedInFlight>>> {
-        let Some(served) = self.served.take() else { return Poll::Ready(None) };
-        match served.deliver() {
-            Some((jws, pass)) => {
-                self.pass = Some(pass);
-                Poll::Ready(Some(Ok(Frame::data(Bytes::from(jws)))))
-            }
-            None => Poll::Ready(Some(Err(RevokedInFlight))),
+    fn poll_frame(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, CutOff>>> {
+        let this = self.get_mut();
+        let (jws, at, mut delivery) = match std::mem::replace(&mut this.handing, Handing::Done) {
+            Handing::NotYet(served) => match served.deliver() {
+                Some((jws, delivery)) => (Bytes::from(jws), 0, delivery),
+                None => return Poll::Ready(Some(Err(CutOff))),
+            },
+            Handing::Parts { jws, at, delivery } => (jws, at, delivery),
+            Handing::Done => return Poll::Ready(None),
+        };
+        delivery.take()?;
+        let end = jws.len().min(at + PART);
+        let part = jws.slice(at..end);
+        if let Some(on) = &this.on {
+            on.link().progressed();
         }
+        if end < jws.len() {
+            this.handing = Handing::Parts { jws, at: end, delivery };
+        } else {
+            match &this.on {
+                Some(on) => on.link().handed_over(delivery),
+                // No connection to watch (the router answering in tests): handed over is out.
+                None => delivery.written(),
+            }
+        }
+        Poll::Ready(Some(Ok(Frame::data(part))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.served.is_none()
+        matches!(self.handing, Handing::Done)
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        hyper::body::SizeHint::with_exact(if self.served.is_some() { self.size } else { 0 })
+        let left = match &self.handing {
+            Handing::NotYet(served) => served.len(),
+            Handing::Parts { jws, at, .. } => jws.len() - at,
+            Handing::Done => 0,
+        };
+        hyper::body::SizeHint::with_exact(left as u64)
     }
 }

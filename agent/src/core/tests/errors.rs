@@ -42,6 +42,7 @@ fn every_refusal_has_its_status() {
         (Refusal::Token("grant revoked"), 401),
         (Refusal::Exceeds { field: "kinds", reason: "not granted".into() }, 403),
         (Refusal::Paused, 403),
+        (Refusal::Busy, 429),
         (Refusal::Invalid { field: "limit".into(), reason: "too big".into() }, 400),
         (Refusal::Internal("disk".into()), 500),
     ];

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use super::{week, World, T};
 use crate::core::command::Response;
+use crate::core::gate::{DRAIN, MAX_IN_FLIGHT};
+use crate::core::marketer::CutOff;
 use crate::core::Refusal;
 use crate::store::AuditEvent;
 
@@ -62,29 +64,47 @@ async fn a_slice_cut_before_revoke_is_cut_off_after_it() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn revoke_returns_once_the_slice_in_flight_is_handed_over() {
+async fn a_slice_not_yet_written_out_is_cut_off_by_revoke() {
     let world = World::new();
     world.ingest(&week()).await;
     let bundle = world.grant("search,cart", "raw", "7d").await;
-    let (jws, pass) = world.slice(&bundle.token, "", T).await.expect("served").deliver().expect("handed over before the revoke");
+    let (jws, mut delivery) = world.slice(&bundle.token, "", T).await.expect("served").deliver().expect("handed over before the revoke");
     bundle.verify_slice(&jws).expect("verifies");
+    delivery.take().expect("a first part is taken before the revoke");
 
     let core = world.core.clone();
     let grant_id = bundle.grant_id.clone();
     let revoke = tokio::spawn(async move { core.handle(crate::core::command::Request::Revoke { grant_id }, T).await });
     until_stored(&world, &bundle).await;
-    assert!(!revoke.is_finished(), "revoke waits while the connection still writes the slice");
-    drop(pass);
-    let answer = tokio::time::timeout(Duration::from_secs(5), revoke).await.expect("revoke returns once the pass is dropped").expect("task");
+    assert!(!revoke.is_finished(), "revoke waits while the connection still takes the slice");
+    assert_eq!(delivery.take(), Err(CutOff), "the rest is not handed over");
+    let answer = tokio::time::timeout(Duration::from_secs(5), revoke).await.expect("revoke returns once the slice is cut off").expect("task");
     assert!(matches!(answer, Ok(Response::Revoked { already: false, .. })), "{answer:?}");
+    drop(delivery);
+
+    let (records, _) = world.audit().await;
+    assert_eq!(events(&records), ["granted", "revoked", "refused 401 grant revoked while the slice was in flight"], "recorded once, as cut off");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slice_written_out_before_revoke_is_served() {
+    let world = World::new();
+    world.ingest(&week()).await;
+    let bundle = world.grant("search,cart", "raw", "7d").await;
+    let (_, mut delivery) = world.slice(&bundle.token, "", T).await.expect("served").deliver().expect("handed over before the revoke");
+    delivery.take().expect("taken whole");
+    delivery.written();
+    // The gate is let go of once the slice is written out: revoke has nothing to wait for.
+    let answer = tokio::time::timeout(Duration::from_secs(1), world.revoke(&bundle.grant_id)).await.expect("revoke returns at once");
+    assert!(matches!(answer, Response::Revoked { already: false, .. }), "{answer:?}");
 
     let again = world.revoke(&bundle.grant_id).await;
     assert!(matches!(again, Response::Revoked { already: true, .. }), "{again:?}");
     let (records, _) = world.audit().await;
-    assert_eq!(events(&records), ["granted", "served", "revoked"], "revoking twice is recorded once");
+    assert_eq!(events(&records), ["granted", "served", "revoked"], "served once; revoking twice is recorded once");
 }
 
-// On a current-thread runtime with paused time, the ten seconds of the drain pass at once.
+// On a current-thread runtime with paused time, the drain passes at once.
 #[tokio::test(start_paused = true)]
 async fn revoke_waits_for_a_stuck_slice_only_so_long() {
     let world = World::new();
@@ -95,8 +115,26 @@ async fn revoke_waits_for_a_stuck_slice_only_so_long() {
     let answer = world.revoke(&bundle.grant_id).await;
     assert!(matches!(answer, Response::Revoked { already: false, .. }), "{answer:?}");
     let waited = started.elapsed();
-    assert!((Duration::from_secs(10)..Duration::from_secs(11)).contains(&waited), "revoke waited {waited:?}, not the 10 s drain");
+    assert!((DRAIN..DRAIN + Duration::from_secs(1)).contains(&waited), "revoke waited {waited:?}, not the {DRAIN:?} drain");
     assert!(stuck.deliver().is_none(), "the slice it gave up on is cut off, never handed over");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grant_lets_out_only_so_many_slices_at_once() {
+    let world = World::new();
+    world.ingest(&week()).await;
+    let bundle = world.grant("search,cart", "raw", "7d").await;
+    let mut held = Vec::new();
+    for _ in 0..MAX_IN_FLIGHT {
+        held.push(world.slice(&bundle.token, "", T).await.expect("room for it"));
+    }
+    assert_eq!(world.slice(&bundle.token, "", T).await.map(|_| ()).expect_err("no room"), Refusal::Busy);
+    let other = world.grant_to("globex.example", "search", "raw", "7d").await;
+    world.slice(&other.token, "", T).await.expect("another grant has its own room");
+    drop(held.pop());
+    world.slice(&bundle.token, "", T).await.expect("room again once a slice is done");
+    let (records, _) = world.audit().await;
+    assert_eq!(events(&records).iter().filter(|e| *e == "refused 429 too many slices of the grant in flight").count(), 1, "the refusal is audited");
 }
 
 #[tokio::test(flavor = "multi_thread")]

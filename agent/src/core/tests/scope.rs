@@ -32,6 +32,7 @@ fn outcome(refusal: &Refusal) -> Expect {
         Refusal::Exceeds { field, .. } => field.to_string(),
         Refusal::Invalid { field, .. } => field.clone(),
         Refusal::Paused => "paused".into(),
+        Refusal::Busy => "busy".into(),
         Refusal::Internal(detail) => format!("internal: {detail}"),
     };
     Expect::Refused(refusal.status(), what)
