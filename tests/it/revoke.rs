@@ -86,8 +86,8 @@ async fn revoke_stops_every_slice_once_it_returns() {
     let out = agent.cli(&["revoke", bundle.grant_id.as_str()]).await;
     let revoked = Instant::now();
     assert_eq!(out.ok().trim(), format!("revoked {}", bundle.grant_id));
-    // The agent records each slice when it hands the bytes to the connection: what it had
-    // handed over when revoke returned is exactly what may ever be handed over.
+    // The agent records each slice once its connection has written it out: what it had
+    // written out when revoke returned is exactly what may ever be (revoke cuts off the rest).
     let on_record = handed_over(&agent, bundle.grant_id.as_str()).await;
     tokio::time::sleep(AFTER).await;
     stop.store(true, Ordering::SeqCst);
@@ -101,10 +101,10 @@ async fn revoke_stops_every_slice_once_it_returns() {
     tokio::time::timeout(Duration::from_secs(30), collect).await.expect("clients finish");
 
     // Requests that began after revoke returned, or ended before it began, have one right
-    // answer each. Those that overlap the revocation race it: whether one was served is the
-    // agent's hand-over time, which a client cannot observe (its own reading of the bytes can
+    // answer each. Those that overlap the revocation race it: whether one was served is when
+    // the agent wrote it out, which a client cannot observe (its own reading of the bytes can
     // come later, on a loaded machine by milliseconds). So a slice a straddling client got
-    // must be one the agent had handed over before revoke returned, by the agent's record.
+    // must be one the agent had written out before revoke returned, by the agent's record.
     assert_eq!(handed_over(&agent, bundle.grant_id.as_str()).await, on_record, "no slice is handed over after revoke returned");
     let (mut before, mut straddling, mut after) = (0, 0, 0);
     for o in &outcomes {

@@ -205,12 +205,17 @@ impl ZeroWindow {
         ZeroWindow { client, open: Some(open), driver }
     }
 
-    /// Sends `GET /v1/slice` with `token` and waits for the response head.
-    async fn get_slice(&mut self, agent: &Agent, token: &str) -> hyper::Response<h2::RecvStream> {
+    /// Sends `GET /v1/slice` with `token` on a new stream.
+    async fn send_slice_request(&mut self, agent: &Agent, token: &str) -> h2::client::ResponseFuture {
         let request =
             Request::get(format!("https://{}/v1/slice", agent.addr())).header("authorization", format!("Bearer {token}")).body(()).expect("a request");
         let mut client = self.client.clone().ready().await.expect("room for a stream");
-        let (response, _) = client.send_request(request, true).expect("a stream");
+        client.send_request(request, true).expect("a stream").0
+    }
+
+    /// Sends `GET /v1/slice` with `token` and waits for the response head.
+    async fn get_slice(&mut self, agent: &Agent, token: &str) -> hyper::Response<h2::RecvStream> {
+        let response = self.send_slice_request(agent, token).await;
         tokio::time::timeout(Duration::from_secs(15), response).await.expect("a response head in time").expect("a response head")
     }
 
@@ -262,25 +267,28 @@ async fn a_grant_has_a_bound_of_slices_in_flight_and_unread_ones_time_out() {
     agent.ingest(&fixture::ndjson(&fixture::walkthrough(now()))).await;
     let bundle = agent.grant("acme.example", "search,cart", "raw", "30d").await;
     // Four connections, each with as many streams as it may open, none with a window: every
-    // slice the agent agrees to send stays in flight. The streams go round the connections,
-    // so that each holds some of the slices.
+    // slice the agent agrees to send stays in flight. All the requests go out at once.
     let mut connections = Vec::new();
     for _ in 0..4 {
         connections.push(ZeroWindow::connect(&agent).await);
     }
-    let mut statuses = Vec::new();
-    // Kept, unread: dropping one would reset its stream, which frees the slice.
-    let mut responses = Vec::new();
-    for _ in 0..MAX_STREAMS {
-        for connection in &mut connections {
-            let response = connection.get_slice(&agent, &bundle.token).await;
-            if response.status() == StatusCode::TOO_MANY_REQUESTS {
-                let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-                assert!(retry_after.is_some_and(|s| s > 0), "429 says when to try again: {:?}", response.headers());
-            }
-            statuses.push(response.status().as_u16());
-            responses.push(response);
+    let mut pending = Vec::new();
+    for connection in &mut connections {
+        for _ in 0..MAX_STREAMS {
+            pending.push(connection.send_slice_request(&agent, &bundle.token).await);
         }
+    }
+    let mut statuses = Vec::new();
+    // Kept, unread: dropping one would reset its stream, which frees its slice.
+    let mut responses = Vec::new();
+    for response in pending {
+        let response = tokio::time::timeout(Duration::from_secs(15), response).await.expect("a response head in time").expect("a response head");
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+            assert!(retry_after.is_some_and(|s| s > 0), "429 says when to try again: {:?}", response.headers());
+        }
+        statuses.push(response.status().as_u16());
+        responses.push(response);
     }
     let served = statuses.iter().filter(|s| **s == 200).count();
     let refused = statuses.iter().filter(|s| **s == 429).count();

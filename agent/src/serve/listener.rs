@@ -317,6 +317,9 @@ impl Link {
 
     /// Bytes the client sent.
     fn read(&self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
         let done = {
             let mut ledger = self.ledger();
             let Some(frames) = ledger.frames.as_mut() else { return };
