@@ -566,3 +566,34 @@ async fn connection(tcp: TcpStream, acceptor: TlsAcceptor, app: axum::Router, mu
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame header: length, type, flags, stream.
+    fn frame(len: usize, kind: u8, flags: u8, stream: u32) -> Vec<u8> {
+        let mut bytes = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        bytes.extend_from_slice(&stream.to_be_bytes());
+        bytes.resize(bytes.len() + len, 0xAB);
+        bytes
+    }
+
+    #[test]
+    fn finds_frame_headers_however_the_bytes_are_cut() {
+        let mut stream = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        stream.extend(frame(6, 0x4, 0, 0));
+        stream.extend(frame(20, HEADERS, 0x4 | END_STREAM, 1));
+        stream.extend(frame(0x01_02_03, DATA, 0, 3));
+        stream.extend(frame(4, RST_STREAM, 0, 0x8000_0005));
+        let expected = [(0x4, 0, 0), (HEADERS, 0x5, 1), (DATA, 0, 3), (RST_STREAM, 0, 5)];
+        for cut in [1, 2, 8, 9, 10, 24, 25, 4096, stream.len()] {
+            let mut reader = FrameReader::new(24);
+            let mut seen = Vec::new();
+            for piece in stream.chunks(cut) {
+                reader.feed(piece, |f| seen.push((f.kind, f.flags, f.stream)));
+            }
+            assert_eq!(seen, expected, "pieces of {cut} bytes");
+        }
+    }
+}
