@@ -386,6 +386,16 @@ impl Terms {
     }
 }
 
+/// When a grant made at `now` to last `lifetime` expires: `now + lifetime` rounded up to the
+/// next UTC midnight (or exactly it, when it is one), so the grant never lasts less than
+/// asked and at most a day more. `None` past the representable years.
+///
+/// A day, not a second: two grants made the same day for the same lifetime carry the same
+/// `expires_at`, so marketers comparing bundles cannot tell that they were made together.
+pub fn grant_expiry(now: OffsetDateTime, lifetime: Span) -> Option<OffsetDateTime> {
+    next_day_start(now.checked_add(lifetime.duration())?)
+}
+
 /// The UTC midnight that begins the day of `at`.
 fn day_start(at: OffsetDateTime) -> OffsetDateTime {
     // Times here are UTC already (the timestamp parser converts them); a time that could not be
@@ -530,6 +540,26 @@ mod tests {
         ];
         for (terms, q, now, expected) in cases {
             assert_eq!(bounds(terms, q, now), expected, "{} {}, {q:?} at {}", terms.granularity, terms.window, timestamp::format(now));
+        }
+    }
+
+    #[test]
+    fn grants_expire_at_the_next_utc_midnight() {
+        let cases: [(OffsetDateTime, &str, Option<OffsetDateTime>); 9] = [
+            // Made at any moment of one day, a 90-day grant expires at the same midnight...
+            (datetime!(2026-11-23 0:00:01 UTC), "90d", Some(datetime!(2027-02-22 0:00 UTC))),
+            (datetime!(2026-11-23 12:34:56 UTC), "90d", Some(datetime!(2027-02-22 0:00 UTC))),
+            (datetime!(2026-11-23 12:34:57 UTC), "90d", Some(datetime!(2027-02-22 0:00 UTC))),
+            (datetime!(2026-11-23 23:59:59 UTC), "90d", Some(datetime!(2027-02-22 0:00 UTC))),
+            // ...and never sooner than asked: a lifetime ending on a midnight keeps it.
+            (datetime!(2026-11-23 0:00 UTC), "90d", Some(datetime!(2027-02-21 0:00 UTC))),
+            (datetime!(2026-11-23 23:59:59 UTC), "1s", Some(datetime!(2026-11-24 0:00 UTC))),
+            (datetime!(2026-11-23 12:00 UTC), "2s", Some(datetime!(2026-11-24 0:00 UTC))),
+            (datetime!(2026-11-23 12:00 UTC), "12h", Some(datetime!(2026-11-24 0:00 UTC))),
+            (datetime!(9999-12-31 12:00 UTC), "1s", None),
+        ];
+        for (now, lifetime, expected) in cases {
+            assert_eq!(grant_expiry(now, lifetime.parse().unwrap()), expected, "{lifetime} from {}", timestamp::format(now));
         }
     }
 

@@ -25,6 +25,7 @@ mod hostile;
 mod import;
 mod ingest;
 mod jose;
+mod linkability;
 mod permissions;
 mod restart;
 mod revoke;

@@ -3,7 +3,7 @@
 //! came over the admin socket, from the native host or from the offline CLI.
 
 use optin_protocol::bundle::{self, GrantBundle};
-use optin_protocol::scope::{GrantId, SliceQuery, Terms};
+use optin_protocol::scope::{self, GrantId, SliceQuery, Terms};
 use optin_protocol::signal::{self, Kind};
 use optin_protocol::token::Token;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -45,7 +45,9 @@ impl Core {
             Request::Grant { marketer, kinds, granularity, window, expires, purpose } => {
                 let marketer = bounded("marketer", &marketer, MARKETER_CHARS)?;
                 let purpose = bounded("purpose", &purpose, PURPOSE_CHARS)?;
-                let expires_at = now.checked_add(expires.duration()).ok_or_else(|| CoreError::Invalid("expires: too far in the future".into()))?;
+                // Rounded up to a UTC midnight, so that the expiry does not tell marketers
+                // comparing bundles which grants were made in the same second.
+                let expires_at = scope::grant_expiry(now, expires).ok_or_else(|| CoreError::Invalid("expires: too far in the future".into()))?;
                 let mut id = [0u8; 12];
                 SystemRandom::new().fill(&mut id).map_err(|_| CoreError::Internal("no randomness".into()))?;
                 let record = GrantRecord {

@@ -5,6 +5,7 @@ use optin_protocol::bundle::GrantBundle;
 use optin_protocol::scope::{Caveat, GrantId};
 use optin_protocol::slice::SliceError;
 use optin_protocol::token::Token;
+use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
 use super::{hours, ts, week, World, T};
@@ -98,7 +99,8 @@ async fn a_grant_serves_until_it_expires() {
     world.ingest(&week()).await;
     let bundle = world.grant("search", "raw", "30d").await;
     let expires = bundle.terms.expires_at;
-    assert_eq!(expires, T + Duration::days(90));
+    // 90 days from 2026-11-20 10:00, rounded up to the next UTC midnight.
+    assert_eq!(expires, datetime!(2027-02-19 0:00 UTC));
     let cases: [(OffsetDateTime, bool); 3] = [(T, true), (expires - Duration::seconds(1), true), (expires, false)];
     for (now, serves) in cases {
         let got = world.slice(&bundle.token, "", now).await.map(|_| ()).map_err(|r| outcome(&r));
