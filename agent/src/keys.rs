@@ -126,6 +126,12 @@ impl Keys {
         })
     }
 
+    /// The key of the store's MACs (grants, audit records, the audit chain's head): with it
+    /// out of the store, a database edited behind optin's back cannot pass for one it wrote.
+    pub fn store_mac(&self) -> hmac::Key {
+        hmac::Key::new(hmac::HMAC_SHA256, &self.derive("store-mac-key", ""))
+    }
+
     /// The owner's ingest token (for `POST /v1/signals`).
     pub fn ingest_token(&self) -> String {
         format!("optin_ingest_{}", optin_protocol::hex(&self.derive("owner-ingest-token", "")))

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use optin_protocol::bundle::GrantBundle;
 use optin_tests::{fixture, now, Agent, Home};
 
 /// Records the log of [`recorded`] holds.
@@ -16,6 +17,11 @@ const RECORDS: u64 = 6;
 /// A stopped agent's home whose log holds [`RECORDS`] records: granted, served, refused,
 /// sharing paused, sharing resumed, revoked.
 async fn recorded() -> Home {
+    recorded_with_bundle().await.0
+}
+
+/// [`recorded`], with the bundle of its grant (revoked by the last record).
+async fn recorded_with_bundle() -> (Home, GrantBundle) {
     let agent = Agent::start().await;
     agent.ingest(&fixture::ndjson(&fixture::walkthrough(now()))).await;
     let bundle = agent.grant("acme.example", "search,cart", "raw", "30d").await;
@@ -27,7 +33,7 @@ async fn recorded() -> Home {
     let home = agent.stop();
     let events: Vec<String> = home.cli(&["audit", "--json"]).await.json().as_array().expect("records").iter().map(|r| r["event"]["type"].to_string()).collect();
     assert_eq!(events, [r#""granted""#, r#""served""#, r#""refused""#, r#""sharing""#, r#""sharing""#, r#""revoked""#]);
-    home
+    (home, bundle)
 }
 
 /// A copy of `home` in a new temporary directory, with its permissions.
@@ -139,20 +145,146 @@ async fn rejects_a_tampered_log_naming_the_first_bad_record() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_log_from_before_the_chain_head_verifies_and_then_covers_its_last_record() {
-    let home = recorded().await;
-    // As an optin that kept no chain head left the store.
-    with_store(&home, |db| {
+/// Leaves the store as an optin that kept neither a chain head nor MACs left it.
+fn as_an_older_optin_left_it(home: &Home) {
+    with_store(home, |db| {
         let meta = db.open_tree("meta").expect("the meta tree");
         meta.remove("audit_head").expect("remove").expect("this optin keeps a chain head");
+        meta.remove("audit_head_mac").expect("remove").expect("this optin MACs the chain head");
+        for tree in ["audit_macs", "grant_macs"] {
+            db.drop_tree(tree).expect("drop");
+        }
     });
-    verifies(&home, RECORDS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_from_before_the_macs_is_sealed_as_found_once_and_then_covered() {
+    let agent = Agent::start().await;
+    agent.ingest(&fixture::ndjson(&fixture::walkthrough(now()))).await;
+    let bundle = agent.grant("acme.example", "search,cart", "raw", "30d").await;
+    assert_eq!(agent.get("/v1/slice", Some(&bundle.token)).await.status.as_u16(), 200);
+    let home = agent.stop();
+    as_an_older_optin_left_it(&home);
+    // The upgrade trusts what it finds: the grant still serves, the log verifies, and a
+    // record says what was taken as found.
+    let agent = home.serve(&[]).await;
+    assert_eq!(agent.get("/v1/slice", Some(&bundle.token)).await.status.as_u16(), 200, "a grant from before still serves");
+    let records = agent.cli(&["audit", "--json"]).await.json();
+    let events: Vec<&Value> = records.as_array().expect("records").iter().map(|r| &r["event"]).collect();
+    assert_eq!(events[2], &serde_json::json!({"type": "sealed", "records": 2, "grants": 1}), "{records:#}");
+    assert_eq!(events.len(), 4, "granted, served, sealed, served: {records:#}");
+    let table = agent.cli(&["audit"]).await;
+    assert!(table.ok().contains("2 records and 1 grant taken as found"), "{table:?}");
+    agent.cli(&["audit", "--verify"]).await.ok();
+    let home = agent.stop();
+    verifies(&home, 4).await;
+    // Once sealed, a store is checked, not sealed again.
+    tamper(&home, Tamper::Edit(4));
+    home.cli(&["audit", "--verify"]).await.fails(1, "record 4: its MAC does not verify");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_appended_onto_a_shortened_log_keeps_the_break_in_view() {
+    let home = recorded().await;
+    attack(&home, Attack::Truncate(2));
+    // The agent runs on the shortened log and records more: the break stays where it was.
+    let agent = home.serve(&[]).await;
+    agent.cli(&["pause"]).await.ok();
+    agent.cli(&["resume"]).await.ok();
+    let home = agent.stop();
+    home.cli(&["audit", "--verify"]).await.fails(1, "record 5: it has no MAC");
+}
+
+/// Rewrites the whole log as someone who read SPEC.md would: `rewrite` gets the records in
+/// order and returns the ones to keep, which are then renumbered from 1, chained by the
+/// SHA-256 of their bytes and committed to by a new chain head. Nothing else is touched.
+fn rewrite_log(home: &Home, rewrite: impl FnOnce(Vec<Value>) -> Vec<Value>) {
+    with_store(home, |db| {
+        let log = db.open_tree("audit").expect("the audit tree");
+        let stored: Vec<Vec<u8>> = log.iter().values().map(|v| v.expect("read").to_vec()).collect();
+        let parse = |bytes: &[u8]| -> Value { serde_json::from_slice(bytes).expect("a JSON record") };
+        let kept = rewrite(stored.iter().map(|b| parse(b)).collect());
+        log.clear().expect("clear");
+        let mut prev = [0u8; 32];
+        for (seq, mut record) in (1u64..).zip(kept) {
+            record["seq"] = seq.into();
+            record["prev"] = optin_protocol::hex(&prev).into();
+            // A record left as it was keeps its bytes, and so its hash.
+            let unchanged = stored.iter().find(|b| parse(b) == record);
+            let bytes = unchanged.cloned().unwrap_or_else(|| serde_json::to_vec(&record).expect("JSON"));
+            prev = optin_protocol::sha256(&bytes);
+            log.insert(key(seq), bytes).expect("write");
+        }
+        let head = format!("{}:{}", log.len(), optin_protocol::hex(&prev));
+        db.open_tree("meta").expect("the meta tree").insert("audit_head", head.as_bytes()).expect("write");
+    });
+}
+
+/// Attacks on the log by someone who can write the database but does not hold the identity
+/// key: each rewrites the log consistently, hashes and chain head included.
+#[derive(Clone, Copy, Debug)]
+enum Attack {
+    /// Removes the last records and commits the head to the one before them.
+    Truncate(usize),
+    /// Leaves out every `served` record.
+    DropServed,
+    /// Names another marketer in every record.
+    RenameMarketer,
+    /// Reverses the order of the records.
+    Reverse,
+}
+
+fn attack(home: &Home, how: Attack) {
+    rewrite_log(home, |mut records| {
+        match how {
+            Attack::Truncate(n) => records.truncate(records.len() - n),
+            Attack::DropServed => records.retain(|r| r["event"]["type"] != "served"),
+            Attack::RenameMarketer => {
+                for r in &mut records {
+                    if r["event"]["marketer"] == "acme.example" {
+                        r["event"]["marketer"] = "globex.example".into();
+                    }
+                }
+            }
+            Attack::Reverse => records.reverse(),
+        }
+        records
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejects_a_log_rewritten_whole_without_the_identity_key() {
+    let original = recorded().await;
+    let cases =
+        [(Attack::Truncate(2), "the chain head"), (Attack::DropServed, "record 2:"), (Attack::RenameMarketer, "record 1:"), (Attack::Reverse, "record 1:")];
+    for (how, named) in cases {
+        let home = copy_of(&original);
+        attack(&home, how);
+        let out = home.cli(&["audit", "--verify"]).await;
+        let said = out.fails(1, named);
+        assert!(said.contains("MAC"), "{how:?} is named as a record or head the agent did not write: {said}");
+        assert!(!out.stdout.contains("intact"), "{how:?}: {out:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_edited_in_the_store_serves_nothing_and_shows_as_damaged() {
+    let (home, bundle) = recorded_with_bundle().await;
     with_store(&home, |db| {
-        let head = db.open_tree("meta").expect("tree").get("audit_head").expect("read").expect("the head, computed on open");
-        let head = String::from_utf8(head.to_vec()).expect("UTF-8");
-        assert!(head.starts_with(&format!("{RECORDS}:")), "{head}");
+        let grants = db.open_tree("grants").expect("the grants tree");
+        let stored = grants.get(bundle.grant_id.as_str()).expect("read").expect("the grant");
+        let mut grant: Value = serde_json::from_slice(&stored).expect("a JSON grant");
+        grant.as_object_mut().expect("an object").remove("revoked_at").expect("the grant was revoked");
+        grants.insert(bundle.grant_id.as_str(), serde_json::to_vec(&grant).expect("JSON")).expect("write");
     });
-    tamper(&home, Tamper::Edit(RECORDS));
-    home.cli(&["audit", "--verify"]).await.fails(1, &format!("record {RECORDS}:"));
+    let agent = home.serve(&[]).await;
+    assert_eq!(agent.get("/v1/slice", Some(&bundle.token)).await.status.as_u16(), 401, "the un-revoked grant serves nothing");
+    let grants = agent.cli(&["grants", "--json"]).await.json();
+    assert_eq!(grants[0]["state"], "damaged", "{grants}");
+    let listed = agent.cli(&["grants"]).await;
+    assert!(listed.ok().contains("damaged"), "{listed:?}");
+    // Revoking it again is how the person settles it: it is then revoked, and intact.
+    agent.cli(&["revoke", bundle.grant_id.as_str()]).await.ok();
+    assert_eq!(agent.cli(&["grants", "--json"]).await.json()[0]["state"], "revoked");
+    assert_eq!(agent.get("/v1/slice", Some(&bundle.token)).await.status.as_u16(), 401);
 }

@@ -44,6 +44,7 @@ fn grant_state(state: GrantState) -> (&'static str, Option<Style>) {
         GrantState::Active => ("active", Some(Style::Green)),
         GrantState::Revoked => ("revoked", Some(Style::Red)),
         GrantState::Expired => ("expired", Some(Style::Dim)),
+        GrantState::Damaged => ("damaged", Some(Style::Red)),
     }
 }
 
@@ -126,6 +127,10 @@ pub fn audit(p: &mut Printer, records: &[AuditEntry], anonymous_refusals: u64) -
                 AuditEvent::Revoked { grant_id, marketer } => ("revoked", None, Some(grant_id), Some(marketer), String::new()),
                 AuditEvent::Forgot { count: n, what } => ("forgot", None, None, None, format!("{} ({what})", count(*n, "signal", "signals"))),
                 AuditEvent::Sharing { paused } => ("sharing", None, None, None, (if *paused { "paused" } else { "resumed" }).to_owned()),
+                AuditEvent::Sealed { records, grants } => {
+                    let found = format!("{} and {} taken as found, unchecked", count(*records, "record", "records"), count(*grants, "grant", "grants"));
+                    ("sealed", Some(Style::Dim), None, None, format!("MACs from here on; {found}"))
+                }
             };
             table.row(vec![
                 Cell::new(r.seq.to_string()),

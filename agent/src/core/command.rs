@@ -225,6 +225,8 @@ pub enum GrantState {
     Revoked,
     /// Past its expiry.
     Expired,
+    /// Its stored record fails its MAC (changed behind optin's back): it serves nothing.
+    Damaged,
 }
 
 /// A stored signal as the owner sees it: the signal's own JSON object, and for a cart its

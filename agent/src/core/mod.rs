@@ -113,6 +113,8 @@ pub fn now() -> OffsetDateTime {
 impl Core {
     /// Operations over an open store.
     pub fn new(store: Store, keys: Keys, config: CoreConfig) -> Core {
+        // Grants and the audit are MACed under a key derived from the identity key.
+        let store = store.keyed(crate::store::StoreMac::new(keys.store_mac()));
         Core { store, keys, gates: Gates::default(), config, grant_keys: Default::default(), anonymous_refusals: Default::default() }
     }
 

@@ -13,7 +13,7 @@ use super::audit::{self, AuditEvent};
 use super::command::{AuditEntry, GrantState, GrantView, Request, Response, SignalView, Status};
 use super::marketer::Refusal;
 use super::{blocking, slicer, Core, CoreError};
-use crate::store::{Forget, GrantRecord};
+use crate::store::{Forget, GrantRecord, Seal, StoredGrant};
 
 /// Bounds on what the owner types.
 const MARKETER_CHARS: usize = 128;
@@ -64,10 +64,10 @@ impl Core {
                 self.store.flush()?;
                 Ok(Response::Granted { bundle: Box::new(self.bundle(&record)?) })
             }
-            Request::Grants => Ok(Response::Grants { grants: self.store.grants()?.into_iter().map(|g| view(g, now)).collect() }),
+            Request::Grants => Ok(Response::Grants { grants: self.store.grants()?.into_iter().map(|g| view_stored(g, now)).collect() }),
             Request::Revoke { .. } => Err(CoreError::Internal("revoke runs in `handle`".into())),
             Request::Preview { grant_id } => {
-                let record = self.store.grant(&grant_id)?.ok_or_else(|| CoreError::NoGrant(grant_id.clone()))?;
+                let record = self.intact_grant(&grant_id)?;
                 let keys = self.keys.grant(&grant_id).map_err(|e| CoreError::Internal(e.to_string()))?;
                 let claims = self.claims(&record, &record.terms, &keys, &SliceQuery::default(), now).map_err(|r| match r {
                     Refusal::Exceeds { reason, .. } | Refusal::Invalid { reason, .. } => CoreError::Invalid(reason),
@@ -80,16 +80,17 @@ impl Core {
                 Ok(Response::Preview { claims: Box::new(claims) })
             }
             Request::Bundle { grant_id } => {
-                let record = self.store.grant(&grant_id)?.ok_or_else(|| CoreError::NoGrant(grant_id.clone()))?;
+                let record = self.intact_grant(&grant_id)?;
                 match view(record.clone(), now).state {
                     GrantState::Active => Ok(Response::Bundle { bundle: Box::new(self.bundle(&record)?) }),
                     GrantState::Revoked => Err(CoreError::Invalid(format!("{grant_id} is revoked: its bundle serves nothing"))),
                     GrantState::Expired => Err(CoreError::Invalid(format!("{grant_id} has expired: its bundle serves nothing"))),
+                    GrantState::Damaged => Err(CoreError::Invalid(format!("{grant_id} is damaged: its bundle serves nothing"))),
                 }
             }
             Request::Audit => {
                 let log = self.store.audit_log()?;
-                let records = log.records.iter().map(|(record, hash)| AuditEntry { record: record.clone(), hash: optin_protocol::hex(hash) }).collect();
+                let records = log.records.iter().map(|r| AuditEntry { record: r.record.clone(), hash: optin_protocol::hex(&r.hash) }).collect();
                 let chain = audit::verify(log.records, log.head).map_err(|e| e.to_string());
                 Ok(Response::Audit { records, chain, anonymous_refusals: self.anonymous_refusals() })
             }
@@ -139,8 +140,11 @@ impl Core {
 
     async fn revoke(&self, id: &GrantId, now: OffsetDateTime) -> Result<Response, CoreError> {
         let already = blocking(|| -> Result<bool, CoreError> {
-            let mut record = self.store.grant(id)?.ok_or_else(|| CoreError::NoGrant(id.clone()))?;
-            if record.revoked_at.is_some() {
+            // A grant that fails its MAC serves nothing already; revoking it stores it revoked
+            // and MACed, which is how the person settles it.
+            let found = self.store.grant_as_found(id)?.ok_or_else(|| CoreError::NoGrant(id.clone()))?;
+            let mut record = found.record;
+            if record.revoked_at.is_some() && found.seal == Seal::Valid {
                 return Ok(true);
             }
             record.revoked_at = Some(now);
@@ -170,9 +174,20 @@ impl Core {
             agent_url: self.config.agent_url.clone(),
             paused: self.store.paused()?,
             signals: self.store.signal_counts()?.into_iter().collect(),
-            active_grants: self.store.grants()?.into_iter().filter(|g| view(g.clone(), now).state == GrantState::Active).count(),
+            active_grants: self.store.grants()?.into_iter().filter(|g| view_stored(g.clone(), now).state == GrantState::Active).count(),
             served_last_24h,
         })
+    }
+
+    /// A grant that carries its MAC; one that does not is named as damaged.
+    fn intact_grant(&self, id: &GrantId) -> Result<GrantRecord, CoreError> {
+        let found = self.store.grant_as_found(id)?.ok_or_else(|| CoreError::NoGrant(id.clone()))?;
+        match found.seal {
+            Seal::Valid => Ok(found.record),
+            Seal::Missing | Seal::Invalid => Err(CoreError::Invalid(format!(
+                "{id} is damaged: its record was changed behind optin's back (it fails its MAC), so it serves nothing; `optin revoke {id}` settles it"
+            ))),
+        }
     }
 
     /// The bundle of a grant: what its marketer needs to fetch and verify slices.
@@ -199,6 +214,16 @@ fn bounded(field: &str, text: &str, max: usize) -> Result<String, CoreError> {
         return Err(CoreError::Invalid(format!("{field} must be 1 to {max} printable characters")));
     }
     Ok(text.to_owned())
+}
+
+/// A stored grant as the owner sees it: one that fails its MAC is damaged, whatever it says.
+fn view_stored(g: StoredGrant, now: OffsetDateTime) -> GrantView {
+    let damaged = g.seal != Seal::Valid;
+    let mut view = view(g.record, now);
+    if damaged {
+        view.state = GrantState::Damaged;
+    }
+    view
 }
 
 fn view(g: GrantRecord, now: OffsetDateTime) -> GrantView {

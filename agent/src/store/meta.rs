@@ -9,9 +9,11 @@
 //! | `cert_sha256`   | hex SHA-256 of the certificate it served               |
 //! | `abandon_after` | its cart abandonment delay, like `24h`                 |
 //! | `audit_head`    | `SEQ:HEX`, the last audit record and its hash          |
+//! | `audit_head_mac`| hex MAC of the head (see [`super::seal`])              |
 //!
-//! `audit_head` is written with each audit record, in its transaction (see `append_audit`),
-//! so `optin audit --verify` notices a changed or missing last record. `agent_url`,
+//! `audit_head` and its MAC are written with each audit record, in its transaction (see
+//! `append_audit`), so `optin audit --verify` notices a changed or missing last record, and
+//! a head rebuilt over a shortened log. `agent_url`,
 //! `cert_sha256` and `abandon_after` let commands run without an agent (the offline CLI, the native host)
 //! print the same bundles and derive the same cart states as the agent would.
 

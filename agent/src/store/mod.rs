@@ -8,16 +8,24 @@
 //! | `signal_ids`  | signal id                                   | its `signals` key        |
 //! | `purchases`   | merchant · 0x00 · time (8) · signal id      | empty                    |
 //! | `grants`      | grant id                                    | [`GrantRecord`] JSON     |
+//! | `grant_macs`  | grant id                                    | its MAC (32)             |
 //! | `audit`       | sequence number (8)                         | [`AuditRecord`] JSON     |
+//! | `audit_macs`  | sequence number (8)                         | its MAC (32)             |
 //! | `meta`        | name                                        | value                    |
 //!
 //! Time is microseconds since the Unix epoch with the sign bit flipped, so signals of one
 //! kind range-scan in time order. `meta/schema` holds [`SCHEMA`]; a store of another
 //! version is refused rather than misread. Writes the caller acknowledges are flushed
 //! (fsync) before the call returns.
+//!
+//! Grants, audit records and the audit chain's head carry MACs ([`seal`]) under a key the
+//! store is given ([`Store::keyed`]) and does not keep: a grant that fails its MAC serves
+//! nothing, and the audit names the first record that fails its own. A store written by an
+//! optin that made no MACs is MACed as it is found, once ([`Store::seal_as_found`]).
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use optin_protocol::scope::GrantId;
 use optin_protocol::signal::{Kind, Signal};
@@ -29,15 +37,21 @@ use time::OffsetDateTime;
 pub mod key;
 pub mod meta;
 pub mod record;
+pub mod seal;
 
 pub use meta::Address;
 pub use record::{AuditEvent, AuditHead, AuditRecord, GrantRecord};
+pub use seal::{Seal, StoreMac};
 
 /// The on-disk format version.
 pub const SCHEMA: &str = "1";
 
 /// The `meta` key of the audit chain's head ([`AuditHead`]).
 const AUDIT_HEAD: &str = "audit_head";
+
+/// The `meta` key of the head's MAC, in hex. Its presence says the store is sealed: its
+/// records carry MACs.
+const AUDIT_HEAD_MAC: &str = "audit_head_mac";
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +74,10 @@ pub enum StoreError {
     /// The store was written by another version of optin.
     #[error("the store has schema version {0}, this optin reads version {SCHEMA}")]
     Schema(String),
+    /// Grants or the audit were used before the store was given its MAC key: nothing is
+    /// trusted or written unMACed.
+    #[error("the store was opened without its MAC key")]
+    Unkeyed,
 }
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -82,10 +100,41 @@ pub enum Forget {
 /// The audit log as read at one moment ([`Store::audit_log`]).
 #[derive(Clone, Debug)]
 pub struct AuditLog {
-    /// Every record in order, each with the SHA-256 of its stored bytes.
-    pub records: Vec<(AuditRecord, [u8; 32])>,
-    /// The head, which commits to the last record.
-    pub head: AuditHead,
+    /// Every record in stored order.
+    pub records: Vec<StoredRecord>,
+    /// The head, which commits to the last record, and whether it carries its MAC.
+    pub head: (AuditHead, Seal),
+}
+
+/// An audit record as read: the record, the SHA-256 of its stored bytes and whether its MAC
+/// holds for its place in the log.
+#[derive(Clone, Debug)]
+pub struct StoredRecord {
+    /// The record.
+    pub record: AuditRecord,
+    /// The SHA-256 of its stored bytes.
+    pub hash: [u8; 32],
+    /// Its MAC, checked for the place it is stored at.
+    pub seal: Seal,
+}
+
+/// A grant as read, and whether it carries its MAC.
+#[derive(Clone, Debug)]
+pub struct StoredGrant {
+    /// The grant as stored (trust it only when `seal` is [`Seal::Valid`]).
+    pub record: GrantRecord,
+    /// Its MAC, checked.
+    pub seal: Seal,
+}
+
+/// The audit chain as appends see it.
+struct Chain {
+    /// The last record written.
+    head: AuditHead,
+    /// Whether the stored head carries its MAC. A record appended onto a head that does not
+    /// is written without a MAC of its own, so the break stays where it happened instead of
+    /// being MACed over by the next record.
+    seal: Seal,
 }
 
 /// The agent's database.
@@ -95,10 +144,16 @@ pub struct Store {
     ids: sled::Tree,
     purchases: sled::Tree,
     grants: sled::Tree,
+    grant_macs: sled::Tree,
     audit: sled::Tree,
+    audit_macs: sled::Tree,
     meta: sled::Tree,
+    /// The MAC key ([`Store::keyed`]); without it, grants and the audit are not used.
+    mac: Option<StoreMac>,
+    /// Whether the records an older optin wrote have been MACed ([`Store::seal_as_found`]).
+    sealed: AtomicBool,
     /// Serializes audit appends: each record names the hash of the one before it.
-    audit_head: Mutex<AuditHead>,
+    chain: Mutex<Chain>,
 }
 
 fn corrupt(tree: &'static str, detail: impl ToString) -> StoreError {
@@ -155,11 +210,81 @@ impl Store {
             ids: db.open_tree("signal_ids")?,
             purchases: db.open_tree("purchases")?,
             grants: db.open_tree("grants")?,
+            grant_macs: db.open_tree("grant_macs")?,
             audit,
+            audit_macs: db.open_tree("audit_macs")?,
             meta,
-            audit_head: Mutex::new(head),
+            mac: None,
+            sealed: AtomicBool::new(false),
+            // Checked against its MAC once the store is keyed.
+            chain: Mutex::new(Chain { head, seal: Seal::Missing }),
             db,
         })
+    }
+
+    /// The store, with the key of its MACs. Grants and the audit are used only through a
+    /// keyed store.
+    pub fn keyed(self, mac: StoreMac) -> Store {
+        Store { mac: Some(mac), ..self }
+    }
+
+    /// The chain, locked, with the MAC key; seals the store first if it is not yet.
+    fn chain(&self) -> Result<(MutexGuard<'_, Chain>, &StoreMac)> {
+        let mac = self.mac.as_ref().ok_or(StoreError::Unkeyed)?;
+        // A poisoned lock only means another thread panicked mid-append; the head it guards
+        // is still the last record written, so carry on with it.
+        let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.sealed.load(Ordering::Acquire) {
+            self.seal_as_found(&mut chain, mac)?;
+            self.sealed.store(true, Ordering::Release);
+        }
+        Ok((chain, mac))
+    }
+
+    /// The MAC key, once the store is sealed.
+    fn mac(&self) -> Result<&StoreMac> {
+        if self.sealed.load(Ordering::Acquire) {
+            return self.mac.as_ref().ok_or(StoreError::Unkeyed);
+        }
+        Ok(self.chain()?.1)
+    }
+
+    /// Makes sure the store's records carry MACs, the first time a keyed store is used.
+    ///
+    /// A store with a MACed chain head is sealed: its head is checked against its MAC. A
+    /// store without one was written by an optin that made no MACs, and every audit record,
+    /// grant and the head are MACed as they are found: this trusts the store as it is at the
+    /// upgrade, once. If it held anything, a `sealed` record says so in the log, so that a
+    /// store stripped of its MACs to be trusted again shows a second one.
+    fn seal_as_found(&self, chain: &mut Chain, mac: &StoreMac) -> Result<()> {
+        if let Some(stored) = self.meta.get(AUDIT_HEAD_MAC)? {
+            let tag = std::str::from_utf8(&stored).ok().and_then(|hex| optin_protocol::hex::decode(hex).ok());
+            chain.seal = mac.check_head(&chain.head, tag.as_deref());
+            return Ok(());
+        }
+        let mut records = 0;
+        for row in self.audit.iter() {
+            let (k, v) = row?;
+            let seq = key::decode_audit(&k).ok_or_else(|| corrupt("audit", "a key that is not a sequence number"))?;
+            self.audit_macs.insert(&k, &mac.record(seq, &optin_protocol::sha256(&v))[..])?;
+            records += 1;
+        }
+        let mut grants = 0;
+        for row in self.grants.iter() {
+            let (k, v) = row?;
+            let id = grant_key(&k)?;
+            self.grant_macs.insert(&k, &mac.grant(&id, &v)[..])?;
+            grants += 1;
+        }
+        // The head's MAC last: until it is written, the store is not sealed, and an
+        // interrupted sealing starts again.
+        self.meta.insert(AUDIT_HEAD_MAC, optin_protocol::hex(&mac.head(&chain.head)).as_str())?;
+        chain.seal = Seal::Valid;
+        if records > 0 || grants > 0 {
+            let at = OffsetDateTime::now_utc();
+            self.append(chain, mac, at.replace_nanosecond(0).unwrap_or(at), AuditEvent::Sealed { records, grants })?;
+        }
+        self.flush()
     }
 
     /// Opens the store, waiting up to `patience` while another short-lived process (a CLI
@@ -312,66 +437,100 @@ impl Store {
         Ok(forgotten)
     }
 
-    /// Stores a grant (new or updated). Durable on return.
+    /// Stores a grant (new or updated) with its MAC. Durable on return.
     pub fn put_grant(&self, grant: &GrantRecord) -> Result<()> {
+        let mac = self.mac()?;
         let value = serde_json::to_vec(grant).map_err(|e| corrupt("grants", e))?;
-        self.grants.insert(grant.id.as_str(), value)?;
-        self.flush()
-    }
-
-    /// One grant.
-    pub fn grant(&self, id: &GrantId) -> Result<Option<GrantRecord>> {
-        self.grants.get(id.as_str())?.map(|v| serde_json::from_slice(&v).map_err(|e| corrupt("grants", e))).transpose()
-    }
-
-    /// Every grant, oldest first.
-    pub fn grants(&self) -> Result<Vec<GrantRecord>> {
-        let mut all: Vec<GrantRecord> =
-            self.grants.iter().values().map(|v| serde_json::from_slice(&v?).map_err(|e| corrupt("grants", e))).collect::<Result<_>>()?;
-        all.sort_by_key(|g| g.created_at);
-        Ok(all)
-    }
-
-    /// Appends an audit record chained to the previous one.
-    pub fn append_audit(&self, at: OffsetDateTime, event: AuditEvent) -> Result<AuditRecord> {
-        // A poisoned lock only means another thread panicked mid-append; the head it guards
-        // is still the last record written, so carry on with it.
-        let mut head = self.audit_head.lock().unwrap_or_else(|p| p.into_inner());
-        let seq = head.seq + 1;
-        let record = AuditRecord { seq, at, prev: optin_protocol::hex(&head.hash), event };
-        let bytes = serde_json::to_vec(&record).map_err(|e| corrupt("audit", e))?;
-        let next = AuditHead { seq, hash: optin_protocol::sha256(&bytes) };
-        // One transaction, so the head never names a record that is not there, nor lags
-        // behind one that is.
-        (&self.audit, &self.meta)
-            .transaction(|(audit, meta)| {
-                audit.insert(&key::audit(seq)[..], bytes.as_slice())?;
-                meta.insert(AUDIT_HEAD, next.encode().as_str())?;
+        let tag = mac.grant(&grant.id, &value);
+        (&self.grants, &self.grant_macs)
+            .transaction(|(grants, macs)| {
+                grants.insert(grant.id.as_str(), value.as_slice())?;
+                macs.insert(grant.id.as_str(), &tag[..])?;
                 Ok::<_, ConflictableTransactionError<StoreError>>(())
             })
             .map_err(tx_error)?;
-        *head = next;
+        self.flush()
+    }
+
+    /// One grant, if it is stored and carries its MAC: a grant that fails its MAC is as good
+    /// as unknown, so it serves nothing.
+    pub fn grant(&self, id: &GrantId) -> Result<Option<GrantRecord>> {
+        Ok(self.grant_as_found(id)?.filter(|g| g.seal == Seal::Valid).map(|g| g.record))
+    }
+
+    /// One grant as it is stored, MAC or not, for the person to see and settle.
+    pub fn grant_as_found(&self, id: &GrantId) -> Result<Option<StoredGrant>> {
+        let mac = self.mac()?;
+        let Some(value) = self.grants.get(id.as_str())? else { return Ok(None) };
+        read_grant(mac, id, &value, self.grant_macs.get(id.as_str())?.as_deref()).map(Some)
+    }
+
+    /// Every grant as stored, oldest first, each with whether it carries its MAC.
+    pub fn grants(&self) -> Result<Vec<StoredGrant>> {
+        let mac = self.mac()?;
+        let mut all = Vec::new();
+        for row in self.grants.iter() {
+            let (k, v) = row?;
+            let id = grant_key(&k)?;
+            all.push(read_grant(mac, &id, &v, self.grant_macs.get(&k)?.as_deref())?);
+        }
+        all.sort_by_key(|g| g.record.created_at);
+        Ok(all)
+    }
+
+    /// Appends an audit record chained to the previous one, with its MAC.
+    pub fn append_audit(&self, at: OffsetDateTime, event: AuditEvent) -> Result<AuditRecord> {
+        let (mut chain, mac) = self.chain()?;
+        self.append(&mut chain, mac, at, event)
+    }
+
+    fn append(&self, chain: &mut Chain, mac: &StoreMac, at: OffsetDateTime, event: AuditEvent) -> Result<AuditRecord> {
+        let seq = chain.head.seq + 1;
+        let record = AuditRecord { seq, at, prev: optin_protocol::hex(&chain.head.hash), event };
+        let bytes = serde_json::to_vec(&record).map_err(|e| corrupt("audit", e))?;
+        let next = AuditHead { seq, hash: optin_protocol::sha256(&bytes) };
+        // Onto a head that does not carry its MAC (records after it removed, or the log
+        // rewritten while optin was stopped), the record goes without one: MACing it would
+        // vouch for what it chains to, and verification names it as the first record this
+        // optin cannot vouch for.
+        let record_tag = (chain.seal == Seal::Valid).then(|| mac.record(seq, &next.hash));
+        let head_tag = optin_protocol::hex(&mac.head(&next));
+        // One transaction, so the head never names a record that is not there, nor lags
+        // behind one that is.
+        (&self.audit, &self.audit_macs, &self.meta)
+            .transaction(|(audit, macs, meta)| {
+                audit.insert(&key::audit(seq)[..], bytes.as_slice())?;
+                match &record_tag {
+                    Some(tag) => macs.insert(&key::audit(seq)[..], &tag[..])?,
+                    // Not even a MAC left there by what was removed.
+                    None => macs.remove(&key::audit(seq)[..])?,
+                };
+                meta.insert(AUDIT_HEAD, next.encode().as_str())?;
+                meta.insert(AUDIT_HEAD_MAC, head_tag.as_str())?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(tx_error)?;
+        *chain = Chain { head: next, seal: Seal::Valid };
         Ok(record)
     }
 
-    /// The audit log as one consistent snapshot: appends wait while it is read.
+    /// The audit log as one consistent snapshot (appends wait while it is read), each record
+    /// and the head checked against their MACs.
     pub fn audit_log(&self) -> Result<AuditLog> {
-        let _appends = self.audit_head.lock().unwrap_or_else(|p| p.into_inner());
+        let (_appends, mac) = self.chain()?;
         let head = stored_head(&self.meta)?.unwrap_or(AuditHead::EMPTY);
-        let records = self.audit().collect::<Result<_>>()?;
-        Ok(AuditLog { records, head })
-    }
-
-    /// Every audit record in order, each with the SHA-256 of its stored bytes.
-    pub fn audit(&self) -> impl Iterator<Item = Result<(AuditRecord, [u8; 32])>> + '_ {
-        self.audit.iter().map(|row| {
+        let head_tag = self.meta.get(AUDIT_HEAD_MAC)?;
+        let head_tag = head_tag.as_deref().and_then(|t| std::str::from_utf8(t).ok()).and_then(|hex| optin_protocol::hex::decode(hex).ok());
+        let mut records = Vec::new();
+        for row in self.audit.iter() {
             let (k, v) = row?;
-            let record = serde_json::from_slice(&v).map_err(|e| match key::decode_audit(&k) {
-                Some(seq) => corrupt("audit", format!("record {seq}: {e}")),
-                None => corrupt("audit", e),
-            })?;
-            Ok((record, optin_protocol::sha256(&v)))
-        })
+            let seq = key::decode_audit(&k).ok_or_else(|| corrupt("audit", "a key that is not a sequence number"))?;
+            let record = serde_json::from_slice(&v).map_err(|e| corrupt("audit", format!("record {seq}: {e}")))?;
+            let hash = optin_protocol::sha256(&v);
+            let seal = mac.check_record(seq, &hash, self.audit_macs.get(&k)?.as_deref());
+            records.push(StoredRecord { record, hash, seal });
+        }
+        Ok(AuditLog { records, head: (head, mac.check_head(&head, head_tag.as_deref())) })
     }
 
     /// How many signals of each kind are stored, for every kind.
@@ -384,6 +543,17 @@ impl Store {
     pub fn audit_newest_first(&self) -> impl Iterator<Item = Result<AuditRecord>> + '_ {
         self.audit.iter().values().rev().map(|v| serde_json::from_slice(&v?).map_err(|e| corrupt("audit", e)))
     }
+}
+
+fn grant_key(key: &[u8]) -> Result<GrantId> {
+    std::str::from_utf8(key).ok().and_then(GrantId::parse).ok_or_else(|| corrupt("grants", "a key that is not a grant id"))
+}
+
+fn read_grant(mac: &StoreMac, id: &GrantId, value: &[u8], tag: Option<&[u8]>) -> Result<StoredGrant> {
+    let record: GrantRecord = serde_json::from_slice(value).map_err(|e| corrupt("grants", format!("{id}: {e}")))?;
+    // A record moved under another grant's id is not that grant, whatever its MAC.
+    let seal = if record.id == *id { mac.check_grant(id, value, tag) } else { Seal::Invalid };
+    Ok(StoredGrant { record, seal })
 }
 
 fn tx_error(e: TransactionError<StoreError>) -> StoreError {

@@ -124,12 +124,22 @@ pub enum AuditEvent {
         /// Whether sharing is now paused.
         paused: bool,
     },
+    /// The store's records were MACed as they were found, by the first optin to MAC them:
+    /// what came before this record was trusted as it was, not checked.
+    Sealed {
+        /// Audit records written before, without MACs.
+        records: usize,
+        /// Grants stored before, without MACs.
+        grants: usize,
+    },
 }
 
 /// What the audit chain has committed to so far: the last record's sequence number and the
 /// SHA-256 of its stored bytes. Records commit to the one before them through `prev`; the
 /// head commits to the last one, which no record follows yet. It is kept in `meta` as
-/// `audit_head`, written in the same transaction as the record it names.
+/// `audit_head`, written in the same transaction as the record it names, beside its MAC
+/// (`audit_head_mac`, see [`super::seal`]), so that it cannot be rebuilt over a shortened
+/// log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AuditHead {
     /// The last record's sequence number, 0 for an empty log.

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use time::Duration;
 
 use super::{search, week, World, T};
-use crate::core::audit::{self, AuditHead};
+use crate::core::audit::{self, AuditHead, ChainError, Seal, StoredRecord};
 use crate::core::command::Request;
 use crate::store::AuditRecord;
 use crate::store::{AuditEvent, Forget};
@@ -109,8 +109,8 @@ async fn every_command_appends_its_event() {
 }
 
 /// A change made to the stored log behind the store's back, as a person with a database
-/// editor would make it. (The same changes made to the database itself, and seen by
-/// `optin audit --verify`, are in the end-to-end tests.)
+/// editor but without the identity key would make it. (The same changes made to the
+/// database itself, and seen by `optin audit --verify`, are in the end-to-end tests.)
 #[derive(Clone, Copy, Debug)]
 enum Tamper {
     /// Backdates a record by a day: it still reads.
@@ -121,39 +121,75 @@ enum Tamper {
     Swap(u64, u64),
     /// Appends a record that names the last one as its `prev`, but that the head never saw.
     Append,
+    /// Leaves out a record and chains the rest again, hashes and head included.
+    Rebuild(u64),
 }
 
-type Log = Vec<(AuditRecord, [u8; 32])>;
+/// Records as stored, each at its place (the key it is stored under), with the hash of its
+/// bytes; the MACs are those the store holds for each place.
+type Log = Vec<(u64, AuditRecord, [u8; 32])>;
 
 /// The hash of a record's stored bytes: the store keeps records as their JSON.
 fn stored_hash(record: &AuditRecord) -> [u8; 32] {
     optin_protocol::sha256(&serde_json::to_vec(record).expect("a record serializes"))
 }
 
-fn tamper(log: &mut Log, how: Tamper) {
+/// Changes the log; returns the head the tamperer leaves.
+fn tamper(log: &mut Log, head: AuditHead, how: Tamper) -> AuditHead {
     let at = |seq: u64| usize::try_from(seq - 1).expect("a small sequence number");
     match how {
         Tamper::Edit(seq) => {
-            let (record, hash) = &mut log[at(seq)];
+            let (_, record, hash) = &mut log[at(seq)];
             record.at -= Duration::days(1);
             *hash = stored_hash(record);
         }
         Tamper::Relink(seq) => {
-            let (record, hash) = &mut log[at(seq)];
+            let (_, record, hash) = &mut log[at(seq)];
             record.prev = "ab".repeat(32);
             *hash = stored_hash(record);
         }
         Tamper::Delete(seq) => {
             log.remove(at(seq));
         }
-        Tamper::Swap(a, b) => log.swap(at(a), at(b)),
+        Tamper::Swap(a, b) => {
+            // The values trade places; the MACs stay at theirs.
+            let (x, y) = (log[at(a)].clone(), log[at(b)].clone());
+            log[at(a)] = (x.0, y.1, y.2);
+            log[at(b)] = (y.0, x.1, x.2);
+        }
         Tamper::Append => {
-            let (last, hash) = log.last().expect("a record").clone();
+            let (place, last, hash) = log.last().expect("a record").clone();
             let record = AuditRecord { seq: last.seq + 1, at: last.at, prev: optin_protocol::hex(&hash), event: AuditEvent::Sharing { paused: false } };
             let hash = stored_hash(&record);
-            log.push((record, hash));
+            log.push((place + 1, record, hash));
+        }
+        Tamper::Rebuild(seq) => {
+            log.remove(at(seq));
+            let mut prev = [0u8; 32];
+            for (n, (place, record, hash)) in (1u64..).zip(log.iter_mut()) {
+                (*place, record.seq, record.prev) = (n, n, optin_protocol::hex(&prev));
+                *hash = stored_hash(record);
+                prev = *hash;
+            }
+            return AuditHead { seq: log.len() as u64, hash: prev };
         }
     }
+    head
+}
+
+/// The log as the store would read it back: each record's MAC checked for its place, as the
+/// store holds MACs only for what the agent wrote there.
+fn read_back(log: Log, written: &[StoredRecord]) -> Vec<StoredRecord> {
+    log.into_iter()
+        .map(|(place, record, hash)| {
+            let seal = match written.get(usize::try_from(place - 1).expect("a small place")) {
+                Some(w) if w.hash == hash => Seal::Valid,
+                Some(_) => Seal::Invalid,
+                None => Seal::Missing,
+            };
+            StoredRecord { record, hash, seal }
+        })
+        .collect()
 }
 
 /// A world whose log holds five records: granted, served, refused, sharing, sharing.
@@ -171,12 +207,14 @@ async fn five_records() -> World {
 #[tokio::test(flavor = "multi_thread")]
 async fn rejects_tampered_logs_naming_the_first_bad_record() {
     let world = five_records().await.reopen();
-    let crate::store::AuditLog { records: log, head } = world.core.store().audit_log().expect("the log reads");
-    assert_eq!(audit::verify(log.clone(), head), Ok(5), "the log verifies before it is tampered with");
-    assert_eq!(head, AuditHead { seq: 5, hash: log[4].1 }, "the head names the last record, across a reopen");
-    for (record, hash) in &log {
-        assert_eq!(stored_hash(record), *hash, "record {} is stored as its JSON", record.seq);
+    let crate::store::AuditLog { records: written, head } = world.core.store().audit_log().expect("the log reads");
+    assert_eq!(audit::verify(written.clone(), head), Ok(5), "the log verifies before it is tampered with");
+    assert_eq!(head, (AuditHead { seq: 5, hash: written[4].hash }, Seal::Valid), "the head names the last record, across a reopen");
+    for r in &written {
+        assert_eq!(stored_hash(&r.record), r.hash, "record {} is stored as its JSON", r.record.seq);
+        assert_eq!(r.seal, Seal::Valid, "record {} carries its MAC", r.record.seq);
     }
+    let log: Log = written.iter().map(|r| (r.record.seq, r.record.clone(), r.hash)).collect();
     let cases = [
         (Tamper::Edit(1), 1),
         (Tamper::Edit(3), 3),
@@ -188,22 +226,38 @@ async fn rejects_tampered_logs_naming_the_first_bad_record() {
         (Tamper::Swap(1, 2), 1),
         (Tamper::Swap(4, 5), 4),
         (Tamper::Append, 6),
-        // A changed `prev` no longer commits to the record before it: from there on, the log
-        // cannot be trusted.
         (Tamper::Relink(1), 1),
-        (Tamper::Relink(4), 3),
+        (Tamper::Relink(4), 4),
+        // Chained again without a record, hashes and head rebuilt: the first record moved
+        // into another's place fails its MAC.
+        (Tamper::Rebuild(2), 2),
+        (Tamper::Rebuild(1), 1),
     ];
     for (how, seq) in cases {
         let mut tampered = log.clone();
-        tamper(&mut tampered, how);
-        let broken = audit::verify(tampered, head).expect_err("tampering is found");
-        assert_eq!(broken.seq, seq, "{how:?}: {broken}");
+        let (head_hash, head_seal) = head;
+        let head_left = tamper(&mut tampered, head_hash, how);
+        let seal = if head_left == head_hash { head_seal } else { Seal::Invalid };
+        let broken = audit::verify(read_back(tampered, &written), (head_left, seal)).expect_err("tampering is found");
+        assert_eq!(broken.seq(), seq, "{how:?}: {broken}");
         assert!(broken.to_string().starts_with(&format!("audit chain broken at record {seq}: ")), "{broken}");
     }
-    // The head itself, changed.
-    let heads = [(AuditHead { seq: 6, ..head }, 6), (AuditHead { seq: 4, ..head }, 5), (AuditHead { hash: [0; 32], ..head }, 5)];
+    // The head itself, changed; and records removed from the end under a rebuilt head.
+    let (h, _) = head;
+    let heads = [
+        ((AuditHead { seq: 6, ..h }, Seal::Invalid), 6),
+        ((AuditHead { seq: 4, ..h }, Seal::Invalid), 5),
+        ((AuditHead { hash: [0; 32], ..h }, Seal::Invalid), 5),
+    ];
     for (changed, seq) in heads {
-        assert_eq!(audit::verify(log.clone(), changed).map_err(|e| e.seq), Err(seq), "{changed:?}");
+        assert_eq!(audit::verify(written.clone(), changed).map_err(|e| e.seq()), Err(seq), "{changed:?}");
+    }
+    let truncated = written[..3].to_vec();
+    let rebuilt = AuditHead { seq: 3, hash: written[2].hash };
+    for seal in [Seal::Invalid, Seal::Missing] {
+        let broken = audit::verify(truncated.clone(), (rebuilt, seal)).expect_err("a shortened log is found");
+        assert!(matches!(broken, ChainError::Head { seq: 3, .. }), "{broken}");
+        assert!(broken.to_string().contains("MAC"), "{broken}");
     }
 }
 
@@ -215,7 +269,8 @@ async fn an_empty_log_verifies_and_survives_reopening() {
     assert_eq!(world.audit().await.1, Ok(0));
     world.ingest(&[search("s", T)]).await;
     assert_eq!(world.audit().await.1, Ok(0), "ingest is not audited");
-    assert_eq!(audit::verify(Vec::new(), AuditHead { seq: 1, ..AuditHead::EMPTY }).map_err(|e| e.seq), Err(1), "a head names a record that is gone");
+    let gone = (AuditHead { seq: 1, ..AuditHead::EMPTY }, Seal::Valid);
+    assert_eq!(audit::verify(Vec::new(), gone).map_err(|e| e.seq()), Err(1), "a head names a record that is gone");
 }
 
 #[test]

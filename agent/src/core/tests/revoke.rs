@@ -31,6 +31,7 @@ fn events(records: &[crate::core::command::AuditEntry]) -> Vec<String> {
             AuditEvent::Revoked { .. } => "revoked".to_owned(),
             AuditEvent::Forgot { .. } => "forgot".to_owned(),
             AuditEvent::Sharing { paused } => format!("sharing paused={paused}"),
+            AuditEvent::Sealed { .. } => "sealed".to_owned(),
         })
         .collect()
 }
