@@ -1,13 +1,17 @@
 //! What two marketers comparing notes may learn about their grants: nothing the agent makes
-//! per grant links them. Expiry is a day, not a second. What pull mode does link (one agent,
-//! one address, one certificate) is stated, not hidden.
+//! per grant links them. Expiry is a day, not a second; cursors all have one length. What
+//! pull mode does link (one agent, one address, one certificate) is stated, not hidden.
 
 use std::time::Duration as StdDuration;
 
 use time::{Duration, OffsetDateTime, Time};
 
 use optin_protocol::bundle::GrantBundle;
-use optin_tests::{now, ts, Agent};
+use optin_protocol::signal::limits;
+use optin_tests::{fixture, now, ts, Agent};
+
+/// Characters of every cursor (SPEC.md, "Order and pages").
+const CURSOR_CHARS: usize = 222;
 
 fn is_midnight(at: OffsetDateTime) -> bool {
     at == at.replace_time(Time::MIDNIGHT)
@@ -49,6 +53,27 @@ async fn grants_made_a_second_apart_share_no_finer_expiry_than_the_day() {
     for grant in listed.as_array().expect("array") {
         let expires = grant["terms"]["expires_at"].as_str().expect("expires_at");
         assert!(expires.ends_with("T00:00:00Z"), "the stored grant holds the rounded expiry: {grant}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursors_have_one_length_whatever_the_signals_id() {
+    let agent = Agent::start().await;
+    let t = now();
+    let long_id = "L".repeat(limits::ID_CHARS);
+    let signals = [
+        fixture::search("s", t - Duration::days(3), "short id", "bing.com", "Home"),
+        fixture::search(&long_id, t - Duration::days(2), "longest id", "bing.com", "Home"),
+        fixture::search("a-medium-length-id", t - Duration::days(1), "medium id", "bing.com", "Home"),
+    ];
+    agent.ingest(&fixture::ndjson(&signals)).await;
+    let bundle = agent.grant("acme.example", "search", "raw", "30d").await;
+    let pages = optin_tests::fetch(&agent, &bundle, "limit=1").await;
+    assert_eq!(pages.len(), 3, "one signal a page");
+    let cursors: Vec<&str> = pages.iter().filter_map(|(_, claims)| claims.next_cursor.as_deref()).collect();
+    assert_eq!(cursors.len(), 2, "the first two pages point past a 1- and a {}-character id", limits::ID_CHARS);
+    for cursor in &cursors {
+        assert_eq!(cursor.len(), CURSOR_CHARS, "every cursor is {CURSOR_CHARS} characters, whatever the id it points past: {cursors:?}");
     }
 }
 
