@@ -273,21 +273,23 @@ async fn a_grant_has_a_bound_of_slices_in_flight_and_unread_ones_time_out() {
         connections.push(ZeroWindow::connect(&agent).await);
     }
     let mut pending = Vec::new();
-    for connection in &mut connections {
+    for (n, connection) in connections.iter_mut().enumerate() {
         for _ in 0..MAX_STREAMS {
-            pending.push(connection.send_slice_request(&agent, &bundle.token).await);
+            pending.push((n, connection.send_slice_request(&agent, &bundle.token).await));
         }
     }
     let mut statuses = Vec::new();
+    let mut holding = [false; 4];
     // Kept, unread: dropping one would reset its stream, which frees its slice.
     let mut responses = Vec::new();
-    for response in pending {
+    for (n, response) in pending {
         let response = tokio::time::timeout(Duration::from_secs(15), response).await.expect("a response head in time").expect("a response head");
         if response.status() == StatusCode::TOO_MANY_REQUESTS {
             let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
             assert!(retry_after.is_some_and(|s| s > 0), "429 says when to try again: {:?}", response.headers());
         }
         statuses.push(response.status().as_u16());
+        holding[n] |= response.status() == StatusCode::OK;
         responses.push(response);
     }
     let served = statuses.iter().filter(|s| **s == 200).count();
@@ -301,11 +303,17 @@ async fn a_grant_has_a_bound_of_slices_in_flight_and_unread_ones_time_out() {
     assert_eq!(problem.type_, "urn:optin:problem:too-many-requests");
     assert!(response.header("retry-after").is_some());
 
-    // Nobody reads them: the agent resets those connections, and the grant serves again.
-    for connection in connections {
+    // Nobody reads them: the agent resets the connections that hold slices, and the grant
+    // serves again. (The others hold only refusals, which count against no grant.)
+    for (connection, holding) in connections.into_iter().zip(holding) {
+        if !holding {
+            connection.driver.abort();
+            continue;
+        }
         let driver = tokio::time::timeout(Duration::from_secs(60), connection.driver).await.expect("the agent times out unread slices").expect("the driver");
         assert!(driver.is_err(), "the agent resets a connection whose slices are not read: {driver:?}");
     }
+    drop(responses);
     let mut waited = Duration::ZERO;
     loop {
         let response = agent.client().get("/v1/slice", Some(&bundle.token)).await.expect("an answer");
