@@ -14,6 +14,13 @@ use crate::signal::{Body, Kind};
 /// The payload of a slice.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SliceClaims {
+    /// The sequence number of the agent's audit record of this slice, the `served` record
+    /// that names its `jti` and the SHA-256 of its JWS: the marketer's copy witnesses the
+    /// person's log. Absent in slices from agents that did not number them (and in the
+    /// owner's previews, which are never served). First, so that it is the first member
+    /// of the payload's JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_seq: Option<u64>,
     /// The agent, as this grant knows it: `urn:optin:agent:<pseudonym>`.
     pub iss: String,
     /// The person, by a pseudonym that differs for every grant.
@@ -200,6 +207,20 @@ mod tests {
                 other => panic!("{claim}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_audit_seq_is_optional_and_comes_first() {
+        let jwk = Jwk::ed25519(key().public_key().as_ref());
+        let claims = check(field("expect"), ISSUER, "acme.example", GRANT, &jwk).unwrap();
+        assert_eq!(claims.audit_seq, None, "a slice from before audit numbers verifies");
+        let payload = field("payload");
+        assert_eq!(serde_json::to_string(&claims).unwrap(), payload, "and is written back as it was");
+        let numbered = SliceClaims { audit_seq: Some(42), ..claims };
+        let json = serde_json::to_string(&numbered).unwrap();
+        assert_eq!(json, format!("{{\"audit_seq\":42,{}", &payload[1..]));
+        let signed = jws::sign(&key(), json.as_bytes());
+        assert_eq!(check(&signed, ISSUER, "acme.example", GRANT, &jwk).unwrap().audit_seq, Some(42));
     }
 
     #[test]

@@ -117,7 +117,8 @@ fn tamper(home: &Home, how: Tamper) {
 
 async fn verifies(home: &Home, records: u64) {
     let out = home.cli(&["audit", "--verify"]).await;
-    assert_eq!(out.ok().trim(), format!("audit chain intact ({records} records)"));
+    let plural = if records == 1 { "" } else { "s" };
+    assert_eq!(out.ok().trim(), format!("audit chain intact ({records} record{plural})"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,4 +288,32 @@ async fn a_grant_edited_in_the_store_serves_nothing_and_shows_as_damaged() {
     agent.cli(&["revoke", bundle.grant_id.as_str()]).await.ok();
     assert_eq!(agent.cli(&["grants", "--json"]).await.json()[0]["state"], "revoked");
     assert_eq!(agent.get("/v1/slice", Some(&bundle.token)).await.status.as_u16(), 401);
+}
+
+/// The record of `seq` in `optin audit --json`, if the log holds one.
+async fn record_at(home: &Home, seq: u64) -> Option<Value> {
+    let records = home.cli(&["audit", "--json"]).await.json();
+    records.as_array().expect("records").iter().find(|r| r["seq"] == seq).cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marketers_slice_witnesses_the_log_even_against_a_rollback() {
+    let agent = Agent::start().await;
+    agent.ingest(&fixture::ndjson(&fixture::walkthrough(now()))).await;
+    let bundle = agent.grant("acme.example", "search,cart", "raw", "30d").await;
+    let snapshot = copy_of(&agent.stop());
+    let agent = copy_of(&snapshot).serve(&[]).await;
+    let answer = agent.get("/v1/slice", Some(&bundle.token)).await;
+    let jws = String::from_utf8(answer.body).expect("a JWS is ASCII");
+    let claims = bundle.verify_slice(&jws).expect("the slice verifies");
+    let seq = claims.audit_seq.expect("a served slice names its record");
+    let home = agent.stop();
+    let record = record_at(&home, seq).await.expect("the log holds the slice's record");
+    assert_eq!(record["event"]["type"], "served");
+    assert_eq!(record["event"]["slice_id"], claims.jti.as_str());
+    assert_eq!(record["event"]["jws_sha256"], optin_protocol::hex(&optin_protocol::sha256(jws.as_bytes())));
+    // Put back whole as it was before the slice, the store verifies (optin wrote all of it),
+    // but the marketer's copy names a record the log does not hold.
+    verifies(&snapshot, 1).await;
+    assert_eq!(record_at(&snapshot, seq).await, None, "the rolled-back log lacks the record the slice names");
 }

@@ -120,8 +120,9 @@ pub fn audit(p: &mut Printer, records: &[AuditEntry], anonymous_refusals: u64) -
                     let detail = format!("{} for {asked} (slice {slice_id}){to}", count(*items, "item", "items"));
                     ("served", Some(Style::Green), Some(grant_id), Some(marketer), detail)
                 }
-                AuditEvent::Refused { grant_id, marketer, asked, status, reason } => {
-                    ("refused", Some(Style::Red), grant_id.as_ref(), marketer.as_ref(), format!("{status} {asked}: {reason}"))
+                AuditEvent::Refused { grant_id, marketer, slice_id, asked, status, reason } => {
+                    let slice = slice_id.as_ref().map(|s| format!(" (slice {s})")).unwrap_or_default();
+                    ("refused", Some(Style::Red), grant_id.as_ref(), marketer.as_ref(), format!("{status} {asked}: {reason}{slice}"))
                 }
                 AuditEvent::Granted { grant_id, marketer } => ("granted", None, Some(grant_id), Some(marketer), String::new()),
                 AuditEvent::Revoked { grant_id, marketer } => ("revoked", None, Some(grant_id), Some(marketer), String::new()),

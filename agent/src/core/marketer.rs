@@ -157,18 +157,13 @@ impl Delivery {
         self.finish(Outcome::Served);
     }
 
-    /// Records what became of the slice, once, and lets go of the gate.
+    /// Records what became of the slice, once, and lets go of the gate. Its `served` record
+    /// was written when it was signed (the slice carries its number); a cut-off adds one.
     fn finish(&mut self, outcome: Outcome) {
-        if let Some(audit) = self.audit.take() {
-            let event = match (audit, outcome) {
-                (AuditEvent::Served { grant_id, marketer, asked, .. }, Outcome::CutOff) => {
-                    let refusal = Refusal::Token("grant revoked while the slice was in flight");
-                    let (status, reason) = (refusal.status(), refusal.audit_reason());
-                    AuditEvent::Refused { grant_id: Some(grant_id), marketer: Some(marketer), asked, status, reason }
-                }
-                (served, _) => served,
-            };
-            self.core.record(event);
+        if let (Some(AuditEvent::Served { grant_id, marketer, asked, slice_id, .. }), Outcome::CutOff) = (self.audit.take(), outcome) {
+            let refusal = Refusal::Token("grant revoked while the slice was in flight");
+            let (status, reason) = (refusal.status(), refusal.audit_reason());
+            self.core.record(AuditEvent::Refused { grant_id: Some(grant_id), marketer: Some(marketer), slice_id: Some(slice_id), asked, status, reason });
         }
         self.pass = None;
     }
@@ -282,28 +277,43 @@ impl Core {
         let result = blocking(|| {
             let query = request.query?;
             let claims = self.claims(&admitted.record, &admitted.terms, &admitted.keys, &query, now)?;
-            let payload = serde_json::to_vec(&claims).map_err(|e| Refusal::Internal(e.to_string()))?;
-            Ok((optin_protocol::jws::sign(&admitted.keys.signing, &payload), claims))
+            self.sign_on_record(&admitted, claims, asked, now)
         });
         match result {
-            Ok((jws, claims)) => {
-                let audience = (claims.aud != admitted.record.marketer).then(|| claims.aud.clone());
-                let audit = AuditEvent::Served {
-                    grant_id: admitted.record.id.clone(),
-                    marketer: admitted.record.marketer.clone(),
-                    audience,
-                    asked: bounded_asked(asked),
-                    items: claims.items.len(),
-                    slice_id: claims.jti.clone(),
-                    jws_sha256: optin_protocol::hex(&optin_protocol::sha256(jws.as_bytes())),
-                };
-                Ok(Served { jws, pass: admitted.pass, audit, core: self.clone() })
-            }
+            Ok((jws, audit)) => Ok(Served { jws, pass: admitted.pass, audit, core: self.clone() }),
             Err(refusal) => {
                 self.audit_refusal(Some(&admitted.record), asked, &refusal, now);
                 Err(refusal)
             }
         }
+    }
+
+    /// Signs a slice and writes its `served` record, whose sequence number the slice carries
+    /// (`audit_seq`), so that the marketer's copy names its place in the person's log. The
+    /// number is the record's because both are made together, while other records wait: the
+    /// record is written when the slice is signed, before any of it is handed over, and a
+    /// slice then cut off by a revocation gets a second record saying so (see [`Delivery`]).
+    /// Waiting instead until the slice is written out would hold every other record (the
+    /// person's own among them) behind the slowest marketer's connection.
+    fn sign_on_record(&self, admitted: &Admitted, claims: SliceClaims, asked: &str, now: OffsetDateTime) -> Result<(String, AuditEvent), Refusal> {
+        let record = &admitted.record;
+        let signed = self.store.append_audit_with(now, |seq| {
+            let claims = SliceClaims { audit_seq: Some(seq), ..claims };
+            let payload = serde_json::to_vec(&claims).map_err(|e| Refusal::Internal(e.to_string()))?;
+            let jws = optin_protocol::jws::sign(&admitted.keys.signing, &payload);
+            let event = AuditEvent::Served {
+                grant_id: record.id.clone(),
+                marketer: record.marketer.clone(),
+                audience: (claims.aud != record.marketer).then(|| claims.aud.clone()),
+                asked: bounded_asked(asked),
+                items: claims.items.len(),
+                slice_id: claims.jti.clone(),
+                jws_sha256: optin_protocol::hex(&optin_protocol::sha256(jws.as_bytes())),
+            };
+            Ok((event.clone(), (jws, event)))
+        });
+        let (_, made) = signed.map_err(internal)??;
+        Ok(made)
     }
 
     /// Answers `GET /v1/grant`: the token's effective terms.
@@ -359,6 +369,8 @@ impl Core {
         let mut jti = [0u8; 16];
         SystemRandom::new().fill(&mut jti).map_err(|_| Refusal::Internal("no randomness".into()))?;
         Ok(SliceClaims {
+            // Numbered when it is signed on record (see `sign_on_record`); a preview never is.
+            audit_seq: None,
             iss: keys.issuer(),
             sub: keys.pseudonym.clone(),
             aud: terms.audience.clone(),
@@ -392,6 +404,7 @@ impl Core {
         let event = AuditEvent::Refused {
             grant_id: Some(record.id.clone()),
             marketer: Some(record.marketer.clone()),
+            slice_id: None,
             asked: bounded_asked(asked),
             status: refusal.status(),
             reason: refusal.audit_reason(),

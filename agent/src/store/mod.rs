@@ -484,6 +484,19 @@ impl Store {
         self.append(&mut chain, mac, at, event)
     }
 
+    /// Appends the record that `make` returns for the sequence number it will have, so that
+    /// what the record commits to can name the record (a slice carries the number of its
+    /// `served` record). Other appends wait while `make` runs; if it fails, nothing is
+    /// appended and the number stays free.
+    pub fn append_audit_with<T, E>(&self, at: OffsetDateTime, make: impl FnOnce(u64) -> Result<(AuditEvent, T), E>) -> Result<Result<(AuditRecord, T), E>> {
+        let (mut chain, mac) = self.chain()?;
+        let (event, made) = match make(chain.head.seq + 1) {
+            Ok(made) => made,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(Ok((self.append(&mut chain, mac, at, event)?, made)))
+    }
+
     fn append(&self, chain: &mut Chain, mac: &StoreMac, at: OffsetDateTime, event: AuditEvent) -> Result<AuditRecord> {
         let seq = chain.head.seq + 1;
         let record = AuditRecord { seq, at, prev: optin_protocol::hex(&chain.head.hash), event };

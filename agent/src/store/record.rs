@@ -91,6 +91,9 @@ pub enum AuditEvent {
         /// The grant's marketer, when known.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         marketer: Option<String>,
+        /// The slice, when one was signed and then cut off (its `served` record is before).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slice_id: Option<String>,
         /// The request path and query.
         asked: String,
         /// The HTTP status answered.

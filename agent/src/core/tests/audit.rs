@@ -7,7 +7,7 @@ use time::Duration;
 
 use super::{search, week, World, T};
 use crate::core::audit::{self, AuditHead, ChainError, Seal, StoredRecord};
-use crate::core::command::Request;
+use crate::core::command::{Request, Response};
 use crate::store::AuditRecord;
 use crate::store::{AuditEvent, Forget};
 
@@ -298,4 +298,53 @@ fn rejects_malformed_chain_heads() {
     for (what, text) in cases {
         assert_eq!(AuditHead::decode(&text), None, "{what}: {text:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_slice_carries_the_number_of_its_served_record() {
+    let world = World::new();
+    world.ingest(&week()).await;
+    let acme = world.grant("search,cart", "raw", "7d").await;
+    let globex = world.grant_to("globex.example", "search", "raw", "7d").await;
+    // Slices cut at once, and records of other kinds among them: each slice still names its
+    // own record.
+    let mut cuts = Vec::new();
+    for n in 0..12 {
+        let (core, bundle) = (world.core.clone(), if n % 2 == 0 { acme.clone() } else { globex.clone() });
+        cuts.push(tokio::spawn(async move {
+            let asked = "/v1/slice?".to_owned();
+            let request = crate::core::SliceRequest { bearer: Some(&bundle.token), query: Ok(Default::default()), asked: &asked, carrier: None };
+            let (jws, delivery) = core.slice(request, T).await.expect("served").deliver().expect("handed over");
+            delivery.written();
+            (bundle, jws)
+        }));
+        if n % 4 == 0 {
+            world.run(Request::Sharing { paused: false }).await;
+        }
+    }
+    let mut slices = Vec::new();
+    for cut in cuts {
+        slices.push(cut.await.expect("a slice"));
+    }
+    let (records, chain) = world.audit().await;
+    assert_eq!(chain, Ok(records.len() as u64));
+    let mut seen = std::collections::BTreeSet::new();
+    for (bundle, jws) in slices {
+        let claims = bundle.verify_slice(&jws).expect("the slice verifies");
+        let seq = claims.audit_seq.expect("a served slice is numbered");
+        assert!(seen.insert(seq), "two slices name record {seq}");
+        let record = &records[usize::try_from(seq - 1).expect("a small number")].record;
+        assert_eq!(record.seq, seq);
+        match &record.event {
+            AuditEvent::Served { grant_id, slice_id, jws_sha256, .. } => {
+                assert_eq!((grant_id, slice_id), (&bundle.grant_id, &claims.jti), "record {seq}");
+                assert_eq!(*jws_sha256, optin_protocol::hex(&optin_protocol::sha256(jws.as_bytes())), "record {seq} commits to the JWS as sent");
+            }
+            other => panic!("record {seq} is {other:?}, not the slice's"),
+        }
+    }
+    assert_eq!(seen.len(), 12);
+    // A preview is never served, so it names no record.
+    let Response::Preview { claims } = world.run(Request::Preview { grant_id: acme.grant_id.clone() }).await else { panic!("not a preview") };
+    assert_eq!(claims.audit_seq, None);
 }

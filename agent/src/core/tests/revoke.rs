@@ -58,10 +58,10 @@ async fn a_slice_cut_before_revoke_is_cut_off_after_it() {
     let (records, chain) = world.audit().await;
     assert_eq!(
         events(&records),
-        ["granted", "revoked", "refused 401 grant revoked while the slice was in flight", "refused 401 grant revoked"],
-        "the cut-off is audited as a refusal, never as served"
+        ["granted", "served", "revoked", "refused 401 grant revoked while the slice was in flight", "refused 401 grant revoked"],
+        "the slice is on record from its signing (it carries its record's number); the cut-off is audited after the revocation"
     );
-    assert_eq!(chain, Ok(4));
+    assert_eq!(chain, Ok(5));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -84,7 +84,20 @@ async fn a_slice_not_yet_written_out_is_cut_off_by_revoke() {
     drop(delivery);
 
     let (records, _) = world.audit().await;
-    assert_eq!(events(&records), ["granted", "revoked", "refused 401 grant revoked while the slice was in flight"], "recorded once, as cut off");
+    assert_eq!(
+        events(&records),
+        ["granted", "served", "revoked", "refused 401 grant revoked while the slice was in flight"],
+        "on record from its signing, then as cut off"
+    );
+    let cut_off = records.iter().find_map(|r| match &r.record.event {
+        AuditEvent::Refused { slice_id, .. } => slice_id.clone(),
+        _ => None,
+    });
+    let signed = records.iter().find_map(|r| match &r.record.event {
+        AuditEvent::Served { slice_id, .. } => Some(slice_id.clone()),
+        _ => None,
+    });
+    assert_eq!(cut_off, signed, "the cut-off names the slice");
 }
 
 #[tokio::test(flavor = "multi_thread")]
