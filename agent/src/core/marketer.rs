@@ -88,8 +88,8 @@ pub struct SliceRequest<'a> {
     pub carrier: Option<&'a Carrier>,
 }
 
-/// A signed slice ready to send. It holds its grant's gate open (see [`super::gate`]) and its
-/// audit record; [`Served::deliver`] starts handing it over.
+/// A signed slice ready to send, already on record as `served`. It holds its grant's gate open
+/// (see [`super::gate`]); [`Served::deliver`] starts handing it over.
 pub struct Served {
     jws: String,
     pass: Pass,
@@ -121,10 +121,11 @@ impl Served {
 }
 
 /// A slice being handed over, part by part. It keeps the gate open until the connection has
-/// written the last byte out ([`Delivery::written`]), and writes the audit record then:
-/// `served`. A delivery dropped before that (the connection went away, timed out or was cut
-/// off) is recorded as served too, since what was written may have reached the marketer,
-/// unless the grant was revoked first: then it is recorded as cut off.
+/// written the last byte out ([`Delivery::written`]). If the grant is revoked before that, the
+/// slice is cut off: the part not yet taken never is, and the audit adds a `refused` record
+/// naming the slice, whether the cut-off is seen at the next part or when revoke drops the
+/// connection (and the delivery with it). A delivery dropped for another reason (the client
+/// went away, the connection timed out) adds nothing: the marketer may have the slice.
 pub struct Delivery {
     pass: Option<Pass>,
     audit: Option<AuditEvent>,
@@ -151,8 +152,7 @@ impl Delivery {
         Ok(())
     }
 
-    /// The connection has written the whole slice out: the delivery is recorded and the gate
-    /// let go of.
+    /// The connection has written the whole slice out: the gate is let go of.
     pub fn written(mut self) {
         self.finish(Outcome::Served);
     }

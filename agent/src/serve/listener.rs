@@ -270,8 +270,8 @@ impl Link {
     }
 
     /// hyper has taken the last part of a slice: its delivery waits until the connection has
-    /// written it out, and is dropped (so recorded, and its gate let go of) if the connection
-    /// ends first.
+    /// written it out, and is dropped (its gate let go of, a cut-off recorded if the grant was
+    /// revoked) if the connection ends first.
     pub fn handed_over(&self, delivery: Delivery) {
         let done = {
             let mut ledger = self.ledger();
@@ -379,8 +379,7 @@ impl Link {
         done.into_iter().for_each(Delivery::written);
     }
 
-    /// The connection is gone: slices not written out are dropped, so recorded as what they
-    /// may have been (see [`Delivery`]).
+    /// The connection is gone: slices not written out are dropped (see [`Delivery`]).
     fn gone(&self) {
         let waiting = std::mem::take(&mut self.ledger().waiting);
         drop(waiting);
