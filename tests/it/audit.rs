@@ -317,3 +317,89 @@ async fn a_marketers_slice_witnesses_the_log_even_against_a_rollback() {
     verifies(&snapshot, 1).await;
     assert_eq!(record_at(&snapshot, seq).await, None, "the rolled-back log lacks the record the slice names");
 }
+
+/// Sends `count` requests for a slice with `token` over one kept-alive HTTP/1.1 connection
+/// and returns their statuses.
+async fn flood(agent: &Agent, token: &str, count: usize) -> Vec<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = agent.client().connect().await.expect("a TLS connection");
+    let request = format!("GET /v1/slice HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\r\n", agent.addr());
+    let mut statuses = Vec::with_capacity(count);
+    let mut read = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    for _ in 0..count {
+        tls.write_all(request.as_bytes()).await.expect("send a request");
+        // One response: its head, then as many body bytes as it says.
+        let (status, end, length) = loop {
+            if let Some(end) = read.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&read[..end]).to_ascii_lowercase();
+                let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+                let length: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).expect("a length");
+                if read.len() >= end + 4 + length {
+                    break (status, end, length);
+                }
+            }
+            let n = tokio::time::timeout(std::time::Duration::from_secs(15), tls.read(&mut buf)).await.expect("an answer in time").expect("read");
+            assert!(n > 0, "the agent closed the connection after {} requests", statuses.len());
+            read.extend_from_slice(&buf[..n]);
+        };
+        read.drain(..end + 4 + length);
+        statuses.push(status);
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_with_a_revoked_token_is_counted_not_recorded() {
+    /// Requests sent over each of four connections at once, all to 127.0.0.1.
+    const EACH: usize = 750;
+    let agent = Agent::start().await;
+    agent.ingest(&fixture::ndjson(&fixture::walkthrough(now()))).await;
+    let bundle = agent.grant("acme.example", "search,cart", "raw", "30d").await;
+    agent.cli(&["revoke", bundle.grant_id.as_str()]).await.ok();
+    let started = std::time::Instant::now();
+    let token = bundle.token.as_str();
+    let floods = tokio::join!(flood(&agent, token, EACH), flood(&agent, token, EACH), flood(&agent, token, EACH), flood(&agent, token, EACH));
+    for statuses in [floods.0, floods.1, floods.2, floods.3] {
+        assert!(statuses.iter().all(|s| *s == 401), "a revoked token is refused");
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(120), "the flood is bounded in time");
+    let records = agent.cli(&["audit", "--json"]).await.json();
+    let events: Vec<&Value> = records.as_array().expect("records").iter().map(|r| &r["event"]).collect();
+    assert_eq!(events.len(), 2, "granted and revoked only: the refusals are counted: {:?}", &events[..events.len().min(5)]);
+    let table = agent.cli(&["audit"]).await;
+    let line = table.ok().lines().find(|l| l.contains(bundle.grant_id.as_str()) && l.contains("grant revoked")).unwrap_or_else(|| panic!("{table:?}"));
+    assert!(line.contains(&(4 * EACH).to_string()), "the count is shown: {line}");
+    let home = agent.stop();
+    verifies(&home, 2).await;
+    // A count lowered behind optin's back fails its MAC.
+    with_store(&home, |db| {
+        let counts = db.open_tree("refusal_counts").expect("the counts");
+        let (key, value) = counts.iter().next().expect("one count").expect("read");
+        let mut count: Value = serde_json::from_slice(&value).expect("a JSON count");
+        count["count"] = 1.into();
+        counts.insert(key, serde_json::to_vec(&count).expect("JSON")).expect("write");
+    });
+    home.cli(&["audit", "--verify"]).await.fails(1, "counted as `grant revoked` do not carry their MAC");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_longer_than_a_page_is_read_and_verified_page_by_page() {
+    /// More than the 1000 records of one page.
+    const SLICES: usize = 1100;
+    let agent = Agent::start().await;
+    agent.ingest(&fixture::ndjson(&fixture::walkthrough(now()))).await;
+    let bundle = agent.grant("acme.example", "search", "category", "30d").await;
+    let statuses = flood(&agent, &bundle.token, SLICES).await;
+    assert!(statuses.iter().all(|s| *s == 200), "every slice is served");
+    let records = SLICES as u64 + 1;
+    let audit = agent.cli(&["audit", "--json"]).await.json();
+    let seqs: Vec<u64> = audit.as_array().expect("records").iter().map(|r| r["seq"].as_u64().expect("a seq")).collect();
+    assert_eq!(seqs, (1..=records).collect::<Vec<_>>(), "every record once, in order, across pages");
+    let home = agent.stop();
+    verifies(&home, records).await;
+    // A break in a later page is found there.
+    let late = records - 5;
+    tamper(&home, Tamper::Edit(late));
+    home.cli(&["audit", "--verify"]).await.fails(1, &format!("record {late}: its MAC does not verify"));
+}

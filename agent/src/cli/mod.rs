@@ -35,7 +35,7 @@ use print::{count, inert, inert_lines, is_stdout_closed, paint, Printer, Style};
 use show::StatusView;
 
 use crate::browser::LastConnection;
-use crate::core::command::{Forget, Reply, Request, Response};
+use crate::core::command::{AuditEntry, CountedRefusals, Forget, Reply, Request, Response};
 use crate::home::{self, Home, IfExists};
 use crate::keys::Keys;
 use crate::session::{self, Failed};
@@ -212,14 +212,14 @@ async fn run(cli: Cli, p: &mut Printer) -> Result<()> {
         }
         Command::Audit { json, verify } => {
             let home = Home::open_existing(&dir()?)?;
-            let Response::Audit { records, chain, anonymous_refusals } = execute(&home, Request::Audit).await? else { return unexpected() };
+            let log = read_audit(&home, verify).await?;
             if verify {
-                let n = chain.map_err(|broken| anyhow!("the audit chain is broken: {broken}"))?;
+                let n = log.chain.map_err(|broken| anyhow!("the audit chain is broken: {broken}"))?;
                 writeln!(p, "audit chain intact ({})", count(usize::try_from(n).unwrap_or(usize::MAX), "record", "records"))?;
             } else if json {
-                p.json(&serde_json::to_string_pretty(&records)?)?;
+                p.json(&serde_json::to_string_pretty(&log.records)?)?;
             } else {
-                show::audit(p, &records, anonymous_refusals)?;
+                show::audit(p, &log.records, &log.counted, log.anonymous_refusals)?;
             }
             Ok(())
         }
@@ -249,6 +249,39 @@ async fn run(cli: Cli, p: &mut Printer) -> Result<()> {
 struct IngestCounts {
     stored: usize,
     duplicates: usize,
+}
+
+/// The audit log, read page by page and verified as it is read.
+struct AuditRead {
+    records: Vec<AuditEntry>,
+    /// The verdict: the first page that fails, or the last page's.
+    chain: Result<u64, String>,
+    counted: Vec<CountedRefusals>,
+    anonymous_refusals: u64,
+}
+
+/// Reads the whole audit log a page at a time (one answer per page keeps each small however
+/// long the log). With `verify_only`, records are checked but not kept, and reading stops at
+/// the first break.
+async fn read_audit(home: &Home, verify_only: bool) -> Result<AuditRead> {
+    let mut read = AuditRead { records: Vec::new(), chain: Ok(0), counted: Vec::new(), anonymous_refusals: 0 };
+    let mut since_seq = 0;
+    loop {
+        let Response::Audit { records, chain, next, counted, anonymous_refusals } = execute(home, Request::Audit { since_seq, limit: None }).await? else {
+            return unexpected();
+        };
+        if !verify_only {
+            read.records.extend(records);
+        }
+        if read.chain.is_ok() {
+            read.chain = chain;
+        }
+        (read.counted, read.anonymous_refusals) = (counted, anonymous_refusals);
+        match next {
+            Some(after) if after > since_seq && !(verify_only && read.chain.is_err()) => since_seq = after,
+            _ => return Ok(read),
+        }
+    }
 }
 
 /// Runs a request through a session with `home`.

@@ -11,7 +11,7 @@ use serde::{Serialize, Serializer};
 
 use super::print::{count, inert, time, Cell, Printer, Style, Table};
 use crate::browser::LastSeen;
-use crate::core::command::{AuditEntry, GrantState, GrantView, SignalView, Status};
+use crate::core::command::{AuditEntry, CountedRefusals, GrantState, GrantView, SignalView, Status};
 use crate::store::AuditEvent;
 
 /// Widest a free-text column gets before it is cut with `…`.
@@ -107,7 +107,7 @@ pub fn grants(p: &mut Printer, grants: &[GrantView]) -> io::Result<()> {
 }
 
 /// `optin audit`.
-pub fn audit(p: &mut Printer, records: &[AuditEntry], anonymous_refusals: u64) -> io::Result<()> {
+pub fn audit(p: &mut Printer, records: &[AuditEntry], counted: &[CountedRefusals], anonymous_refusals: u64) -> io::Result<()> {
     if records.is_empty() {
         writeln!(p, "the audit log is empty: grants, slices served, refusals, revocations and forgetting are recorded here")?;
     } else {
@@ -144,6 +144,23 @@ pub fn audit(p: &mut Printer, records: &[AuditEntry], anonymous_refusals: u64) -
         }
         table.write(p)?;
         writeln!(p, "{}", count(records.len(), "record", "records"))?;
+    }
+    if !counted.is_empty() {
+        writeln!(p, "refusals of revoked or expired grants, counted rather than recorded one by one:")?;
+        let mut table = Table::new(&[("GRANT", 26), ("MARKETER", NAME), ("REASON", 22), ("COUNT", 8), ("FIRST", TIME), ("LAST", TIME)]);
+        for c in counted {
+            let n = &c.count;
+            let reason = if c.intact { Cell::new(format!("{} {}", n.status, n.reason)) } else { Cell::styled("damaged: fails its MAC", Some(Style::Red)) };
+            table.row(vec![
+                Cell::new(n.grant_id.as_str()),
+                Cell::new(&n.marketer),
+                reason,
+                Cell::new(n.count.to_string()),
+                Cell::new(time(n.first)),
+                Cell::new(time(n.last)),
+            ]);
+        }
+        table.write(p)?;
     }
     if anonymous_refusals > 0 {
         let requests = count(usize::try_from(anonymous_refusals).unwrap_or(usize::MAX), "request", "requests");

@@ -12,7 +12,7 @@
 //! hashes and a new head, fails at the first record the agent did not write as it is.
 
 pub use crate::store::record::{AuditEvent, AuditHead, AuditRecord};
-pub use crate::store::{Seal, StoredRecord};
+pub use crate::store::{AuditPage, RefusalCount, Seal, StoredRecord};
 
 /// Where the chain breaks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,19 +34,51 @@ pub enum ChainError {
         /// Why.
         reason: String,
     },
+    /// A count of refusals is not as the agent counted it.
+    #[error("refusals of {grant_id} counted as `{reason}` do not carry their MAC: the count was changed behind optin's back")]
+    Count {
+        /// The grant.
+        grant_id: String,
+        /// The refusals' reason.
+        reason: String,
+    },
 }
 
 impl ChainError {
     /// The record named.
-    pub fn seq(&self) -> u64 {
+    pub fn seq(&self) -> Option<u64> {
         match self {
-            ChainError::Record { seq, .. } | ChainError::Head { seq, .. } => *seq,
+            ChainError::Record { seq, .. } | ChainError::Head { seq, .. } => Some(*seq),
+            ChainError::Count { .. } => None,
         }
     }
 }
 
 fn broken(seq: u64, reason: impl Into<String>) -> ChainError {
     ChainError::Record { seq, reason: reason.into() }
+}
+
+/// Checks one page of a log read in pages ([`crate::store::Store::audit_page`]), from
+/// record `since_seq` on; returns how many records are verified so far. The last page
+/// (`next` is `None`) also checks the head, and that every count of refusals carries its
+/// MAC: its result is the verdict on the whole log.
+pub fn verify_page(since_seq: u64, page: &AuditPage, counts: &[(RefusalCount, Seal)]) -> Result<u64, ChainError> {
+    let mut chain = match (since_seq, page.before) {
+        (0, _) => Verifier::default(),
+        (seq, Some(hash)) => Verifier::after(seq, hash),
+        (seq, None) => return Err(broken(seq, "missing: the page was asked for after it, and it is not stored")),
+    };
+    for record in &page.records {
+        chain.check(record)?;
+    }
+    if page.next.is_some() {
+        return Ok(chain.checked());
+    }
+    let records = chain.finish(page.head)?;
+    if let Some((count, _)) = counts.iter().find(|(_, seal)| *seal != Seal::Valid) {
+        return Err(ChainError::Count { grant_id: count.grant_id.to_string(), reason: count.reason.clone() });
+    }
+    Ok(records)
 }
 
 /// Checks a log, the records in stored order, against the head that commits to its last

@@ -22,6 +22,13 @@ use time::OffsetDateTime;
 /// Longest request line on the admin socket (an ingest batch travels in one).
 pub const MAX_LINE: usize = 64 * 1024 * 1024;
 
+/// Audit records in one page when a request does not say.
+pub const AUDIT_PAGE: usize = 1000;
+
+/// Most audit records in one page: with each record bounded (a request line is kept to 512
+/// characters), a page stays far below [`MAX_LINE`].
+pub const AUDIT_PAGE_MAX: usize = 10_000;
+
 /// A command of the owner.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
@@ -71,8 +78,15 @@ pub enum Request {
         /// Which grant.
         grant_id: GrantId,
     },
-    /// The audit log.
-    Audit,
+    /// A page of the audit log; a long log is read page by page, each naming the next.
+    Audit {
+        /// Records after this sequence number; 0 for the first page.
+        #[serde(default)]
+        since_seq: u64,
+        /// At most this many records: [`AUDIT_PAGE`] when absent, at most [`AUDIT_PAGE_MAX`].
+        #[serde(default)]
+        limit: Option<usize>,
+    },
     /// Stop all sharing, or start it again.
     Sharing {
         /// Whether sharing stops.
@@ -169,12 +183,21 @@ pub enum Response {
         /// The claims the marketer would receive.
         claims: Box<SliceClaims>,
     },
-    /// The audit log.
+    /// A page of the audit log.
     Audit {
         /// Records, each with its hash.
         records: Vec<AuditEntry>,
-        /// Whether the hash chain verifies, or where it breaks.
+        /// Where it breaks, if it does up to this page's end; otherwise how many records are
+        /// verified so far, this page's and those before it. The verdict on the whole log is
+        /// the last page's (the one without `next`), which also checks the chain head.
         chain: Result<u64, String>,
+        /// The `since_seq` of the next page, when more records follow.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<u64>,
+        /// Refusals counted per grant rather than recorded one by one (revoked or expired
+        /// grants), each with whether it carries its MAC.
+        #[serde(default)]
+        counted: Vec<CountedRefusals>,
         /// Requests with unknown or forged tokens since the agent started: counted, not
         /// recorded one by one (see `Core::anonymous_refusals`).
         #[serde(default)]
@@ -261,6 +284,16 @@ impl<'de> Deserialize<'de> for SignalView {
         let signal = Signal::from_stored_json(&bytes).map_err(serde::de::Error::custom)?;
         Ok(SignalView { signal, state })
     }
+}
+
+/// Refusals of one grant for one reason, as counted, and whether the count carries its MAC.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CountedRefusals {
+    /// The count.
+    #[serde(flatten)]
+    pub count: crate::store::RefusalCount,
+    /// Whether it is as the agent counted it (it carries its MAC).
+    pub intact: bool,
 }
 
 /// An audit record with the SHA-256 of its stored bytes, which the next record's `prev`

@@ -401,6 +401,15 @@ impl Core {
             self.anonymous_refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return;
         };
+        // A revoked or expired grant's token can be sent as fast as a client likes, and says
+        // nothing new after the first time: those refusals are counted per grant, with the
+        // first and last time, not recorded one by one.
+        if let Refusal::Token(reason @ ("grant revoked" | "grant expired")) = refusal {
+            if let Err(e) = self.store.count_refusal(&record.id, &record.marketer, refusal.status(), reason, now) {
+                tracing::error!(error = %e, "cannot count a refusal");
+            }
+            return;
+        }
         let event = AuditEvent::Refused {
             grant_id: Some(record.id.clone()),
             marketer: Some(record.marketer.clone()),

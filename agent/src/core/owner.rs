@@ -10,7 +10,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use time::OffsetDateTime;
 
 use super::audit::{self, AuditEvent};
-use super::command::{AuditEntry, GrantState, GrantView, Request, Response, SignalView, Status};
+use super::command::{AuditEntry, CountedRefusals, GrantState, GrantView, Request, Response, SignalView, Status, AUDIT_PAGE, AUDIT_PAGE_MAX};
 use super::marketer::Refusal;
 use super::{blocking, slicer, Core, CoreError};
 use crate::store::{Forget, GrantRecord, Seal, StoredGrant};
@@ -88,12 +88,7 @@ impl Core {
                     GrantState::Damaged => Err(CoreError::Invalid(format!("{grant_id} is damaged: its bundle serves nothing"))),
                 }
             }
-            Request::Audit => {
-                let log = self.store.audit_log()?;
-                let records = log.records.iter().map(|r| AuditEntry { record: r.record.clone(), hash: optin_protocol::hex(&r.hash) }).collect();
-                let chain = audit::verify(log.records, log.head).map_err(|e| e.to_string());
-                Ok(Response::Audit { records, chain, anonymous_refusals: self.anonymous_refusals() })
-            }
+            Request::Audit { since_seq, limit } => self.audit_page(since_seq, limit),
             Request::Sharing { paused } => {
                 self.store.set_paused(paused)?;
                 self.store.append_audit(now, AuditEvent::Sharing { paused })?;
@@ -102,6 +97,25 @@ impl Core {
             }
             Request::Status => Ok(Response::Status(Box::new(self.status(now)?))),
         }
+    }
+
+    /// A page of the audit log, verified: each answer stays small however long the log, and
+    /// the reader asks for the next until none follows.
+    fn audit_page(&self, since_seq: u64, limit: Option<usize>) -> Result<Response, CoreError> {
+        let limit = limit.unwrap_or(AUDIT_PAGE);
+        if !(1..=AUDIT_PAGE_MAX).contains(&limit) {
+            return Err(CoreError::Invalid(format!("limit: an audit page holds 1 to {AUDIT_PAGE_MAX} records")));
+        }
+        let page = self.store.audit_page(since_seq, limit)?;
+        let counts = self.store.refusal_counts()?;
+        let chain = audit::verify_page(since_seq, &page, &counts).map_err(|e| e.to_string());
+        Ok(Response::Audit {
+            records: page.records.into_iter().map(|r| AuditEntry { record: r.record, hash: optin_protocol::hex(&r.hash) }).collect(),
+            chain,
+            next: page.next,
+            counted: counts.into_iter().map(|(count, seal)| CountedRefusals { count, intact: seal == Seal::Valid }).collect(),
+            anonymous_refusals: self.anonymous_refusals(),
+        })
     }
 
     /// Stores an NDJSON batch, all or nothing. Durable on return.

@@ -123,10 +123,25 @@ impl World {
         Ok(bundle.verify_slice_for(&jws, &audience(token, bundle)).expect("the slice verifies with its bundle"))
     }
 
-    /// The audit log and whether its chain verifies.
+    /// The audit log, read in pages as the CLI reads it, and whether its chain verifies.
     async fn audit(&self) -> (Vec<AuditEntry>, Result<u64, String>) {
-        let Response::Audit { records, chain, .. } = self.run(Request::Audit).await else { panic!("not an audit answer") };
-        (records, chain)
+        self.audit_in_pages_of(None).await
+    }
+
+    /// The audit log read in pages of `limit` records (the default when `None`).
+    async fn audit_in_pages_of(&self, limit: Option<usize>) -> (Vec<AuditEntry>, Result<u64, String>) {
+        let (mut all, mut verdict, mut since_seq) = (Vec::new(), Ok(0), 0);
+        loop {
+            let Response::Audit { records, chain, next, .. } = self.run(Request::Audit { since_seq, limit }).await else { panic!("not an audit answer") };
+            all.extend(records);
+            if verdict.is_ok() {
+                verdict = chain;
+            }
+            match next {
+                Some(after) => since_seq = after,
+                None => return (all, verdict),
+            }
+        }
     }
 
     /// What each item of a slice is, in fixture terms: the fixture id of a raw item (found

@@ -122,6 +122,11 @@ pub fn purchase_after(merchant: &str, at: OffsetDateTime) -> Vec<u8> {
     key
 }
 
+/// The `refusal_counts` key of a grant's refusals for one reason: grant id · 0x00 · reason.
+pub fn refusal_count(grant: &str, reason: &str) -> Vec<u8> {
+    [grant.as_bytes(), &[0], reason.as_bytes()].concat()
+}
+
 /// The `audit` key of a sequence number.
 pub fn audit(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()

@@ -11,6 +11,8 @@
 //! | `grant_macs`  | grant id                                    | its MAC (32)             |
 //! | `audit`       | sequence number (8)                         | [`AuditRecord`] JSON     |
 //! | `audit_macs`  | sequence number (8)                         | its MAC (32)             |
+//! | `refusal_counts` | grant id · 0x00 · reason                 | [`RefusalCount`] JSON    |
+//! | `refusal_macs`| grant id · 0x00 · reason                    | its MAC (32)             |
 //! | `meta`        | name                                        | value                    |
 //!
 //! Time is microseconds since the Unix epoch with the sign bit flipped, so signals of one
@@ -40,7 +42,7 @@ pub mod record;
 pub mod seal;
 
 pub use meta::Address;
-pub use record::{AuditEvent, AuditHead, AuditRecord, GrantRecord};
+pub use record::{AuditEvent, AuditHead, AuditRecord, GrantRecord, RefusalCount};
 pub use seal::{Seal, StoreMac};
 
 /// The on-disk format version.
@@ -106,6 +108,22 @@ pub struct AuditLog {
     pub head: (AuditHead, Seal),
 }
 
+/// A page of the audit log as read at one moment ([`Store::audit_page`]).
+#[derive(Clone, Debug)]
+pub struct AuditPage {
+    /// The SHA-256 of the stored bytes of the record the page follows (`since_seq`), or
+    /// `None` when the page starts at the first record or that record is not stored.
+    pub before: Option<[u8; 32]>,
+    /// The records after `since_seq`, in stored order, at most the limit.
+    pub records: Vec<StoredRecord>,
+    /// The `since_seq` of the next page, when more records are stored after these: the key
+    /// of the last record read (not the number it says it has, which could send a reader
+    /// round in circles).
+    pub next: Option<u64>,
+    /// The head, which commits to the last record, and whether it carries its MAC.
+    pub head: (AuditHead, Seal),
+}
+
 /// An audit record as read: the record, the SHA-256 of its stored bytes and whether its MAC
 /// holds for its place in the log.
 #[derive(Clone, Debug)]
@@ -147,6 +165,10 @@ pub struct Store {
     grant_macs: sled::Tree,
     audit: sled::Tree,
     audit_macs: sled::Tree,
+    refusal_counts: sled::Tree,
+    refusal_macs: sled::Tree,
+    /// Serializes refusal counts: each is read, counted up and written back with its MAC.
+    counting: Mutex<()>,
     meta: sled::Tree,
     /// The MAC key ([`Store::keyed`]); without it, grants and the audit are not used.
     mac: Option<StoreMac>,
@@ -213,6 +235,9 @@ impl Store {
             grant_macs: db.open_tree("grant_macs")?,
             audit,
             audit_macs: db.open_tree("audit_macs")?,
+            refusal_counts: db.open_tree("refusal_counts")?,
+            refusal_macs: db.open_tree("refusal_macs")?,
+            counting: Mutex::new(()),
             meta,
             mac: None,
             sealed: AtomicBool::new(false),
@@ -530,20 +555,82 @@ impl Store {
     /// The audit log as one consistent snapshot (appends wait while it is read), each record
     /// and the head checked against their MACs.
     pub fn audit_log(&self) -> Result<AuditLog> {
+        let page = self.audit_page(0, usize::MAX)?;
+        Ok(AuditLog { records: page.records, head: page.head })
+    }
+
+    /// At most `limit` records after record `since_seq`, read with the head as one
+    /// consistent snapshot (appends wait while it is read), each record and the head checked
+    /// against their MACs. A log too long for one answer is read in pages, and verified as
+    /// it is read (see `core::audit::Verifier`).
+    pub fn audit_page(&self, since_seq: u64, limit: usize) -> Result<AuditPage> {
         let (_appends, mac) = self.chain()?;
         let head = stored_head(&self.meta)?.unwrap_or(AuditHead::EMPTY);
         let head_tag = self.meta.get(AUDIT_HEAD_MAC)?;
         let head_tag = head_tag.as_deref().and_then(|t| std::str::from_utf8(t).ok()).and_then(|hex| optin_protocol::hex::decode(hex).ok());
+        let before = match since_seq {
+            0 => None,
+            seq => self.audit.get(key::audit(seq))?.map(|v| optin_protocol::sha256(&v)),
+        };
+        let start = since_seq.checked_add(1).map(key::audit);
         let mut records = Vec::new();
-        for row in self.audit.iter() {
+        let (mut last, mut next) = (since_seq, None);
+        for row in start.into_iter().flat_map(|start| self.audit.range(start..)) {
+            if records.len() == limit {
+                next = Some(last);
+                break;
+            }
             let (k, v) = row?;
             let seq = key::decode_audit(&k).ok_or_else(|| corrupt("audit", "a key that is not a sequence number"))?;
+            last = seq;
             let record = serde_json::from_slice(&v).map_err(|e| corrupt("audit", format!("record {seq}: {e}")))?;
             let hash = optin_protocol::sha256(&v);
             let seal = mac.check_record(seq, &hash, self.audit_macs.get(&k)?.as_deref());
             records.push(StoredRecord { record, hash, seal });
         }
-        Ok(AuditLog { records, head: (head, mac.check_head(&head, head_tag.as_deref())) })
+        Ok(AuditPage { before, records, next, head: (head, mac.check_head(&head, head_tag.as_deref())) })
+    }
+
+    /// Counts one more refusal of `grant_id` for `reason` at `at`, with its MAC. Not flushed:
+    /// a count is what a flood of requests updates, and losing the last moments of one in a
+    /// crash loses no consent.
+    pub fn count_refusal(&self, grant_id: &GrantId, marketer: &str, status: u16, reason: &str, at: OffsetDateTime) -> Result<()> {
+        let mac = self.mac()?;
+        // A poisoned lock guards nothing but the order of counts; carry on.
+        let _counting = self.counting.lock().unwrap_or_else(|p| p.into_inner());
+        let k = key::refusal_count(grant_id.as_str(), reason);
+        let count = match self.refusal_counts.get(&k)? {
+            // A damaged count starts again rather than vouching for what it said.
+            Some(v) if mac.check_count(&k, &v, self.refusal_macs.get(&k)?.as_deref()) == Seal::Valid => {
+                let mut count: RefusalCount = serde_json::from_slice(&v).map_err(|e| corrupt("refusal_counts", e))?;
+                count.count += 1;
+                count.last = count.last.max(at);
+                count
+            }
+            _ => RefusalCount { grant_id: grant_id.clone(), marketer: marketer.to_owned(), status, reason: reason.to_owned(), count: 1, first: at, last: at },
+        };
+        let value = serde_json::to_vec(&count).map_err(|e| corrupt("refusal_counts", e))?;
+        let tag = mac.count(&k, &value);
+        (&self.refusal_counts, &self.refusal_macs)
+            .transaction(|(counts, macs)| {
+                counts.insert(k.as_slice(), value.as_slice())?;
+                macs.insert(k.as_slice(), &tag[..])?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(tx_error)?;
+        Ok(())
+    }
+
+    /// Every refusal count, each with whether it carries its MAC.
+    pub fn refusal_counts(&self) -> Result<Vec<(RefusalCount, Seal)>> {
+        let mac = self.mac()?;
+        let mut all = Vec::new();
+        for row in self.refusal_counts.iter() {
+            let (k, v) = row?;
+            let count = serde_json::from_slice(&v).map_err(|e| corrupt("refusal_counts", e))?;
+            all.push((count, mac.check_count(&k, &v, self.refusal_macs.get(&k)?.as_deref())));
+        }
+        Ok(all)
     }
 
     /// How many signals of each kind are stored, for every kind.

@@ -137,6 +137,29 @@ pub enum AuditEvent {
     },
 }
 
+/// Refusals of one grant for one reason, counted rather than recorded one by one: a holder
+/// of a revoked or expired grant's token could otherwise write a record per request, as fast
+/// as it can send them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusalCount {
+    /// The grant.
+    pub grant_id: GrantId,
+    /// Its marketer.
+    pub marketer: String,
+    /// The HTTP status answered.
+    pub status: u16,
+    /// Why (`grant revoked`, `grant expired`).
+    pub reason: String,
+    /// How many requests were refused so.
+    pub count: u64,
+    /// The first.
+    #[serde(with = "optin_protocol::timestamp::serde")]
+    pub first: OffsetDateTime,
+    /// The last.
+    #[serde(with = "optin_protocol::timestamp::serde")]
+    pub last: OffsetDateTime,
+}
+
 /// What the audit chain has committed to so far: the last record's sequence number and the
 /// SHA-256 of its stored bytes. Records commit to the one before them through `prev`; the
 /// head commits to the last one, which no record follows yet. It is kept in `meta` as

@@ -11,6 +11,7 @@
 //! | audit record  | `optin-audit-record-v1` 0x00 · seq (8) · SHA-256(stored bytes)     |
 //! | chain head    | `optin-audit-head-v1` 0x00 · seq (8) · hash (32)                   |
 //! | grant         | `optin-grant-v1` 0x00 · grant id · 0x00 · stored bytes             |
+//! | refusal count | `optin-refusal-count-v1` 0x00 · its key · 0x00 · stored bytes      |
 
 use optin_protocol::scope::GrantId;
 use ring::hmac;
@@ -104,6 +105,20 @@ impl StoreMac {
     /// Checks the stored MAC of a chain head.
     pub fn check_head(&self, head: &AuditHead, stored: Option<&[u8]>) -> Seal {
         self.check(&Self::head_input(head), stored)
+    }
+
+    fn count_input(key: &[u8], bytes: &[u8]) -> Vec<u8> {
+        Self::input("optin-refusal-count-v1", &[key, &[0], bytes])
+    }
+
+    /// The MAC of the refusal count stored under `key` as `bytes`.
+    pub fn count(&self, key: &[u8], bytes: &[u8]) -> Tag {
+        self.tag(&Self::count_input(key, bytes))
+    }
+
+    /// Checks the stored MAC of a refusal count.
+    pub fn check_count(&self, key: &[u8], bytes: &[u8], stored: Option<&[u8]>) -> Seal {
+        self.check(&Self::count_input(key, bytes), stored)
     }
 
     /// The MAC of grant `id`, stored as `bytes`.

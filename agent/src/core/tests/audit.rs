@@ -5,7 +5,7 @@ use optin_protocol::scope::GrantId;
 use serde_json::{json, Value};
 use time::Duration;
 
-use super::{search, week, World, T};
+use super::{search, week, CoreError, World, T};
 use crate::core::audit::{self, AuditHead, ChainError, Seal, StoredRecord};
 use crate::core::command::{Request, Response};
 use crate::store::AuditRecord;
@@ -46,7 +46,7 @@ async fn every_command_appends_its_event() {
         (Step::Command(Request::Status), None),
         (Step::Command(Request::Preview { grant_id: grant_id(&bundle.grant_id) }), None),
         (Step::Command(Request::Bundle { grant_id: grant_id(&bundle.grant_id) }), None),
-        (Step::Command(Request::Audit), None),
+        (Step::Command(Request::Audit { since_seq: 0, limit: None }), None),
         (Step::Slice("acme", "kinds=search"), Some(json!({"type": "served", "marketer": "acme.example", "asked": "/v1/slice?kinds=search", "items": 2}))),
         (
             Step::Slice("acme", "kinds=purchase"),
@@ -239,7 +239,7 @@ async fn rejects_tampered_logs_naming_the_first_bad_record() {
         let head_left = tamper(&mut tampered, head_hash, how);
         let seal = if head_left == head_hash { head_seal } else { Seal::Invalid };
         let broken = audit::verify(read_back(tampered, &written), (head_left, seal)).expect_err("tampering is found");
-        assert_eq!(broken.seq(), seq, "{how:?}: {broken}");
+        assert_eq!(broken.seq(), Some(seq), "{how:?}: {broken}");
         assert!(broken.to_string().starts_with(&format!("audit chain broken at record {seq}: ")), "{broken}");
     }
     // The head itself, changed; and records removed from the end under a rebuilt head.
@@ -250,7 +250,7 @@ async fn rejects_tampered_logs_naming_the_first_bad_record() {
         ((AuditHead { hash: [0; 32], ..h }, Seal::Invalid), 5),
     ];
     for (changed, seq) in heads {
-        assert_eq!(audit::verify(written.clone(), changed).map_err(|e| e.seq()), Err(seq), "{changed:?}");
+        assert_eq!(audit::verify(written.clone(), changed).map_err(|e| e.seq()), Err(Some(seq)), "{changed:?}");
     }
     let truncated = written[..3].to_vec();
     let rebuilt = AuditHead { seq: 3, hash: written[2].hash };
@@ -270,7 +270,7 @@ async fn an_empty_log_verifies_and_survives_reopening() {
     world.ingest(&[search("s", T)]).await;
     assert_eq!(world.audit().await.1, Ok(0), "ingest is not audited");
     let gone = (AuditHead { seq: 1, ..AuditHead::EMPTY }, Seal::Valid);
-    assert_eq!(audit::verify(Vec::new(), gone).map_err(|e| e.seq()), Err(1), "a head names a record that is gone");
+    assert_eq!(audit::verify(Vec::new(), gone).map_err(|e| e.seq()), Err(Some(1)), "a head names a record that is gone");
 }
 
 #[test]
@@ -347,4 +347,60 @@ async fn every_slice_carries_the_number_of_its_served_record() {
     // A preview is never served, so it names no record.
     let Response::Preview { claims } = world.run(Request::Preview { grant_id: acme.grant_id.clone() }).await else { panic!("not a preview") };
     assert_eq!(claims.audit_seq, None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_read_in_pages_is_the_log_verified_page_by_page() {
+    let world = five_records().await;
+    let (whole, chain) = world.audit().await;
+    assert_eq!(chain, Ok(5));
+    for limit in [1, 2, 3, 5, 10_000] {
+        let (paged, chain) = world.audit_in_pages_of(Some(limit)).await;
+        assert_eq!(chain, Ok(5), "pages of {limit}");
+        let seqs = |r: &[crate::core::command::AuditEntry]| r.iter().map(|e| (e.record.seq, e.hash.clone())).collect::<Vec<_>>();
+        assert_eq!(seqs(&paged), seqs(&whole), "pages of {limit}");
+    }
+    // A page that is not the last says how far the chain holds so far, and where to go on.
+    let Response::Audit { records, chain, next, .. } = world.run(Request::Audit { since_seq: 1, limit: Some(2) }).await else { panic!("not an audit") };
+    assert_eq!((records.len(), chain, next), (2, Ok(3), Some(3)));
+    let Response::Audit { records, chain, next, .. } = world.run(Request::Audit { since_seq: 3, limit: Some(2) }).await else { panic!("not an audit") };
+    assert_eq!((records.len(), chain, next), (2, Ok(5), None), "the last page checks the head");
+    for limit in [0, 10_001] {
+        let refused = world.try_run(Request::Audit { since_seq: 0, limit: Some(limit) }, T).await.map(|_| ()).expect_err("no such page");
+        assert!(matches!(refused, CoreError::Invalid(_)), "{refused}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_of_revoked_and_expired_grants_are_counted_not_recorded() {
+    let world = World::new();
+    world.ingest(&week()).await;
+    let revoked = world.grant("search", "raw", "7d").await;
+    let expiring = world.grant_to("globex.example", "search", "raw", "7d").await;
+    world.revoke(&revoked.grant_id).await;
+    let (before, _) = world.audit().await;
+    let later = T + Duration::days(365);
+    for n in 0..50 {
+        let at = T + Duration::seconds(n);
+        assert_eq!(world.slice(&revoked.token, "", at).await.map(|_| ()), Err(crate::core::Refusal::Token("grant revoked")));
+        assert_eq!(world.slice(&expiring.token, "", later + Duration::seconds(n)).await.map(|_| ()), Err(crate::core::Refusal::Token("grant expired")));
+    }
+    let (after, chain) = world.audit().await;
+    assert_eq!(after.len(), before.len(), "no record per refusal");
+    assert_eq!(chain, Ok(after.len() as u64));
+    let world = world.reopen();
+    let Response::Audit { counted, .. } = world.run(Request::Audit { since_seq: 0, limit: None }).await else { panic!("not an audit") };
+    let mut counts: Vec<(String, &str, u16, u64, _, _, bool)> = counted
+        .iter()
+        .map(|c| (c.count.marketer.clone(), c.count.reason.as_str(), c.count.status, c.count.count, c.count.first, c.count.last, c.intact))
+        .collect();
+    counts.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        counts,
+        [
+            ("acme.example".to_owned(), "grant revoked", 401, 50, T, T + Duration::seconds(49), true),
+            ("globex.example".to_owned(), "grant expired", 401, 50, later, later + Duration::seconds(49), true),
+        ],
+        "one count per grant and reason, with the first and last time, across a restart"
+    );
 }
