@@ -101,8 +101,11 @@ enum Version {
 pub struct Link {
     carrier: Carrier,
     started: Instant,
-    /// When the connection last finished a request (ms after `started`); 0 before the first.
+    /// When the connection last finished a request (ms after `started`).
     last_ms: AtomicU64,
+    /// Whether it has finished one: not `last_ms > 0`, since a first request can finish
+    /// within the connection's first millisecond.
+    answered: AtomicBool,
     /// Requests whose answer has not been produced yet.
     requests: AtomicUsize,
     /// Slice bodies alive on this connection.
@@ -234,6 +237,7 @@ impl Link {
             carrier: Carrier::new(),
             started: Instant::now(),
             last_ms: 0.into(),
+            answered: AtomicBool::new(false),
             requests: 0.into(),
             bodies: 0.into(),
             progress_ms: 0.into(),
@@ -313,6 +317,16 @@ impl Link {
 
     fn touch(&self) {
         self.last_ms.store(self.now_ms(), SeqCst);
+        self.answered.store(true, SeqCst);
+    }
+
+    /// How long the connection may sit idle: until its first request, then between requests.
+    fn idle_limit(&self) -> Duration {
+        if self.answered.load(SeqCst) {
+            IDLE_TIMEOUT
+        } else {
+            HEADER_TIMEOUT
+        }
     }
 
     /// Bytes the client sent.
@@ -549,8 +563,7 @@ async fn connection(tcp: TcpStream, acceptor: TlsAcceptor, app: axum::Router, mu
                     link.reset.store(true, SeqCst);
                     return Ok(());
                 }
-                let limit = if link.last_ms.load(SeqCst) == 0 { HEADER_TIMEOUT } else { IDLE_TIMEOUT };
-                if link.idle_for().is_some_and(|idle| idle >= limit) {
+                if link.idle_for().is_some_and(|idle| idle >= link.idle_limit()) {
                     break;
                 }
             }
@@ -569,6 +582,17 @@ async fn connection(tcp: TcpStream, acceptor: TlsAcceptor, app: axum::Router, mu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_first_request_answered_within_a_millisecond_counts_as_answered() {
+        for version in [Version::Http1, Version::Http2] {
+            let link = Link::new(version);
+            assert_eq!(link.idle_limit(), HEADER_TIMEOUT, "{version:?}: before any request");
+            // At once, so `last_ms` is still 0: the connection has nonetheless been answered.
+            link.touch();
+            assert_eq!(link.idle_limit(), IDLE_TIMEOUT, "{version:?}: after the first request");
+        }
+    }
 
     /// A frame header: length, type, flags, stream.
     fn frame(len: usize, kind: u8, flags: u8, stream: u32) -> Vec<u8> {
