@@ -403,3 +403,32 @@ async fn a_log_longer_than_a_page_is_read_and_verified_page_by_page() {
     tamper(&home, Tamper::Edit(late));
     home.cli(&["audit", "--verify"]).await.fails(1, &format!("record {late}: its MAC does not verify"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_says_who_a_slice_went_to_what_was_granted_and_which_signal_was_forgotten() {
+    let agent = Agent::start().await;
+    agent.ingest(&fixture::ndjson(&fixture::walkthrough(now()))).await;
+    let bundle = agent.grant("acme.example", "search,cart", "raw", "30d").await;
+    let root = optin_protocol::token::Token::parse(&bundle.token).expect("a token");
+    let partner = root.attenuate(&"aud=partner.example".parse().expect("a caveat")).encode();
+    assert_eq!(agent.get("/v1/slice", Some(&partner)).await.status.as_u16(), 200);
+    assert_eq!(agent.get("/v1/slice", Some(&bundle.token)).await.status.as_u16(), 200);
+    agent.cli(&["forget", "--id", "s2"]).await.ok();
+
+    let records = agent.cli(&["audit", "--json"]).await.json();
+    let events: Vec<&Value> = records.as_array().expect("records").iter().map(|r| &r["event"]).collect();
+    assert_eq!(events[0]["terms"], serde_json::to_value(&bundle.terms).expect("terms"), "the terms as granted");
+    assert_eq!(events[0]["purpose"], "show me relevant offers");
+    assert_eq!((&events[1]["type"], &events[1]["audience"]), (&"served".into(), &"partner.example".into()));
+    assert_eq!(events[3]["what"], "id=s2", "{:#}", events[3]);
+
+    let table = agent.cli(&["audit"]).await;
+    let text = table.ok();
+    let line = |event: &str, n: usize| text.lines().filter(|l| l.contains(&format!(" {event} "))).nth(n).unwrap_or_else(|| panic!("{event} {n}:\n{text}"));
+    let cells = |l: &str| l.split("  ").map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(cells(line("served", 0))[5], "partner.example", "the audience has its own column");
+    assert_eq!(cells(line("served", 1))[5], "acme.example");
+    let granted = line("granted", 0);
+    assert!(granted.contains("search,cart at raw level, 30d back, until "), "{granted}");
+    assert!(line("forgot", 0).contains("(id=s2)"), "{text}");
+}

@@ -111,20 +111,29 @@ pub fn audit(p: &mut Printer, records: &[AuditEntry], counted: &[CountedRefusals
     if records.is_empty() {
         writeln!(p, "the audit log is empty: grants, slices served, refusals, revocations and forgetting are recorded here")?;
     } else {
-        let mut table = Table::new(&[("SEQ", 8), ("AT", TIME), ("EVENT", 8), ("GRANT", 26), ("MARKETER", NAME), ("DETAIL", TEXT + 20)]);
+        let mut table = Table::new(&[("SEQ", 8), ("AT", TIME), ("EVENT", 8), ("GRANT", 26), ("MARKETER", NAME), ("AUDIENCE", NAME), ("DETAIL", TEXT + 20)]);
         for entry in records {
             let r = &entry.record;
+            // Who a slice went to: the marketer, or the partner a caveat named.
+            let audience = match &r.event {
+                AuditEvent::Served { marketer, audience, .. } => audience.as_deref().unwrap_or(marketer),
+                _ => "-",
+            };
             let (event, style, grant, marketer, detail) = match &r.event {
-                AuditEvent::Served { grant_id, marketer, audience, asked, items, slice_id, .. } => {
-                    let to = audience.as_ref().map(|a| format!(", to partner {a}")).unwrap_or_default();
-                    let detail = format!("{} for {asked} (slice {slice_id}){to}", count(*items, "item", "items"));
+                AuditEvent::Served { grant_id, marketer, asked, items, slice_id, .. } => {
+                    let detail = format!("{} for {asked} (slice {slice_id})", count(*items, "item", "items"));
                     ("served", Some(Style::Green), Some(grant_id), Some(marketer), detail)
                 }
                 AuditEvent::Refused { grant_id, marketer, slice_id, asked, status, reason } => {
                     let slice = slice_id.as_ref().map(|s| format!(" (slice {s})")).unwrap_or_default();
                     ("refused", Some(Style::Red), grant_id.as_ref(), marketer.as_ref(), format!("{status} {asked}: {reason}{slice}"))
                 }
-                AuditEvent::Granted { grant_id, marketer } => ("granted", None, Some(grant_id), Some(marketer), String::new()),
+                AuditEvent::Granted { grant_id, marketer, purpose, terms } => {
+                    let terms = terms.as_ref().map(|t| format!("{} at {} level, {} back, until {}", t.kinds, t.granularity, t.window, time(t.expires_at)));
+                    let purpose = purpose.as_ref().map(|p| format!("for: {p}"));
+                    let detail = terms.into_iter().chain(purpose).collect::<Vec<_>>().join("; ");
+                    ("granted", None, Some(grant_id), Some(marketer), detail)
+                }
                 AuditEvent::Revoked { grant_id, marketer } => ("revoked", None, Some(grant_id), Some(marketer), String::new()),
                 AuditEvent::Forgot { count: n, what } => ("forgot", None, None, None, format!("{} ({what})", count(*n, "signal", "signals"))),
                 AuditEvent::Sharing { paused } => ("sharing", None, None, None, (if *paused { "paused" } else { "resumed" }).to_owned()),
@@ -139,6 +148,7 @@ pub fn audit(p: &mut Printer, records: &[AuditEntry], counted: &[CountedRefusals
                 Cell::styled(event, style),
                 Cell::new(grant.map_or("-", |g| g.as_str())),
                 Cell::new(marketer.map_or("-", String::as_str)),
+                Cell::new(audience),
                 Cell::new(detail),
             ]);
         }

@@ -60,7 +60,15 @@ impl Core {
                     revoked_at: None,
                 };
                 self.store.put_grant(&record)?;
-                self.store.append_audit(now, AuditEvent::Granted { grant_id: record.id.clone(), marketer: record.marketer.clone() })?;
+                self.store.append_audit(
+                    now,
+                    AuditEvent::Granted {
+                        grant_id: record.id.clone(),
+                        marketer: record.marketer.clone(),
+                        purpose: Some(record.purpose.clone()),
+                        terms: Some(record.terms.clone()),
+                    },
+                )?;
                 self.store.flush()?;
                 Ok(Response::Granted { bundle: Box::new(self.bundle(&record)?) })
             }
@@ -136,7 +144,8 @@ impl Core {
 
     fn forget(&self, what: Forget, now: OffsetDateTime) -> Result<usize, CoreError> {
         let label = match &what {
-            Forget::Id(_) => "id".to_owned(),
+            // The id is the person's own handle on the signal, and the log is theirs.
+            Forget::Id(id) => format!("id={id}"),
             Forget::Kind(k) => format!("kind={k}"),
             Forget::Before(t) => format!("before={}", optin_protocol::timestamp::format(*t)),
             Forget::All => "all".to_owned(),

@@ -107,6 +107,13 @@ pub enum AuditEvent {
         grant_id: GrantId,
         /// For whom.
         marketer: String,
+        /// What for, as agreed (absent in records of older optins).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        purpose: Option<String>,
+        /// What it allows, as agreed: the terms at grant time, whatever the grant record
+        /// says later (absent in records of older optins).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        terms: Option<Terms>,
     },
     /// A grant was revoked.
     Revoked {
@@ -119,7 +126,8 @@ pub enum AuditEvent {
     Forgot {
         /// How many.
         count: usize,
-        /// Which selection (`id`, `kind=…`, `before=…`, `all`).
+        /// Which selection (`id=…`, `kind=…`, `before=…`, `all`; older optins wrote a bare
+        /// `id`).
         what: String,
     },
     /// Sharing was paused or resumed.

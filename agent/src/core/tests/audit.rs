@@ -19,6 +19,9 @@ fn event(e: &AuditEvent) -> Value {
         object.remove("grant_id");
         object.remove("slice_id");
         object.remove("jws_sha256");
+        // The terms and purpose agreed are checked against the bundle below.
+        object.remove("terms");
+        object.remove("purpose");
     }
     value
 }
@@ -60,7 +63,7 @@ async fn every_command_appends_its_event() {
             Some(json!({"type": "refused", "marketer": "acme.example", "asked": "/v1/slice?", "status": 403, "reason": "sharing paused"})),
         ),
         (Step::Command(Request::Sharing { paused: false }), Some(json!({"type": "sharing", "paused": false}))),
-        (Step::Command(Request::Forget { what: Forget::Id("s-1h".into()) }), Some(json!({"type": "forgot", "count": 1, "what": "id"}))),
+        (Step::Command(Request::Forget { what: Forget::Id("s-1h".into()) }), Some(json!({"type": "forgot", "count": 1, "what": "id=s-1h"}))),
         (
             Step::Command(Request::Forget { what: Forget::Kind("cart".parse().expect("kind")) }),
             Some(json!({"type": "forgot", "count": 2, "what": "kind=cart"})),
@@ -77,6 +80,11 @@ async fn every_command_appends_its_event() {
     let (records, _) = world.audit().await;
     let granted: Vec<Value> = records.iter().map(|r| event(&r.record.event)).collect();
     assert_eq!(granted, [json!({"type": "granted", "marketer": "acme.example"}), json!({"type": "granted", "marketer": "globex.example"})]);
+    for (record, bundle) in records.iter().zip([&bundle, &other]) {
+        let AuditEvent::Granted { terms, purpose, .. } = &record.record.event else { panic!("not a grant: {record:?}") };
+        assert_eq!(terms.as_ref(), Some(&bundle.terms), "the grant's terms as agreed are on record");
+        assert_eq!(purpose.as_deref(), Some(bundle.purpose.as_str()));
+    }
     let mut count = records.len();
     for (step, expected) in steps {
         let what = match step {
