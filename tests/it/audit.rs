@@ -432,3 +432,38 @@ async fn the_log_says_who_a_slice_went_to_what_was_granted_and_which_signal_was_
     assert!(granted.contains("search,cart at raw level, 30d back, until "), "{granted}");
     assert!(line("forgot", 0).contains("(id=s2)"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_can_be_narrowed_to_a_grant_a_marketer_or_a_time_and_summed_up_per_marketer() {
+    let agent = Agent::start().await;
+    agent.ingest(&fixture::ndjson(&fixture::walkthrough(now()))).await;
+    let acme = agent.grant("acme.example", "search,cart", "raw", "30d").await;
+    let globex = agent.grant("globex.example", "search", "category", "30d").await;
+    for _ in 0..2 {
+        assert_eq!(agent.get("/v1/slice", Some(&acme.token)).await.status.as_u16(), 200);
+    }
+    assert_eq!(agent.get("/v1/slice?kinds=purchase", Some(&acme.token)).await.status.as_u16(), 403);
+    assert_eq!(agent.get("/v1/slice", Some(&globex.token)).await.status.as_u16(), 200);
+    agent.cli(&["revoke", globex.grant_id.as_str()]).await.ok();
+    assert_eq!(agent.get("/v1/slice", Some(&globex.token)).await.status.as_u16(), 401);
+    agent.cli(&["pause"]).await.ok();
+
+    let types =
+        |out: &Value| -> Vec<String> { out.as_array().expect("records").iter().map(|r| r["event"]["type"].as_str().expect("a type").to_owned()).collect() };
+    let all = agent.cli(&["audit", "--json"]).await.json();
+    assert_eq!(types(&all), ["granted", "granted", "served", "served", "refused", "served", "revoked", "sharing"]);
+    let of_acme = agent.cli(&["audit", "--json", "--grant", acme.grant_id.as_str()]).await.json();
+    assert_eq!(types(&of_acme), ["granted", "served", "served", "refused"]);
+    let of_globex = agent.cli(&["audit", "--json", "--marketer", "globex.example"]).await.json();
+    assert_eq!(types(&of_globex), ["granted", "served", "revoked"]);
+    let later = optin_tests::ts(now() + time::Duration::hours(1));
+    assert_eq!(types(&agent.cli(&["audit", "--json", "--since", &later]).await.json()), Vec::<String>::new());
+    assert_eq!(types(&agent.cli(&["audit", "--json", "--since", "1h"]).await.json()).len(), 8, "a span back from now");
+
+    let summary = agent.cli(&["audit", "--summary"]).await;
+    let rows: Vec<Vec<&str>> = summary.ok().lines().skip(1).take(2).map(|l| l.split_whitespace().take(5).collect()).collect();
+    assert_eq!(rows, [["acme.example", "1", "2", "10", "1"], ["globex.example", "1", "1", "2", "1"]], "{summary:?}");
+    let only_globex = agent.cli(&["audit", "--summary", "--marketer", "globex.example"]).await;
+    assert!(only_globex.ok().ends_with("1 marketer\n"), "{only_globex:?}");
+    agent.cli(&["audit", "--verify", "--grant", acme.grant_id.as_str()]).await.fails(2, "cannot be used with");
+}

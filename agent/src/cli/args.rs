@@ -110,9 +110,14 @@ pub enum Command {
         /// Print a JSON array.
         #[arg(long)]
         json: bool,
-        /// Check the hash chain; exit 1 if it is broken.
-        #[arg(long)]
+        /// Check the hash chain; exit 1 if it is broken. Always checks the whole log.
+        #[arg(long, conflicts_with_all = ["json", "summary", "since", "grant", "marketer"])]
         verify: bool,
+        /// Per marketer: slices served, items, refusals, first and last slice.
+        #[arg(long, conflicts_with = "json")]
+        summary: bool,
+        #[command(flatten)]
+        only: AuditFilter,
     },
     /// Stop all sharing at once.
     Pause,
@@ -231,6 +236,20 @@ pub struct ForgetWhat {
     /// Everything.
     #[arg(long)]
     pub all: bool,
+}
+
+/// Which records `optin audit` shows (the whole log is read and verified all the same).
+#[derive(Args, Debug, Default)]
+pub struct AuditFilter {
+    /// Only records from then on: a span back from now like 7d, or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN", value_parser = parse_moment, allow_hyphen_values = true)]
+    pub since: Option<Moment>,
+    /// Only records of this grant.
+    #[arg(long, value_name = "GRANT_ID")]
+    pub grant: Option<GrantId>,
+    /// Only records naming this marketer.
+    #[arg(long, value_name = "NAME")]
+    pub marketer: Option<String>,
 }
 
 /// `optin grant`.

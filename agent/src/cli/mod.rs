@@ -210,12 +210,24 @@ async fn run(cli: Cli, p: &mut Printer) -> Result<()> {
             }
             Ok(())
         }
-        Command::Audit { json, verify } => {
+        Command::Audit { json, verify, summary, only } => {
             let home = Home::open_existing(&dir()?)?;
-            let log = read_audit(&home, verify).await?;
+            let mut log = read_audit(&home, verify).await?;
             if verify {
                 let n = log.chain.map_err(|broken| anyhow!("the audit chain is broken: {broken}"))?;
                 writeln!(p, "audit chain intact ({})", count(usize::try_from(n).unwrap_or(usize::MAX), "record", "records"))?;
+                return Ok(());
+            }
+            let since = only.since.map(|m| m.resolve(crate::core::now()));
+            log.records.retain(|e| show::names(&e.record.event, only.grant.as_ref(), only.marketer.as_deref()) && since.map_or(true, |t| e.record.at >= t));
+            log.counted.retain(|c| {
+                let n = &c.count;
+                only.grant.as_ref().map_or(true, |g| *g == n.grant_id)
+                    && only.marketer.as_ref().map_or(true, |m| *m == n.marketer)
+                    && since.map_or(true, |t| n.last >= t)
+            });
+            if summary {
+                show::audit_summary(p, &log.records, &log.counted)?;
             } else if json {
                 p.json(&serde_json::to_string_pretty(&log.records)?)?;
             } else {

@@ -5,9 +5,11 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use optin_protocol::bundle::GrantBundle;
+use optin_protocol::scope::GrantId;
 use optin_protocol::signal::{Body, Kind};
 use optin_protocol::slice::{CartState, SliceClaims};
 use serde::{Serialize, Serializer};
+use time::OffsetDateTime;
 
 use super::print::{count, inert, time, Cell, Printer, Style, Table};
 use crate::browser::LastSeen;
@@ -177,6 +179,68 @@ pub fn audit(p: &mut Printer, records: &[AuditEntry], counted: &[CountedRefusals
         writeln!(p, "and {requests} with unknown or forged tokens since the agent started (counted, not recorded one by one)")?;
     }
     Ok(())
+}
+
+/// Whether a record concerns `grant` and `marketer` (each when given). Records of no grant
+/// (forgetting, pausing, sealing) concern neither.
+pub fn names(event: &AuditEvent, grant: Option<&GrantId>, marketer: Option<&str>) -> bool {
+    let (of_grant, of_marketer) = match event {
+        AuditEvent::Served { grant_id, marketer, .. } | AuditEvent::Granted { grant_id, marketer, .. } | AuditEvent::Revoked { grant_id, marketer } => {
+            (Some(grant_id), Some(marketer.as_str()))
+        }
+        AuditEvent::Refused { grant_id, marketer, .. } => (grant_id.as_ref(), marketer.as_deref()),
+        AuditEvent::Forgot { .. } | AuditEvent::Sharing { .. } | AuditEvent::Sealed { .. } => (None, None),
+    };
+    grant.map_or(true, |g| of_grant == Some(g)) && marketer.map_or(true, |m| of_marketer == Some(m))
+}
+
+/// `optin audit --summary`: per marketer, what the records and counts say.
+pub fn audit_summary(p: &mut Printer, records: &[AuditEntry], counted: &[CountedRefusals]) -> io::Result<()> {
+    #[derive(Default)]
+    struct Marketer {
+        grants: usize,
+        slices: usize,
+        items: usize,
+        refused: u64,
+        first: Option<OffsetDateTime>,
+        last: Option<OffsetDateTime>,
+    }
+    let mut by: BTreeMap<&str, Marketer> = BTreeMap::new();
+    for entry in records {
+        let at = entry.record.at;
+        match &entry.record.event {
+            AuditEvent::Granted { marketer, .. } => by.entry(marketer).or_default().grants += 1,
+            AuditEvent::Served { marketer, items, .. } => {
+                let m = by.entry(marketer).or_default();
+                (m.slices, m.items) = (m.slices + 1, m.items + items);
+                m.first = Some(m.first.map_or(at, |f| f.min(at)));
+                m.last = Some(m.last.map_or(at, |l| l.max(at)));
+            }
+            AuditEvent::Refused { marketer: Some(marketer), .. } => by.entry(marketer).or_default().refused += 1,
+            _ => {}
+        }
+    }
+    for c in counted {
+        by.entry(&c.count.marketer).or_default().refused += c.count.count;
+    }
+    if by.is_empty() {
+        return writeln!(p, "no marketer in these records");
+    }
+    let mut table = Table::new(&[("MARKETER", NAME), ("GRANTS", 6), ("SLICES", 8), ("ITEMS", 8), ("REFUSED", 8), ("FIRST SLICE", TIME), ("LAST SLICE", TIME)]);
+    for (marketer, m) in &by {
+        let when = |t: Option<OffsetDateTime>| t.map_or_else(|| "-".to_owned(), time);
+        table.row(vec![
+            Cell::new(marketer),
+            Cell::new(m.grants.to_string()),
+            Cell::new(m.slices.to_string()),
+            Cell::new(m.items.to_string()),
+            Cell::new(m.refused.to_string()),
+            Cell::new(when(m.first)),
+            Cell::new(when(m.last)),
+        ]);
+    }
+    table.write(p)?;
+    writeln!(p, "{}", count(by.len(), "marketer", "marketers"))
 }
 
 /// `optin preview`.
