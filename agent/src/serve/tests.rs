@@ -436,7 +436,9 @@ async fn serve_runs_in_process_until_its_shutdown_future() {
     tokio::time::timeout(Duration::from_secs(10), server).await.expect("serve returns once told to stop").expect("no panic").expect("a clean stop");
     assert!(client.get("/v1/slice", Some(&bundle.token)).await.is_err(), "the HTTPS listener is closed");
     assert!(tokio::net::UnixStream::connect(home.admin_socket()).await.is_err(), "the admin socket is closed");
-    let Response::Audit { records, chain, .. } = core.handle(Request::Audit { since_seq: 0, limit: None }, now()).await.expect("the audit") else { panic!("not an audit") };
+    let Response::Audit { records, chain, .. } = core.handle(Request::Audit { since_seq: 0, limit: None }, now()).await.expect("the audit") else {
+        panic!("not an audit")
+    };
     assert!(chain.is_ok(), "{chain:?}");
     assert!(records.iter().any(|r| matches!(r.record.event, AuditEvent::Served { .. })), "the delivery is on record");
 }
