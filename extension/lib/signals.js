@@ -26,12 +26,20 @@ export const MASKED = '[masked]';
 const CURRENCY_RE = /^[A-Z]{3}$/;
 
 /**
- * Trims a string and cuts it to at most `max` Unicode code points (never in the
+ * Control characters and bidirectional marks, overrides and isolates: the agent refuses a
+ * signal holding one (they change how the text around them is shown), so page text loses
+ * them here instead of costing the whole batch.
+ */
+const UNSHOWABLE_RE = /[\p{Cc}\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069]/gu;
+
+/**
+ * Makes page text well formed (a lone surrogate becomes U+FFFD), drops the characters the
+ * agent refuses, trims it and cuts it to at most `max` Unicode code points (never in the
  * middle of a surrogate pair). Non-strings give ''.
  */
 export function clip(value, max) {
   if (typeof value !== 'string') return '';
-  const s = value.trim();
+  const s = value.toWellFormed().replace(UNSHOWABLE_RE, '').trim();
   if (s.length <= max) return s;
   return Array.from(s).slice(0, max).join('').trim();
 }

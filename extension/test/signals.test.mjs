@@ -57,6 +57,19 @@ test('clip trims and never splits a surrogate pair', () => {
   assert.equal(clip(5, 2), '');
 });
 
+test('clip drops what the agent would refuse a signal for, and mends lone surrogates', () => {
+  // (page text, what is kept)
+  const table = [
+    ['cheap \u202eexe.tnet', 'cheap exe.tnet'],
+    ['red\u001b[31m shoes', 'red[31m shoes'],
+    ['tab\there\nnewline', 'tabherenewline'],
+    ['isolate\u2066x\u2069', 'isolatex'],
+    ['lone \ud800 surrogate', 'lone \ufffd surrogate'],
+    ['zero\u200bwidth stays', 'zero\u200bwidth stays'],
+  ];
+  for (const [page, kept] of table) assert.equal(clip(page, 100), kept, JSON.stringify(page));
+});
+
 test('joinCategory builds a taxonomy path', () => {
   assert.equal(joinCategory(['Apparel & Accessories', ' Shoes ', '', undefined, 'Boots']), 'Apparel & Accessories > Shoes > Boots');
   assert.equal(joinCategory([]), '');

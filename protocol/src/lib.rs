@@ -60,6 +60,22 @@ pub(crate) mod b64 {
 /// [`hex::encode`] under the short name its many callers use.
 pub use self::hex::encode as hex;
 
+/// Whether `c` is a control character or a bidirectional mark, override or isolate: a
+/// character that changes how the text around it is shown. Signals holding one are refused,
+/// so that what a person reads in a terminal or a popup is what was stored.
+pub fn is_control_or_bidi(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// [`is_control_or_bidi`], or a character that shows nothing: zero-width and invisible
+/// characters, line and paragraph separators. For short names a person types or reads as an
+/// identity (a marketer, an audience), where a hidden character could make two look alike.
+/// Page text (product names) often holds zero-width characters harmlessly, so signals are
+/// held only to the narrower rule.
+pub fn is_hidden_or_control(c: char) -> bool {
+    is_control_or_bidi(c) || matches!(c, '\u{200B}'..='\u{200D}' | '\u{2028}' | '\u{2029}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
+}
+
 /// SHA-256 of `bytes`.
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
@@ -110,6 +126,29 @@ pub mod timestamp {
 /// deterministic stand-in for the fuzz targets, run on every test run.
 #[cfg(test)]
 mod layout;
+
+#[cfg(test)]
+mod text_tests {
+    #[test]
+    fn control_and_bidi_characters() {
+        for c in ['\u{0}', '\u{1b}', '\u{85}', '\u{61c}', '\u{200e}', '\u{202a}', '\u{202e}', '\u{2066}', '\u{2069}'] {
+            assert!(super::is_control_or_bidi(c), "{:?}", c);
+        }
+        for c in ['a', '\u{200b}', '\u{feff}', '\u{2028}', '漢'] {
+            assert!(!super::is_control_or_bidi(c), "{:?}", c);
+        }
+    }
+
+    #[test]
+    fn hidden_and_control_characters() {
+        for c in ['\u{0}', '\u{1b}', '\u{7f}', '\u{85}', '\u{61c}', '\u{200b}', '\u{200e}', '\u{2028}', '\u{202e}', '\u{2066}', '\u{2069}', '\u{feff}'] {
+            assert!(super::is_hidden_or_control(c), "{:?}", c);
+        }
+        for c in ['a', ' ', 'é', '€', '>', '\u{3000}', '\u{2070}', '漢'] {
+            assert!(!super::is_hidden_or_control(c), "{:?}", c);
+        }
+    }
+}
 
 #[cfg(test)]
 mod hostile {

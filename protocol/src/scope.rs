@@ -172,8 +172,10 @@ impl FromStr for Caveat {
             "window" => value.parse().map(Caveat::Window).map_err(|e: crate::span::SpanError| fail(&e.to_string())),
             "expires" => timestamp::parse(value).map(Caveat::Expires).ok_or_else(|| fail("not an RFC 3339 timestamp")),
             "aud" => {
-                let ok = (1..=128).contains(&value.len()) && !value.chars().any(char::is_control);
-                ok.then(|| Caveat::Audience(value.to_owned())).ok_or_else(|| fail("audience must be 1 to 128 characters"))
+                // A host name, as the partner knows itself: nothing a terminal or a person
+                // could read as something else.
+                let host = crate::signal::plain_domain(value).ok().filter(|h| h == value && h.len() <= 128);
+                host.map(Caveat::Audience).ok_or_else(|| fail("audience must be a lowercase host name like partner.example"))
             }
             _ => Err(fail("unknown caveat")),
         }
@@ -592,7 +594,19 @@ mod tests {
 
     #[test]
     fn rejects_unknown_caveats() {
-        for text in ["colour=blue", "kinds", "kinds=", "window=forever", "expires=soon", "aud="] {
+        for text in [
+            "colour=blue",
+            "kinds",
+            "kinds=",
+            "window=forever",
+            "expires=soon",
+            "aud=",
+            "aud=Partner Example",
+            "aud=partner.example\u{202e}",
+            "aud=\u{1b}[2Jx.example",
+            "aud=Partner.example",
+            "aud=localhost",
+        ] {
             assert!(text.parse::<Caveat>().is_err(), "{text}");
         }
     }

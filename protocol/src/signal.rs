@@ -619,8 +619,8 @@ impl Fields<'_> {
                     Err(self.fail(name, "must not be empty"))
                 } else if s.chars().count() > max {
                     Err(self.fail(name, format!("longer than {max} characters")))
-                } else if s.chars().any(char::is_control) {
-                    Err(self.fail(name, "contains control characters"))
+                } else if s.chars().any(crate::is_control_or_bidi) {
+                    Err(self.fail(name, "contains control or bidirectional formatting characters"))
                 } else {
                     Ok(Some(s.to_owned()))
                 }
@@ -735,6 +735,11 @@ mod tests {
             (r#"{"kind":"search","at":"yesterday","query":"q","engine":"bing.com"}"#, "at"),
             (r#"{"kind":"search","at":"2026-11-20T10:00:00Z","query":"q","engine":"bing.com","x":1}"#, "x"),
             (r#"{"kind":"search","at":"2026-11-20T10:00:00Z","query":"","engine":"bing.com"}"#, "query"),
+            (r#"{"kind":"search","at":"2026-11-20T10:00:00Z","query":"shoes \u202egnp.exe","engine":"bing.com"}"#, "query"),
+            (
+                r#"{"kind":"cart","at":"2026-11-20T10:00:00Z","merchant":"s.example","currency":"EUR","items":[{"name":"x\u2066y","price":"1"}]}"#,
+                "items[0].name",
+            ),
             (r#"{"kind":"search","at":"2026-11-20T10:00:00Z","query":"q","engine":"not a host"}"#, "engine"),
             (r#"{"kind":"search","id":"has space","at":"2026-11-20T10:00:00Z","query":"q","engine":"bing.com"}"#, "id"),
             (r#"{"kind":"cart","at":"2026-11-20T10:00:00Z","merchant":"s.example","currency":"eur","items":[]}"#, "currency"),

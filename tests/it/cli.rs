@@ -379,29 +379,27 @@ async fn colour_only_where_it_is_wanted() {
 async fn other_peoples_text_is_inert_on_the_terminal() {
     let agent = Agent::start().await;
     let t = now();
-    let query = format!("cheap {RLO}exe.tnet");
-    agent.ingest(&fixture::ndjson(&[search("s1", ago(t, 1), &query, "bing.com", "Home")])).await;
-    // Control characters never get into the store.
-    let file = agent.home().scratch("esc.ndjson");
-    std::fs::write(&file, fixture::ndjson(&[search("s2", ago(t, 1), &format!("{ESC}[31mred"), "bing.com", "Home")])).expect("write");
-    agent.cli(&["ingest", file.to_str().expect("utf-8")]).await.fails(1, "control characters");
+    // Control characters and bidirectional overrides never get into the store: a query that
+    // reads backwards from the override on is refused, naming the field.
+    for (query, refusal) in [(format!("{ESC}[31mred"), "control"), (format!("cheap {RLO}exe.tnet"), "bidirectional")] {
+        let file = agent.home().scratch("hostile.ndjson");
+        std::fs::write(&file, fixture::ndjson(&[search("s1", ago(t, 1), &query, "bing.com", "Home")])).expect("write");
+        agent.cli(&["ingest", file.to_str().expect("utf-8")]).await.fails(1, refusal);
+    }
+    // Nor in a marketer's name, which the person reads as an identity.
+    let grant = ["grant", "acme\u{202e}elpmaxe.moc", "--kinds", "search", "--granularity", "raw", "--window", "30d", "--expires", "90d", "--purpose", "p"];
+    agent.cli(&grant).await.fails(1, "printable characters");
 
-    let marketer = format!("acme{RLO}elpmaxe.moc");
-    let bundle = agent.grant_with(&marketer, &["--kinds", "search", "--granularity", "raw", "--window", "30d", "--expires", "90d"]).await;
-    // A marketer's request puts what it sent in the audit log's refusal reason.
+    // What a marketer sends is kept as it came, in the audit log's refusal reason.
+    let bundle = agent.grant("acme.example", "search", "raw", "30d").await;
     let refused = agent.get(&format!("/v1/slice?kinds=%1B%5B31m{}", "%E2%80%AE"), Some(&bundle.token)).await;
     assert_eq!(refused.status.as_u16(), 400, "{}", refused.text());
     let audit = agent.cli(&["audit", "--json"]).await.json();
     let reason = audit.as_array().expect("array").iter().find(|r| r["event"]["type"] == "refused").expect("the refusal")["event"]["reason"].clone();
     assert!(reason.as_str().is_some_and(|r| r.contains(ESC) && r.contains(RLO)), "the raw text is what is kept: {reason}");
 
-    for (args, shown) in [
-        (vec!["signals"], vec!["cheap \\u{202e}exe.tnet"]),
-        (vec!["grants"], vec!["acme\\u{202e}elpmaxe.moc"]),
-        (vec!["audit"], vec!["acme\\u{202e}elpmaxe.moc", "\\u{1b}[31m\\u{202e}"]),
-        (vec!["preview", bundle.grant_id.as_str()], vec!["acme\\u{202e}elpmaxe.moc", "\\u202e"]),
-        (vec!["status"], vec![]),
-    ] {
+    // And shown inert: escaped on the terminal, escaped the JSON way in JSON.
+    for (args, shown) in [(vec!["audit"], vec!["\\u{1b}[31m\\u{202e}"]), (vec!["status"], vec![])] {
         let out = agent.cli(&args).await;
         let text = out.ok();
         assert!(!text.contains(ESC) && !text.contains(RLO), "{args:?} printed it raw: {text:?}");
@@ -409,14 +407,9 @@ async fn other_peoples_text_is_inert_on_the_terminal() {
             assert!(text.contains(escaped), "{args:?} shows {escaped:?}: {text}");
         }
     }
-    // JSON says the same thing, escaped the JSON way.
-    for args in [vec!["signals", "--json"], vec!["grants", "--json"], vec!["audit", "--json"], vec!["bundle", bundle.grant_id.as_str()]] {
-        let out = agent.cli(&args).await;
-        assert!(!out.ok().contains(ESC) && !out.stdout.contains(RLO), "{args:?} printed it raw: {:?}", out.stdout);
-        assert!(out.stdout.contains("\\u202e"), "{args:?}: {}", out.stdout);
-    }
-    let listed = agent.cli(&["signals", "--json"]).await.json();
-    assert_eq!(listed[0]["query"], query.as_str(), "the same value");
+    let out = agent.cli(&["audit", "--json"]).await;
+    assert!(!out.ok().contains(ESC) && !out.stdout.contains(RLO), "printed it raw: {:?}", out.stdout);
+    assert!(out.stdout.contains("\\u202e"), "{}", out.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -233,7 +233,7 @@ impl Core {
 
 fn bounded(field: &str, text: &str, max: usize) -> Result<String, CoreError> {
     let text = text.trim();
-    if text.is_empty() || text.chars().count() > max || text.chars().any(char::is_control) {
+    if text.is_empty() || text.chars().count() > max || text.chars().any(optin_protocol::is_hidden_or_control) {
         return Err(CoreError::Invalid(format!("{field} must be 1 to {max} printable characters")));
     }
     Ok(text.to_owned())

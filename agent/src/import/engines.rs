@@ -183,7 +183,10 @@ impl Engines {
 /// Used for queries from URLs and for search terms a browser stored itself, so both kinds
 /// are bounded and trimmed the same way.
 pub fn clean_query(raw: &str) -> Option<String> {
-    let trimmed = raw.trim_matches(is_js_whitespace);
+    // As the extension's `clip`: characters the agent refuses a signal for are dropped, so
+    // one of them costs that character, not the search.
+    let shown: String = raw.chars().filter(|c| !optin_protocol::is_control_or_bidi(*c)).collect();
+    let trimmed = shown.trim_matches(is_js_whitespace);
     let end = trimmed.char_indices().nth(MAX_QUERY_CHARS).map_or(trimmed.len(), |(i, _)| i);
     // Cutting may expose inner whitespace at the end; trim it again, as `clip` does.
     // `end` comes from `char_indices` (or is the length), so it is a char boundary.

@@ -74,6 +74,8 @@ async fn rejects_commands_that_name_nothing_or_are_wrong() {
         ("forget an unknown id", Request::Forget { what: crate::store::Forget::Id("nope".into()) }, ErrorKind::NotFound),
         ("grant to nobody", grant("  ", "offers"), ErrorKind::Invalid),
         ("grant to a name with a newline", grant("acme\nexample", "offers"), ErrorKind::Invalid),
+        ("grant to a name that reverses what follows", grant("acme\u{202e}elpmaxe", "offers"), ErrorKind::Invalid),
+        ("grant for a purpose with a zero-width space", grant("acme.example", "off\u{200b}ers"), ErrorKind::Invalid),
         ("grant for a purpose too long", grant("acme.example", &"x".repeat(1001)), ErrorKind::Invalid),
     ];
     for (what, request, kind) in cases {
