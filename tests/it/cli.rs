@@ -224,6 +224,7 @@ async fn bundles_print_again_and_go_to_private_files() {
     let out = agent.cli(&args).await;
     let summary = out.ok();
     assert!(summary.starts_with("granted g_") && summary.contains(path), "{summary}");
+    assert!(summary.contains("sees the same address and certificate"), "a pull grant says what it links: {summary}");
     assert_eq!(mode(&file), 0o600);
     let globex = GrantBundle::parse(&std::fs::read_to_string(&file).expect("written")).expect("a bundle");
     assert!(!summary.contains(&globex.token), "no token on the screen: {summary}");

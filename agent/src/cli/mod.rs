@@ -441,11 +441,13 @@ async fn grant(dir: &Path, args: GrantArgs, p: &mut Printer) -> Result<()> {
         write_bundle(path, &bundle, args.output.force)
             .with_context(|| format!("{} was granted, but its bundle was not written (`optin bundle {0} --output FILE` writes it)", bundle.grant_id))?;
         show::grant_summary(p, &bundle)?;
+        show::pull_links(p)?;
         return sent_privately(p, path, &bundle);
     }
     let json = serde_json::to_string_pretty(&bundle)?;
     if !args.json {
         show::grant_summary(p, &bundle)?;
+        show::pull_links(p)?;
         writeln!(p, "give this bundle to {} (it holds their token: send it privately):", inert(&bundle.marketer))?;
     }
     p.json(&json)?;

@@ -279,6 +279,14 @@ pub fn grant_summary(p: &mut Printer, bundle: &GrantBundle) -> io::Result<()> {
     )
 }
 
+/// What a pull grant cannot hide, said when one is made (SPEC.md, "What pull mode links").
+pub fn pull_links(p: &mut Printer) -> io::Result<()> {
+    writeln!(
+        p,
+        "note: every marketer that pulls from this agent sees the same address and certificate, so marketers who compare them can tell their grants come from one person"
+    )
+}
+
 /// What `optin status` shows, gathered.
 pub struct StatusView<'a> {
     /// The home.

@@ -76,11 +76,16 @@ impl Core {
             Request::Revoke { .. } => Err(CoreError::Internal("revoke runs in `handle`".into())),
             Request::Preview { grant_id } => {
                 let record = self.intact_grant(&grant_id)?;
+                // A preview shows what the marketer would receive now; for a revoked grant
+                // that is nothing, whatever the store still holds.
+                if record.revoked_at.is_some() {
+                    return Err(CoreError::Invalid(format!("{grant_id} is revoked: it serves nothing")));
+                }
                 let keys = self.keys.grant(&grant_id).map_err(|e| CoreError::Internal(e.to_string()))?;
                 let claims = self.claims(&record, &record.terms, &keys, &SliceQuery::default(), now).map_err(|r| match r {
                     Refusal::Exceeds { reason, .. } | Refusal::Invalid { reason, .. } => CoreError::Invalid(reason),
                     Refusal::Token(reason) => CoreError::Invalid(format!("the grant serves nothing: {reason}")),
-                    Refusal::Paused => CoreError::Invalid("sharing is paused".into()),
+                    Refusal::Paused => CoreError::Invalid("sharing is paused: the grant serves nothing until `optin resume`".into()),
                     // A preview takes no pass, so it is never turned away for want of one.
                     Refusal::Busy => CoreError::Internal("a preview found the grant busy".into()),
                     Refusal::Internal(e) => CoreError::Internal(e),

@@ -165,3 +165,21 @@ async fn revoking_stops_only_that_grant() {
     let bundle = world.try_run(crate::core::command::Request::Bundle { grant_id: revoked.grant_id.clone() }, T).await;
     assert!(matches!(bundle, Err(crate::core::CoreError::Invalid(ref m)) if m.contains("revoked")), "{bundle:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_preview_of_a_revoked_or_expired_grant_says_it_serves_nothing() {
+    use crate::core::command::Request;
+    use crate::core::CoreError;
+
+    let world = World::new();
+    world.ingest(&week()).await;
+    let bundle = world.grant("search,cart", "raw", "7d").await;
+    let preview = || Request::Preview { grant_id: bundle.grant_id.clone() };
+    assert!(world.try_run(preview(), T).await.is_ok(), "a live grant previews");
+    let after_expiry = bundle.terms.expires_at + time::Duration::days(1);
+    let expired = world.try_run(preview(), after_expiry).await.map(|_| ()).expect_err("an expired grant serves nothing");
+    assert!(matches!(&expired, CoreError::Invalid(m) if m.contains("serves nothing") && m.contains("expired")), "{expired:?}");
+    world.run(Request::Revoke { grant_id: bundle.grant_id.clone() }).await;
+    let revoked = world.try_run(preview(), T).await.map(|_| ()).expect_err("a revoked grant serves nothing");
+    assert!(matches!(&revoked, CoreError::Invalid(m) if m.ends_with("is revoked: it serves nothing")), "{revoked:?}");
+}
