@@ -93,7 +93,9 @@ describe('extension end to end (Chromium)', { skip: skip ?? false }, () => {
     }, { what: 'four cart signals' });
     await h.sleep(300);
     assert.equal((await shopCarts()).length, before + 4, 'exactly four cart signals');
-    carts.sort((a, b) => a.at.localeCompare(b.at));
+    // By time, not by text: RFC 3339 drops trailing zeros of the fraction, so as strings
+    // `…:05Z` sorts after `…:05.12Z`, and `…:05.1Z` after `…:05.12Z`.
+    carts.sort((a, b) => Date.parse(a.at) - Date.parse(b.at));
     const lines = (c) => c.items.map((i) => `${i.sku}×${i.quantity}@${i.price}`);
     assert.deepEqual(carts.map(lines), [
       ['TR-1×1@59.9'],
