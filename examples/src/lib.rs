@@ -168,6 +168,24 @@ impl std::fmt::Debug for PinnedClient {
     }
 }
 
+/// The TLS client settings of a [`PinnedClient`]: only the certificate whose SHA-256 is
+/// `cert_sha256_hex` is accepted, and only `protocol` is offered in ALPN. For callers that
+/// bring their own socket.
+pub fn pinned_tls_config(cert_sha256_hex: &str, protocol: Protocol) -> Result<rustls::ClientConfig, ClientError> {
+    let pin = parse_pin(cert_sha256_hex).ok_or(ClientError::Pin)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(PinnedCertificate { sha256: pin, provider: provider.clone() });
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        // rustls calls every custom verifier "dangerous"; this one is stricter than the
+        // default, see the module documentation.
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn(protocol).as_bytes().to_vec()];
+    Ok(config)
+}
+
 impl PinnedClient {
     /// A client for the agent at `agent_url` (`https://host:port`) that accepts only the
     /// certificate whose DER has SHA-256 `cert_sha256_hex`. Speaks HTTP/1.1.
@@ -178,17 +196,7 @@ impl PinnedClient {
     /// Like [`PinnedClient::new`], offering only `protocol` in ALPN.
     pub fn with_protocol(agent_url: &str, cert_sha256_hex: &str, protocol: Protocol) -> Result<PinnedClient, ClientError> {
         let (host, port) = split_url(agent_url).ok_or_else(|| ClientError::Url(agent_url.chars().take(128).collect()))?;
-        let pin = parse_pin(cert_sha256_hex).ok_or(ClientError::Pin)?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = Arc::new(PinnedCertificate { sha256: pin, provider: provider.clone() });
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            // rustls calls every custom verifier "dangerous"; this one is stricter than the
-            // default, see the module documentation.
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![alpn(protocol).as_bytes().to_vec()];
+        let config = pinned_tls_config(cert_sha256_hex, protocol)?;
         let server_name = match host.parse::<IpAddr>() {
             Ok(ip) => ServerName::IpAddress(ip.into()),
             Err(_) => ServerName::try_from(host.to_owned()).map_err(|_| ClientError::Url(agent_url.chars().take(128).collect()))?,

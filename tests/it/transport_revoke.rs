@@ -11,9 +11,7 @@ use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
 use optin_examples::Protocol;
 use optin_protocol::bundle::GrantBundle;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
@@ -76,55 +74,13 @@ async fn assert_cut_off_or_served_before(agent: &Agent, grant: &str) {
     }
 }
 
-/// Accepts exactly the agent's certificate, by its SHA-256, as a marketer's client does.
-#[derive(Debug)]
-struct Pinned(String);
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        cert: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if optin_protocol::hex(&optin_protocol::sha256(cert.as_ref())) == self.0 {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
-        }
-    }
-
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms)
-    }
-
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// An HTTP/1.1 TLS connection to the agent over a socket whose receive buffer is as small as
 /// the OS allows, so that what the client does not read stays on the agent's side.
 async fn connect_with_a_small_receive_buffer(agent: &Agent) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let socket = TcpSocket::new_v4().expect("a socket");
     socket.set_recv_buffer_size(4096).expect("a small receive buffer");
     let tcp = socket.connect(agent.addr()).await.expect("connect");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned(agent.fingerprint.clone())))
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = optin_examples::pinned_tls_config(&agent.fingerprint, Protocol::Http1).expect("the agent's pin");
     let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST).into());
     TlsConnector::from(Arc::new(config)).connect(name, tcp).await.expect("a TLS handshake")
 }
