@@ -448,84 +448,104 @@ pub fn parse_line(line: &str, merchant: MerchantFn<'_>) -> Result<Signal, Signal
     if line.len() > limits::LINE_BYTES {
         return Err(whole(format!("line is longer than {} bytes", limits::LINE_BYTES)));
     }
-    let value: Value = serde_json::from_str(line).map_err(|e| whole(format!("not JSON: {e}")))?;
     // serde_json keeps the last of two equal keys; a feeder that sends two would mean one and
-    // get the other, so a line naming a key twice is refused.
-    if let Ok(FirstDuplicate(Some(path))) = serde_json::from_str::<FirstDuplicate>(line) {
+    // get the other, so a line naming a key twice is refused. Found while the line is read,
+    // in the one parse.
+    let Checked { value, duplicate } = serde_json::from_str(line).map_err(|e| whole(format!("not JSON: {e}")))?;
+    if let Some(path) = duplicate {
         return Err(at(&path, "given more than once".into()));
     }
     parse_value(&value, merchant)
 }
 
-/// The path of the first key that an object of a JSON document names twice, if any.
-struct FirstDuplicate(Option<String>);
+/// A JSON document read into a [`Value`], with the path of the first key that an object in
+/// it names twice, if any (paths as in errors: `items[0].name`). Paths are built only for a
+/// repeated key, on the way back up, so a clean line costs no more than a plain parse.
+struct Checked {
+    value: Value,
+    duplicate: Option<String>,
+}
 
-impl<'de> serde::Deserialize<'de> for FirstDuplicate {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FirstDuplicate, D::Error> {
-        d.deserialize_any(DuplicateFinder { path: String::new() })
+impl<'de> serde::Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Checked, D::Error> {
+        d.deserialize_any(Checker)
     }
 }
 
-/// Walks one JSON value at `path`, finding the first repeated key (paths as in errors:
-/// `items[0].name`).
-struct DuplicateFinder {
-    path: String,
-}
+/// Reads one JSON value.
+struct Checker;
 
-impl<'de> serde::de::DeserializeSeed<'de> for DuplicateFinder {
-    type Value = Option<String>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
-        d.deserialize_any(self).map(|FirstDuplicate(found)| found)
+/// `inner`, a path below `outer`: `items` and `[1].name` make `items[1].name`.
+fn below(outer: &str, inner: &str) -> String {
+    if inner.starts_with('[') {
+        format!("{outer}{inner}")
+    } else {
+        format!("{outer}.{inner}")
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for DuplicateFinder {
-    type Value = FirstDuplicate;
+impl<'de> serde::de::DeserializeSeed<'de> for Checker {
+    type Value = Checked;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Checked, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+fn leaf(value: Value) -> Checked {
+    Checked { value, duplicate: None }
+}
+
+impl<'de> serde::de::Visitor<'de> for Checker {
+    type Value = Checked;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<FirstDuplicate, E> {
-        Ok(FirstDuplicate(None))
+    fn visit_bool<E>(self, v: bool) -> Result<Checked, E> {
+        Ok(leaf(Value::Bool(v)))
     }
-    fn visit_i64<E>(self, _: i64) -> Result<FirstDuplicate, E> {
-        Ok(FirstDuplicate(None))
+    fn visit_i64<E>(self, v: i64) -> Result<Checked, E> {
+        Ok(leaf(Value::from(v)))
     }
-    fn visit_u64<E>(self, _: u64) -> Result<FirstDuplicate, E> {
-        Ok(FirstDuplicate(None))
+    fn visit_u64<E>(self, v: u64) -> Result<Checked, E> {
+        Ok(leaf(Value::from(v)))
     }
-    fn visit_f64<E>(self, _: f64) -> Result<FirstDuplicate, E> {
-        Ok(FirstDuplicate(None))
+    fn visit_f64<E>(self, v: f64) -> Result<Checked, E> {
+        // JSON has no NaN or infinity, so every number it holds is one here.
+        Ok(leaf(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)))
     }
-    fn visit_str<E>(self, _: &str) -> Result<FirstDuplicate, E> {
-        Ok(FirstDuplicate(None))
+    fn visit_str<E>(self, v: &str) -> Result<Checked, E> {
+        Ok(leaf(Value::String(v.to_owned())))
     }
-    fn visit_unit<E>(self) -> Result<FirstDuplicate, E> {
-        Ok(FirstDuplicate(None))
+    fn visit_string<E>(self, v: String) -> Result<Checked, E> {
+        Ok(leaf(Value::String(v)))
     }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<FirstDuplicate, A::Error> {
-        let mut found = None;
-        let mut index = 0;
-        while let Some(inner) = seq.next_element_seed(DuplicateFinder { path: format!("{}[{index}]", self.path) })? {
-            found = found.or(inner);
-            index += 1;
-        }
-        Ok(FirstDuplicate(found))
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(leaf(Value::Null))
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<FirstDuplicate, A::Error> {
-        let mut seen = BTreeSet::new();
-        let mut found = None;
-        while let Some(key) = map.next_key::<String>()? {
-            let path = if self.path.is_empty() { key.clone() } else { format!("{}.{key}", self.path) };
-            if !seen.insert(key) {
-                found = found.or(Some(path.clone()));
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        let (mut values, mut duplicate) = (Vec::new(), None);
+        while let Some(inner) = seq.next_element_seed(Checker)? {
+            if duplicate.is_none() {
+                duplicate = inner.duplicate.map(|d| below(&format!("[{}]", values.len()), &d));
             }
-            found = found.or(map.next_value_seed(DuplicateFinder { path })?);
+            values.push(inner.value);
         }
-        Ok(FirstDuplicate(found))
+        Ok(Checked { value: Value::Array(values), duplicate })
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        let (mut object, mut duplicate) = (Map::new(), None);
+        while let Some(key) = map.next_key::<String>()? {
+            let inner = map.next_value_seed(Checker)?;
+            if duplicate.is_none() {
+                duplicate = if object.contains_key(&key) { Some(key.clone()) } else { inner.duplicate.map(|d| below(&key, &d)) };
+            }
+            object.insert(key, inner.value);
+        }
+        Ok(Checked { value: Value::Object(object), duplicate })
     }
 }
 
