@@ -9,7 +9,6 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use optin_protocol::span::Span;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
@@ -93,13 +92,11 @@ pub fn open_offline(home: &Home) -> Result<Core> {
     let store = Store::open_waiting(&home.store(), std::time::Duration::from_secs(5))?;
     let (agent_url, cert_sha256) = match store.address()? {
         Some(address) => (address.url, address.cert_sha256),
-        None => ("https://127.0.0.1:7676".to_owned(), tls::fingerprint(home, &TlsSource::default())?),
+        None => (format!("https://{}", crate::core::DEFAULT_LISTEN), tls::fingerprint(home, &TlsSource::default())?),
     };
-    let abandon_after = store.abandon_after()?.unwrap_or(DEFAULT_ABANDON);
+    let abandon_after = match store.abandon_after()? {
+        Some(delay) => delay,
+        None => crate::core::DEFAULT_ABANDON_AFTER.parse().context("the default abandonment delay")?,
+    };
     Ok(Core::new(store, keys, CoreConfig { abandon_after, agent_url, cert_sha256 }))
 }
-
-const DEFAULT_ABANDON: Span = match Span::from_seconds(86_400) {
-    Some(s) => s,
-    None => unreachable!(),
-};

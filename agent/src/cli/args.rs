@@ -147,7 +147,7 @@ pub enum Command {
 pub struct ServeArgs {
     /// Address to listen on, HOST:PORT; a name resolves to its loopback address if it has
     /// one. 127.0.0.1:0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:7676", value_name = "ADDR", value_parser = parse_listen)]
+    #[arg(long, default_value = crate::core::DEFAULT_LISTEN, value_name = "ADDR", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// Your own certificate chain (PEM) instead of the self-signed one.
     #[arg(long, requires = "tls_key", value_name = "PEM")]
@@ -156,7 +156,7 @@ pub struct ServeArgs {
     #[arg(long, requires = "tls_cert", value_name = "PEM")]
     pub tls_key: Option<PathBuf>,
     /// How long a cart waits for a purchase before it counts as abandoned.
-    #[arg(long, default_value = "24h", value_name = "SPAN", allow_hyphen_values = true)]
+    #[arg(long, default_value = crate::core::DEFAULT_ABANDON_AFTER, value_name = "SPAN", allow_hyphen_values = true)]
     pub abandon_after: Span,
 }
 

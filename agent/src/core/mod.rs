@@ -35,6 +35,13 @@ mod tests;
 
 pub use marketer::{GrantInfo, Refusal, Served, SliceRequest};
 
+/// Where `optin serve` listens unless told otherwise; also the address bundles name when
+/// they are made before any agent ran.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7676";
+
+/// How long a cart waits for a purchase before it counts as abandoned, unless told otherwise.
+pub const DEFAULT_ABANDON_AFTER: &str = "24h";
+
 /// Settings of the operations.
 #[derive(Clone, Debug)]
 pub struct CoreConfig {
