@@ -13,7 +13,17 @@
 //! would need the previous tag, which HMAC does not reveal. Only the agent, which knows the
 //! grant secret, can check the chain ([`Token::verify`]); revoking the grant kills every token
 //! derived from it. The fixed prefix lets secret scanners find leaked tokens.
+//!
+//! A token has exactly one text: [`Token::parse`] refuses any body that is not byte for byte
+//! what [`Token::encode`] writes for the parsed value (base64url without padding or stray
+//! trailing bits, JSON without whitespace or escapes, keys in the order `v`, `g`, `c`, no
+//! empty `c`, every caveat as [`Caveat`] prints it). Otherwise one token would have many
+//! spellings, and anything that compares, counts or revokes tokens by their text (a leak
+//! scanner, a marketer's cache, a log) would see different tokens where there is one.
 
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine;
 use ring::hmac;
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +79,27 @@ pub enum TokenError {
     /// The caveats leave nothing to see.
     #[error("token caveats exclude everything")]
     Empty,
+    /// A well-formed token written in another way than its one canonical text. Anyone can
+    /// check this without a secret, so the reason may be told to the client.
+    #[error("token is not in canonical form: {0}")]
+    NonCanonical(&'static str),
+}
+
+/// Decodes what the strict decoder refuses but a lenient one reads: padding, and bits after
+/// the last whole byte that are not zero. Used only to say why a token was refused.
+const LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent).with_decode_allow_trailing_bits(true),
+);
+
+/// Decodes one base64url part of a token, telling a non-canonical spelling of valid bytes
+/// (`non_canonical`) from text that is not base64url at all (`malformed`).
+fn decode_part(text: &str, non_canonical: &'static str, malformed: &'static str) -> Result<Vec<u8>, TokenError> {
+    match b64::decode(text) {
+        Some(bytes) => Ok(bytes),
+        None if LENIENT.decode(text).is_ok() => Err(TokenError::NonCanonical(non_canonical)),
+        None => Err(TokenError::Malformed(malformed)),
+    }
 }
 
 impl Token {
@@ -99,33 +130,50 @@ impl Token {
         self.caveats.iter().map(|c| c.parse().map_err(TokenError::Caveat)).collect()
     }
 
-    /// Parses a token's text.
+    /// Parses a token's text, refusing every spelling but the canonical one.
     pub fn parse(text: &str) -> Result<Token, TokenError> {
         if text.len() > MAX_LEN {
             return Err(TokenError::Malformed("too long"));
         }
         let rest = text.strip_prefix(PREFIX).ok_or(TokenError::Malformed("missing optin_ prefix"))?;
-        let (body, tag) = rest.split_once('.').ok_or(TokenError::Malformed("missing tag"))?;
-        let body = b64::decode(body).ok_or(TokenError::Malformed("body is not base64url"))?;
-        let body: BodyJson = serde_json::from_slice(&body).map_err(|_| TokenError::Malformed("body is not a token body"))?;
+        let (body_text, tag_text) = rest.split_once('.').ok_or(TokenError::Malformed("missing tag"))?;
+        let body_bytes = decode_part(body_text, "body is base64url with padding or non-zero trailing bits", "body is not base64url")?;
+        let body: BodyJson = serde_json::from_slice(&body_bytes)
+            .map_err(|_| TokenError::Malformed("body is not a token body (a JSON object with v, g and c, each at most once)"))?;
         if body.v != 1 {
             return Err(TokenError::Malformed("unknown version"));
         }
         if body.c.len() > MAX_CAVEATS {
             return Err(TokenError::Malformed("too many caveats"));
         }
-        let tag = b64::decode(tag).filter(|t| t.len() == 32).ok_or(TokenError::Malformed("tag is not 32 bytes of base64url"))?;
+        let tag = decode_part(tag_text, "tag is base64url with padding or non-zero trailing bits", "tag is not base64url")?;
+        if tag.len() != 32 {
+            return Err(TokenError::Malformed("tag is not 32 bytes"));
+        }
         let token = Token { grant: body.g, caveats: body.c, tag: to_array(&tag) };
-        token.caveats()?;
+        // The tag covers each caveat's bytes, so a holder could MAC `window=14d` where the
+        // encoder writes `window=2w`: same meaning, another token. Only the printed form counts.
+        for (text, caveat) in token.caveats.iter().zip(token.caveats()?) {
+            if *text != caveat.to_string() {
+                return Err(TokenError::NonCanonical("a caveat is not written as it prints (e.g. `window=2w`, not `window=14d`)"));
+            }
+        }
+        if token.body_json() != body_bytes {
+            return Err(TokenError::NonCanonical("body is not compact JSON with keys v, g, c in that order, no escapes and no empty c"));
+        }
         Ok(token)
+    }
+
+    /// The body's JSON bytes as [`Token::encode`] writes them.
+    fn body_json(&self) -> Vec<u8> {
+        let body = BodyJson { v: 1, g: self.grant.clone(), c: self.caveats.clone() };
+        // Serializing a struct of strings to JSON cannot fail.
+        serde_json::to_vec(&body).unwrap_or_default()
     }
 
     /// The token's text.
     pub fn encode(&self) -> String {
-        let body = BodyJson { v: 1, g: self.grant.clone(), c: self.caveats.clone() };
-        // Serializing a struct of strings to JSON cannot fail.
-        let json = serde_json::to_vec(&body).unwrap_or_default();
-        format!("{PREFIX}{}.{}", b64::encode(json), b64::encode(self.tag))
+        format!("{PREFIX}{}.{}", b64::encode(self.body_json()), b64::encode(self.tag))
     }
 
     /// Checks the chain against the grant's secret, in constant time, and returns the
@@ -243,6 +291,116 @@ mod tests {
             "x".repeat(MAX_LEN + 1),
         ] {
             assert!(Token::parse(&bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The token of `token-attenuated.txt`, with caveats written as given (canonical or not)
+    /// and a tag that verifies: what a holder can make offline from the root token.
+    fn chained(caveats: &[&str]) -> Token {
+        let mut token = Token::mint(SECRET, &grant());
+        for text in caveats {
+            let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &token.tag), text.as_bytes());
+            token.caveats.push((*text).to_owned());
+            token.tag = to_array(tag.as_ref());
+        }
+        token
+    }
+
+    /// `optin_` + the body's bytes + the tag, each part base64url as given.
+    fn spelled(body: &str, tag: &str) -> String {
+        format!("{PREFIX}{body}.{tag}")
+    }
+
+    /// Flips the lowest unused bit of the last base64url character, so the text decodes to
+    /// the same bytes with a non-zero trailing bit.
+    fn with_trailing_bit(b64: &str) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let (head, last) = b64.split_at(b64.len() - 1);
+        let index = ALPHABET.iter().position(|&c| c == last.as_bytes()[0]).unwrap();
+        format!("{head}{}", ALPHABET[index ^ 1] as char)
+    }
+
+    #[test]
+    fn rejects_non_canonical_spellings() {
+        let caveats = ["kinds=search", "aud=partner.example"];
+        let good = chained(&caveats);
+        let body = String::from_utf8(good.body_json()).unwrap();
+        let tag = b64::encode(good.tag);
+        assert!(tag.contains(['-', '_']), "the tag differs between the base64 alphabets: {tag}");
+        let padded = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE.encode(bytes);
+        // The body of `good` re-encoded with every spelling but the one the encoder writes;
+        // each with the reason expected (`Ok` for the canonical text, which must parse).
+        let root = Token::mint(SECRET, &grant());
+        let root_tag = b64::encode(root.tag);
+        let g = grant();
+        let g = g.as_str();
+        // A body whose length is not a multiple of 3, so its last character has spare bits.
+        let odd = format!(r#"{{"v":1,"g":"{g}","c":["kinds=search","aud=partner.exampl"]}}"#);
+        assert_ne!(odd.len() % 3, 0);
+        let odd_token = chained(&["kinds=search", "aud=partner.exampl"]);
+        assert_eq!(String::from_utf8(odd_token.body_json()).unwrap(), odd);
+        let table: Vec<(&str, String, Result<(), &str>)> = vec![
+            ("canonical", good.encode(), Ok(())),
+            ("canonical, spelled by hand", spelled(&b64::encode(&body), &tag), Ok(())),
+            ("tag with padding", spelled(&b64::encode(&body), &padded(&good.tag)), Err("tag is base64url with padding")),
+            (
+                "tag with a trailing bit set",
+                spelled(&b64::encode(&body), &with_trailing_bit(&tag)),
+                Err("tag is base64url with padding or non-zero trailing bits"),
+            ),
+            ("body with padding", spelled(&padded(odd.as_bytes()), &b64::encode(odd_token.tag)), Err("body is base64url with padding")),
+            (
+                "body with a trailing bit set",
+                spelled(&with_trailing_bit(&b64::encode(&odd)), &b64::encode(odd_token.tag)),
+                Err("body is base64url with padding or non-zero trailing bits"),
+            ),
+            ("tag in standard base64", spelled(&b64::encode(&body), &tag.replace('-', "+").replace('_', "/")), Err("tag is not base64url")),
+            ("a space after a colon", spelled(&b64::encode(body.replacen(":", ": ", 1)), &tag), Err("body is not compact JSON")),
+            ("a trailing newline", spelled(&b64::encode(format!("{body}\n")), &tag), Err("body is not compact JSON")),
+            (
+                "pretty-printed",
+                spelled(&b64::encode(serde_json::to_string_pretty(&serde_json::from_str::<serde_json::Value>(&body).unwrap()).unwrap()), &tag),
+                Err("body is not compact JSON"),
+            ),
+            (
+                "keys in another order",
+                spelled(&b64::encode(format!(r#"{{"g":"{g}","v":1,"c":["kinds=search","aud=partner.example"]}}"#)), &tag),
+                Err("keys v, g, c in that order"),
+            ),
+            ("an escaped character", spelled(&b64::encode(body.replacen("g_", "g\\u005f", 1)), &tag), Err("no escapes")),
+            ("an escaped character in a caveat", spelled(&b64::encode(body.replacen("kinds=", "kinds\\u003d", 1)), &tag), Err("no escapes")),
+            ("an empty caveat list", spelled(&b64::encode(format!(r#"{{"v":1,"g":"{g}","c":[]}}"#)), &root_tag), Err("no empty c")),
+            ("a duplicate key", spelled(&b64::encode(body.replacen(r#"{"v":1,"#, r#"{"v":1,"v":1,"#, 1)), &tag), Err("each at most once")),
+            ("version as a float", spelled(&b64::encode(body.replacen(r#""v":1"#, r#""v":1.0"#, 1)), &tag), Err("body is not a token body")),
+            ("a span not in its largest unit", chained(&["window=14d"]).encode(), Err("a caveat is not written as it prints")),
+            ("kinds in another order", chained(&["kinds=cart,search"]).encode(), Err("a caveat is not written as it prints")),
+            ("a repeated kind", chained(&["kinds=search,search"]).encode(), Err("a caveat is not written as it prints")),
+            ("a space in a caveat", chained(&["kinds= search"]).encode(), Err("a caveat is not written as it prints")),
+            ("an expiry with an offset", chained(&["expires=2027-01-01T01:00:00+01:00"]).encode(), Err("a caveat is not written as it prints")),
+            ("an expiry in lowercase", chained(&["expires=2027-01-01t00:00:00z"]).encode(), Err("a caveat is not written as it prints")),
+        ];
+        for (what, text, expected) in table {
+            match (Token::parse(&text), expected) {
+                (Ok(token), Ok(())) => {
+                    assert_eq!(token.encode(), text, "{what}: the canonical text round-trips");
+                    assert!(token.verify(SECRET, &terms()).is_ok(), "{what}: verifies");
+                }
+                (Err(e), Err(says)) => {
+                    let message = e.to_string();
+                    assert!(message.contains(says), "{what}: refused for another reason: {message}");
+                }
+                (got, want) => panic!("{what}: {text}\n got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn non_canonical_spellings_still_carry_a_valid_tag() {
+        // The variants above are refused for their spelling alone: with the old, lenient
+        // parse, each would verify as the same grant's token.
+        for caveats in [&["window=14d"][..], &["kinds=cart,search"], &["expires=2027-01-01T01:00:00+01:00"]] {
+            let token = chained(caveats);
+            assert!(token.verify(SECRET, &terms()).is_ok(), "{caveats:?}");
         }
     }
 

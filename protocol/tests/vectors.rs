@@ -54,3 +54,28 @@ fn token_vectors() {
         assert_eq!(Token::parse(&v["expect"]).unwrap(), token, "{name}: parse(expect) differs");
     }
 }
+
+/// `refuse:` lines, each with the `because:` line after it, in file order.
+fn refusals(name: &str) -> Vec<(String, String)> {
+    let path = format!("{}/tests/vectors/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut out = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if let Some(token) = line.strip_prefix("refuse: ") {
+            let because = lines.next().and_then(|l| l.strip_prefix("because: ")).unwrap_or_else(|| panic!("{path}: `refuse:` without `because:`"));
+            out.push((token.to_owned(), because.to_owned()));
+        }
+    }
+    out
+}
+
+#[test]
+fn rejects_non_canonical_token_vectors() {
+    let cases = refusals("token-non-canonical.txt");
+    assert!(cases.len() >= 10, "the file lists its cases: {}", cases.len());
+    for (token, because) in cases {
+        let refused = Token::parse(&token).expect_err(&format!("must be refused ({because}): {token}"));
+        assert!(refused.to_string().contains(&because), "{token}: refused as `{refused}`, expected `{because}`");
+    }
+}
