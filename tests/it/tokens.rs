@@ -67,6 +67,43 @@ async fn rejects_forged_foreign_and_malformed_tokens() {
     assert_eq!(agent.get("/v1/slice", Some(real)).await.status.as_u16(), 200);
 }
 
+/// The next tag of a chain over `caveat` as written, which any holder can compute.
+fn chain(tag: &[u8], caveat: &str) -> Vec<u8> {
+    ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, tag), caveat.as_bytes()).as_ref().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejects_a_real_token_spelled_another_way() {
+    let agent = started_with_signals().await;
+    let bundle = agent.grant("acme.example", "search,cart", "raw", "30d").await;
+    let real = bundle.token.as_str();
+    let (body, tag) = split(real);
+    let json = String::from_utf8(URL_SAFE_NO_PAD.decode(body.trim_start_matches("optin_")).expect("base64url")).expect("UTF-8");
+    let tag_bytes = URL_SAFE_NO_PAD.decode(tag).expect("base64url");
+    // Each is the bundle's token, or one its holder made from it without any secret, with a
+    // tag that verifies: only the spelling differs from what the agent writes.
+    let spaced = format!("optin_{}.{tag}", URL_SAFE_NO_PAD.encode(json.replacen(':', ": ", 1)));
+    let reordered = format!("optin_{}.{tag}", URL_SAFE_NO_PAD.encode(json.replacen(r#"{"v":1,"g":"#, r#"{"g":"#, 1).replacen('}', r#","v":1}"#, 1)));
+    let fortnight = r#","c":["window=14d"]}"#;
+    let respelled = format!("optin_{}.{}", URL_SAFE_NO_PAD.encode(json.replacen('}', fortnight, 1)), URL_SAFE_NO_PAD.encode(chain(&tag_bytes, "window=14d")));
+    let cases = [
+        ("a space in the body", spaced, "body is not compact JSON"),
+        ("keys in another order", reordered, "keys v, g, c in that order"),
+        ("a caveat not as it prints", respelled, "a caveat is not written as it prints"),
+    ];
+    for (what, token, reason) in cases {
+        for path in ["/v1/slice", "/v1/grant"] {
+            assert_unauthorized(&agent.get(path, Some(&token)).await, &format!("{what} ({path})"));
+        }
+        // The marketer's own copy of the protocol crate says why, without asking the agent.
+        let refused = Token::parse(&token).expect_err(what).to_string();
+        assert!(refused.contains(reason), "{what}: refused as `{refused}`");
+    }
+    // The canonical spelling of the same window serves.
+    let canonical = Token::parse(real).expect("token").attenuate(&"window=2w".parse().expect("caveat")).encode();
+    assert_eq!(agent.get("/v1/slice", Some(&canonical)).await.status.as_u16(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_every_sampled_bit_flip_of_a_real_token() {
     let agent = started_with_signals().await;
