@@ -137,7 +137,9 @@ impl<'de> serde::Deserialize<'de> for Kinds {
     }
 }
 
-/// Limits on what one signal may hold. Explicit so that feeders know them (SPEC.md).
+/// Limits on what one signal may hold. Explicit so that feeders know them (SPEC.md); the
+/// browser extension reads the same numbers from `extension/limits.json` (its `signal`
+/// section), and a test holds the two equal.
 pub mod limits {
     /// Longest line of NDJSON, in bytes.
     pub const LINE_BYTES: usize = 64 * 1024;
@@ -157,6 +159,8 @@ pub mod limits {
     pub const ORDER_ID_CHARS: usize = 128;
     /// Longest source label.
     pub const SOURCE_CHARS: usize = 32;
+    /// Longest merchant or engine domain, as written (a DNS name's length).
+    pub const MERCHANT_CHARS: usize = 253;
     /// Most items in a cart or purchase.
     pub const ITEMS: usize = 200;
     /// Largest quantity of one item.
@@ -577,15 +581,15 @@ pub fn parse_value(value: &Value, merchant: MerchantFn<'_>) -> Result<Signal, Si
     let body = match kind {
         Kind::Search => Body::Search {
             query: f.string("query", limits::QUERY_CHARS)?,
-            engine: domain(&f.string("engine", 253)?, &plain_domain).map_err(|r| at("engine", r))?,
+            engine: domain(&f.string("engine", limits::MERCHANT_CHARS)?, &plain_domain).map_err(|r| at("engine", r))?,
         },
         Kind::Cart => Body::Cart {
-            merchant: domain(&f.string("merchant", 253)?, merchant).map_err(|r| at("merchant", r))?,
+            merchant: domain(&f.string("merchant", limits::MERCHANT_CHARS)?, merchant).map_err(|r| at("merchant", r))?,
             currency: f.currency()?,
             items: f.items(true)?,
         },
         Kind::Purchase => Body::Purchase {
-            merchant: domain(&f.string("merchant", 253)?, merchant).map_err(|r| at("merchant", r))?,
+            merchant: domain(&f.string("merchant", limits::MERCHANT_CHARS)?, merchant).map_err(|r| at("merchant", r))?,
             currency: f.currency()?,
             total: f.decimal("total")?,
             order_id: f.opt_string("order_id", limits::ORDER_ID_CHARS)?,
@@ -714,6 +718,8 @@ impl Fields<'_> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn parse(line: &str) -> Result<Signal, SignalError> {
@@ -809,6 +815,27 @@ mod tests {
         assert_eq!(err.line(), Some(3));
         assert_eq!(err.field(), Some("at"));
         assert_eq!(err.to_string(), "line 3: field `at`: is required");
+    }
+
+    /// The `signal` section of the limits file the extension reads: every limit in it, and
+    /// no other, is one of [`limits`], with the same value.
+    #[test]
+    fn the_limits_are_the_ones_in_the_shared_limits_file() {
+        let file: Value = serde_json::from_str(include_str!("../../extension/limits.json")).expect("limits.json is JSON");
+        let ours = json!({
+            "line_bytes": limits::LINE_BYTES,
+            "id_chars": limits::ID_CHARS,
+            "query_chars": limits::QUERY_CHARS,
+            "category_chars": limits::CATEGORY_CHARS,
+            "name_chars": limits::NAME_CHARS,
+            "sku_chars": limits::SKU_CHARS,
+            "order_id_chars": limits::ORDER_ID_CHARS,
+            "source_chars": limits::SOURCE_CHARS,
+            "merchant_chars": limits::MERCHANT_CHARS,
+            "items": limits::ITEMS,
+            "quantity": limits::QUANTITY,
+        });
+        assert_eq!(file["signal"], ours);
     }
 
     #[test]
