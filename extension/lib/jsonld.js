@@ -2,7 +2,7 @@
 // categories and orders. Pages nest nodes freely (@graph, arrays, mainEntity),
 // so every object with an @type is considered, within fixed bounds.
 
-import { clip, joinCategory, makeItem, toCurrency, toQuantity, LIMITS } from './signals.js';
+import { clipPageText, joinCategory, makeItem, toCurrency, toQuantity, LIMITS } from './signals.js';
 
 const MAX_NODES = 2000;
 const MAX_DEPTH = 12;
@@ -48,7 +48,7 @@ export function ldCategory(value) {
   for (const v of asList(value)) {
     if (typeof v === 'string') {
       const s = v.trim();
-      if (s && !/^https?:\/\//i.test(s) && !/^\d+$/.test(s)) return clip(s, LIMITS.category);
+      if (s && !/^https?:\/\//i.test(s) && !/^\d+$/.test(s)) return clipPageText(s, LIMITS.category);
     } else if (v && typeof v === 'object' && typeof v.name === 'string') {
       const c = joinCategory([v.name]);
       if (c) return c;

@@ -3,20 +3,15 @@
 // signal constructors and word masking. No browser APIs here except the Web
 // Crypto and randomUUID that both the worker and node provide.
 //
-// The agent rejects unknown fields and out-of-range values, and refuses a batch
-// whole when one signal is bad, so everything is normalised here and a value
-// that cannot be made valid drops the item or the signal instead of being sent.
+// The agent rejects unknown fields and out-of-range values, so everything is
+// normalised here and a value that cannot be made valid drops the item or the
+// signal instead of being sent; lib/validate.js then checks each finished
+// signal against the agent's rules before it is queued.
 
-export const LIMITS = Object.freeze({
-  query: 512,
-  name: 256,
-  sku: 64,
-  category: 256,
-  orderId: 128,
-  merchant: 253,
-  items: 200,
-  maxQuantity: 10000,
-});
+import { SIGNAL_LIMITS } from './limits.js';
+
+/** The agent's limits on one signal, from ../limits.json (lib/limits.js). */
+export const LIMITS = SIGNAL_LIMITS;
 
 export const DECIMAL_RE = /^\d{1,12}(\.\d{1,4})?$/;
 
@@ -27,21 +22,43 @@ const CURRENCY_RE = /^[A-Z]{3}$/;
 
 /**
  * Control characters and bidirectional marks, overrides and isolates: the agent refuses a
- * signal holding one (they change how the text around them is shown), so page text loses
- * them here instead of costing the whole batch.
+ * signal holding one (they change how the text around them is shown), so text loses them
+ * here instead of costing the signal. This is the rule the Rust history importer applies to
+ * search queries too (engine-cases.json checks both agree).
  */
 const UNSHOWABLE_RE = /[\p{Cc}\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069]/gu;
 
 /**
- * Makes page text well formed (a lone surrogate becomes U+FFFD), drops the characters the
- * agent refuses, trims it and cuts it to at most `max` Unicode code points (never in the
- * middle of a surrogate pair). Non-strings give ''.
+ * Every other format character, and line and paragraph separators: the agent accepts them,
+ * but in text a page made up they only hide things (a zero-width space makes two names look
+ * alike, a soft hyphen splits a word a person searches for). Zero-width joiner and non-joiner
+ * stay: emoji sequences and Persian or Indic words need them.
+ */
+const INVISIBLE_RE = /(?![\u200C\u200D])[\p{Cf}\u2028\u2029]/gu;
+
+function cut(s, max) {
+  s = s.trim();
+  if (s.length <= max) return s;
+  return Array.from(s).slice(0, max).join('').trim();
+}
+
+/**
+ * Makes text well formed (a lone surrogate becomes U+FFFD), drops the characters the agent
+ * refuses, trims it and cuts it to at most `max` Unicode code points (never in the middle of
+ * a surrogate pair). Non-strings give ''.
  */
 export function clip(value, max) {
   if (typeof value !== 'string') return '';
-  const s = value.toWellFormed().replace(UNSHOWABLE_RE, '').trim();
-  if (s.length <= max) return s;
-  return Array.from(s).slice(0, max).join('').trim();
+  return cut(value.toWellFormed().replace(UNSHOWABLE_RE, ''), max);
+}
+
+/**
+ * `clip` for text a page supplied (item names, skus, categories, order numbers), which also
+ * loses the invisible characters (INVISIBLE_RE): page data is untrusted.
+ */
+export function clipPageText(value, max) {
+  if (typeof value !== 'string') return '';
+  return cut(value.toWellFormed().replace(UNSHOWABLE_RE, '').replace(INVISIBLE_RE, ''), max);
 }
 
 /**
@@ -93,7 +110,7 @@ export function joinCategory(levels) {
     .filter((l) => typeof l === 'string' || typeof l === 'number')
     .map((l) => String(l).trim())
     .filter((l) => l !== '');
-  return clip(parts.join(' > '), LIMITS.category);
+  return clipPageText(parts.join(' > '), LIMITS.category);
 }
 
 /**
@@ -101,14 +118,14 @@ export function joinCategory(levels) {
  * The item only carries the fields the agent accepts.
  */
 export function makeItem({ name, sku, category, price, quantity }) {
-  const n = clip(typeof name === 'number' ? String(name) : name, LIMITS.name);
+  const n = clipPageText(typeof name === 'number' ? String(name) : name, LIMITS.name);
   const p = toDecimal(price);
   const q = toQuantity(quantity);
   if (!n || p === null || q === null) return null;
   const item = { name: n };
-  const s = clip(typeof sku === 'number' ? String(sku) : sku, LIMITS.sku);
+  const s = clipPageText(typeof sku === 'number' ? String(sku) : sku, LIMITS.sku);
   if (s) item.sku = s;
-  const c = clip(category, LIMITS.category);
+  const c = clipPageText(category, LIMITS.category);
   if (c) item.category = c;
   item.price = p;
   item.quantity = q;
@@ -190,7 +207,7 @@ export async function buildPurchase({ merchant, currency, total, orderId, items,
   let t = toDecimal(total);
   if (t === null) t = sumItems(list);
   if (t === null) return null;
-  const oid = clip(typeof orderId === 'number' ? String(orderId) : orderId, LIMITS.orderId);
+  const oid = clipPageText(typeof orderId === 'number' ? String(orderId) : orderId, LIMITS.orderId);
   const signal = {
     id: await purchaseId(merchant, oid, pageKey ?? ''),
     kind: 'purchase',
