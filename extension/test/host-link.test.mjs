@@ -3,7 +3,7 @@
 // retry, goes silent or drops the connection.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BATCH, createHostLink } from '../lib/host-link.js';
+import { BATCH, DROP, createHostLink } from '../lib/host-link.js';
 
 // A native port as the worker sees it. Messages from the host arrive
 // asynchronously, as they do in a browser; a port closed from the worker's side
@@ -96,7 +96,7 @@ function fakeOutbox(n) {
 const QUICK = { requestTimeoutMs: 5000, retryMs: 20, firstBackoffMs: 5, maxBackoffMs: 20 };
 
 function makeLink(host, outbox, timing = {}) {
-  const log = { status: [], errors: [], delivered: [] };
+  const log = { status: [], errors: [], delivered: [], dropped: [] };
   const link = createHostLink({
     connectNative: host.connectNative,
     version: '0.1.0',
@@ -104,6 +104,7 @@ function makeLink(host, outbox, timing = {}) {
     onStatus: async (state, detail = '') => log.status.push(detail ? `${state}: ${detail}` : state),
     onError: (message) => log.errors.push(message),
     onDelivered: (signals) => log.delivered.push(signals.map((s) => s.id)),
+    onDropped: (reason, signals) => log.dropped.push([reason, signals.map((s) => s.id)]),
     timing: { ...QUICK, ...timing },
   });
   return { link, log };
@@ -348,4 +349,100 @@ test('toWire shapes what is sent; the outbox keeps its own copy and ids', async 
   const [sent] = host.port.sent.filter((m) => m.type === 'signals');
   assert.deepEqual(sent.signals, [{ kind: 'search', wire: true }]);
   assert.deepEqual(outbox.removed, [['s-0']]);
+});
+
+test('a partial acceptance stores the good signals and drops only the rejected ones, quota apart', async () => {
+  const host = fakeHost();
+  const outbox = fakeOutbox(5);
+  host.onRequest = (msg, port) =>
+    port.reply({
+      id: msg.id,
+      ok: true,
+      stored: 2,
+      duplicates: 0,
+      rejected: [
+        { index: 1, id: 's-1', error: 'items[0].name: contains control or bidirectional formatting characters' },
+        { index: 3, id: 's-3', error: 'quota: 2000 extension signals a day' },
+        { index: 4, error: 'quota: 2000 extension signals a day' },
+        { index: 99, error: 'names no signal of the batch: ignored' },
+      ],
+    });
+  const { link, log } = makeLink(host, outbox);
+  link.connect();
+  await until(() => outbox.list.length === 0, 'the outbox to empty');
+  assert.deepEqual(log.delivered, [['s-0', 's-2']]);
+  assert.deepEqual(log.dropped, [
+    [DROP.REJECTED, ['s-1']],
+    [DROP.QUOTA, ['s-3', 's-4']],
+  ]);
+  assert.deepEqual(log.errors, ['the agent refused 1 signal(s): items[0].name: contains control or bidirectional formatting characters']);
+  assert.equal(host.port.sent.filter((m) => m.type === 'signals').length, 1, 'nothing is sent twice');
+});
+
+test('a reply without an id answers the oldest request waiting, which is then not resent', async () => {
+  // An older host cannot read a frame with a lone surrogate and answers without an id.
+  const host = fakeHost();
+  const outbox = fakeOutbox(1);
+  host.onRequest = (msg, port) => {
+    if (msg.signals.some((s) => s.id === 's-0')) port.reply({ ok: false, error: 'message is not JSON' });
+    else port.reply({ id: msg.id, ok: true, stored: msg.signals.length, duplicates: 0 });
+  };
+  const { link, log } = makeLink(host, outbox, { requestTimeoutMs: 200 });
+  link.connect();
+  await until(() => outbox.list.length === 0, 'the refused batch to leave');
+  outbox.list.push({ id: 'next', kind: 'search' });
+  link.flush();
+  await until(() => log.delivered.length === 1, 'the next signal');
+  assert.deepEqual(log.dropped, [[DROP.REFUSED, ['s-0']]]);
+  assert.deepEqual(log.delivered, [['next']]);
+  assert.equal(host.ports.length, 1, 'no timeout, no reconnect');
+  assert.equal(host.port.sent.filter((m) => m.type === 'signals' && m.signals[0].id === 's-0').length, 1);
+});
+
+test('a signal the host dies on is isolated and dropped after a bounded number of attempts', async () => {
+  const host = fakeHost();
+  const outbox = fakeOutbox(4);
+  host.onRequest = (msg, port) => {
+    if (msg.signals.some((s) => s.id === 's-2')) port.drop('Native host has exited.');
+    else port.reply({ id: msg.id, ok: true, stored: msg.signals.length, duplicates: 0 });
+  };
+  const { link, log } = makeLink(host, outbox, { maxAttempts: 4 });
+  link.connect();
+  await until(() => outbox.list.length === 0, 'the outbox to empty', 5000);
+  assert.deepEqual(log.delivered.flat().sort(), ['s-0', 's-1', 's-3']);
+  assert.deepEqual(log.dropped, [[DROP.UNDELIVERABLE, ['s-2']]]);
+  const sends = host.ports.flatMap((p) => p.sent).filter((m) => m.type === 'signals' && m.signals.some((s) => s.id === 's-2'));
+  assert.equal(sends.length, 4, 'sent exactly maxAttempts times');
+});
+
+test('retry: true backs off, doubling the wait', async () => {
+  const host = fakeHost({ agent: 'stopped' });
+  const outbox = fakeOutbox(1);
+  const times = [];
+  host.onRequest = (msg, port) => {
+    times.push(Date.now());
+    port.reply({ id: msg.id, ok: false, retry: true, error: 'the agent is not running' });
+  };
+  const { link } = makeLink(host, outbox, { retryMs: 40, maxBackoffMs: 1000 });
+  link.connect();
+  await until(() => times.length === 4, 'four attempts');
+  const gaps = times.slice(1).map((t, i) => t - times[i]);
+  assert.ok(gaps[1] >= 75 && gaps[2] >= 155, `waits double: ${gaps}`);
+  assert.equal(outbox.list.length, 1, 'kept while the agent is unavailable');
+  link.close();
+});
+
+test('checkAgent asks the host again, so the status follows the agent', async () => {
+  const host = fakeHost();
+  let agent = 'stopped';
+  host.received = (port, msg) => {
+    if (msg.type === 'hello') port.reply({ id: msg.id, ok: true, agent, version: '9.9.9' });
+  };
+  const { link, log } = makeLink(host, fakeOutbox(0));
+  link.connect();
+  await until(() => log.status.includes('stopped'), 'the first hello');
+  agent = 'running';
+  await link.checkAgent();
+  assert.equal(log.status.at(-1), 'running');
+  assert.equal(host.ports.length, 1, 'on the same connection');
 });
