@@ -16,6 +16,12 @@
 //    signal is in storage, in the agent, or both;
 //  - the outbox is resent on every start and reconnect; signal ids make resends
 //    idempotent on the agent's side.
+//
+// Page data is untrusted (any script on a page can forge its events), so
+// before a signal is queued it is checked against the agent's rules
+// (lib/validate.js) and against the budgets of limits.json (lib/budget.js):
+// per site per hour, per day, and one cart snapshot per merchant per interval.
+// What is dropped, here or by the agent, is counted for the popup (`drops`).
 
 import { matchSearch, parseRules } from './lib/engines.js';
 import { MASKED, buildCart, buildPurchase, buildSearch, maskPattern, maskSignal, summarize, wireSignal } from './lib/signals.js';
@@ -24,7 +30,10 @@ import { updateCart } from './lib/cart.js';
 import { flattenNodes, ordersFrom, productsFrom } from './lib/jsonld.js';
 import { blockReason, normalizeSettings, normalizeSite } from './lib/settings.js';
 import { createWriter } from './lib/writer.js';
-import { createHostLink } from './lib/host-link.js';
+import { createHostLink, DROP } from './lib/host-link.js';
+import { signalProblem } from './lib/validate.js';
+import { LIMITS_FILE } from './lib/limits.js';
+import { cartChange, countDrop, dueCarts, normalizeLedger, nextDue, siteOf, spend } from './lib/budget.js';
 
 const HOST_NAME = 'dev.optin.agent';
 const VERSION = chrome.runtime.getManifest().version;
@@ -34,6 +43,8 @@ const SEARCH_DEDUPE_MS = 5000;
 const PURCHASES_REMEMBERED = 500;
 const MAX_MESSAGE_CHARS = 64 * 1024;
 const TICK_ALARM = 'optin-tick';
+const BUDGETS = LIMITS_FILE.extension;
+const CART_INTERVAL_MS = BUDGETS.cart_snapshot_seconds * 1000;
 
 const store = chrome.storage.local;
 
@@ -61,16 +72,19 @@ function start() {
 }
 
 async function tick() {
+  await releaseDueCarts();
   await promotePending();
-  if (!link.connected) link.connect();
-  else link.flush();
+  // Asks the host again whether the agent runs, so the status stays true
+  // while the connection stays open; connects when there is none.
+  link.checkAgent();
+  link.flush();
 }
 
 // ---- state and storage ------------------------------------------------------
 
 // Keys of chrome.storage.local that only this worker writes, mirrored in `state`.
 // (`status` and `lastError` are written directly: only the popup reads them.)
-const STATE_KEYS = ['settings', 'carts', 'searchSeen', 'purchasesSeen', 'recent', 'pending', 'outbox'];
+const STATE_KEYS = ['settings', 'carts', 'searchSeen', 'purchasesSeen', 'recent', 'pending', 'outbox', 'ledger', 'cartGates', 'drops'];
 
 let state = null;
 const stateReady = store.get(STATE_KEYS).then((raw) => {
@@ -82,7 +96,21 @@ const stateReady = store.get(STATE_KEYS).then((raw) => {
     recent: raw.recent ?? [],
     pending: raw.pending ?? [],
     outbox: raw.outbox ?? [],
+    // Budgets spent (lib/budget.js), cart snapshots held back, drop counters.
+    ledger: normalizeLedger(raw.ledger),
+    cartGates: raw.cartGates && typeof raw.cartGates === 'object' ? raw.cartGates : {},
+    drops: raw.drops ?? null,
   };
+  // Signals queued by an older version, or changed since, that the agent
+  // would refuse: dropped now rather than sent.
+  const keep = state.outbox.filter((s) => !signalProblem(wireSignal(s)));
+  if (keep.length !== state.outbox.length) {
+    drop('invalid', state.outbox.length - keep.length);
+    state.outbox = keep;
+    persist('outbox', 'drops');
+  }
+  // Held cart snapshots whose interval closed while the worker was stopped.
+  setTimeout(releaseDueCarts, 0);
 });
 
 // Writes the named keys of `state`, one write at a time (lib/writer.js);
@@ -98,8 +126,20 @@ async function getSettings() {
   return state.settings;
 }
 
+// The last status written, so the hello the popup asks for every few seconds
+// writes (and re-renders the popup) only when something changed.
+let lastStatusKey = '';
+
 async function setStatus(state, detail = '', version = '') {
+  const key = JSON.stringify([state, detail, version]);
+  if (key === lastStatusKey) return;
+  lastStatusKey = key;
   await store.set({ status: { state, detail, version, at: new Date().toISOString() } });
+}
+
+/** Counts `n` signals dropped for `reason` (for the popup); written with the caller's changes. */
+function drop(reason, n = 1) {
+  state.drops = countDrop(state.drops, reason, n, Date.now());
 }
 
 async function setLastError(message) {
@@ -186,12 +226,64 @@ async function onEcommerce(msg, origin) {
   if (!settings.kinds.cart) return;
   const { carts } = state;
   const cart = updateCart(carts[origin.host], event, currency, items);
+  // A cart the agent would refuse (too large a line, say) is not adopted: the
+  // event is dropped and the cart stays as it was, so one forged event cannot
+  // spoil every later snapshot of this merchant.
+  if (cart.items.length) {
+    const candidate = buildCart({ merchant: origin.host, currency, items: cart.items });
+    const problem = candidate && signalProblem(maskSignal(candidate, settings.masked) ?? candidate);
+    if (problem) {
+      drop('invalid');
+      persist('drops');
+      console.warn('optin: dropped a cart event the agent would refuse:', problem);
+      return;
+    }
+  }
   if (cart.items.length) carts[origin.host] = cart;
   else delete carts[origin.host];
   // An emptied cart produces no signal: a cart signal always has items.
+  if (!cart.items.length) {
+    persist('carts');
+    return;
+  }
+  // One snapshot per merchant per interval: the first change after a quiet
+  // interval goes at once, later ones are held and the latest state is sent
+  // when the interval closes (releaseDueCarts).
+  if (cartChange(state.cartGates, origin.host, Date.now(), CART_INTERVAL_MS) === 'hold') {
+    persist('carts', 'cartGates');
+    scheduleDueCarts();
+    return;
+  }
   const signal = maskSignal(buildCart({ merchant: origin.host, currency, items: cart.items }), settings.masked);
-  if (signal) enqueue(signal, settings, 'carts');
-  else persist('carts');
+  if (signal) enqueue(signal, settings, 'carts', 'cartGates');
+  else persist('carts', 'cartGates');
+}
+
+let dueTimer = null;
+
+// A timer for the next held snapshot. The worker may be stopped before it
+// fires: the tick alarm and the next start release what is due then.
+function scheduleDueCarts() {
+  const next = nextDue(state.cartGates);
+  clearTimeout(dueTimer);
+  if (next !== null) dueTimer = setTimeout(releaseDueCarts, Math.max(0, next - Date.now()) + 20);
+}
+
+/** Sends the latest state of every merchant's cart whose held snapshot is due. */
+async function releaseDueCarts() {
+  await stateReady;
+  const due = dueCarts(state.cartGates, Date.now(), CART_INTERVAL_MS);
+  const { settings } = state;
+  for (const merchant of due) {
+    const cart = state.carts[merchant];
+    // Emptied, bought or no longer wanted since it was held: nothing to send.
+    if (!cart || !cart.items.length || !settings.kinds.cart || blockReason(settings, { host: merchant, incognito: false })) continue;
+    const at = Date.parse(cart.updatedAt);
+    const signal = maskSignal(buildCart({ merchant, currency: cart.currency, items: cart.items, now: Number.isNaN(at) ? undefined : at }), settings.masked);
+    if (signal) enqueue(signal, settings, 'cartGates');
+  }
+  persist('cartGates');
+  scheduleDueCarts();
 }
 
 // A confirmation page often reports one order twice: as a GA4 `purchase` event,
@@ -240,11 +332,36 @@ async function onPurchase(settings, origin, { currency, total, orderId, items })
   enqueue(signal, settings, 'purchasesSeen', ...changed);
 }
 
+// Whether `signal` may be queued: the agent would accept it (lib/validate.js)
+// and its site's and the day's budgets allow it (lib/budget.js, spent here).
+// A refusal is counted; the reason names a field, never page text.
+function admit(signal) {
+  const problem = signalProblem(wireSignal(signal));
+  if (problem) {
+    drop('invalid');
+    console.warn('optin: dropped a', signal.kind, 'signal the agent would refuse:', problem);
+    return false;
+  }
+  const site = siteOf(signal.merchant ?? signal.engine);
+  const over = spend(state.ledger, site, Date.now(), BUDGETS);
+  if (over) {
+    drop('budget');
+    return false;
+  }
+  return true;
+}
+
 // Adds a signal to the review list or the outbox, and to the popup's recent
 // list, and stores that together with the other `changed` keys in one write.
 // Synchronous: it runs in the same step as the caller's own changes. A signal
-// for the outbox is sent at once, while it is being written.
+// for the outbox is sent at once, while it is being written. A signal that is
+// invalid or over budget is dropped and counted instead.
 function enqueue(signal, settings, ...changed) {
+  if (!admit(signal)) {
+    persist('drops', 'ledger', ...changed);
+    return;
+  }
+  changed.push('ledger');
   state.recent.unshift({ id: signal.id, kind: signal.kind, at: signal.at, summary: summarize(signal) });
   if (state.recent.length > RECENT_MAX) state.recent.length = RECENT_MAX;
   if (settings.delayMinutes > 0) {
@@ -334,6 +451,7 @@ async function handlePopup(msg) {
         recent: state.recent,
         pending: state.pending.map((p) => ({ id: p.signal.id, kind: p.signal.kind, capturedAt: p.capturedAt, summary: summarize(p.signal) })),
         outboxCount: state.outbox.length,
+        drops: state.drops,
         status: data.status ?? { state: 'connecting' },
         lastError: data.lastError ?? null,
       };
@@ -374,7 +492,9 @@ async function handlePopup(msg) {
       await store.remove('lastError');
       return { ok: true };
     case 'popup:connect':
-      link.connect();
+      // The popup asks every few seconds while it is open: a hello on the open
+      // connection (or a new connection) brings the status up to date.
+      link.checkAgent();
       return { ok: true };
     case 'popup:grants':
       return link.call({ type: 'grants' });
@@ -420,6 +540,13 @@ const link = createHostLink({
   onError: setLastError,
   onReady: promotePending,
   onDelivered: announceDelivered,
+  onDropped(reason, signals, detail) {
+    // Rejected and refused signals were invalid in the agent's eyes.
+    const counted = reason === DROP.QUOTA ? 'quota' : reason === DROP.UNDELIVERABLE ? 'undeliverable' : 'invalid';
+    drop(counted, signals.length);
+    persist('drops');
+    console.warn(`optin: ${signals.length} signal(s) dropped (${reason}): ${detail}`);
+  },
 });
 
 // Tells observers in the worker (the benchmark, extension/test/bench.mjs) that
