@@ -1,13 +1,22 @@
 // Runs in the page's own JavaScript world ("world": "MAIN") at document_start,
 // because only there is the page's window.dataLayer visible. It sees GA4
 // e-commerce events the page pushes (directly or through gtag) and relays a
-// sanitised plain-JSON copy to relay.js (the isolated content script) with
-// window.postMessage. Anything here can be forged by other scripts on the page;
-// relay.js and the worker treat it as untrusted.
+// sanitised plain-JSON copy to relay.js (the isolated content script) as the
+// text of a DOM event. Anything here can be forged by other scripts on the
+// page; relay.js and the worker treat it as untrusted.
+//
+// Why a DOM event and not window.postMessage: dispatchEvent runs relay.js's
+// listener at once, inside the page's push, so the event is on its way to the
+// worker before the push returns. A posted message is delivered in a later
+// task, which never runs when the page unloads first: a push in a `pagehide`
+// handler, or just before `location.href = …`, was lost that way.
 (() => {
   'use strict';
 
   const TAG = '__optin_v1';
+  // The DOM event relay.js listens for; its detail is the message as JSON text
+  // (text crosses from the page's world to the isolated one, objects do not).
+  const EVENT = 'optin:page-event';
   // Only these events are relayed; everything else in the data layer stays in the page.
   const WANTED = new Set(['add_to_cart', 'remove_from_cart', 'view_cart', 'begin_checkout', 'purchase']);
   const MAX_DEPTH = 6;
@@ -19,7 +28,7 @@
   const isArguments = (v) => toString.call(v) === '[object Arguments]';
 
   // Copies a value into plain JSON data: no functions, DOM nodes, getters with
-  // side effects or cycles survive (postMessage throws DataCloneError on them).
+  // side effects or cycles survive (and the depth and size stay bounded).
   function sanitize(value, depth) {
     if (value === null) return null;
     switch (typeof value) {
@@ -86,7 +95,8 @@
     try {
       const ecommerce = sanitize(ev.ecommerce, 0);
       if (!ecommerce || typeof ecommerce !== 'object') return;
-      window.postMessage({ [TAG]: true, type: 'ecommerce', event: ev.event, ecommerce }, '*');
+      const detail = JSON.stringify({ [TAG]: true, type: 'ecommerce', event: ev.event, ecommerce });
+      document.dispatchEvent(new CustomEvent(EVENT, { detail }));
     } catch {
       // A hostile object can still throw; never break the page's own push.
     }

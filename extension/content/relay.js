@@ -55,9 +55,20 @@
 
   const mentionsOrder = (blocks) => /"@type"\s*:\s*(\[[^\]]*)?"(https?:\/\/schema\.org\/)?Order"/.test(JSON.stringify(blocks));
 
-  window.addEventListener('message', (event) => {
-    if (event.source !== window) return;
-    const d = event.data;
+  // page.js dispatches this event synchronously inside the page's push (see
+  // there why), and the message leaves for the worker in the same call. Any
+  // script on the page can dispatch it too: its text is parsed, bounded and
+  // rate-limited here, and the worker checks everything again.
+  const EVENT = 'optin:page-event';
+  document.addEventListener(EVENT, (event) => {
+    const text = event.detail;
+    if (typeof text !== 'string' || text.length > MAX_MESSAGE) return;
+    let d;
+    try {
+      d = JSON.parse(text);
+    } catch {
+      return;
+    }
     if (!d || typeof d !== 'object' || d[TAG] !== true || d.type !== 'ecommerce') return;
     if (typeof d.event !== 'string' || !d.ecommerce || typeof d.ecommerce !== 'object') return;
     const ld = readJsonLd(); // what is parsed so far, while the page loads

@@ -14,7 +14,9 @@ function newPage(before = '') {
   const posted = [];
   const ctx = vm.createContext({});
   vm.runInContext('globalThis.window = globalThis; class Node {}; globalThis.Node = Node;', ctx);
-  ctx.window.postMessage = (msg) => posted.push(structuredClone(msg)); // throws like the browser on functions
+  // The hook hands each event to relay.js as the JSON text of a DOM event.
+  vm.runInContext('globalThis.CustomEvent = class { constructor(type, init) { this.type = type; this.detail = init.detail; } };', ctx);
+  ctx.document = { dispatchEvent: (e) => posted.push(e.type === 'optin:page-event' ? JSON.parse(e.detail) : null) };
   vm.runInContext(before, ctx);
   vm.runInContext(HOOK, ctx);
   return { run: (code) => vm.runInContext(code, ctx), posted };
