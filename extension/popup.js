@@ -11,10 +11,27 @@ const ask = (msg) => chrome.runtime.sendMessage(msg);
 const STATUS_TEXT = {
   running: 'agent running',
   stopped: 'agent stopped',
-  'host missing': 'host missing',
-  disconnected: 'disconnected',
+  'host missing': 'not installed',
+  disconnected: 'not connected',
   connecting: 'connecting…',
 };
+
+// What a person can do about each state, in words and the command to type.
+// Pieces are [text, code] pairs so the command can be shown as code without
+// building markup from strings.
+const ADVICE = {
+  stopped: [['The optin agent is not running, so nothing new is stored. Start it with '], ['optin serve', true], ['. Signals wait here until then.']],
+  'host missing': [['This browser cannot reach optin yet. Run '], ['optin browser install', true], [' in a terminal, then reopen this window.']],
+  disconnected: [['The connection to optin was lost. It is retried by itself; if this stays, check that '], ['optin', true], [' is still installed and run '], ['optin browser status', true], ['.']],
+};
+
+// How the popup names each reason a signal was dropped (background.js `drop`).
+const DROP_TEXT = [
+  ['invalid', 'invalid'],
+  ['budget', "over this browser's budget"],
+  ['quota', "over today's quota"],
+  ['undeliverable', 'never answered'],
+];
 
 function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -53,6 +70,11 @@ function render(state) {
   badge.className = 'badge ' + (s === 'host missing' ? 'missing' : s);
   badge.dataset.state = s;
   badge.title = [status?.version && 'agent ' + status.version, status?.detail].filter(Boolean).join(' — ');
+  const advice = $('advice');
+  const words = ADVICE[s];
+  advice.hidden = !words;
+  advice.dataset.state = s;
+  advice.replaceChildren(...(words ?? []).map(([text, code]) => (code ? el('code', {}, text) : text)));
 
   $('enabled').checked = settings.enabled;
   $('enabled-label').textContent = settings.enabled ? 'On' : 'Paused';
@@ -106,6 +128,16 @@ function render(state) {
     settings.delayMinutes > 0 ? 'Nothing waiting for review.' : 'Signals are sent at once.',
   );
 
+  // What was dropped today instead of stored, by reason (totals in the tooltip).
+  const today = state.drops?.today ?? {};
+  const total = state.drops?.total ?? {};
+  const parts = DROP_TEXT.filter(([k]) => today[k] > 0).map(([k, text]) => `${today[k]} ${text}`);
+  const drops = $('drops');
+  drops.hidden = parts.length === 0;
+  drops.textContent = parts.length ? 'Not stored today: ' + parts.join(', ') + '.' : '';
+  drops.title = DROP_TEXT.filter(([k]) => total[k] > 0).map(([k, text]) => `${total[k]} ${text}`).join(', ') + (Object.keys(total).length ? ' since installed' : '');
+  for (const [k] of DROP_TEXT) drops.dataset[k] = String(today[k] ?? 0);
+
   // Recent
   $('outbox').textContent = state.outboxCount ? `${state.outboxCount} waiting to be delivered to the agent.` : '';
   fillList(
@@ -143,15 +175,19 @@ async function loadGrants() {
     fillList(list, [], reply?.error ? 'Grants unavailable: ' + reply.error : 'Grants unavailable.');
     return;
   }
-  const active = (reply.grants ?? []).filter((g) => g.state === 'active');
+  // Active grants, and damaged ones: a damaged grant's record failed its
+  // integrity check, so it serves nothing, but the person should know it exists.
+  const shown = (reply.grants ?? []).filter((g) => g.state === 'active' || g.state === 'damaged');
   fillList(
     list,
-    active.map((g) =>
+    shown.map((g) =>
       el(
         'li',
-        { 'data-grant': g.grant_id },
+        { 'data-grant': g.grant_id, 'data-state': g.state },
         el('span', { class: 'what', title: g.purpose ?? '' }, el('strong', {}, g.marketer), ' · ' + (g.kinds ?? []).join(', ') + (g.granularity ? ' · ' + g.granularity : '')),
-        el('span', { class: 'when' }, g.expires_at ? 'until ' + when(g.expires_at) : ''),
+        g.state === 'damaged'
+          ? el('span', { class: 'state', testid: 'grant-damaged', title: 'Its stored record failed an integrity check, so it serves nothing. Revoke it and grant again if you still want to share.' }, 'damaged')
+          : el('span', { class: 'when' }, g.expires_at ? 'until ' + when(g.expires_at) : ''),
         el(
           'button',
           {
@@ -217,10 +253,15 @@ function wire() {
   });
 }
 
+// While the popup is open the worker asks the host every few seconds whether the
+// agent runs; the answer lands in storage and re-renders the popup (wire()).
+const STATUS_POLL_MS = 2000;
+
 async function main() {
   wire();
   await findCurrentSite();
   ask({ type: 'popup:connect' });
+  setInterval(() => ask({ type: 'popup:connect' }).catch(() => {}), STATUS_POLL_MS);
   await refresh();
   await loadGrants();
   document.body.dataset.ready = 'true';
