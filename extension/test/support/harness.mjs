@@ -4,7 +4,7 @@
 // defines no tests itself.
 
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -160,16 +160,33 @@ export function blockHost(root, blocked) {
 }
 
 /**
- * Starts headless Chromium with the extension and its native host.
- * `resolverRules` maps real-looking host names to the local test server.
+ * A copy of the extension in `root/ext` whose limits.json has `overrides`
+ * (`{extension: {cart_snapshot_seconds: 2}}`) merged in, so a test can shorten
+ * an interval without a knob in the product. The manifest's fixed key keeps
+ * the extension id, so the native host manifest still lets it in.
  */
-export async function launch({ root, home, userDataDir = join(root, 'profile'), resolverRules = '' }) {
+export async function extensionCopy(root, overrides = {}) {
+  const { FILES } = await import('../../build-firefox.mjs');
+  const dir = join(root, 'ext');
+  for (const f of [...FILES, 'manifest.json']) cpSync(join(EXT_DIR, f), join(dir, f), { recursive: true });
+  const limits = JSON.parse(readFileSync(join(EXT_DIR, 'limits.json'), 'utf8'));
+  for (const [section, values] of Object.entries(overrides)) Object.assign(limits[section], values);
+  writeFileSync(join(dir, 'limits.json'), JSON.stringify(limits, null, 2));
+  return dir;
+}
+
+/**
+ * Starts headless Chromium with the extension (`extDir`, else the checkout's)
+ * and its native host. `resolverRules` maps real-looking host names to the
+ * local test server.
+ */
+export async function launch({ root, home, userDataDir = join(root, 'profile'), resolverRules = '', extDir = EXT_DIR }) {
   mkdirSync(userDataDir, { recursive: true });
   installNativeHost(userDataDir, root, home);
   const args = [
     // Playwright adds --disable-extensions by default; this re-enables ours.
-    `--disable-extensions-except=${EXT_DIR}`,
-    `--load-extension=${EXT_DIR}`,
+    `--disable-extensions-except=${extDir}`,
+    `--load-extension=${extDir}`,
     '--no-sandbox',
     '--disable-background-networking',
     '--disable-component-update',
