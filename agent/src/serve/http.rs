@@ -1,9 +1,9 @@
 //! The HTTPS API: the only module that knows HTTP.
 //!
 //! `GET /v1/slice` and `GET /v1/grant` for marketers, `POST /v1/signals` for the owner's
-//! feeders. Every error is an RFC 9457 problem; 4xx say exactly what was wrong, 5xx say
-//! little and log the detail. [`app`] builds the router without a socket; `listener.rs` puts
-//! it behind TLS.
+//! feeders, and `GET /openapi.json`, the document that describes them. Every error is an
+//! RFC 9457 problem; 4xx say exactly what was wrong, 5xx say little and log the detail.
+//! [`app`] builds the router without a socket; `listener.rs` puts it behind TLS.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,10 +13,10 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use hyper::body::Frame;
-use optin_protocol::problem::{self, Problem};
+use optin_protocol::problem::{self, Problem, ProblemType};
 use optin_protocol::scope::{ScopeError, SliceQuery};
 
 use crate::core::command::{ErrorKind, Request, Response as CommandResponse};
@@ -28,12 +28,28 @@ use crate::serve::listener::{Link, SliceBody};
 /// Largest `POST /v1/signals` body.
 pub const MAX_INGEST_BYTES: usize = 16 * 1024 * 1024;
 
+/// The OpenAPI 3.1 document of this API, written by hand in the crate (`agent/openapi.json`)
+/// and served byte for byte at `GET /openapi.json`. The tests hold its paths to [`routes`]
+/// and its problem types to [`ProblemType::ALL`].
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+/// Every route and the methods it takes (a GET route answers HEAD too). The router is built
+/// from this one table, so the tests can compare it with the OpenAPI document's `paths`.
+fn routes() -> [(&'static str, MethodRouter<Arc<Core>>); 4] {
+    [("/v1/slice", get(slice)), ("/v1/grant", get(grant)), ("/v1/signals", post(signals)), ("/openapi.json", get(openapi))]
+}
+
+/// The paths of [`routes`].
+#[cfg(test)]
+pub(super) fn paths() -> Vec<&'static str> {
+    routes().into_iter().map(|(path, _)| path).collect()
+}
+
 /// The router over a shared core.
 pub fn app(core: Arc<Core>) -> Router {
-    Router::new()
-        .route("/v1/slice", get(slice))
-        .route("/v1/grant", get(grant))
-        .route("/v1/signals", post(signals))
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, (path, methods)| router.route(path, methods))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(core)
@@ -64,21 +80,20 @@ impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> ApiError {
         let status = refusal.status();
         ApiError(match refusal {
-            Refusal::Token(_) => Problem::new(status, "invalid-token", "Invalid token", "the token is missing, malformed, unknown, expired or revoked"),
+            Refusal::Token(_) => Problem::new(status, ProblemType::InvalidToken, "the token is missing, malformed, unknown, expired or revoked"),
             Refusal::Exceeds { field, reason } => {
-                Problem::new(status, "exceeds-grant", "Request exceeds the grant", format!("`{field}` exceeds the grant: {reason}")).with_field(field)
+                Problem::new(status, ProblemType::ExceedsGrant, format!("`{field}` exceeds the grant: {reason}")).with_field(field)
             }
-            Refusal::Invalid { field, reason } => Problem::new(status, "invalid-request", "Invalid request", format!("`{field}`: {reason}")).with_field(field),
-            Refusal::Paused => Problem::new(status, "paused", "Sharing paused", "the person has paused all sharing"),
+            Refusal::Invalid { field, reason } => Problem::new(status, ProblemType::InvalidRequest, format!("`{field}`: {reason}")).with_field(field),
+            Refusal::Paused => Problem::new(status, ProblemType::Paused, "the person has paused all sharing"),
             Refusal::Busy => Problem::new(
                 status,
-                "too-many-requests",
-                "Too many requests",
+                ProblemType::TooManyRequests,
                 format!("{MAX_IN_FLIGHT} requests of this grant are already being answered; try again after {RETRY_AFTER_SECS} s"),
             ),
             Refusal::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
-                Problem::new(status, "internal", "Internal error", "the agent could not answer; the owner can read its log")
+                Problem::new(status, ProblemType::Internal, "the agent could not answer; the owner can read its log")
             }
         })
     }
@@ -131,6 +146,14 @@ async fn grant(State(core): State<Arc<Core>>, headers: HeaderMap) -> Result<Resp
     Ok(([(header::CACHE_CONTROL, "no-store")], axum::Json(info)).into_response())
 }
 
+/// How long a client may keep the OpenAPI document: it changes only with the agent's version,
+/// and holds nothing secret.
+const OPENAPI_CACHE: &str = "public, max-age=3600";
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, OPENAPI_CACHE)], OPENAPI).into_response()
+}
+
 /// The answer to `POST /v1/signals`: the batch is stored.
 #[derive(serde::Serialize)]
 struct Ingested {
@@ -153,7 +176,7 @@ fn ndjson_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
     let shown: String = given.chars().take(64).filter(|c| !c.is_control()).collect();
     let detail = format!("the body must be NDJSON ({}), not `{shown}`", NDJSON_TYPES.join(" or "));
-    Err(ApiError(Problem::new(415, "unsupported-media-type", "Unsupported media type", detail)))
+    Err(ApiError(Problem::new(415, ProblemType::UnsupportedMediaType, detail)))
 }
 
 async fn signals(State(core): State<Arc<Core>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
@@ -164,23 +187,23 @@ async fn signals(State(core): State<Arc<Core>>, headers: HeaderMap, body: Body) 
     ndjson_content_type(&headers)?;
     let bytes = axum::body::to_bytes(body, MAX_INGEST_BYTES)
         .await
-        .map_err(|_| ApiError(Problem::new(413, "too-large", "Body too large", format!("the body exceeds {MAX_INGEST_BYTES} bytes"))))?;
+        .map_err(|_| ApiError(Problem::new(413, ProblemType::TooLarge, format!("the body exceeds {MAX_INGEST_BYTES} bytes"))))?;
     let text = std::str::from_utf8(&bytes)
-        .map_err(|e| ApiError(Problem::new(400, "invalid-body", "Invalid body", format!("the body is not UTF-8 (byte {})", e.valid_up_to()))))?;
+        .map_err(|e| ApiError(Problem::new(400, ProblemType::InvalidBody, format!("the body is not UTF-8 (byte {})", e.valid_up_to()))))?;
     // The core moves the parsing and the fsync off this worker.
     let result = core.handle(Request::Ingest { ndjson: text.to_owned(), dry_run: false }, now()).await;
     match result {
         Ok(CommandResponse::Ingested { stored, duplicates }) => Ok(axum::Json(Ingested { stored, duplicates }).into_response()),
         Ok(other) => Err(Refusal::Internal(format!("ingest answered {other:?}")).into()),
         Err(CoreError::Batch(e)) => {
-            let mut p = Problem::new(400, "invalid-signal", "Invalid signal", format!("batch refused, nothing stored: {e}"));
+            let mut p = Problem::new(400, ProblemType::InvalidSignal, format!("batch refused, nothing stored: {e}"));
             p.line = e.line();
             p.field = e.field().map(str::to_owned);
             Err(ApiError(p))
         }
         Err(other) if other.kind() == ErrorKind::Unavailable => {
             tracing::warn!(error = %other, "ingest unavailable");
-            Err(ApiError(Problem::new(503, "unavailable", "Unavailable", "the store cannot take signals now; send them again later")))
+            Err(ApiError(Problem::new(503, ProblemType::Unavailable, "the store cannot take signals now; send them again later")))
         }
         Err(other) => Err(Refusal::Internal(other.to_string()).into()),
     }
@@ -188,12 +211,12 @@ async fn signals(State(core): State<Arc<Core>>, headers: HeaderMap, body: Body) 
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     let path: String = uri.path().chars().take(256).collect();
-    ApiError(Problem::new(405, "method-not-allowed", "Method not allowed", format!("{path} does not take {method}")))
+    ApiError(Problem::new(405, ProblemType::MethodNotAllowed, format!("{path} does not take {method}")))
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
     let path: String = uri.path().chars().take(256).collect();
-    ApiError(Problem::new(404, "not-found", "Not found", format!("no endpoint {method} {path}")))
+    ApiError(Problem::new(404, ProblemType::NotFound, format!("no endpoint {method} {path}")))
 }
 
 /// How much of a slice the connection takes at a time: one HTTP/2 frame, one TLS record.

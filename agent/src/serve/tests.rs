@@ -442,3 +442,131 @@ async fn serve_runs_in_process_until_its_shutdown_future() {
     assert!(chain.is_ok(), "{chain:?}");
     assert!(records.iter().any(|r| matches!(r.record.event, AuditEvent::Served { .. })), "the delivery is on record");
 }
+
+/// A file of the repository, read as it is now (not as it was when the agent was built).
+fn repo_file(path: &str) -> String {
+    let at = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&at).unwrap_or_else(|e| panic!("{}: {e}", at.display()))
+}
+
+/// The OpenAPI document in the repository, parsed.
+fn openapi() -> Value {
+    serde_json::from_str(&repo_file("openapi.json")).expect("agent/openapi.json is JSON")
+}
+
+/// The rows of SPEC.md's table of problems, "Errors": (status, slug), in its order.
+fn spec_problems() -> Vec<(u16, String)> {
+    let spec = repo_file("../SPEC.md");
+    let (_, errors) = spec.split_once("### Errors").expect("SPEC.md has an Errors section");
+    let section = errors.split("\n#").next().unwrap_or_default();
+    let rows: Vec<(u16, String)> = section
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let status = cells.get(1)?.parse().ok()?;
+            let slug = cells.get(2)?.strip_prefix('`')?.strip_suffix('`')?;
+            Some((status, slug.to_owned()))
+        })
+        .collect();
+    assert!(!rows.is_empty(), "SPEC.md's Errors table has no rows");
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openapi_document_is_served_as_written_to_anyone() {
+    let api = Api::new();
+    for token in [None, Some("optin_garbage")] {
+        let answer = api.get("/openapi.json", token).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.header(header::CONTENT_TYPE), Some("application/json"));
+        assert_eq!(answer.header(header::CACHE_CONTROL), Some("public, max-age=3600"));
+        assert!(answer.body == repo_file("openapi.json").as_bytes(), "the served document is agent/openapi.json, byte for byte");
+    }
+    let document = openapi();
+    assert_eq!(document["openapi"], "3.1.0");
+}
+
+/// The document's paths are the router's, each with exactly the methods the router takes
+/// there (a GET route answers HEAD too, which HTTP implies and the document leaves out).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openapi_paths_are_the_routers_routes() {
+    let api = Api::new();
+    let document = openapi();
+    let paths = document["paths"].as_object().expect("paths");
+    let documented: std::collections::BTreeSet<&str> = paths.keys().map(String::as_str).collect();
+    let routed: std::collections::BTreeSet<&str> = http::paths().into_iter().collect();
+    assert_eq!(documented, routed);
+    let methods = [Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::PATCH, Method::OPTIONS, Method::TRACE];
+    for (path, operations) in paths {
+        let listed: std::collections::BTreeSet<String> = operations.as_object().expect("operations").keys().map(|m| m.to_uppercase()).collect();
+        let mut taken = std::collections::BTreeSet::new();
+        for method in &methods {
+            let request = HttpRequest::builder().method(method.clone()).uri(path.as_str()).body(Body::empty()).expect("a request");
+            let answer = api.send(request).await;
+            assert_ne!(answer.status, 404, "{method} {path}");
+            if answer.status == 405 {
+                answer.problem(405, "method-not-allowed");
+                assert!(answer.header(header::ALLOW).is_some(), "{method} {path}: a 405 says what is allowed");
+            } else {
+                taken.insert(method.to_string());
+            }
+        }
+        assert_eq!(listed, taken, "{path}");
+    }
+}
+
+/// Every problem type the agent can send is one SPEC.md lists, with the status it lists, and
+/// the document lists the same: in the schema of problems, and per response.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_problem_type_is_listed_in_the_spec_and_the_document() {
+    use optin_protocol::problem::ProblemType;
+    let spec = spec_problems();
+    let slugs: Vec<&str> = ProblemType::ALL.iter().map(|t| t.slug()).collect();
+    assert_eq!(slugs, spec.iter().map(|(_, slug)| slug.as_str()).collect::<Vec<_>>(), "ProblemType::ALL and SPEC.md, in order");
+
+    let document = openapi();
+    let urns: Vec<String> = ProblemType::ALL.iter().map(|t| t.urn()).collect();
+    assert_eq!(document["components"]["schemas"]["Problem"]["properties"]["type"]["enum"], json!(urns));
+
+    // Each response of the document narrows the problem to a status and its types.
+    let mut documented = std::collections::BTreeSet::new();
+    for (name, response) in document["components"]["responses"].as_object().expect("responses") {
+        let narrowed = &response["content"]["application/problem+json"]["schema"]["allOf"][1]["properties"];
+        let status = narrowed["status"]["const"].as_u64().and_then(|s| u16::try_from(s).ok()).unwrap_or_else(|| panic!("{name}: no status"));
+        for urn in narrowed["type"]["enum"].as_array().unwrap_or_else(|| panic!("{name}: no types")) {
+            let kind = ProblemType::from_urn(urn.as_str().unwrap_or_default()).unwrap_or_else(|| panic!("{name}: unknown type {urn}"));
+            documented.insert((status, kind.slug().to_owned()));
+        }
+    }
+    assert_eq!(documented, spec.iter().cloned().collect(), "the document's responses and SPEC.md's table");
+
+    // An operation's response under a status is the one for that status.
+    for (path, operations) in document["paths"].as_object().expect("paths") {
+        for (method, operation) in operations.as_object().expect("operations") {
+            for (status, response) in operation["responses"].as_object().expect("responses") {
+                let Some(name) = response["$ref"].as_str().and_then(|r| r.strip_prefix("#/components/responses/")) else { continue };
+                let narrowed = &document["components"]["responses"][name]["content"]["application/problem+json"]["schema"]["allOf"][1]["properties"];
+                assert_eq!(narrowed["status"]["const"].to_string(), *status, "{method} {path} {status}: {name}");
+            }
+        }
+    }
+
+    // Each refusal of a marketer's request is sent with a status and type SPEC.md pairs.
+    use crate::core::Refusal;
+    let refusals = [
+        Refusal::Token("no bearer token"),
+        Refusal::Exceeds { field: "kinds", reason: "not granted".into() },
+        Refusal::Invalid { field: "limit".into(), reason: "not a number".into() },
+        Refusal::Paused,
+        Refusal::Busy,
+        Refusal::Internal("a detail".into()),
+    ];
+    for refusal in refusals {
+        let response = axum::response::IntoResponse::into_response(http::ApiError::from(refusal.clone()));
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("a body");
+        let problem: Problem = serde_json::from_slice(&body).expect("a problem");
+        let kind = ProblemType::from_urn(&problem.type_).expect("a known type");
+        assert_eq!(problem.status, refusal.status(), "{refusal:?}");
+        assert!(spec.contains(&(problem.status, kind.slug().to_owned())), "{refusal:?}: {} {} is not in SPEC.md", problem.status, kind.slug());
+    }
+}
