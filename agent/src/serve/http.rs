@@ -185,9 +185,14 @@ async fn signals(State(core): State<Arc<Core>>, headers: HeaderMap, body: Body) 
         return Err(Refusal::Token("not the ingest token").into());
     }
     ndjson_content_type(&headers)?;
-    let bytes = axum::body::to_bytes(body, MAX_INGEST_BYTES)
-        .await
-        .map_err(|_| ApiError(Problem::new(413, ProblemType::TooLarge, format!("the body exceeds {MAX_INGEST_BYTES} bytes"))))?;
+    let bytes = match read_body(body, MAX_INGEST_BYTES).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Err(ApiError(Problem::new(413, ProblemType::TooLarge, format!("the body exceeds {MAX_INGEST_BYTES} bytes")))),
+        Err(e) => {
+            tracing::debug!(error = %e, "ingest body unreadable");
+            return Err(ApiError(Problem::new(400, ProblemType::InvalidBody, "the body could not be read: its framing is broken or it ended early")));
+        }
+    };
     let text = std::str::from_utf8(&bytes)
         .map_err(|e| ApiError(Problem::new(400, ProblemType::InvalidBody, format!("the body is not UTF-8 (byte {})", e.valid_up_to()))))?;
     // The core moves the parsing and the fsync off this worker.
@@ -207,6 +212,22 @@ async fn signals(State(core): State<Arc<Core>>, headers: HeaderMap, body: Body) 
         }
         Err(other) => Err(Refusal::Internal(other.to_string()).into()),
     }
+}
+
+/// Reads a whole body of at most `limit` bytes, or `None` if it is longer. A body that breaks
+/// off (a malformed chunk, a connection closed before its `Content-Length`) is an error of the
+/// client, told apart from one that is too long: `axum::body::to_bytes` reports both alike.
+async fn read_body(mut body: Body, limit: usize) -> Result<Option<Vec<u8>>, axum::Error> {
+    let mut bytes = Vec::new();
+    while let Some(frame) = std::future::poll_fn(|cx| hyper::body::Body::poll_frame(Pin::new(&mut body), cx)).await {
+        // Trailers carry nothing an ingest reads.
+        let Ok(data) = frame?.into_data() else { continue };
+        if bytes.len() + data.len() > limit {
+            return Ok(None);
+        }
+        bytes.extend_from_slice(&data);
+    }
+    Ok(Some(bytes))
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {

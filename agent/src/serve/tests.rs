@@ -570,3 +570,35 @@ async fn every_problem_type_is_listed_in_the_spec_and_the_document() {
         assert!(spec.contains(&(problem.status, kind.slug().to_owned())), "{refusal:?}: {} {} is not in SPEC.md", problem.status, kind.slug());
     }
 }
+
+/// A body that sends some bytes and then breaks off, as hyper reports a malformed chunk or a
+/// connection closed before its `Content-Length`.
+struct BrokenBody {
+    sent: bool,
+}
+
+impl hyper::body::Body for BrokenBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        if self.sent {
+            return std::task::Poll::Ready(Some(Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the body broke off"))));
+        }
+        self.sent = true;
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from(batch())))))
+    }
+}
+
+/// A body that breaks off is the client's fault (400), not one too large (413, as it once
+/// was), and nothing of it is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn rejects_a_body_that_breaks_off() {
+    let api = Api::new();
+    let answer = api.post_signals(&api.ingest_token(), Body::new(BrokenBody { sent: false })).await;
+    assert!(answer.problem(400, "invalid-body").detail.contains("could not be read"));
+    assert_eq!(api.stored(), 0);
+}
