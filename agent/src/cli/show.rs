@@ -158,7 +158,7 @@ pub fn audit(p: &mut Printer, records: &[AuditEntry], counted: &[CountedRefusals
         writeln!(p, "{}", count(records.len(), "record", "records"))?;
     }
     if !counted.is_empty() {
-        writeln!(p, "refusals of revoked or expired grants, counted rather than recorded one by one:")?;
+        writeln!(p, "refusals counted rather than recorded one by one (revoked, expired, paused or busy grants, and refusals beyond the record rate):")?;
         let mut table = Table::new(&[("GRANT", 26), ("MARKETER", NAME), ("REASON", 22), ("COUNT", 8), ("FIRST", TIME), ("LAST", TIME)]);
         for c in counted {
             let n = &c.count;

@@ -401,10 +401,7 @@ impl Core {
             self.anonymous_refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return;
         };
-        // A revoked or expired grant's token can be sent as fast as a client likes, and says
-        // nothing new after the first time: those refusals are counted per grant, with the
-        // first and last time, not recorded one by one.
-        if let Refusal::Token(reason @ ("grant revoked" | "grant expired")) = refusal {
+        if let Some(reason) = self.counted_reason(&record.id, refusal, now) {
             if let Err(e) = self.store.count_refusal(&record.id, &record.marketer, refusal.status(), reason, now) {
                 tracing::error!(error = %e, "cannot count a refusal");
             }
@@ -421,6 +418,64 @@ impl Core {
         if let Err(e) = self.store.append_audit(now, event) {
             tracing::error!(error = %e, "cannot write audit record");
         }
+    }
+
+    /// The reason a refusal of a real grant is counted under, when it is counted rather than
+    /// recorded; `None` when it gets a record of its own. A token holder can send requests as
+    /// fast as a client likes, so the log must not grow with them:
+    /// - a revoked or expired grant, paused sharing and a busy grant say nothing new after
+    ///   the first time: always counted;
+    /// - a request beyond the grant, or malformed, is worth reading (what was asked, why it
+    ///   was refused), so it is recorded while the grant's [`RecordBudget`] lasts and
+    ///   counted by its class after that.
+    ///
+    /// Counted reasons are a fixed set, never text from the request, so the counts stay a
+    /// handful per grant whatever is sent.
+    fn counted_reason(&self, grant: &GrantId, refusal: &Refusal, now: OffsetDateTime) -> Option<&'static str> {
+        let class = match refusal {
+            Refusal::Token(reason @ ("grant revoked" | "grant expired")) => return Some(reason),
+            Refusal::Paused => return Some("sharing paused"),
+            Refusal::Busy => return Some("too many slices of the grant in flight"),
+            Refusal::Token(reason) => *reason,
+            Refusal::Exceeds { .. } => "asked beyond the grant",
+            Refusal::Invalid { .. } => "malformed request",
+            Refusal::Internal(_) => "internal error",
+        };
+        // A poisoned lock guards only these budgets; carry on with what it holds.
+        let mut budgets = self.refusal_budgets.lock().unwrap_or_else(|p| p.into_inner());
+        let spent = !budgets.entry(grant.clone()).or_insert_with(|| RecordBudget::full(now)).take(now);
+        spent.then_some(class)
+    }
+}
+
+/// How many refusals of one grant get a record of their own: a burst of [`RecordBudget::BURST`],
+/// then one every [`RecordBudget::EVERY`] seconds (a token bucket). Kept in memory: a restart
+/// refills it, which costs at most one more burst.
+#[derive(Debug)]
+pub(super) struct RecordBudget {
+    tokens: u32,
+    /// When the bucket last gained a token.
+    at: OffsetDateTime,
+}
+
+impl RecordBudget {
+    const BURST: u32 = 20;
+    const EVERY: i64 = 3;
+
+    fn full(now: OffsetDateTime) -> RecordBudget {
+        RecordBudget { tokens: Self::BURST, at: now }
+    }
+
+    /// Takes a token if there is one.
+    fn take(&mut self, now: OffsetDateTime) -> bool {
+        let earned = (now - self.at).whole_seconds() / Self::EVERY;
+        if earned > 0 {
+            self.tokens = u32::try_from(earned).unwrap_or(u32::MAX).saturating_add(self.tokens).min(Self::BURST);
+            self.at += time::Duration::seconds(earned * Self::EVERY);
+        }
+        let Some(left) = self.tokens.checked_sub(1) else { return false };
+        self.tokens = left;
+        true
     }
 }
 

@@ -64,6 +64,8 @@ pub struct Core {
     /// found in the store are derived.
     grant_keys: Mutex<HashMap<GrantId, Arc<GrantKeys>>>,
     anonymous_refusals: AtomicU64,
+    /// Per grant, how many more of its refusals get a record of their own.
+    refusal_budgets: Mutex<HashMap<GrantId, marketer::RecordBudget>>,
 }
 
 /// A failed owner command.
@@ -122,7 +124,15 @@ impl Core {
     pub fn new(store: Store, keys: Keys, config: CoreConfig) -> Core {
         // Grants and the audit are MACed under a key derived from the identity key.
         let store = store.keyed(crate::store::StoreMac::new(keys.store_mac()));
-        Core { store, keys, gates: Gates::default(), config, grant_keys: Default::default(), anonymous_refusals: Default::default() }
+        Core {
+            store,
+            keys,
+            gates: Gates::default(),
+            config,
+            grant_keys: Default::default(),
+            anonymous_refusals: Default::default(),
+            refusal_budgets: Default::default(),
+        }
     }
 
     /// The store.

@@ -7,7 +7,8 @@ use time::Duration;
 
 use super::{search, week, CoreError, World, T};
 use crate::core::audit::{self, AuditHead, ChainError, Seal, StoredRecord};
-use crate::core::command::{Request, Response};
+use crate::core::command::{AuditEntry, Request, Response};
+use crate::core::Refusal;
 use crate::store::AuditRecord;
 use crate::store::{AuditEvent, Forget};
 
@@ -47,7 +48,7 @@ async fn every_command_appends_its_event() {
         (Step::Command(Request::Signals { kind: None }), None),
         (Step::Command(Request::Grants), None),
         (Step::Command(Request::Status), None),
-        (Step::Command(Request::Preview { grant_id: grant_id(&bundle.grant_id) }), None),
+        (Step::Command(Request::Preview { grant_id: grant_id(&bundle.grant_id), limit: None, cursor: None }), None),
         (Step::Command(Request::Bundle { grant_id: grant_id(&bundle.grant_id) }), None),
         (Step::Command(Request::Audit { since_seq: 0, limit: None }), None),
         (Step::Slice("acme", "kinds=search"), Some(json!({"type": "served", "marketer": "acme.example", "asked": "/v1/slice?kinds=search", "items": 2}))),
@@ -58,10 +59,8 @@ async fn every_command_appends_its_event() {
         ),
         (Step::Slice("forged", ""), None),
         (Step::Command(Request::Sharing { paused: true }), Some(json!({"type": "sharing", "paused": true}))),
-        (
-            Step::Slice("acme", ""),
-            Some(json!({"type": "refused", "marketer": "acme.example", "asked": "/v1/slice?", "status": 403, "reason": "sharing paused"})),
-        ),
+        // Counted, not recorded: `live_grants_refusals_are_recorded_while_their_budget_lasts`.
+        (Step::Slice("acme", ""), None),
         (Step::Command(Request::Sharing { paused: false }), Some(json!({"type": "sharing", "paused": false}))),
         (Step::Command(Request::Forget { what: Forget::Id("s-1h".into()) }), Some(json!({"type": "forgot", "count": 1, "what": "id=s-1h"}))),
         (
@@ -353,7 +352,9 @@ async fn every_slice_carries_the_number_of_its_served_record() {
     }
     assert_eq!(seen.len(), 12);
     // A preview is never served, so it names no record.
-    let Response::Preview { claims } = world.run(Request::Preview { grant_id: acme.grant_id.clone() }).await else { panic!("not a preview") };
+    let Response::Preview { claims } = world.run(Request::Preview { grant_id: acme.grant_id.clone(), limit: None, cursor: None }).await else {
+        panic!("not a preview")
+    };
     assert_eq!(claims.audit_seq, None);
 }
 
@@ -411,4 +412,47 @@ async fn refusals_of_revoked_and_expired_grants_are_counted_not_recorded() {
         ],
         "one count per grant and reason, with the first and last time, across a restart"
     );
+}
+
+/// The refusals a grant's counts hold, by reason.
+async fn counted(world: &World) -> Vec<(String, u16, u64)> {
+    let Response::Audit { counted, .. } = world.run(Request::Audit { since_seq: 0, limit: None }).await else { panic!("not an audit") };
+    let mut counts: Vec<_> = counted.iter().map(|c| (c.count.reason.clone(), c.count.status, c.count.count)).collect();
+    counts.sort();
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_grants_refusals_are_recorded_while_their_budget_lasts() {
+    let world = World::new();
+    world.ingest(&week()).await;
+    let bundle = world.grant("search", "raw", "7d").await;
+    let refused = |records: &[AuditEntry]| records.iter().filter(|r| matches!(r.record.event, AuditEvent::Refused { .. })).count();
+    // A burst of 20 records, then counts by class, never by the text of the request.
+    for n in 0..25 {
+        let query = if n % 2 == 0 { format!("cursor=nonsense-{n}") } else { "kinds=purchase".to_owned() };
+        assert!(world.slice(&bundle.token, &query, T).await.is_err(), "{query} is refused");
+    }
+    assert_eq!(refused(&world.audit().await.0), 20);
+    assert_eq!(counted(&world).await, [("asked beyond the grant".to_owned(), 403, 2), ("malformed request".to_owned(), 400, 3)]);
+    // One more record every 3 seconds.
+    let later = T + Duration::seconds(3);
+    assert!(world.slice(&bundle.token, "cursor=x", later).await.is_err());
+    assert!(world.slice(&bundle.token, "cursor=x", later).await.is_err());
+    assert_eq!(refused(&world.audit().await.0), 21);
+    assert_eq!(counted(&world).await, [("asked beyond the grant".to_owned(), 403, 2), ("malformed request".to_owned(), 400, 4)]);
+    // Paused sharing and a busy grant say nothing new each time: counted from the first.
+    world.run(Request::Sharing { paused: true }).await;
+    let much_later = T + Duration::hours(1);
+    for _ in 0..3 {
+        assert_eq!(world.slice(&bundle.token, "", much_later).await.map(|_| ()), Err(Refusal::Paused));
+    }
+    assert_eq!(refused(&world.audit().await.0), 21, "paused refusals get no record");
+    assert!(counted(&world).await.contains(&("sharing paused".to_owned(), 403, 3)));
+    // A refilled budget records again, and the chain holds every record.
+    world.run(Request::Sharing { paused: false }).await;
+    assert!(world.slice(&bundle.token, "cursor=x", much_later).await.is_err());
+    let (records, chain) = world.audit().await;
+    assert_eq!(refused(&records), 22);
+    assert_eq!(chain, Ok(records.len() as u64));
 }
