@@ -31,7 +31,8 @@ async fn recorded_with_bundle() -> (Home, GrantBundle) {
     agent.cli(&["resume"]).await.ok();
     agent.cli(&["revoke", bundle.grant_id.as_str()]).await.ok();
     let home = agent.stop();
-    let events: Vec<String> = home.cli(&["audit", "--json"]).await.json().as_array().expect("records").iter().map(|r| r["event"]["type"].to_string()).collect();
+    let events: Vec<String> =
+        home.cli(&["audit", "--json"]).await.json()["records"].as_array().expect("records").iter().map(|r| r["event"]["type"].to_string()).collect();
     assert_eq!(events, [r#""granted""#, r#""served""#, r#""refused""#, r#""sharing""#, r#""sharing""#, r#""revoked""#]);
     (home, bundle)
 }
@@ -171,7 +172,7 @@ async fn a_store_from_before_the_macs_is_sealed_as_found_once_and_then_covered()
     let agent = home.serve(&[]).await;
     assert_eq!(agent.get("/v1/slice", Some(&bundle.token)).await.status.as_u16(), 200, "a grant from before still serves");
     let records = agent.cli(&["audit", "--json"]).await.json();
-    let events: Vec<&Value> = records.as_array().expect("records").iter().map(|r| &r["event"]).collect();
+    let events: Vec<&Value> = records["records"].as_array().expect("records").iter().map(|r| &r["event"]).collect();
     assert_eq!(events[2], &serde_json::json!({"type": "sealed", "records": 2, "grants": 1}), "{records:#}");
     assert_eq!(events.len(), 4, "granted, served, sealed, served: {records:#}");
     let table = agent.cli(&["audit"]).await;
@@ -293,7 +294,7 @@ async fn a_grant_edited_in_the_store_serves_nothing_and_shows_as_damaged() {
 /// The record of `seq` in `optin audit --json`, if the log holds one.
 async fn record_at(home: &Home, seq: u64) -> Option<Value> {
     let records = home.cli(&["audit", "--json"]).await.json();
-    records.as_array().expect("records").iter().find(|r| r["seq"] == seq).cloned()
+    records["records"].as_array().expect("records").iter().find(|r| r["seq"] == seq).cloned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,12 +319,12 @@ async fn a_marketers_slice_witnesses_the_log_even_against_a_rollback() {
     assert_eq!(record_at(&snapshot, seq).await, None, "the rolled-back log lacks the record the slice names");
 }
 
-/// Sends `count` requests for a slice with `token` over one kept-alive HTTP/1.1 connection
+/// Sends `count` requests for `path` with `token` over one kept-alive HTTP/1.1 connection
 /// and returns their statuses.
-async fn flood(agent: &Agent, token: &str, count: usize) -> Vec<u16> {
+async fn flood(agent: &Agent, path: &str, token: &str, count: usize) -> Vec<u16> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tls = agent.client().connect().await.expect("a TLS connection");
-    let request = format!("GET /v1/slice HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\r\n", agent.addr());
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\r\n", agent.addr());
     let mut statuses = Vec::with_capacity(count);
     let mut read = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
@@ -359,13 +360,18 @@ async fn a_flood_with_a_revoked_token_is_counted_not_recorded() {
     agent.cli(&["revoke", bundle.grant_id.as_str()]).await.ok();
     let started = std::time::Instant::now();
     let token = bundle.token.as_str();
-    let floods = tokio::join!(flood(&agent, token, EACH), flood(&agent, token, EACH), flood(&agent, token, EACH), flood(&agent, token, EACH));
+    let floods = tokio::join!(
+        flood(&agent, "/v1/slice", token, EACH),
+        flood(&agent, "/v1/slice", token, EACH),
+        flood(&agent, "/v1/slice", token, EACH),
+        flood(&agent, "/v1/slice", token, EACH)
+    );
     for statuses in [floods.0, floods.1, floods.2, floods.3] {
         assert!(statuses.iter().all(|s| *s == 401), "a revoked token is refused");
     }
     assert!(started.elapsed() < std::time::Duration::from_secs(120), "the flood is bounded in time");
     let records = agent.cli(&["audit", "--json"]).await.json();
-    let events: Vec<&Value> = records.as_array().expect("records").iter().map(|r| &r["event"]).collect();
+    let events: Vec<&Value> = records["records"].as_array().expect("records").iter().map(|r| &r["event"]).collect();
     assert_eq!(events.len(), 2, "granted and revoked only: the refusals are counted: {:?}", &events[..events.len().min(5)]);
     let table = agent.cli(&["audit"]).await;
     let line = table.ok().lines().find(|l| l.contains(bundle.grant_id.as_str()) && l.contains("grant revoked")).unwrap_or_else(|| panic!("{table:?}"));
@@ -384,17 +390,61 @@ async fn a_flood_with_a_revoked_token_is_counted_not_recorded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refusals_with_a_live_token_is_recorded_in_part_and_counted() {
+    /// Refused requests of each kind, over one connection each.
+    const EACH: usize = 300;
+    /// The records a grant's refusals get at once (`RecordBudget::BURST`), and the seconds
+    /// each further one waits for (`RecordBudget::EVERY`).
+    const BURST: u64 = 20;
+    const EVERY: u64 = 3;
+    let agent = Agent::start().await;
+    agent.ingest(&fixture::ndjson(&fixture::walkthrough(now()))).await;
+    let bundle = agent.grant("acme.example", "search", "raw", "30d").await;
+    let started = std::time::Instant::now();
+    let malformed = flood(&agent, "/v1/slice?since=yesterday", &bundle.token, EACH).await;
+    let beyond = flood(&agent, "/v1/slice?kinds=purchase", &bundle.token, EACH).await;
+    agent.cli(&["pause"]).await.ok();
+    let paused = flood(&agent, "/v1/slice", &bundle.token, EACH).await;
+    let elapsed = started.elapsed().as_secs();
+    for (statuses, status) in [(&malformed, 400), (&beyond, 403), (&paused, 403)] {
+        assert!(statuses.iter().all(|s| *s == status), "every request refused with {status}");
+    }
+
+    let audit = agent.cli(&["audit", "--json"]).await.json();
+    let refused: Vec<&Value> = audit["records"].as_array().expect("records").iter().map(|r| &r["event"]).filter(|e| e["type"] == "refused").collect();
+    let recorded = refused.len() as u64;
+    assert!(recorded >= BURST, "the first refusals are recorded in full: {recorded}");
+    assert!(recorded <= BURST + elapsed / EVERY + 1, "{recorded} refusals recorded in {elapsed} s");
+    assert!(refused.iter().all(|e| e["reason"] != "sharing paused"), "paused refusals are counted, not recorded");
+    let counted: Vec<(String, u64)> = audit["counted"]
+        .as_array()
+        .expect("counts")
+        .iter()
+        .map(|c| (c["reason"].as_str().expect("a reason").to_owned(), c["count"].as_u64().expect("a count")))
+        .collect();
+    let of = |reason: &str| counted.iter().find(|(r, _)| r == reason).map_or(0, |(_, n)| *n);
+    let recorded_with = |status: u64| refused.iter().filter(|e| e["status"] == status).count() as u64;
+    assert_eq!(of("sharing paused"), EACH as u64, "{counted:?}");
+    assert_eq!(recorded_with(400) + of("malformed request"), EACH as u64, "every malformed request is recorded or counted: {counted:?}");
+    assert_eq!(recorded_with(403) + of("asked beyond the grant"), EACH as u64, "every request beyond the grant is recorded or counted: {counted:?}");
+    let table = agent.cli(&["audit"]).await;
+    assert!(table.ok().contains("403 sharing paused"), "{table:?}");
+    let home = agent.stop();
+    verifies(&home, 2 + recorded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_longer_than_a_page_is_read_and_verified_page_by_page() {
     /// More than the 1000 records of one page.
     const SLICES: usize = 1100;
     let agent = Agent::start().await;
     agent.ingest(&fixture::ndjson(&fixture::walkthrough(now()))).await;
     let bundle = agent.grant("acme.example", "search", "category", "30d").await;
-    let statuses = flood(&agent, &bundle.token, SLICES).await;
+    let statuses = flood(&agent, "/v1/slice", &bundle.token, SLICES).await;
     assert!(statuses.iter().all(|s| *s == 200), "every slice is served");
     let records = SLICES as u64 + 1;
     let audit = agent.cli(&["audit", "--json"]).await.json();
-    let seqs: Vec<u64> = audit.as_array().expect("records").iter().map(|r| r["seq"].as_u64().expect("a seq")).collect();
+    let seqs: Vec<u64> = audit["records"].as_array().expect("records").iter().map(|r| r["seq"].as_u64().expect("a seq")).collect();
     assert_eq!(seqs, (1..=records).collect::<Vec<_>>(), "every record once, in order, across pages");
     let home = agent.stop();
     verifies(&home, records).await;
@@ -416,7 +466,7 @@ async fn the_log_says_who_a_slice_went_to_what_was_granted_and_which_signal_was_
     agent.cli(&["forget", "--id", "s2"]).await.ok();
 
     let records = agent.cli(&["audit", "--json"]).await.json();
-    let events: Vec<&Value> = records.as_array().expect("records").iter().map(|r| &r["event"]).collect();
+    let events: Vec<&Value> = records["records"].as_array().expect("records").iter().map(|r| &r["event"]).collect();
     assert_eq!(events[0]["terms"], serde_json::to_value(&bundle.terms).expect("terms"), "the terms as granted");
     assert_eq!(events[0]["purpose"], "show me relevant offers");
     assert_eq!((&events[1]["type"], &events[1]["audience"]), (&"served".into(), &"partner.example".into()));
@@ -448,8 +498,9 @@ async fn the_log_can_be_narrowed_to_a_grant_a_marketer_or_a_time_and_summed_up_p
     assert_eq!(agent.get("/v1/slice", Some(&globex.token)).await.status.as_u16(), 401);
     agent.cli(&["pause"]).await.ok();
 
-    let types =
-        |out: &Value| -> Vec<String> { out.as_array().expect("records").iter().map(|r| r["event"]["type"].as_str().expect("a type").to_owned()).collect() };
+    let types = |out: &Value| -> Vec<String> {
+        out["records"].as_array().expect("records").iter().map(|r| r["event"]["type"].as_str().expect("a type").to_owned()).collect()
+    };
     let all = agent.cli(&["audit", "--json"]).await.json();
     assert_eq!(types(&all), ["granted", "granted", "served", "served", "refused", "served", "revoked", "sharing"]);
     let of_acme = agent.cli(&["audit", "--json", "--grant", acme.grant_id.as_str()]).await.json();

@@ -396,7 +396,7 @@ async fn other_peoples_text_is_inert_on_the_terminal() {
     let refused = agent.get(&format!("/v1/slice?kinds=%1B%5B31m{}", "%E2%80%AE"), Some(&bundle.token)).await;
     assert_eq!(refused.status.as_u16(), 400, "{}", refused.text());
     let audit = agent.cli(&["audit", "--json"]).await.json();
-    let reason = audit.as_array().expect("array").iter().find(|r| r["event"]["type"] == "refused").expect("the refusal")["event"]["reason"].clone();
+    let reason = audit["records"].as_array().expect("array").iter().find(|r| r["event"]["type"] == "refused").expect("the refusal")["event"]["reason"].clone();
     assert!(reason.as_str().is_some_and(|r| r.contains(ESC) && r.contains(RLO)), "the raw text is what is kept: {reason}");
 
     // And shown inert: escaped on the terminal, escaped the JSON way in JSON.

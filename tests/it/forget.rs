@@ -61,11 +61,16 @@ async fn forgotten_signals_never_appear_again() {
         assert_eq!(served, expected, "slice after forget {args:?}");
 
         let preview = agent.cli(&["preview", bundle.grant_id.as_str(), "--json"]).await.json();
-        assert_eq!(preview["items"].as_array().expect("items").len(), remaining.len(), "preview after forget {args:?}");
+        assert_eq!(preview[0]["items"].as_array().expect("items").len(), remaining.len(), "preview after forget {args:?}");
     }
     let audit = agent.cli(&["audit", "--json"]).await.json();
-    let forgot: u64 =
-        audit.as_array().expect("array").iter().filter(|r| r["event"]["type"] == "forgot").map(|r| r["event"]["count"].as_u64().expect("a count")).sum();
+    let forgot: u64 = audit["records"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|r| r["event"]["type"] == "forgot")
+        .map(|r| r["event"]["count"].as_u64().expect("a count"))
+        .sum();
     assert_eq!(forgot, 6, "forgetting is audited, by count: {audit:#}");
 }
 

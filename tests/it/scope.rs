@@ -212,7 +212,7 @@ async fn category_slices_never_serve_the_day_that_is_not_over() {
     }
     // The person's preview shows what the marketer would get.
     let preview = agent.cli(&["preview", bundle.grant_id.as_str(), "--json"]).await.json();
-    let until = preview["scope"]["until"].as_str().expect("until");
+    let until = preview[0]["scope"]["until"].as_str().expect("until");
     assert!(until.ends_with("T00:00:00Z"), "the preview is cut to whole days too: {until}");
 }
 
@@ -295,4 +295,17 @@ async fn pages_follow_next_cursor() {
     seen.sort();
     assert_eq!(seen, expected);
     assert_problem(&agent.get("/v1/slice?cursor=not-a-cursor", Some(&bundle.token)).await, 400, "cursor", "a made-up cursor");
+
+    // The person's preview shows every one of those pages, not only the first.
+    let preview = agent.cli(&["preview", bundle.grant_id.as_str(), "--limit", "2", "--json"]).await.json();
+    let previewed: Vec<Vec<String>> =
+        preview.as_array().expect("pages").iter().map(|page| page["items"].as_array().expect("items").iter().map(|item| item.to_string()).collect()).collect();
+    let fetched: Vec<Vec<String>> =
+        pages.iter().map(|(_, claims)| claims.items.iter().map(|item| serde_json::to_value(item).expect("an item").to_string()).collect()).collect();
+    assert_eq!(previewed, fetched, "the preview's pages are the marketer's");
+    let table = agent.cli(&["preview", bundle.grant_id.as_str(), "--limit", "2"]).await;
+    let text = table.ok();
+    assert!(text.contains("would receive 5 items in 3 pages"), "{text}");
+    assert!(text.contains("page 3 of 3 (1 item):"), "{text}");
+    agent.cli(&["preview", bundle.grant_id.as_str(), "--limit", "0"]).await.fails(2, "0 is not in 1..=1000");
 }

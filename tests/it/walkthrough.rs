@@ -75,7 +75,7 @@ async fn walkthrough() {
 
     // The audit: granted, served (with the slice's id and digest), revoked, refused.
     let audit = agent.cli(&["audit", "--json"]).await.json();
-    let records = audit.as_array().expect("audit is an array");
+    let records = audit["records"].as_array().expect("the records are an array");
     check_chain(records);
     let events: Vec<&Value> = records.iter().map(|r| &r["event"]).collect();
     let of_type = |t: &str| events.iter().filter(|e| e["type"] == t).copied().collect::<Vec<_>>();

@@ -92,7 +92,7 @@ pub enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
-    /// Show exactly what a grant's marketer would receive now.
+    /// Show exactly what a grant's marketer would receive now: every page of it.
     Preview {
         /// The grant's id (g_…).
         grant_id: GrantId,

@@ -28,6 +28,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{ColorChoice, CommandFactory, FromArgMatches};
 use optin_protocol::bundle::GrantBundle;
 use optin_protocol::scope::GrantId;
+use optin_protocol::slice::SliceClaims;
 
 pub use args::Cli;
 use args::{BrowserCommand, ColorWhen, Command, ForgetArgs, GrantArgs, ImportArgs, OutputArgs, ServeArgs};
@@ -190,13 +191,13 @@ async fn run(cli: Cli, p: &mut Printer) -> Result<()> {
             Ok(())
         }
         Command::Bundle { grant_id, output } => bundle(&Home::open_existing(&dir()?)?, grant_id, output, p).await,
-        Command::Preview { grant_id, json } => {
+        Command::Preview { grant_id, limit, json } => {
             let home = Home::open_existing(&dir()?)?;
-            let Response::Preview { claims } = execute(&home, Request::Preview { grant_id }).await? else { return unexpected() };
+            let pages = preview_pages(&home, grant_id, limit).await?;
             if json {
-                p.json(&serde_json::to_string_pretty(&claims)?)?;
+                p.json(&serde_json::to_string_pretty(&pages)?)?;
             } else {
-                show::preview(p, &claims)?;
+                show::preview(p, &pages)?;
             }
             Ok(())
         }
@@ -229,7 +230,8 @@ async fn run(cli: Cli, p: &mut Printer) -> Result<()> {
             if summary {
                 show::audit_summary(p, &log.records, &log.counted)?;
             } else if json {
-                p.json(&serde_json::to_string_pretty(&log.records)?)?;
+                let all = AuditJson { records: &log.records, counted: &log.counted, anonymous_refusals: log.anonymous_refusals };
+                p.json(&serde_json::to_string_pretty(&all)?)?;
             } else {
                 show::audit(p, &log.records, &log.counted, log.anonymous_refusals)?;
             }
@@ -261,6 +263,33 @@ async fn run(cli: Cli, p: &mut Printer) -> Result<()> {
 struct IngestCounts {
     stored: usize,
     duplicates: usize,
+}
+
+/// Every page a marketer could fetch now, following the cursors as a marketer would. The
+/// pages are cut one request at a time, so a signal stored or forgotten meanwhile shows as
+/// it would to the marketer.
+async fn preview_pages(home: &Home, grant_id: GrantId, limit: Option<u32>) -> Result<Vec<SliceClaims>> {
+    let mut pages = Vec::new();
+    let mut cursor = None;
+    loop {
+        let request = Request::Preview { grant_id: grant_id.clone(), limit, cursor };
+        let Response::Preview { claims } = execute(home, request).await? else { return unexpected() };
+        cursor = claims.next_cursor.clone();
+        pages.push(*claims);
+        if cursor.is_none() {
+            return Ok(pages);
+        }
+    }
+}
+
+/// `optin audit --json`: the records and the refusals counted rather than recorded, so
+/// that a reader of the JSON misses nothing the table shows.
+#[derive(serde::Serialize)]
+struct AuditJson<'a> {
+    records: &'a [AuditEntry],
+    counted: &'a [CountedRefusals],
+    /// Refusals of unknown or forged tokens since the agent started.
+    anonymous_refusals: u64,
 }
 
 /// The audit log, read page by page and verified as it is read.

@@ -243,23 +243,31 @@ pub fn audit_summary(p: &mut Printer, records: &[AuditEntry], counted: &[Counted
     writeln!(p, "{}", count(by.len(), "marketer", "marketers"))
 }
 
-/// `optin preview`.
-pub fn preview(p: &mut Printer, claims: &SliceClaims) -> io::Result<()> {
+/// `optin preview`: what the marketer would receive, page by page as it would fetch them.
+pub fn preview(p: &mut Printer, pages: &[SliceClaims]) -> io::Result<()> {
+    let Some(first) = pages.first() else { return writeln!(p, "nothing to preview") };
+    let items: usize = pages.iter().map(|page| page.items.len()).sum();
     writeln!(
         p,
-        "{} would receive {} ({} at {} granularity, {} to {}) for: {}",
-        inert(&claims.aud),
-        count(claims.items.len(), "item", "items"),
-        claims.scope.kinds,
-        claims.scope.granularity,
-        time(claims.scope.since),
-        time(claims.scope.until),
-        inert(&claims.grant.purpose)
+        "{} would receive {} in {} ({} at {} granularity, {} to {}) for: {}",
+        inert(&first.aud),
+        count(items, "item", "items"),
+        count(pages.len(), "page", "pages"),
+        first.scope.kinds,
+        first.scope.granularity,
+        time(first.scope.since),
+        time(first.scope.until),
+        inert(&first.grant.purpose)
     )?;
-    for item in &claims.items {
-        let line = serde_json::to_string(item).map_err(io::Error::other)?;
-        write!(p, "  ")?;
-        p.json(&line)?;
+    for (n, page) in pages.iter().enumerate() {
+        if pages.len() > 1 {
+            writeln!(p, "page {} of {} ({}):", n + 1, pages.len(), count(page.items.len(), "item", "items"))?;
+        }
+        for item in &page.items {
+            let line = serde_json::to_string(item).map_err(io::Error::other)?;
+            write!(p, "  ")?;
+            p.json(&line)?;
+        }
     }
     Ok(())
 }

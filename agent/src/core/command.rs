@@ -98,6 +98,12 @@ pub enum Request {
     Bundle {
         /// Which grant.
         grant_id: GrantId,
+        /// Items per page, as a marketer's `limit` (the default page size when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+        /// The previous page's `next_cursor`; the first page when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
     },
 }
 

@@ -74,7 +74,7 @@ impl Core {
             }
             Request::Grants => Ok(Response::Grants { grants: self.store.grants()?.into_iter().map(|g| view_stored(g, now)).collect() }),
             Request::Revoke { .. } => Err(CoreError::Internal("revoke runs in `handle`".into())),
-            Request::Preview { grant_id } => {
+            Request::Preview { grant_id, limit, cursor } => {
                 let record = self.intact_grant(&grant_id)?;
                 // A preview shows what the marketer would receive now; for a revoked grant
                 // that is nothing, whatever the store still holds.
@@ -82,7 +82,11 @@ impl Core {
                     return Err(CoreError::Invalid(format!("{grant_id} is revoked: it serves nothing")));
                 }
                 let keys = self.keys.grant(&grant_id).map_err(|e| CoreError::Internal(e.to_string()))?;
-                let claims = self.claims(&record, &record.terms, &keys, &SliceQuery::default(), now).map_err(|r| match r {
+                if limit.is_some_and(|n| !(1..=scope::MAX_LIMIT).contains(&n)) {
+                    return Err(CoreError::Invalid(format!("limit: a page holds 1 to {} items", scope::MAX_LIMIT)));
+                }
+                let query = SliceQuery { limit, cursor, ..SliceQuery::default() };
+                let claims = self.claims(&record, &record.terms, &keys, &query, now).map_err(|r| match r {
                     Refusal::Exceeds { reason, .. } | Refusal::Invalid { reason, .. } => CoreError::Invalid(reason),
                     Refusal::Token(reason) => CoreError::Invalid(format!("the grant serves nothing: {reason}")),
                     Refusal::Paused => CoreError::Invalid("sharing is paused: the grant serves nothing until `optin resume`".into()),

@@ -68,7 +68,7 @@ async fn rejects_commands_that_name_nothing_or_are_wrong() {
     };
     let cases: Vec<(&str, Request, ErrorKind)> = vec![
         ("revoke an unknown grant", Request::Revoke { grant_id: nobody.clone() }, ErrorKind::NotFound),
-        ("preview an unknown grant", Request::Preview { grant_id: nobody.clone() }, ErrorKind::NotFound),
+        ("preview an unknown grant", Request::Preview { grant_id: nobody.clone(), limit: None, cursor: None }, ErrorKind::NotFound),
         ("bundle of an unknown grant", Request::Bundle { grant_id: nobody }, ErrorKind::NotFound),
         ("bundle of a revoked grant", Request::Bundle { grant_id: revoked.grant_id.clone() }, ErrorKind::Invalid),
         ("forget an unknown id", Request::Forget { what: crate::store::Forget::Id("nope".into()) }, ErrorKind::NotFound),

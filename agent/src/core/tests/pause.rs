@@ -24,7 +24,7 @@ async fn paused_sharing_serves_nothing_until_resumed() {
         assert_eq!((refusal.status(), &refusal), (403, &Refusal::Paused), "{}", bundle.marketer);
         let info = world.core.grant_info(Some(&bundle.token), "/v1/grant", T).await.expect("the grant still answers");
         assert_eq!(info.state, GrantInfoState::Paused);
-        let preview = world.try_run(Request::Preview { grant_id: bundle.grant_id.clone() }, T).await;
+        let preview = world.try_run(Request::Preview { grant_id: bundle.grant_id.clone(), limit: None, cursor: None }, T).await;
         assert!(matches!(preview, Err(CoreError::Invalid(ref m)) if m.contains("paused")), "{preview:?}");
     }
     world.run(Request::Sharing { paused: false }).await;
