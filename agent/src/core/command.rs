@@ -73,10 +73,17 @@ pub enum Request {
         /// Which.
         grant_id: GrantId,
     },
-    /// What a grant's marketer would receive now.
+    /// A page of what a grant's marketer would receive now: the pages follow one another
+    /// by cursor, as the marketer's do.
     Preview {
         /// Which grant.
         grant_id: GrantId,
+        /// Items per page, as a marketer's `limit` (the default page size when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+        /// The previous page's `next_cursor`; the first page when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
     },
     /// A page of the audit log; a long log is read page by page, each naming the next.
     Audit {
@@ -98,12 +105,6 @@ pub enum Request {
     Bundle {
         /// Which grant.
         grant_id: GrantId,
-        /// Items per page, as a marketer's `limit` (the default page size when absent).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        limit: Option<u32>,
-        /// The previous page's `next_cursor`; the first page when absent.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        cursor: Option<String>,
     },
 }
 
