@@ -103,3 +103,67 @@ async fn the_most_verbose_log_holds_no_token_and_no_signal() {
         assert!(!log.contains(secret) && !log.contains(as_bytes), "{what} is in the log at trace level");
     }
 }
+
+/// Sends `GET path` with `token` on an open HTTP/1.1 connection and returns the status.
+async fn again(sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<hyper::body::Bytes>>, agent: &Agent, path: &str, token: &str) -> u16 {
+    use http_body_util::BodyExt;
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, agent.addr().to_string())
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(http_body_util::Empty::new())
+        .expect("a request");
+    let answer = tokio::time::timeout(Duration::from_secs(15), sender.send_request(request)).await.expect("an answer in time").expect("an answer");
+    let status = answer.status().as_u16();
+    answer.into_body().collect().await.expect("the whole body");
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_new_connections_never_closes_one_already_admitted() {
+    /// The agent's cap, and how many connections the flood tries beyond it (all loopback).
+    const CAP: usize = 4;
+    const FLOOD: usize = 100;
+    let agent = optin_tests::Home::new().serve(&["--max-connections", &CAP.to_string()]).await;
+    agent.ingest(&fixture::ndjson(&fixture::walkthrough(now()))).await;
+    let bundle = agent.grant("acme.example", "search", "raw", "30d").await;
+
+    // A marketer's keep-alive connection, admitted and used once.
+    let tls = agent.client().connect().await.expect("a TLS connection");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.expect("an HTTP/1.1 connection");
+    let driver = tokio::spawn(connection);
+    assert_eq!(again(&mut sender, &agent, "/v1/slice", &bundle.token).await, 200);
+
+    // The rest of the cap taken by connections that finish their handshake and say nothing,
+    // then a flood of TCP connections that wait to be accepted. Once the kernel's backlog is
+    // full a connect waits for retransmissions; the flood stops there, well inside the
+    // admitted connection's idle time.
+    let mut held = Vec::new();
+    for _ in 1..CAP {
+        held.push(agent.client().connect().await.expect("a connection under the cap"));
+    }
+    let mut flood = Vec::new();
+    for _ in 0..FLOOD {
+        match tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(agent.addr())).await {
+            Ok(Ok(tcp)) => flood.push(tcp),
+            _ => break,
+        }
+    }
+    assert!(flood.len() >= 32, "only {} connections waited in the backlog", flood.len());
+    // A connection beyond the cap is not served: its handshake waits.
+    let beyond = tokio::time::timeout(Duration::from_secs(1), agent.client().connect()).await;
+    assert!(beyond.is_err(), "a connection beyond the cap was admitted");
+
+    // The admitted connection is served throughout, again and again.
+    for _ in 0..5 {
+        assert_eq!(again(&mut sender, &agent, "/v1/slice", &bundle.token).await, 200, "the admitted connection was dropped");
+    }
+    assert!(!driver.is_finished(), "the admitted connection is still open");
+
+    // Once the flood goes, new connections are admitted as slots free up.
+    drop(flood);
+    drop(held);
+    assert_eq!(agent.get("/v1/slice", Some(&bundle.token)).await.status.as_u16(), 200);
+    assert_eq!(again(&mut sender, &agent, "/v1/slice", &bundle.token).await, 200);
+    drop(sender);
+    driver.await.expect("the connection task").expect("a clean close");
+}

@@ -96,7 +96,10 @@ pub enum Command {
     Preview {
         /// The grant's id (g_…).
         grant_id: GrantId,
-        /// Print the slice's claims as JSON.
+        /// Items per page, as a marketer asking with `limit` would get them (1 to 1000).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(optin_protocol::scope::MAX_LIMIT)))]
+        limit: Option<u32>,
+        /// Print each page's claims as JSON, in a list.
         #[arg(long)]
         json: bool,
     },
@@ -158,6 +161,10 @@ pub struct ServeArgs {
     /// How long a cart waits for a purchase before it counts as abandoned.
     #[arg(long, default_value = crate::core::DEFAULT_ABANDON_AFTER, value_name = "SPAN", allow_hyphen_values = true)]
     pub abandon_after: Span,
+    /// Most marketer connections open at once. Beyond it, new connections wait to be
+    /// accepted; connections already open are never closed to make room.
+    #[arg(long, default_value_t = crate::serve::DEFAULT_MAX_CONNECTIONS, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub max_connections: u32,
 }
 
 /// `optin import`.

@@ -336,7 +336,8 @@ fn unexpected<T>() -> Result<T> {
 
 async fn serve(dir: PathBuf, args: ServeArgs) -> Result<()> {
     let tls = TlsSource { user: args.tls_cert.zip(args.tls_key) };
-    let config = crate::serve::ServeConfig { home: dir, listen: args.listen, tls, abandon_after: args.abandon_after, max_connections: 512 };
+    let config =
+        crate::serve::ServeConfig { home: dir, listen: args.listen, tls, abandon_after: args.abandon_after, max_connections: args.max_connections as usize };
     crate::serve::run(config).await
 }
 

@@ -36,6 +36,11 @@ use crate::keys::Keys;
 use crate::store::{Address, Store};
 use crate::tls::{self, TlsSource};
 
+/// Most marketer connections open at once, unless `optin serve --max-connections` says
+/// otherwise: far more than one person's marketers need, and few enough file descriptors
+/// to stay under a default limit of 1024.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 512;
+
 /// Settings of `optin serve`.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
