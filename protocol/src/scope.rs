@@ -233,7 +233,10 @@ impl SliceQuery {
                 "until" => q.until = Some(timestamp::parse(value).ok_or_else(|| bad("not an RFC 3339 timestamp".into()))?),
                 "granularity" => q.granularity = Some(value.parse().map_err(bad)?),
                 "limit" => {
-                    let n: u32 = value.parse().map_err(|_| bad(format!("must be a whole number from 1 to {MAX_LIMIT}")))?;
+                    // Digits only: `u32::from_str` also takes a leading `+`, which no
+                    // documented form of the parameter has.
+                    let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+                    let n: u32 = value.parse().ok().filter(|_| digits).ok_or_else(|| bad(format!("must be a whole number from 1 to {MAX_LIMIT}")))?;
                     if !(1..=MAX_LIMIT).contains(&n) {
                         return Err(bad(format!("must be a whole number from 1 to {MAX_LIMIT}")));
                     }
@@ -465,6 +468,9 @@ mod tests {
             ("limit=0", "limit"),
             ("limit=1001", "limit"),
             ("limit=ten", "limit"),
+            ("limit=+5", "limit"),
+            ("limit=-5", "limit"),
+            ("limit= 5", "limit"),
             ("since=yesterday", "since"),
             ("kind=search", "kind"),
             ("limit=1&limit=2", "limit"),
