@@ -10,16 +10,24 @@
 //! | `abandon_after` | its cart abandonment delay, like `24h`                 |
 //! | `audit_head`    | `SEQ:HEX`, the last audit record and its hash          |
 //! | `audit_head_mac`| hex MAC of the head (see [`super::seal`])              |
+//! | `extension_day` | `YYYY-MM-DD COUNT`: signals the browser extension stored that UTC day |
 //!
 //! `audit_head` and its MAC are written with each audit record, in its transaction (see
 //! `append_audit`), so `optin audit --verify` notices a changed or missing last record, and
 //! a head rebuilt over a shortened log. `agent_url`,
 //! `cert_sha256` and `abandon_after` let commands run without an agent (the offline CLI, the native host)
 //! print the same bundles and derive the same cart states as the agent would.
+//! `extension_day` is written in the transaction that stores the signals it counts (see
+//! `insert_signals_metered`), so a crash cannot store signals the quota did not count.
 
 use optin_protocol::span::Span;
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use time::Date;
 
-use super::{corrupt, Result, Store};
+use super::{corrupt, Result, Store, StoreError};
+
+/// The `meta` key of the extension's count of the day.
+const EXTENSION_DAY: &str = "extension_day";
 
 /// Where the agent was last reachable, for bundles made while it does not run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,6 +84,69 @@ impl Store {
     }
 }
 
+/// A feeder's daily allowance: at most `per_day` new signals on the UTC day `day`. Duplicates
+/// of stored signals are not counted, since they store nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    /// The UTC day being counted.
+    pub day: Date,
+    /// How many new signals that day may bring.
+    pub per_day: u64,
+}
+
+/// Signals counted on one UTC day, as `meta/extension_day` holds them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct DayCount {
+    day: Date,
+    count: u64,
+}
+
+impl DayCount {
+    fn encode(self) -> String {
+        format!("{} {}", self.day, self.count)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<DayCount> {
+        let damaged = || corrupt("meta", format!("`{EXTENSION_DAY}` is not `YYYY-MM-DD COUNT`"));
+        let text = std::str::from_utf8(bytes).map_err(|_| damaged())?;
+        let (day, count) = text.split_once(' ').ok_or_else(damaged)?;
+        let day = Date::parse(day, time::macros::format_description!("[year]-[month]-[day]")).map_err(|_| damaged())?;
+        Ok(DayCount { day, count: count.parse().map_err(|_| damaged())? })
+    }
+
+    /// The count for `day`: a count of another day is of no day that matters any more.
+    fn on(self, day: Date) -> u64 {
+        if self.day == day {
+            self.count
+        } else {
+            0
+        }
+    }
+}
+
+impl Quota {
+    /// Signals already counted on the quota's day, read inside a transaction.
+    pub(super) fn used(&self, meta: &TransactionalTree) -> std::result::Result<u64, ConflictableTransactionError<StoreError>> {
+        match meta.get(EXTENSION_DAY)? {
+            Some(value) => Ok(DayCount::decode(&value).map_err(ConflictableTransactionError::Abort)?.on(self.day)),
+            None => Ok(0),
+        }
+    }
+
+    /// Records `count` signals on the quota's day, inside the transaction that stores them.
+    pub(super) fn record(&self, meta: &TransactionalTree, count: u64) -> std::result::Result<(), ConflictableTransactionError<StoreError>> {
+        meta.insert(EXTENSION_DAY, DayCount { day: self.day, count }.encode().as_str())?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Signals the browser extension stored on the UTC day `day`.
+    pub fn extension_signals(&self, day: Date) -> Result<u64> {
+        Ok(self.meta.get(EXTENSION_DAY)?.map(|value| DayCount::decode(&value)).transpose()?.map_or(0, |c| c.on(day)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +175,21 @@ mod tests {
     }
 
     #[test]
+    fn the_day_count_round_trips_and_starts_again_each_day() {
+        let day = time::macros::date!(2026 - 11 - 20);
+        for count in [0, 1, 2000, u64::MAX] {
+            let text = DayCount { day, count }.encode();
+            assert_eq!(DayCount::decode(text.as_bytes()).expect(&text), DayCount { day, count });
+        }
+        let counted = DayCount { day, count: 7 };
+        assert_eq!(counted.on(day), 7);
+        assert_eq!(counted.on(day.next_day().expect("a next day")), 0, "a new day starts from nothing");
+        for damaged in ["", "2026-11-20", "2026-11-20 -1", "2026-13-01 5", "5 2026-11-20", "2026-11-20  5"] {
+            assert!(matches!(DayCount::decode(damaged.as_bytes()), Err(crate::store::StoreError::Corrupt { tree: "meta", .. })), "{damaged:?}");
+        }
+    }
+
+    #[test]
     fn rejects_damaged_values() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("store")).expect("open");
@@ -111,5 +197,7 @@ mod tests {
         assert!(matches!(store.paused(), Err(crate::store::StoreError::Corrupt { tree: "meta", .. })));
         store.set_meta("abandon_after", "soon").expect("write");
         assert!(matches!(store.abandon_after(), Err(crate::store::StoreError::Corrupt { tree: "meta", .. })));
+        store.set_meta(EXTENSION_DAY, "many").expect("write");
+        assert!(matches!(store.extension_signals(time::macros::date!(2026 - 11 - 20)), Err(crate::store::StoreError::Corrupt { tree: "meta", .. })));
     }
 }

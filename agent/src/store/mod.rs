@@ -41,7 +41,7 @@ pub mod meta;
 pub mod record;
 pub mod seal;
 
-pub use meta::Address;
+pub use meta::{Address, Quota};
 pub use record::{AuditEvent, AuditHead, AuditRecord, GrantRecord, RefusalCount};
 pub use seal::{Seal, StoreMac};
 
@@ -83,6 +83,17 @@ pub enum StoreError {
 }
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What became of one signal given to [`Store::insert_signals_metered`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It is stored now.
+    Stored,
+    /// A signal with its id was stored before: nothing changed.
+    Duplicate,
+    /// It is new, but the quota of the day is used up: not stored.
+    OverQuota,
+}
 
 /// Which signals to forget: the owner's `forget` request as it travels and as the store
 /// executes it.
@@ -335,34 +346,61 @@ impl Store {
     /// Stores a batch atomically: either every new signal is stored or none is. Signals
     /// whose id is already stored are skipped. Returns (stored, duplicates). Durable on return.
     pub fn insert_signals(&self, batch: &[Signal]) -> Result<(usize, usize)> {
+        let outcomes = self.insert(batch, None)?;
+        let stored = outcomes.iter().filter(|o| **o == Outcome::Stored).count();
+        Ok((stored, outcomes.len() - stored))
+    }
+
+    /// Stores each signal of `batch` that is new, while `quota` allows, and counts what it
+    /// stored against the quota in the same transaction. One outcome per signal, in order.
+    /// Durable on return.
+    pub fn insert_signals_metered(&self, batch: &[Signal], quota: Quota) -> Result<Vec<Outcome>> {
+        self.insert(batch, Some(quota))
+    }
+
+    fn insert(&self, batch: &[Signal], quota: Option<Quota>) -> Result<Vec<Outcome>> {
         let mut rows = Vec::with_capacity(batch.len());
         for s in batch {
             let value = serde_json::to_vec(s).map_err(|e| corrupt("signals", e))?;
             rows.push((s, key::signal(s.kind(), s.at, s.id.as_str()), value));
         }
-        let counts = (&self.signals, &self.ids, &self.purchases)
-            .transaction(|(signals, ids, purchases)| {
-                let (mut stored, mut dups) = (0, 0);
+        let outcomes = (&self.signals, &self.ids, &self.purchases, &self.meta)
+            .transaction(|(signals, ids, purchases, meta)| {
+                let mut used = match &quota {
+                    Some(q) => q.used(meta)?,
+                    None => 0,
+                };
+                let mut outcomes = Vec::with_capacity(rows.len());
                 for (s, key, value) in &rows {
                     // An id whose signal is gone (an interrupted forget) counts as new.
                     if let Some(old) = ids.get(s.id.as_str())? {
                         if signals.get(&old)?.is_some() {
-                            dups += 1;
+                            outcomes.push(Outcome::Duplicate);
                             continue;
                         }
+                    }
+                    if let Some(q) = &quota {
+                        if used >= q.per_day {
+                            outcomes.push(Outcome::OverQuota);
+                            continue;
+                        }
+                        used += 1;
                     }
                     signals.insert(key.as_slice(), value.as_slice())?;
                     ids.insert(s.id.as_str(), key.as_slice())?;
                     if let (Kind::Purchase, Some(m)) = (s.kind(), s.body.merchant()) {
                         purchases.insert(key::purchase(m, s.at, s.id.as_str()), &[][..])?;
                     }
-                    stored += 1;
+                    outcomes.push(Outcome::Stored);
                 }
-                Ok::<_, ConflictableTransactionError<StoreError>>((stored, dups))
+                if let Some(q) = &quota {
+                    q.record(meta, used)?;
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>(outcomes)
             })
             .map_err(tx_error)?;
         self.flush()?;
-        Ok(counts)
+        Ok(outcomes)
     }
 
     /// What [`Store::insert_signals`] would do with `batch`: (new, duplicates). Writes nothing.
