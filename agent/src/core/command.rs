@@ -33,13 +33,24 @@ pub const AUDIT_PAGE_MAX: usize = 10_000;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Request {
-    /// Store an NDJSON batch, all or nothing.
+    /// Store an NDJSON batch, all or nothing: the owner's own file or feeder, which names
+    /// the line at fault so the person can fix it and feed the same batch again.
     Ingest {
         /// The batch.
         ndjson: String,
         /// Only count what would be stored.
         #[serde(default)]
         dry_run: bool,
+    },
+    /// Store what the browser extension captured from pages, signal by signal: a bad
+    /// signal is rejected and the rest stored, since nobody can fix a page's data and
+    /// sending the batch again would fail again; and new signals count against the
+    /// extension's daily quota ([`crate::core::ingest::EXTENSION_SIGNALS_PER_DAY`]), so a
+    /// page cannot flood the store. Only the native host sends this; the owner's `ingest`
+    /// is neither split nor limited.
+    ExtensionSignals {
+        /// Each signal's JSON text as the extension sent it, one signal each.
+        signals: Vec<String>,
     },
     /// List signals.
     Signals {
@@ -158,6 +169,15 @@ pub enum Response {
         /// Signals already present.
         duplicates: usize,
     },
+    /// Signals of [`Request::ExtensionSignals`], taken one by one.
+    Accepted {
+        /// New signals stored.
+        stored: usize,
+        /// Signals already present.
+        duplicates: usize,
+        /// The signals not stored, in the order they were sent.
+        rejected: Vec<Rejection>,
+    },
     /// Signals listed.
     Signals {
         /// The signals, carts with their derived state.
@@ -221,6 +241,39 @@ pub enum Response {
     Bundle {
         /// The bundle.
         bundle: Box<GrantBundle>,
+    },
+}
+
+/// A signal of [`Request::ExtensionSignals`] that was not stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// Its place in the request's `signals`, from 0.
+    pub index: usize,
+    /// The id it was sent with, when that is a valid signal id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Why it was not stored.
+    pub reason: RejectionReason,
+}
+
+/// Why a signal was not stored: the one difference a feeder acts on is whether the signal
+/// is wrong or the day's quota is used up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectionReason {
+    /// It is not a valid signal.
+    Invalid {
+        /// The JSON path of the field at fault within the signal (`items[0].name`), when one
+        /// is to blame.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        field: Option<String>,
+        /// What is wrong, in words.
+        error: String,
+    },
+    /// It is valid and new, but the feeder's signals of the day are used up.
+    Quota {
+        /// How many new signals a UTC day may bring.
+        per_day: u64,
     },
 }
 

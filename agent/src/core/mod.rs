@@ -3,6 +3,7 @@
 //! runs) and the offline session. Whatever the way in, the same function runs.
 //!
 //! - [`owner`]: the person's commands ([`Core::handle`] runs a [`command::Request`]);
+//! - [`ingest`]: storing signals, the owner's batches whole and the extension's one by one;
 //! - [`marketer`]: admitting a token and cutting a signed slice ([`Core::slice`]);
 //! - [`slicer`], [`gate`], [`audit`]: what those two use.
 //!
@@ -26,6 +27,7 @@ use gate::Gates;
 pub mod audit;
 pub mod command;
 pub mod gate;
+pub mod ingest;
 pub mod marketer;
 pub mod owner;
 pub mod slicer;

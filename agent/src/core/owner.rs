@@ -4,7 +4,7 @@
 
 use optin_protocol::bundle::{self, GrantBundle};
 use optin_protocol::scope::{self, GrantId, SliceQuery, Terms};
-use optin_protocol::signal::{self, Kind};
+use optin_protocol::signal::Kind;
 use optin_protocol::token::Token;
 use ring::rand::{SecureRandom, SystemRandom};
 use time::OffsetDateTime;
@@ -31,15 +31,9 @@ impl Core {
 
     fn handle_sync(&self, request: Request, now: OffsetDateTime) -> Result<Response, CoreError> {
         match request {
-            Request::Ingest { ndjson, dry_run: false } => {
-                let (stored, duplicates) = self.ingest(&ndjson)?;
-                Ok(Response::Ingested { stored, duplicates })
-            }
-            Request::Ingest { ndjson, dry_run: true } => {
-                let batch = signal::parse_batch(&ndjson, &crate::merchant::registrable)?;
-                let (stored, duplicates) = self.store.count_new(&batch)?;
-                Ok(Response::Ingested { stored, duplicates })
-            }
+            Request::Ingest { ndjson, dry_run: false } => self.ingest(&ndjson),
+            Request::Ingest { ndjson, dry_run: true } => self.ingest_dry_run(&ndjson),
+            Request::ExtensionSignals { signals } => self.ingest_extension(&signals, now),
             Request::Signals { kind } => Ok(Response::Signals { signals: self.list_signals(kind, now)? }),
             Request::Forget { what } => Ok(Response::Forgot { count: self.forget(what, now)? }),
             Request::Grant { marketer, kinds, granularity, window, expires, purpose } => {
@@ -133,12 +127,6 @@ impl Core {
             counted: counts.into_iter().map(|(count, seal)| CountedRefusals { count, intact: seal == Seal::Valid }).collect(),
             anonymous_refusals: self.anonymous_refusals(),
         })
-    }
-
-    /// Stores an NDJSON batch, all or nothing. Durable on return.
-    fn ingest(&self, ndjson: &str) -> Result<(usize, usize), CoreError> {
-        let batch = signal::parse_batch(ndjson, &crate::merchant::registrable)?;
-        Ok(self.store.insert_signals(&batch)?)
     }
 
     fn list_signals(&self, kind: Option<Kind>, now: OffsetDateTime) -> Result<Vec<SignalView>, CoreError> {

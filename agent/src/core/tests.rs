@@ -9,6 +9,7 @@ mod audit;
 mod carts;
 mod errors;
 mod forget;
+mod ingest;
 mod pause;
 mod revoke;
 mod scope;
