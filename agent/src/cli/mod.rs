@@ -371,31 +371,30 @@ async fn import(home: &Home, args: ImportArgs, p: &mut Printer) -> Result<()> {
         }
     };
     let since = args.since.map(|s| s.resolve(crate::core::now()));
-    let searches = crate::import::read_searches(args.browser, &profile, since, &engines)?;
-    let mut ndjson = String::new();
-    let mut shown = Vec::new();
-    for s in &searches {
-        let line = serde_json::json!({
-            "id": s.id,
-            "kind": "search",
-            "at": print::time(s.at),
-            "query": s.query,
-            "engine": s.engine,
-            "source": s.source,
-        });
-        ndjson.push_str(&line.to_string());
-        ndjson.push('\n');
-        shown.push(line);
+    let found = crate::import::read_searches(args.browser, &profile, since, &engines)?;
+    let searches = &found.searches;
+    // The agent takes at most BATCH_SIGNALS signals a request, each request stored and
+    // flushed before its answer: a history of any size goes in batches, and one that fails
+    // leaves the batches before it stored (importing again skips them as duplicates).
+    let (mut stored, mut duplicates) = (0, 0);
+    for batch in searches.chunks(optin_protocol::signal::limits::BATCH_SIGNALS) {
+        let ndjson: String = batch.iter().map(|s| s.ndjson() + "\n").collect();
+        let answer = execute(home, Request::Ingest { ndjson, dry_run: args.dry_run })
+            .await
+            .with_context(|| format!("after {} of {} searches were added", stored + duplicates, searches.len()))?;
+        let Response::Ingested { stored: s, duplicates: d } = answer else { return unexpected() };
+        (stored, duplicates) = (stored + s, duplicates + d);
     }
-    let Response::Ingested { stored, duplicates } = execute(home, Request::Ingest { ndjson, dry_run: args.dry_run }).await? else { return unexpected() };
     if args.json {
-        let summary = serde_json::json!({ "found": searches.len(), "stored": stored, "duplicates": duplicates, "dry_run": args.dry_run, "searches": shown });
+        let shown: Vec<serde_json::Value> = searches.iter().map(|s| serde_json::from_str(&s.ndjson())).collect::<Result<_, _>>()?;
+        let skipped: serde_json::Map<String, serde_json::Value> = found.skipped.iter().map(|(why, n)| (why.key().to_owned(), n.into())).collect();
+        let summary = serde_json::json!({ "found": searches.len(), "stored": stored, "duplicates": duplicates, "skipped": skipped, "dry_run": args.dry_run, "searches": shown });
         p.json(&summary.to_string())?;
         return Ok(());
     }
     if args.dry_run {
         let mut table = print::Table::new(&[("AT", 20), ("ENGINE", 24), ("QUERY", 60)]);
-        for s in &searches {
+        for s in searches {
             table.row(vec![print::Cell::new(print::time(s.at)), print::Cell::new(&s.engine), print::Cell::new(&s.query)]);
         }
         if !searches.is_empty() {
@@ -404,6 +403,11 @@ async fn import(home: &Home, args: ImportArgs, p: &mut Printer) -> Result<()> {
     }
     let verb = if args.dry_run { "would add" } else { "added" };
     writeln!(p, "found {} in {} history; {verb} {stored} ({duplicates} already present)", count(searches.len(), "search", "searches"), args.browser)?;
+    if found.skipped.total() > 0 {
+        // Reasons only: the rows themselves are text from another program.
+        let reasons: Vec<String> = found.skipped.iter().map(|(why, n)| format!("{n} with {why}")).collect();
+        writeln!(p, "skipped {} that could not be read: {}", count(found.skipped.total(), "row", "rows"), reasons.join(", "))?;
+    }
     Ok(())
 }
 

@@ -2,9 +2,11 @@
 
 use time::OffsetDateTime;
 
+use super::engines::Engines;
 use super::error::HistoryError;
-use super::snapshot::{integer, text, Snapshot};
-use super::visit::{self, Visit};
+use super::row::{self, Row, Skip};
+use super::snapshot::{integer, Snapshot};
+use super::{visit, HistorySearch};
 use crate::browser::Browser;
 
 /// Microseconds from 1601-01-01 (Chromium's epoch) to 1970-01-01.
@@ -38,30 +40,34 @@ fn visit_counts(transition: i64) -> bool {
     transition & CHAIN_END != 0 || !redirect_hop
 }
 
-/// The visits that count, with the search term Chromium stored for each URL, oldest first.
-pub(super) fn visits(db: &Snapshot, browser: Browser, since: Option<OffsetDateTime>) -> Result<Vec<Visit>, HistoryError> {
+/// What each visit that counts holds, oldest first: a search, or why the row was skipped.
+/// Visits that are not searches are left out.
+pub(super) fn searches(
+    db: &Snapshot,
+    browser: Browser,
+    since: Option<OffsetDateTime>,
+    engines: &Engines,
+) -> Result<Vec<Result<HistorySearch, Skip>>, HistoryError> {
     db.require_columns(browser, "urls", &["id", "url", "hidden"])?;
     db.require_columns(browser, "visits", &["id", "url", "visit_time", "transition"])?;
     db.require_columns(browser, "keyword_search_terms", &["keyword_id", "url_id", "term"])?;
     // `hidden` marks URLs only ever seen in subframes; the transition check below catches
-    // the same visits, this catches rows whose transition was lost.
+    // the same visits, this catches rows whose transition was lost. A visit without a time
+    // is read too, so that it is counted as skipped rather than silently missing.
     let sql = "SELECT u.url, v.visit_time, v.transition, \
                       (SELECT k.term FROM keyword_search_terms k \
                         WHERE k.url_id = u.id ORDER BY k.keyword_id LIMIT 1) \
                FROM visits v JOIN urls u ON u.id = v.url \
-               WHERE v.visit_time >= ?1 AND u.hidden = 0 \
+               WHERE (v.visit_time >= ?1 OR v.visit_time IS NULL) AND u.hidden = 0 \
                ORDER BY v.visit_time, v.id";
     db.rows(sql, visit::stored_since(since, EPOCH_US), |row| {
+        // A transition that is not an integer is read as a plain link: it says nothing
+        // against the visit, and the rest of the row may still be a search.
         let transition = integer(row.get_ref(2)?).unwrap_or(0);
         if !visit_counts(transition) {
             return Ok(None);
         }
-        let (Some(url), Some(raw_time)) = (text(row.get_ref(0)?), integer(row.get_ref(1)?)) else {
-            return Ok(None);
-        };
-        let Some(at) = visit::instant(raw_time, EPOCH_US) else {
-            return Ok(None);
-        };
-        Ok(Some(Visit { url, raw_time, at, keyword_term: text(row.get_ref(3)?) }))
+        let values = Row { url: row.get_ref(0)?, time: row.get_ref(1)?, term: row.get_ref(3)? };
+        Ok(row::search(browser, &values, engines).transpose())
     })
 }

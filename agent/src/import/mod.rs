@@ -16,8 +16,13 @@
 //! Each search gets an id derived from the browser, the URL and the visit time, so importing
 //! the same history twice yields the same ids and the store can drop the repeats.
 //!
+//! A row that cannot be read (a NULL or non-UTF-8 URL, a time out of range, a search the
+//! agent would refuse) is skipped and counted by reason ([`row::Skip`]); it never ends the
+//! import. Turning one row's values into a search is one pure function, [`row::search`].
+//!
 //! The parts depend on each other in one direction only: this module uses all of them;
-//! `chromium` and `firefox` use `snapshot`, `visit` and `error`; `profile` and `snapshot`
+//! `chromium` and `firefox` use `snapshot`, `row`, `visit` and `error`; `row` uses
+//! `engines` and `visit` (and this module's [`HistorySearch`]); `profile` and `snapshot`
 //! use `error`; `engines`, `visit` and `error` use none of the others.
 
 use std::collections::HashSet;
@@ -28,6 +33,7 @@ pub mod engines;
 mod error;
 mod firefox;
 mod profile;
+pub mod row;
 mod snapshot;
 mod visit;
 
@@ -37,9 +43,10 @@ mod tests;
 use time::OffsetDateTime;
 
 pub use crate::browser::Browser;
-use engines::{clean_query, search_host, Engines};
+use engines::Engines;
 pub use error::HistoryError;
 pub use profile::default_profile;
+use row::Skipped;
 use snapshot::Snapshot;
 
 /// The `source` recorded on searches imported from `browser`.
@@ -74,11 +81,35 @@ pub struct HistorySearch {
     pub source: &'static str,
 }
 
-/// Reads the searches in a profile's history, oldest first.
+impl HistorySearch {
+    /// The search as one NDJSON line (without the newline), as the agent ingests it.
+    pub fn ndjson(&self) -> String {
+        let line = serde_json::json!({
+            "id": self.id,
+            "kind": "search",
+            "at": optin_protocol::timestamp::format(self.at),
+            "query": self.query,
+            "engine": self.engine,
+            "source": self.source,
+        });
+        line.to_string()
+    }
+}
+
+/// What a history holds: its searches, oldest first, and the rows that could not be read.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Each search once.
+    pub searches: Vec<HistorySearch>,
+    /// The rows skipped, counted by reason.
+    pub skipped: Skipped,
+}
+
+/// Reads the searches in a profile's history, oldest first, and counts the rows skipped.
 ///
 /// `since` drops visits before that instant. Only a private copy of the database is
 /// opened, never the browser's file.
-pub fn read_searches(browser: Browser, profile: &Path, since: Option<OffsetDateTime>, engines: &Engines) -> Result<Vec<HistorySearch>, HistoryError> {
+pub fn read_searches(browser: Browser, profile: &Path, since: Option<OffsetDateTime>, engines: &Engines) -> Result<Found, HistoryError> {
     if !profile.is_dir() {
         return Err(HistoryError::ProfileNotFound { path: profile.to_owned() });
     }
@@ -87,37 +118,26 @@ pub fn read_searches(browser: Browser, profile: &Path, since: Option<OffsetDateT
         return Err(HistoryError::DatabaseNotFound { path: db });
     }
     let snapshot = Snapshot::take(&db)?;
-    let visits = match browser {
-        Browser::Chrome | Browser::Chromium => chromium::visits(&snapshot, browser, since)?,
-        Browser::Firefox => firefox::visits(&snapshot, since)?,
+    let rows = match browser {
+        Browser::Chrome | Browser::Chromium => chromium::searches(&snapshot, browser, since, engines)?,
+        Browser::Firefox => firefox::searches(&snapshot, since, engines)?,
     };
     drop(snapshot);
 
     let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    for v in visits {
-        // A rules match wins over the browser's own term: the extension records live searches
-        // from the URL the same way, so both paths give the same engine and text.
-        let hit = engines.match_url(&v.url).map(|h| (h.engine, h.query)).or_else(|| {
-            let term = clean_query(v.keyword_term.as_deref()?)?;
-            Some((search_host(&v.url)?, term))
-        });
-        let Some((engine, query)) = hit else { continue };
-        let id = search_id(browser, &v.url, v.raw_time);
-        // Chromium writes every visit of a redirect chain with the same time; if two of them
-        // had the same URL they would be one search.
-        if !seen.insert(id.clone()) {
-            continue;
+    let mut found = Found::default();
+    for row in rows {
+        match row {
+            // Chromium writes every visit of a redirect chain with the same time; if two of
+            // them had the same URL they would be one search.
+            Ok(search) => {
+                if seen.insert(search.id.clone()) {
+                    found.searches.push(search);
+                }
+            }
+            Err(why) => found.skipped.add(why),
         }
-        out.push(HistorySearch { id, at: v.at, query, engine, source: source(browser) });
     }
-    out.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
-    Ok(out)
-}
-
-/// `h-` + the first 32 hex digits of SHA-256(browser | url | raw visit time).
-fn search_id(browser: Browser, url: &str, raw_time: i64) -> String {
-    let input = format!("{}|{}|{}", browser.name(), url, raw_time);
-    // A SHA-256 digest is 32 bytes, so the first 16 always exist.
-    format!("h-{}", optin_protocol::hex(&optin_protocol::sha256(input.as_bytes())[..16]))
+    found.searches.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
+    Ok(found)
 }

@@ -54,9 +54,10 @@ impl Snapshot {
     /// Runs `sql` with `since` as its one parameter and keeps what `read_row` makes of
     /// each row.
     ///
-    /// SQLite does not enforce column types, so `read_row` reads through [`integer`] and
-    /// [`text`] and returns `None` for a row with an unexpected type: one odd row is
-    /// skipped rather than failing the whole import.
+    /// SQLite does not enforce column types, so `read_row` reads the values as they are
+    /// stored (`row::search`, [`integer`]) and makes a skipped row of one with an
+    /// unexpected type, rather than failing the whole import; only an error of SQLite
+    /// itself (a damaged page) ends the read.
     pub(super) fn rows<T>(&self, sql: &str, since: i64, mut read_row: impl FnMut(&Row<'_>) -> rusqlite::Result<Option<T>>) -> Result<Vec<T>, HistoryError> {
         let sqlite = |e| sqlite_error(&self.original, e);
         let mut stmt = self.conn.prepare(sql).map_err(sqlite)?;
@@ -75,14 +76,6 @@ impl Snapshot {
 pub(super) fn integer(v: ValueRef<'_>) -> Option<i64> {
     match v {
         ValueRef::Integer(i) => Some(i),
-        _ => None,
-    }
-}
-
-/// The value if it is stored as text in UTF-8.
-pub(super) fn text(v: ValueRef<'_>) -> Option<String> {
-    match v {
-        ValueRef::Text(t) => std::str::from_utf8(t).ok().map(str::to_owned),
         _ => None,
     }
 }

@@ -8,6 +8,7 @@ use rusqlite::Connection;
 use time::macros::datetime;
 
 use super::chromium::{AUTO_SUBFRAME, CHAIN_END, CHAIN_START, MANUAL_SUBFRAME, RELOAD, SERVER_REDIRECT};
+use super::row::{search_id, Skip, Skipped};
 use super::*;
 
 /// The history tables as Chromium 156 creates them (from a real profile; `meta` version
@@ -216,14 +217,113 @@ fn reads_chromium_searches() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_chromium(dir.path(), &chromium_fixture());
     for browser in [Browser::Chromium, Browser::Chrome] {
-        let found = read_searches(browser, dir.path(), None, &rules()).expect("read");
+        let found = read_searches(browser, dir.path(), None, &rules()).expect("read").searches;
         assert_eq!(summary(&found), chromium_expected(), "{browser}");
         assert!(found.iter().all(|s| s.source == source(browser)));
     }
 }
 
+/// A row a damaged or hand-edited history may hold, in SQL, and what the import makes of it.
+struct BadRow {
+    name: &'static str,
+    /// The URL, as an SQL expression.
+    url: &'static str,
+    /// The visit time as an SQL expression; `GOOD` stands for a real time in the browser's
+    /// epoch.
+    time: &'static str,
+    /// Chromium's search term for the URL, as an SQL expression (Firefox has none).
+    term: Option<&'static str>,
+    /// The query found, or why the row is skipped; `Ok(None)` when it is no search at all.
+    expect: Result<Option<&'static str>, Skip>,
+}
+
+fn bad_rows() -> Vec<BadRow> {
+    let row = |name, url, time, expect| BadRow { name, url, time, term: None, expect };
+    vec![
+        row("a good search", "'https://www.bing.com/search?q=tent'", "GOOD", Ok(Some("tent"))),
+        row("NULL url", "NULL", "GOOD", Err(Skip::NoUrl)),
+        row("url stored as a blob", "X'FF00'", "GOOD", Err(Skip::UrlNotText)),
+        // CAST keeps the bytes: TEXT that is not UTF-8, as a damaged page can hold.
+        row("url not UTF-8", "CAST(X'68747470733A2F2F7777772E62696E672E636F6D2F7365617263683F713DFF' AS TEXT)", "GOOD", Err(Skip::UrlNotUtf8)),
+        row("time as text", "'https://www.bing.com/search?q=a'", "'yesterday'", Err(Skip::NoTime)),
+        // INTEGER affinity keeps a real that has a fraction as a real.
+        row("time as a real", "'https://www.bing.com/search?q=b'", "1.5", Err(Skip::NoTime)),
+        row("time before the epoch", "'https://www.bing.com/search?q=c'", "-5", Err(Skip::TimeOutOfRange)),
+        row("time after year 9999", "'https://www.bing.com/search?q=d'", "9223372036854775807", Err(Skip::TimeOutOfRange)),
+        row("a bad time on a page that is no search", "'https://example.com/'", "'yesterday'", Ok(None)),
+        // The engine is named after the host, and `localhost` is no domain: the agent would
+        // refuse the whole batch for this one line.
+        BadRow { term: Some("'local'"), ..row("a search the agent would refuse", "'http://localhost:8080/?q=local'", "GOOD", Err(Skip::NotASignal)) },
+        BadRow { term: Some("X'00'"), ..row("term stored as a blob", "'https://en.wikipedia.org/w/index.php?search=x'", "GOOD", Err(Skip::TermNotText)) },
+        BadRow {
+            term: Some("CAST(X'FF' AS TEXT)"),
+            ..row("term not UTF-8", "'https://en.wikipedia.org/w/index.php?search=y'", "GOOD", Err(Skip::TermNotText))
+        },
+        // A rules match does not need the term, so a bad term costs nothing.
+        BadRow { term: Some("X'00'"), ..row("bad term on a rules match", "'https://www.bing.com/search?q=e'", "GOOD", Ok(Some("e"))) },
+    ]
+}
+
+/// Writes one bad row into a fixture holding one good search, the way each browser would
+/// store it.
+fn insert_bad_row(browser: Browser, profile: &Path, bad: &BadRow) {
+    let good = cv("https://www.bing.com/search?q=ok", at(0), WHOLE);
+    let (db, sql) = match browser {
+        Browser::Firefox => {
+            write_firefox(profile, &[fv(good.url, good.at, 1)]);
+            let time = bad.time.replace("GOOD", &firefox_time(at(5)).to_string());
+            let sql = format!(
+                "INSERT INTO moz_places (id, url, hidden, guid) VALUES (100, {}, 0, 'bad');
+                 INSERT INTO moz_historyvisits (place_id, visit_date, visit_type) VALUES (100, {time}, 1);",
+                bad.url
+            );
+            ("places.sqlite", sql)
+        }
+        Browser::Chrome | Browser::Chromium => {
+            write_chromium(profile, &[good]);
+            let time = bad.time.replace("GOOD", &chromium_time(at(5)).to_string());
+            let mut sql = format!(
+                "INSERT INTO urls (id, url, last_visit_time, hidden) VALUES (100, {}, 0, 0);
+                 INSERT INTO visits (url, visit_time, transition) VALUES (100, {time}, {});",
+                bad.url,
+                LINK | WHOLE
+            );
+            if let Some(term) = bad.term {
+                sql.push_str(&format!("INSERT INTO keyword_search_terms VALUES (1, 100, {term}, '');"));
+            }
+            ("History", sql)
+        }
+    };
+    Connection::open(profile.join(db)).expect("open").execute_batch(&sql).unwrap_or_else(|e| panic!("{}: {e}", bad.name));
+}
+
 #[test]
-fn skips_rows_with_unexpected_types() {
+fn skips_bad_rows_and_counts_them_by_reason() {
+    for browser in [Browser::Chromium, Browser::Firefox] {
+        for bad in bad_rows() {
+            // Firefox keeps no terms: the cases about terms are Chromium's.
+            if browser == Browser::Firefox && bad.term.is_some() {
+                continue;
+            }
+            let dir = tempfile::tempdir().expect("tempdir");
+            insert_bad_row(browser, dir.path(), &bad);
+            let found = read_searches(browser, dir.path(), None, &rules()).unwrap_or_else(|e| panic!("{browser} {}: the import fails: {e}", bad.name));
+            let queries: Vec<&str> = found.searches.iter().map(|s| s.query.as_str()).collect();
+            let mut want_queries = vec!["ok"];
+            let mut want_skipped = Skipped::default();
+            match bad.expect {
+                Ok(Some(query)) => want_queries.push(query),
+                Ok(None) => {}
+                Err(why) => want_skipped.add(why),
+            }
+            assert_eq!(queries, want_queries, "{browser} {}", bad.name);
+            assert_eq!(found.skipped, want_skipped, "{browser} {}", bad.name);
+        }
+    }
+}
+
+#[test]
+fn skips_every_bad_row_of_one_history_and_keeps_the_rest() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_chromium(dir.path(), &[cv("https://www.bing.com/search?q=ok", at(0), WHOLE)]);
     let conn = Connection::open(dir.path().join("History")).expect("open");
@@ -239,9 +339,44 @@ fn skips_rows_with_unexpected_types() {
     .expect("odd rows");
     drop(conn);
     let found = read_searches(Browser::Chromium, dir.path(), None, &rules()).expect("read");
-    let queries: Vec<&str> = found.iter().map(|s| s.query.as_str()).collect();
-    // The row whose transition is text is read as a plain link and kept; it is older.
+    let queries: Vec<&str> = found.searches.iter().map(|s| s.query.as_str()).collect();
+    // The row whose transition is text is read as a plain link and kept; it is older. The
+    // visit of a URL id that does not exist is no row of the join at all.
     assert_eq!(queries, ["t", "ok"]);
+    let skipped: Vec<(Skip, usize)> = found.skipped.iter().collect();
+    assert_eq!(skipped, [(Skip::NoUrl, 1), (Skip::UrlNotText, 1), (Skip::NoTime, 1), (Skip::TimeOutOfRange, 2)]);
+}
+
+#[test]
+fn a_row_becomes_a_search_or_a_reason() {
+    use rusqlite::types::ValueRef::{self, Blob, Integer, Null, Real, Text};
+    let good_time = Integer(chromium_time(at(0)));
+    let url = Text(b"https://www.bing.com/search?q=tent");
+    // (case, url, time, term, the query found or why the row is skipped)
+    type Case<'a> = (&'a str, ValueRef<'a>, ValueRef<'a>, ValueRef<'a>, Result<Option<&'a str>, Skip>);
+    let table: &[Case<'_>] = &[
+        ("a search", url, good_time, Null, Ok(Some("tent"))),
+        ("no search", Text(b"https://example.com/"), good_time, Null, Ok(None)),
+        ("null url", Null, good_time, Null, Err(Skip::NoUrl)),
+        ("real url", Real(1.0), good_time, Null, Err(Skip::UrlNotText)),
+        ("blob url", Blob(b"https://www.bing.com/search?q=tent"), good_time, Null, Err(Skip::UrlNotText)),
+        ("lone surrogate in url", Text(b"https://www.bing.com/search?q=\xED\xA0\x80"), good_time, Null, Err(Skip::UrlNotUtf8)),
+        ("null time", url, Null, Null, Err(Skip::NoTime)),
+        ("text time", url, Text(b"13400000000000000"), Null, Err(Skip::NoTime)),
+        ("zero time", url, Integer(0), Null, Err(Skip::TimeOutOfRange)),
+        ("epoch itself", url, Integer(chromium::EPOCH_US), Null, Err(Skip::TimeOutOfRange)),
+        ("smallest time", url, Integer(i64::MIN), Null, Err(Skip::TimeOutOfRange)),
+        ("largest time", url, Integer(i64::MAX), Null, Err(Skip::TimeOutOfRange)),
+        ("control characters only", Text(b"https://www.bing.com/search?q=%1B%07"), good_time, Null, Ok(None)),
+        ("term on an unknown engine", Text(b"https://en.wikipedia.org/w/index.php?search=x"), good_time, Text(b"wal"), Ok(Some("wal"))),
+        ("term on an IPv6 host", Text(b"http://[::1]/?q=x"), good_time, Text(b"x"), Err(Skip::NotASignal)),
+        ("term on a host with an underscore", Text(b"https://my_host.example/?q=x"), good_time, Text(b"x"), Err(Skip::NotASignal)),
+        ("term as an integer", Text(b"https://en.wikipedia.org/"), good_time, Integer(7), Err(Skip::TermNotText)),
+    ];
+    for (name, url, time, term, want) in table {
+        let got = row::search(Browser::Chromium, &row::Row { url: *url, time: *time, term: *term }, &rules());
+        assert_eq!(got.map(|found| found.map(|s| s.query)), want.map(|q| q.map(str::to_owned)), "{name}");
+    }
 }
 
 fn firefox_fixture() -> Vec<FirefoxVisit> {
@@ -282,7 +417,7 @@ fn firefox_expected() -> Vec<(String, String, OffsetDateTime)> {
 fn reads_firefox_searches() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_firefox(dir.path(), &firefox_fixture());
-    let found = read_searches(Browser::Firefox, dir.path(), None, &rules()).expect("read");
+    let found = read_searches(Browser::Firefox, dir.path(), None, &rules()).expect("read").searches;
     assert_eq!(summary(&found), firefox_expected());
     assert!(found.iter().all(|s| s.source == "firefox-history"));
 }
@@ -304,7 +439,7 @@ fn since_drops_older_visits() {
         (Browser::Firefox, &firefox, datetime!(1601-01-01 0:00 UTC), 7),
     ];
     for (browser, profile, since, count) in table {
-        let found = read_searches(*browser, profile, Some(*since), &rules()).expect("read");
+        let found = read_searches(*browser, profile, Some(*since), &rules()).expect("read").searches;
         assert_eq!(found.len(), *count, "{browser} since {since}");
         assert!(found.iter().all(|s| s.at >= *since));
     }
@@ -314,8 +449,8 @@ fn since_drops_older_visits() {
 fn ids_are_stable_across_imports() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_chromium(dir.path(), &chromium_fixture());
-    let first = read_searches(Browser::Chromium, dir.path(), None, &rules()).expect("read");
-    let second = read_searches(Browser::Chromium, dir.path(), None, &rules()).expect("read");
+    let first = read_searches(Browser::Chromium, dir.path(), None, &rules()).expect("read").searches;
+    let second = read_searches(Browser::Chromium, dir.path(), None, &rules()).expect("read").searches;
     assert_eq!(first, second);
     let ids: HashSet<&str> = first.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(ids.len(), first.len(), "ids are unique");
@@ -325,7 +460,7 @@ fn ids_are_stable_across_imports() {
         assert!(hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
     }
     // The id names the browser, so the same profile read as Chrome is a different source.
-    let chrome = read_searches(Browser::Chrome, dir.path(), None, &rules()).expect("read");
+    let chrome = read_searches(Browser::Chrome, dir.path(), None, &rules()).expect("read").searches;
     assert!(chrome.iter().all(|s| !ids.contains(s.id.as_str())));
     // A pinned value: changing the id scheme would re-import every search.
     assert_eq!(
@@ -377,7 +512,7 @@ fn reads_visits_only_in_the_wal_and_leaves_the_original_untouched() {
     drop(conn);
 
     let before = snapshot(&profile);
-    let found = read_searches(Browser::Firefox, &profile, None, &rules()).expect("read");
+    let found = read_searches(Browser::Firefox, &profile, None, &rules()).expect("read").searches;
     assert_eq!(summary(&found), firefox_expected());
     assert_eq!(snapshot(&profile), before, "the profile must not change");
 }
@@ -413,7 +548,7 @@ fn reads_a_copy_with_a_hot_journal() {
     drop(conn);
 
     let before = snapshot(&profile);
-    let found = read_searches(Browser::Chromium, &profile, None, &rules()).expect("read");
+    let found = read_searches(Browser::Chromium, &profile, None, &rules()).expect("read").searches;
     assert_eq!(summary(&found), chromium_expected(), "the unfinished transaction is rolled back");
     assert_eq!(snapshot(&profile), before, "the profile must not change");
 }
@@ -432,7 +567,7 @@ fn reads_a_real_chromium_156_history() {
     let dump = include_str!("../../tests-data/history/chromium-156-history.sql");
     load_dump(dir.path(), "History", dump);
     let engines = Engines::builtin().expect("shipped rules");
-    let found = read_searches(Browser::Chromium, dir.path(), None, &engines).expect("read");
+    let found = read_searches(Browser::Chromium, dir.path(), None, &engines).expect("read").searches;
     // Each address was typed as http://; Chromium first tried https:// and fell back,
     // writing a three-visit redirect chain per search, and /go answered with a 302.
     assert_eq!(
@@ -454,7 +589,7 @@ fn reads_a_real_firefox_esr_153_history() {
     let dump = include_str!("../../tests-data/history/firefox-esr-153-places.sql");
     load_dump(dir.path(), "places.sqlite", dump);
     let engines = Engines::builtin().expect("shipped rules");
-    let found = read_searches(Browser::Firefox, dir.path(), None, &engines).expect("read");
+    let found = read_searches(Browser::Firefox, dir.path(), None, &engines).expect("read").searches;
     assert_eq!(
         summary(&found),
         expect(&[

@@ -1,21 +1,10 @@
-//! A visit as the browsers' readers return it, and the stored times it is read from.
+//! The stored times of visits.
 //!
 //! Browsers store a visit's time as microseconds from an epoch of their own: Chromium counts
 //! from 1601-01-01, Firefox from 1970-01-01. Each reader passes its epoch's distance from
 //! 1970 to the functions here.
 
 use time::OffsetDateTime;
-
-/// A visit that may be a search.
-pub(super) struct Visit {
-    pub(super) url: String,
-    /// The time exactly as the browser stored it; part of the search's id.
-    pub(super) raw_time: i64,
-    /// The same time as an instant.
-    pub(super) at: OffsetDateTime,
-    /// The term Chromium recorded for the URL, if any.
-    pub(super) keyword_term: Option<String>,
-}
 
 /// The instant of a stored visit time, counted in microseconds from an epoch `epoch_us`
 /// microseconds before 1970; `None` for values no real visit has.
