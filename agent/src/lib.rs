@@ -39,6 +39,8 @@
 pub mod browser;
 pub mod cli;
 pub mod core;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod home;
 pub mod import;
 pub mod keys;

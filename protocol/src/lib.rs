@@ -33,6 +33,8 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))] // tests unwrap: a panic is their failure report
 
 pub mod bundle;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod hex;
 pub mod jws;
 pub mod problem;
