@@ -38,11 +38,15 @@ pub mod fuzz;
 pub mod hex;
 pub mod jws;
 pub mod problem;
+pub mod push;
+pub mod receipt;
+pub mod request;
 pub mod scope;
 pub mod signal;
 pub mod slice;
 pub mod span;
 pub mod token;
+pub mod webhook;
 
 /// Base64url without padding, the encoding JOSE and our tokens use.
 pub(crate) mod b64 {
@@ -154,7 +158,7 @@ mod text_tests {
 
 #[cfg(test)]
 mod hostile {
-    use crate::{b64, bundle, hex, jws, scope, signal, span, timestamp, token};
+    use crate::{b64, bundle, hex, jws, push, request, scope, signal, span, timestamp, token, webhook};
 
     /// The regressions found so far, then seeds for mutation.
     const SEEDS: &[&str] = &[
@@ -169,6 +173,9 @@ mod hostile {
         "kinds=search,cart&since=2026-01-01T00:00:00Z&limit=4294967296&cursor=%FF",
         "30d",
         "eyJhbGciOiJFZERTQSJ9.e30.AAAA",
+        request::tests::PUSH,
+        r#"{"type":"grant.revoked","timestamp":"2026-11-23T12:00:00Z","data":{"grant_id":"g_000102030405060708090a0b","receipt":"a.b.c"}}"#,
+        "v1a,AAAA v1,x 1795392000 s_00",
     ];
 
     /// xorshift64*: reproducible, good enough to scramble bytes.
@@ -228,6 +235,19 @@ mod hostile {
         let _ = token::Token::parse(input);
         let jwk = jws::Jwk::ed25519(&[0u8; 32]);
         let _ = jws::verify(input, &jwk);
+        let now = time::macros::datetime!(2026-11-23 12:00 UTC);
+        let _ = request::Request::parse(input);
+        let _ = request::verify(input, Some(input), now);
+        let _ = request::verify(&format!("{}.{}.AAAA", b64::encode(input), b64::encode(request::tests::PUSH)), None, now);
+        let _ = request::published(input);
+        let _ = push::Event::parse(input.as_bytes());
+        let _ = webhook::PublicKey::parse(input);
+        let mut words = input.split(' ').map(String::from);
+        let (id, timestamp) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+        let headers = webhook::Headers { id, timestamp, signature: input.into() };
+        let key = webhook::PublicKey::parse("whpk_O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik=").unwrap();
+        let _ = webhook::verify(&key, &headers, input.as_bytes(), now, webhook::DEFAULT_TOLERANCE);
+        let _ = push::receive_new_grant(&headers, input.as_bytes(), now, webhook::DEFAULT_TOLERANCE);
     }
 
     #[test]

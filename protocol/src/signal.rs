@@ -462,6 +462,14 @@ pub fn parse_line(line: &str, merchant: MerchantFn<'_>) -> Result<Signal, Signal
     parse_value(&value, merchant)
 }
 
+/// Reads a JSON document into a [`Value`], with the path of the first key that an object in it
+/// names twice, if any. For the other documents of this crate that refuse repeated keys as
+/// signals do (consent requests, push events).
+pub(crate) fn read_json_once(text: &str) -> Result<(Value, Option<String>), serde_json::Error> {
+    let Checked { value, duplicate } = serde_json::from_str(text)?;
+    Ok((value, duplicate))
+}
+
 /// A JSON document read into a [`Value`], with the path of the first key that an object in
 /// it names twice, if any (paths as in errors: `items[0].name`). Paths are built only for a
 /// repeated key, on the way back up, so a clean line costs no more than a plain parse.

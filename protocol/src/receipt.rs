@@ -1,0 +1,383 @@
+//! Consent receipts: the person's consent to one request, as a record a marketer can keep
+//! and show (SPEC.md, "Consent receipts").
+//!
+//! The record follows the structure of ISO/IEC TS 27560 (consent record information
+//! structure) with terms of the W3C Data Privacy Vocabulary: a record header, the processing
+//! consented to, the parties, and the consent's events. It holds only what the agent knows to
+//! be true: what the request said, what the person approved, and on which day. It is a
+//! compact JWS signed with the grant's own key, so a marketer verifies it with the key of
+//! the grant bundle, and a receipt can pass for neither a slice nor a request (`typ`).
+//!
+//! Events carry a day, not an instant. A receipt is a document a marketer keeps and may pass
+//! on; the second at which a person approved two requests would tell two marketers comparing
+//! receipts that one person made both grants, as expiry instants would (SPEC.md, "Grants
+//! and scope").
+
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use serde::{Deserialize, Serialize};
+use time::{Date, OffsetDateTime};
+
+use crate::jws::{Jwk, JwsError};
+use crate::request::{self, compact, Approved, PurposeCode, Request, RequestId};
+use crate::scope::{GrantId, Granularity, Terms};
+use crate::signal::Kinds;
+use crate::span::Span;
+
+/// The `typ` header of a receipt.
+pub const TYP: &str = "optin-receipt+jwt";
+/// The version of this record format, in `record.schema_version`.
+pub const SCHEMA_VERSION: &str = "optin-receipt/1";
+/// The DPV lawful basis of every grant.
+pub const LAWFUL_BASIS: &str = "dpv:Consent";
+/// The DPV kind of consent optin records: the person acts (`optin approve`) on a request
+/// shown to them.
+pub const CONSENT_TYPE: &str = "dpv:ExplicitlyExpressedConsent";
+/// The DPV role of the marketer.
+pub const CONTROLLER_ROLE: &str = "dpv:DataController";
+/// Largest receipt accepted for verification, in bytes.
+pub const MAX_LEN: usize = 64 * 1024;
+
+/// Where a consent stands, as a DPV consent status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConsentState {
+    /// The person approved the request.
+    #[serde(rename = "dpv:ConsentGiven")]
+    Given,
+    /// The person revoked the grant.
+    #[serde(rename = "dpv:ConsentWithdrawn")]
+    Withdrawn,
+    /// The grant reached its end.
+    #[serde(rename = "dpv:ConsentExpired")]
+    Expired,
+}
+
+/// The record header.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordHeader {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: String,
+    /// The record's id: the grant's id, one record per grant whose events grow.
+    pub record_id: GrantId,
+    /// The person, by the grant's own pseudonym (a slice's `sub`): never the same for two
+    /// grants.
+    pub pii_principal_id: String,
+}
+
+/// The processing consented to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Processing {
+    /// The marketer's privacy policy, as the request gave it.
+    pub privacy_notice: String,
+    /// The one purpose of the grant.
+    pub purposes: Vec<ProcessingPurpose>,
+}
+
+/// One purpose and what it covers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessingPurpose {
+    /// The purpose in the marketer's words.
+    pub purpose: String,
+    /// Its DPV purpose code.
+    pub purpose_type: PurposeCode,
+    /// [`LAWFUL_BASIS`].
+    pub lawful_basis: String,
+    /// The kinds of signal shared.
+    pub pii_information: Kinds,
+    /// The marketer's domain (a `party_id`).
+    pub pii_controllers: Vec<String>,
+    /// The terms approved.
+    pub terms: ConsentedTerms,
+}
+
+/// The terms the person approved, as the grant enforces them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentedTerms {
+    /// How much of each signal.
+    pub granularity: Granularity,
+    /// How far back a slice may reach.
+    pub window: Span,
+    /// When the grant ends (a UTC midnight).
+    #[serde(with = "crate::timestamp::serde")]
+    pub expires_at: OffsetDateTime,
+    /// Category prefixes, if the approval had them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub categories: Option<Vec<String>>,
+    /// Merchants, if the approval had them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchants: Option<Vec<String>>,
+}
+
+/// A party: the marketer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Party {
+    /// Its domain.
+    pub party_id: String,
+    /// Its name.
+    pub party_name: String,
+    /// [`CONTROLLER_ROLE`].
+    pub party_role: String,
+    /// Its contact, as the request gave it.
+    pub party_contact: String,
+}
+
+/// One event of the consent's life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentEvent {
+    /// The UTC day it happened, `YYYY-MM-DD`.
+    #[serde(with = "day")]
+    pub event_time: Date,
+    /// [`CONSENT_TYPE`].
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// The state it led to.
+    pub state: ConsentState,
+}
+
+/// The request a receipt answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Answering {
+    /// The request's id.
+    pub id: RequestId,
+    /// The marketer's domain, which names the request together with its id.
+    pub marketer: String,
+}
+
+/// A consent receipt (the JWS payload).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receipt {
+    /// The record header.
+    pub record: RecordHeader,
+    /// The request answered.
+    pub request: Answering,
+    /// What is processed, and why.
+    pub pii_processing: Processing,
+    /// Who processes it.
+    pub party_identification: Vec<Party>,
+    /// What happened to the consent, oldest first: given, then withdrawn or expired.
+    pub event: Vec<ConsentEvent>,
+}
+
+/// Why a receipt was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiptError {
+    /// Not a receipt JWS signed by the pinned key.
+    #[error(transparent)]
+    Jws(#[from] JwsError),
+    /// The payload is not a receipt.
+    #[error("not a consent receipt: {0}")]
+    Payload(String),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Header {
+    alg: String,
+    kid: String,
+    typ: String,
+}
+
+impl Receipt {
+    /// The receipt of a grant `grant_id` made from `request`, with the `approved` terms that
+    /// became `terms`, for the person known to this grant as `principal`, on the day of `now`.
+    pub fn given(request: &Request, grant_id: &GrantId, principal: &str, approved: &Approved, terms: &Terms, now: OffsetDateTime) -> Receipt {
+        let marketer = &request.marketer;
+        Receipt {
+            record: RecordHeader { schema_version: SCHEMA_VERSION.into(), record_id: grant_id.clone(), pii_principal_id: principal.to_owned() },
+            request: Answering { id: request.id.clone(), marketer: marketer.domain.clone() },
+            pii_processing: Processing {
+                privacy_notice: marketer.privacy_policy.to_string(),
+                purposes: vec![ProcessingPurpose {
+                    purpose: request.purpose.text.clone(),
+                    purpose_type: request.purpose.code.clone(),
+                    lawful_basis: LAWFUL_BASIS.into(),
+                    pii_information: approved.kinds.clone(),
+                    pii_controllers: vec![marketer.domain.clone()],
+                    terms: ConsentedTerms {
+                        granularity: approved.granularity,
+                        window: approved.window,
+                        expires_at: terms.expires_at,
+                        categories: approved.categories.clone(),
+                        merchants: approved.merchants.clone(),
+                    },
+                }],
+            },
+            party_identification: vec![Party {
+                party_id: marketer.domain.clone(),
+                party_name: marketer.name.clone(),
+                party_role: CONTROLLER_ROLE.into(),
+                party_contact: marketer.contact.clone(),
+            }],
+            event: vec![ConsentEvent { event_time: now.date(), type_: CONSENT_TYPE.into(), state: ConsentState::Given }],
+        }
+    }
+
+    /// The same record with the consent ended (`Withdrawn` or `Expired`) on the day of `now`.
+    pub fn ended(&self, state: ConsentState, now: OffsetDateTime) -> Receipt {
+        let mut next = self.clone();
+        next.event.truncate(1);
+        next.event.push(ConsentEvent { event_time: now.date(), type_: CONSENT_TYPE.into(), state });
+        next
+    }
+
+    /// The state the last event led to.
+    pub fn state(&self) -> Option<ConsentState> {
+        self.event.last().map(|e| e.state)
+    }
+
+    /// The receipt as compact JSON, the bytes signed.
+    pub fn to_json(&self) -> String {
+        // Strings, numbers and lists of them: serializing cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Signs the receipt with the grant's key.
+    pub fn sign(&self, key: &Ed25519KeyPair) -> String {
+        sign_document(key, self.to_json().as_bytes())
+    }
+}
+
+/// Signs receipt bytes as they are, for test vectors and for receipts written elsewhere.
+pub fn sign_document(key: &Ed25519KeyPair, document: &[u8]) -> String {
+    let kid = Jwk::ed25519(key.public_key().as_ref()).thumbprint();
+    let header = Header { alg: "EdDSA".into(), kid, typ: TYP.into() };
+    compact::sign(key, &serde_json::to_vec(&header).unwrap_or_default(), document)
+}
+
+/// Verifies a receipt with the grant's pinned key (the bundle's `jwk`) and reads it, checking
+/// that it is a record this version writes: one purpose and one party, the marketer, the
+/// purpose code accepted, the events in order.
+pub fn verify(jws: &str, jwk: &Jwk) -> Result<Receipt, ReceiptError> {
+    if jws.len() > MAX_LEN {
+        return Err(JwsError::Malformed("too long").into());
+    }
+    let public = jwk.public_key()?;
+    let opened = compact::open(jws).map_err(JwsError::Malformed)?;
+    let header: Header = serde_json::from_slice(&opened.header).map_err(|_| JwsError::Malformed("header is not JSON with exactly alg, kid and typ"))?;
+    if header.alg != "EdDSA" {
+        return Err(JwsError::Algorithm(request::shown(&header.alg)).into());
+    }
+    let expected = jwk.thumbprint();
+    if header.kid != expected {
+        return Err(JwsError::KeyId { expected, found: request::shown(&header.kid) }.into());
+    }
+    if header.typ != TYP {
+        return Err(JwsError::Type(request::shown(&header.typ)).into());
+    }
+    if !compact::verifies(&public, &opened) {
+        return Err(JwsError::Signature.into());
+    }
+    let text = std::str::from_utf8(&opened.payload).map_err(|_| ReceiptError::Payload("not UTF-8".into()))?;
+    let (value, duplicate) = crate::signal::read_json_once(text).map_err(|e| ReceiptError::Payload(e.to_string()))?;
+    if let Some(path) = duplicate {
+        return Err(ReceiptError::Payload(format!("`{}` is given more than once", request::shown(&path))));
+    }
+    let receipt: Receipt = serde_json::from_value(value).map_err(|e| ReceiptError::Payload(request::shown(&e.to_string())))?;
+    receipt.check().map_err(|r| ReceiptError::Payload(r.into()))?;
+    Ok(receipt)
+}
+
+impl Receipt {
+    fn check(&self) -> Result<(), &'static str> {
+        if self.record.schema_version != SCHEMA_VERSION {
+            return Err("unknown schema_version");
+        }
+        let [purpose] = self.pii_processing.purposes.as_slice() else { return Err("expected exactly one purpose") };
+        let [party] = self.party_identification.as_slice() else { return Err("expected exactly one party") };
+        if purpose.lawful_basis != LAWFUL_BASIS || party.party_role != CONTROLLER_ROLE {
+            return Err("unexpected lawful basis or party role");
+        }
+        if purpose.pii_controllers != [party.party_id.clone()] || party.party_id != self.request.marketer {
+            return Err("the controller is not the marketer the request names");
+        }
+        let states: Vec<ConsentState> = self.event.iter().map(|e| e.state).collect();
+        let ordered = self.event.windows(2).all(|w| w[0].event_time <= w[1].event_time);
+        let known = matches!(states.as_slice(), [ConsentState::Given] | [ConsentState::Given, ConsentState::Withdrawn | ConsentState::Expired]);
+        if !known || !ordered || self.event.iter().any(|e| e.type_ != CONSENT_TYPE) {
+            return Err("events must be given, then at most one of withdrawn or expired, in order");
+        }
+        Ok(())
+    }
+}
+
+/// `YYYY-MM-DD` both ways.
+mod day {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+    use time::macros::format_description;
+    use time::Date;
+
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]");
+
+    pub fn serialize<S: Serializer>(day: &Date, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&day.format(FORMAT).map_err(serde::ser::Error::custom)?)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Date, D::Error> {
+        let text = String::deserialize(d)?;
+        let day = Date::parse(&text, FORMAT).map_err(|_| D::Error::custom("not a day like 2026-11-23"))?;
+        // Four-digit years only, as timestamps elsewhere.
+        if (1970..=9999).contains(&day.year()) {
+            Ok(day)
+        } else {
+            Err(D::Error::custom("not a day like 2026-11-23"))
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::request::Choices;
+
+    pub(crate) fn receipt() -> (Receipt, Ed25519KeyPair) {
+        let request = Request::parse(crate::request::tests::PUSH).unwrap();
+        let approved = request.terms.narrow(&Choices { kinds: Some("cart".parse().unwrap()), ..Choices::default() }).unwrap();
+        let now = datetime!(2026-11-23 12:34:56 UTC);
+        let terms = approved.terms(&request.marketer.domain, now).unwrap();
+        let grant = GrantId::parse("g_000102030405060708090a0b").unwrap();
+        let key = Ed25519KeyPair::from_seed_unchecked(&[9u8; 32]).unwrap();
+        (Receipt::given(&request, &grant, "p_00000000000000000000000000000000", &approved, &terms, now), key)
+    }
+
+    #[test]
+    fn signs_verifies_and_ends() {
+        let (given, key) = receipt();
+        let jwk = Jwk::ed25519(key.public_key().as_ref());
+        assert_eq!(verify(&given.sign(&key), &jwk).unwrap(), given);
+        assert!(given.to_json().contains(r#""event":[{"event_time":"2026-11-23","type":"dpv:ExplicitlyExpressedConsent","state":"dpv:ConsentGiven"}]"#));
+        let withdrawn = given.ended(ConsentState::Withdrawn, datetime!(2026-12-01 8:00 UTC));
+        assert_eq!(verify(&withdrawn.sign(&key), &jwk).unwrap().state(), Some(ConsentState::Withdrawn));
+    }
+
+    #[test]
+    fn rejects_receipts_that_do_not_verify_or_do_not_hold_together() {
+        let (given, key) = receipt();
+        let jwk = Jwk::ed25519(key.public_key().as_ref());
+        let slice_key_jws = crate::jws::sign(&key, given.to_json().as_bytes());
+        assert!(matches!(verify(&slice_key_jws, &jwk), Err(ReceiptError::Jws(JwsError::Type(_)))), "a slice's header");
+        let other = Ed25519KeyPair::from_seed_unchecked(&[8u8; 32]).unwrap();
+        assert!(matches!(verify(&given.sign(&other), &jwk), Err(ReceiptError::Jws(JwsError::KeyId { .. }))));
+        let json = given.to_json();
+        for (name, text) in [
+            ("an unknown field", json.replacen(r#""record":{"#, r#""record":{"x":1,"#, 1)),
+            ("a repeated key", json.replacen(r#""record_id":"#, r#""record_id":"g_ffffffffffffffffffffffff","record_id":"#, 1)),
+            ("withdrawn first", json.replace("dpv:ConsentGiven", "dpv:ConsentWithdrawn")),
+            ("another lawful basis", json.replace(r#""lawful_basis":"dpv:Consent""#, r#""lawful_basis":"dpv:LegitimateInterest""#)),
+            ("an unknown purpose", json.replace("dpv:PersonalisedAdvertising", "dpv:Profiling")),
+            ("another controller", json.replace(r#""pii_controllers":["acme.example"]"#, r#""pii_controllers":["evil.example"]"#)),
+            ("an instant for a day", json.replace(r#""event_time":"2026-11-23""#, r#""event_time":"2026-11-23T12:34:56Z""#)),
+        ] {
+            assert!(matches!(verify(&sign_document(&key, text.as_bytes()), &jwk), Err(ReceiptError::Payload(_))), "{name}");
+        }
+    }
+}
