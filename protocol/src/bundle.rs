@@ -115,6 +115,8 @@ mod tests {
                 granularity: Granularity::Raw,
                 window: "30d".parse().unwrap(),
                 expires_at: datetime!(2027-02-21 0:00 UTC),
+                categories: None,
+                merchants: None,
             },
         }
     }

@@ -46,6 +46,8 @@ pub fn token(data: &[u8]) {
         granularity: Granularity::Raw,
         window,
         expires_at: datetime!(2027-01-01 0:00 UTC),
+        categories: None,
+        merchants: None,
     };
     let _ = token.verify(&SECRET, &terms);
     for caveat in caveats.iter().take(2) {

@@ -335,6 +335,8 @@ mod tests {
                 granularity: crate::scope::Granularity::Category,
                 window: "30d".parse().unwrap(),
                 expires_at: datetime!(2027-02-22 0:00 UTC),
+                categories: None,
+                merchants: None,
             },
         }
     }

@@ -809,10 +809,9 @@ pub struct Approved {
     pub merchants: Option<Vec<String>>,
 }
 
-/// Whether category path `inner` lies within `outer`: the same path, or one below it.
-pub fn category_within(inner: &str, outer: &str) -> bool {
-    inner == outer || inner.strip_prefix(outer).is_some_and(|rest| rest.starts_with(" > "))
-}
+/// Whether category path `inner` lies within `outer`: the same path, or one below it. The
+/// same rule decides what a grant's category filter admits, so it lives with scope.
+pub use crate::scope::category_within;
 
 impl RequestedTerms {
     /// The terms after the person's choices. Any term may be narrowed, none widened: a
@@ -890,11 +889,19 @@ fn check_choice_list(term: &'static str, list: &[String], max: usize) -> Result<
 impl Approved {
     /// The grant's [`Terms`] for `audience`, approved at `now`: the expiry is `now` plus the
     /// duration, rounded up to a UTC midnight ([`scope::grant_expiry`]). `None` past the
-    /// representable years. Category and merchant filters are not part of [`Terms`] yet: the
-    /// caller keeps them beside the grant.
+    /// representable years. The category and merchant filters go into the terms, so every
+    /// slice cut under them keeps them ([`Terms::evaluate`]).
     pub fn terms(&self, audience: &str, now: OffsetDateTime) -> Option<Terms> {
         let expires_at = scope::grant_expiry(now, self.duration)?;
-        Some(Terms { audience: audience.to_owned(), kinds: self.kinds.clone(), granularity: self.granularity, window: self.window, expires_at })
+        Some(Terms {
+            audience: audience.to_owned(),
+            kinds: self.kinds.clone(),
+            granularity: self.granularity,
+            window: self.window,
+            expires_at,
+            categories: self.categories.clone(),
+            merchants: self.merchants.clone(),
+        })
     }
 }
 

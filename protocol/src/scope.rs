@@ -16,7 +16,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime, Time, UtcOffset};
 
-use crate::signal::{Kind, Kinds};
+use crate::signal::{Body, Kind, Kinds, Signal};
 use crate::span::Span;
 use crate::timestamp;
 
@@ -132,6 +132,61 @@ pub struct Terms {
     /// When the grant (or the token) stops working.
     #[serde(with = "crate::timestamp::serde")]
     pub expires_at: OffsetDateTime,
+    /// Only signals within these taxonomy paths ([`Filters`]); absent: any. Absent in the
+    /// terms of every grant made before filters existed, whose stored bytes and MACs stay as
+    /// they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub categories: Option<Vec<String>>,
+    /// Only signals at these merchants, registrable domains ([`Filters`]); absent: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchants: Option<Vec<String>>,
+}
+
+/// Whether category path `inner` lies within `outer`: the same path, or one below it
+/// (`A > B` is within `A`; `A2` is not).
+pub fn category_within(inner: &str, outer: &str) -> bool {
+    inner == outer || inner.strip_prefix(outer).is_some_and(|rest| rest.starts_with(" > "))
+}
+
+/// The category and merchant filters of a grant, and the one rule for which signals they
+/// admit. Each filter that is present must admit a signal; a filter admits only what it can
+/// vouch for, so a signal that names nothing the filter could judge is left out:
+///
+/// - **categories**: every category the signal shows must lie within one of the paths
+///   ([`category_within`]): its own `category`, and for carts and purchases each item's
+///   (an item without one shows its signal's). A signal that shows no category at all is
+///   left out. So a search is admitted only when it carries a category within the filter,
+///   and a cart holding one item outside the filter is left out whole, since its other
+///   items, and a purchase's total, would tell what the person did outside it.
+/// - **merchants**: the signal's merchant must be one of them. Searches have no merchant, so
+///   a grant with a merchant filter admits no searches.
+#[derive(Clone, Copy, Debug)]
+pub struct Filters<'a> {
+    /// Category paths; `None`: any.
+    pub categories: Option<&'a [String]>,
+    /// Registrable domains; `None`: any.
+    pub merchants: Option<&'a [String]>,
+}
+
+impl Filters<'_> {
+    /// Whether `signal` passes every filter present.
+    pub fn admit(&self, signal: &Signal) -> bool {
+        self.categories.map_or(true, |paths| within_categories(paths, signal))
+            && self.merchants.map_or(true, |m| signal.body.merchant().is_some_and(|s| m.iter().any(|x| x == s)))
+    }
+}
+
+fn within_categories(paths: &[String], signal: &Signal) -> bool {
+    let within = |category: Option<&str>| category.is_some_and(|c| paths.iter().any(|p| category_within(c, p)));
+    let own = signal.category.as_deref();
+    match &signal.body {
+        Body::Search { .. } => within(own),
+        Body::Cart { items, .. } | Body::Purchase { items, .. } => {
+            // A signal with no category of its own and no items shows none.
+            let shows_some = own.is_some() || !items.is_empty();
+            shows_some && own.map_or(true, |c| within(Some(c))) && items.iter().all(|item| within(item.category.as_deref().or(own)))
+        }
+    }
 }
 
 /// A restriction a token carries. Caveats only ever narrow (see [`Terms::narrow`]).
@@ -272,6 +327,26 @@ pub struct Applied {
     pub until: OffsetDateTime,
     /// Most items in this page.
     pub limit: u32,
+    /// The grant's category filter, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub categories: Option<Vec<String>>,
+    /// The grant's merchant filter, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchants: Option<Vec<String>>,
+}
+
+impl Applied {
+    /// Whether a stored signal belongs in a slice cut to this scope: of a kind included, in
+    /// `since ≤ at < until`, and passing the grant's [`Filters`]. The slicer asks it of every
+    /// signal it reads, so pull slices, previews and pushes keep the same filters.
+    pub fn admits(&self, signal: &Signal) -> bool {
+        Terms::admits(self, signal.kind(), signal.at) && self.filters().admit(signal)
+    }
+
+    /// The grant's filters, as applied.
+    pub fn filters(&self) -> Filters<'_> {
+        Filters { categories: self.categories.as_deref(), merchants: self.merchants.as_deref() }
+    }
 }
 
 /// Why a request gets nothing.
@@ -382,7 +457,16 @@ impl Terms {
         if since > until {
             return Err(ScopeError::Invalid { field: "until".into(), reason: "must not be before `since`".into() });
         }
-        Ok(Applied { kinds, granularity, since, until, limit: query.limit.unwrap_or(DEFAULT_LIMIT) })
+        Ok(Applied {
+            kinds,
+            granularity,
+            since,
+            until,
+            limit: query.limit.unwrap_or(DEFAULT_LIMIT),
+            // A slice request cannot name filters: it gets the grant's, always.
+            categories: self.categories.clone(),
+            merchants: self.merchants.clone(),
+        })
     }
 
     /// Whether a signal of `kind` at `at` lies inside `applied` (used when re-checking items).
@@ -430,6 +514,8 @@ mod tests {
             granularity: Granularity::Raw,
             window: "30d".parse().unwrap(),
             expires_at: datetime!(2027-01-01 0:00 UTC),
+            categories: None,
+            merchants: None,
         }
     }
 
@@ -596,6 +682,89 @@ mod tests {
         let coarse = Terms { granularity: Granularity::Category, ..terms() };
         assert_eq!(coarse.narrow(&"granularity=raw".parse().unwrap()).unwrap().granularity, Granularity::Category);
         assert!(t.narrow(&"kinds=purchase".parse().unwrap()).is_none());
+    }
+
+    /// A stored signal from its JSON (ids and times do not matter to the filters).
+    fn signal(json: serde_json::Value) -> Signal {
+        let mut v = json;
+        v["id"] = "x-1".into();
+        v["at"] = "2026-11-20T10:00:00Z".into();
+        Signal::from_stored_json(v.to_string().as_bytes()).unwrap()
+    }
+
+    /// A filter as terms hold it.
+    type Filter = Option<Vec<String>>;
+
+    #[test]
+    fn filters_admit_only_what_they_can_vouch_for() {
+        use serde_json::json;
+        let shoes = || vec!["Apparel > Shoes".to_string()];
+        let shops = || vec!["shoes.example".to_string()];
+        let search = |category: Option<&str>| {
+            let mut v = json!({"kind": "search", "query": "q", "engine": "duckduckgo.com"});
+            if let Some(c) = category {
+                v["category"] = c.into();
+            }
+            signal(v)
+        };
+        let cart = |merchant: &str, own: Option<&str>, items: &[Option<&str>]| {
+            let items: Vec<_> = items
+                .iter()
+                .map(|c| match c {
+                    Some(c) => json!({"name": "n", "price": "1.00", "quantity": 1, "category": c}),
+                    None => json!({"name": "n", "price": "1.00", "quantity": 1}),
+                })
+                .collect();
+            let mut v = json!({"kind": "cart", "merchant": merchant, "currency": "EUR", "items": items});
+            if let Some(c) = own {
+                v["category"] = c.into();
+            }
+            signal(v)
+        };
+        let (c, m) = (Some(shoes()), Some(shops()));
+        let cases: Vec<(&str, Filter, Filter, Signal, bool)> = vec![
+            ("no filter admits anything", None, None, search(None), true),
+            ("a search in the category", c.clone(), None, search(Some("Apparel > Shoes")), true),
+            ("a search below it", c.clone(), None, search(Some("Apparel > Shoes > Running")), true),
+            ("a search above it", c.clone(), None, search(Some("Apparel")), false),
+            ("a look-alike path", c.clone(), None, search(Some("Apparel > Shoes2")), false),
+            ("a search without a category", c.clone(), None, search(None), false),
+            ("a cart whose items are all within", c.clone(), None, cart("shoes.example", None, &[Some("Apparel > Shoes > Boots")]), true),
+            ("a cart within by its own category", c.clone(), None, cart("shoes.example", Some("Apparel > Shoes"), &[None]), true),
+            ("an item outside leaves the cart out", c.clone(), None, cart("shoes.example", Some("Apparel > Shoes"), &[None, Some("Health > Pharmacy")]), false),
+            ("an uncategorised item, no own category", c.clone(), None, cart("shoes.example", None, &[Some("Apparel > Shoes"), None]), false),
+            ("a cart's own category outside", c.clone(), None, cart("shoes.example", Some("Health"), &[Some("Apparel > Shoes")]), false),
+            ("an empty cart without a category", c.clone(), None, cart("shoes.example", None, &[]), false),
+            ("a cart at a listed merchant", None, m.clone(), cart("shoes.example", None, &[None]), true),
+            ("a cart elsewhere", None, m.clone(), cart("other.example", None, &[None]), false),
+            ("a merchant is matched whole", None, m.clone(), cart("bigshoes.example", None, &[None]), false),
+            ("searches have no merchant", None, m.clone(), search(Some("Apparel > Shoes")), false),
+            ("both filters, both pass", c.clone(), m.clone(), cart("shoes.example", Some("Apparel > Shoes"), &[None]), true),
+            ("both filters, one fails", c.clone(), m.clone(), cart("other.example", Some("Apparel > Shoes"), &[None]), false),
+        ];
+        for (name, categories, merchants, signal, admitted) in cases {
+            let t = Terms { categories, merchants, ..terms() };
+            let applied = t.evaluate(&SliceQuery::default(), NOW).unwrap();
+            assert_eq!(applied.admits(&signal), admitted, "{name}");
+        }
+    }
+
+    #[test]
+    fn filters_travel_from_the_terms_to_the_scope_applied() {
+        let bare = terms().evaluate(&SliceQuery::default(), NOW).unwrap();
+        let json = serde_json::to_string(&bare).unwrap();
+        assert!(!json.contains("categories") && !json.contains("merchants"), "absent filters are not written: {json}");
+        let t = Terms { categories: Some(vec!["Toys".into()]), merchants: Some(vec!["toys.example".into()]), ..terms() };
+        let applied = t.evaluate(&SliceQuery::default(), NOW).unwrap();
+        assert_eq!((applied.categories.as_deref(), applied.merchants.as_deref()), (Some(&["Toys".to_string()][..]), Some(&["toys.example".to_string()][..])));
+        // Caveats narrow other terms and keep the filters.
+        let narrowed = t.narrow(&"kinds=cart".parse().unwrap()).unwrap();
+        assert_eq!(narrowed.categories, t.categories);
+        // Terms written before filters existed read as terms without them, and write back the same bytes.
+        let old = r#"{"audience":"acme","kinds":["search"],"granularity":"raw","window":"30d","expires_at":"2027-01-01T00:00:00Z"}"#;
+        let read: Terms = serde_json::from_str(old).unwrap();
+        assert_eq!((read.categories.clone(), read.merchants.clone()), (None, None));
+        assert_eq!(serde_json::to_string(&read).unwrap(), old);
     }
 
     #[test]

@@ -227,6 +227,8 @@ mod tests {
             granularity: Granularity::Raw,
             window: "30d".parse().unwrap(),
             expires_at: datetime!(2027-01-01 0:00 UTC),
+            categories: None,
+            merchants: None,
         }
     }
 

@@ -130,13 +130,17 @@ pub fn audit(p: &mut Printer, records: &[AuditEntry], counted: &[CountedRefusals
                     let slice = slice_id.as_ref().map(|s| format!(" (slice {s})")).unwrap_or_default();
                     ("refused", Some(Style::Red), grant_id.as_ref(), marketer.as_ref(), format!("{status} {asked}: {reason}{slice}"))
                 }
-                AuditEvent::Granted { grant_id, marketer, purpose, terms } => {
-                    let terms = terms.as_ref().map(|t| format!("{} at {} level, {} back, until {}", t.kinds, t.granularity, t.window, time(t.expires_at)));
+                AuditEvent::Granted { grant_id, marketer, purpose, terms, request_id, purpose_code } => {
+                    let terms = terms
+                        .as_ref()
+                        .map(|t| format!("{} at {} level, {} back, until {}{}", t.kinds, t.granularity, t.window, time(t.expires_at), filters(t)));
                     let purpose = purpose.as_ref().map(|p| format!("for: {p}"));
-                    let detail = terms.into_iter().chain(purpose).collect::<Vec<_>>().join("; ");
+                    let request = request_id.as_ref().map(|r| format!("approving request {r} ({})", purpose_code.as_deref().unwrap_or("-")));
+                    let detail = terms.into_iter().chain(purpose).chain(request).collect::<Vec<_>>().join("; ");
                     ("granted", None, Some(grant_id), Some(marketer), detail)
                 }
                 AuditEvent::Revoked { grant_id, marketer } => ("revoked", None, Some(grant_id), Some(marketer), String::new()),
+                AuditEvent::Denied { marketer, request_id } => ("denied", None, None, Some(marketer), format!("request {request_id}")),
                 AuditEvent::Forgot { count: n, what } => ("forgot", None, None, None, format!("{} ({what})", count(*n, "signal", "signals"))),
                 AuditEvent::Sharing { paused } => ("sharing", None, None, None, (if *paused { "paused" } else { "resumed" }).to_owned()),
                 AuditEvent::Sealed { records, grants } => {
@@ -189,9 +193,22 @@ pub fn names(event: &AuditEvent, grant: Option<&GrantId>, marketer: Option<&str>
             (Some(grant_id), Some(marketer.as_str()))
         }
         AuditEvent::Refused { grant_id, marketer, .. } => (grant_id.as_ref(), marketer.as_deref()),
+        AuditEvent::Denied { marketer, .. } => (None, Some(marketer.as_str())),
         AuditEvent::Forgot { .. } | AuditEvent::Sharing { .. } | AuditEvent::Sealed { .. } => (None, None),
     };
     grant.map_or(true, |g| of_grant == Some(g)) && marketer.map_or(true, |m| of_marketer == Some(m))
+}
+
+/// A grant's filters in words, after its other terms: empty when it has none.
+pub fn filters(terms: &optin_protocol::scope::Terms) -> String {
+    let mut out = String::new();
+    if let Some(c) = &terms.categories {
+        out.push_str(&format!(", only in {}", c.join(" | ")));
+    }
+    if let Some(m) = &terms.merchants {
+        out.push_str(&format!(", only at {}", m.join(", ")));
+    }
+    out
 }
 
 /// `optin audit --summary`: per marketer, what the records and counts say.

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::requests::{ApprovalChoices, RequestName, RequestState, RequestView, ShareSummary, WouldShare};
 pub use crate::store::{AuditRecord, Forget};
 use time::OffsetDateTime;
 
@@ -116,6 +117,35 @@ pub enum Request {
     Bundle {
         /// Which grant.
         grant_id: GrantId,
+    },
+    /// Keep a signed consent request, pending, once it verifies: handed over as a file
+    /// (`fetched_from` absent) or fetched from the marketer's well-known URL.
+    AddConsentRequest {
+        /// The compact JWS, as received.
+        jws: String,
+        /// The domain whose `https://DOMAIN/.well-known/optin-request.json` it came from.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fetched_from: Option<String>,
+    },
+    /// List the consent requests.
+    ConsentRequests,
+    /// One consent request, with what its terms would share now.
+    ConsentRequest {
+        /// Which.
+        name: RequestName,
+    },
+    /// Approve a consent request, its terms narrowed by the choices: a grant bound to it.
+    Approve {
+        /// Which.
+        name: RequestName,
+        /// The person's narrowing; none keeps the request's terms.
+        #[serde(default)]
+        choices: ApprovalChoices,
+    },
+    /// Deny a consent request.
+    Deny {
+        /// Which.
+        name: RequestName,
     },
 }
 
@@ -242,6 +272,40 @@ pub enum Response {
         /// The bundle.
         bundle: Box<GrantBundle>,
     },
+    /// A consent request is kept (or was already).
+    RequestAdded {
+        /// It, as kept.
+        request: Box<RequestView>,
+        /// Whether the same request was kept before: nothing changed.
+        already: bool,
+        /// Whether the marketer's domain signed earlier requests with another key.
+        key_changed: bool,
+    },
+    /// The consent requests.
+    ConsentRequests {
+        /// Pending first, then by when each came.
+        requests: Vec<RequestView>,
+    },
+    /// One consent request.
+    ConsentRequest {
+        /// It.
+        request: Box<RequestView>,
+        /// What its terms would share now, while it can be approved.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        would_share: Option<WouldShare>,
+    },
+    /// A consent request was approved.
+    Approved {
+        /// The grant's bundle.
+        bundle: Box<GrantBundle>,
+        /// The request, approved.
+        request: Box<RequestView>,
+    },
+    /// A consent request was denied.
+    Denied {
+        /// The request, denied.
+        request: Box<RequestView>,
+    },
 }
 
 /// A signal of [`Request::ExtensionSignals`] that was not stored.
@@ -296,6 +360,9 @@ pub struct GrantView {
     /// When it was revoked.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::store::record::opt_time")]
     pub revoked_at: Option<OffsetDateTime>,
+    /// The consent request it was approved from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<optin_protocol::request::RequestId>,
 }
 
 /// Whether a grant is in force.

@@ -3,6 +3,7 @@
 //! runs) and the offline session. Whatever the way in, the same function runs.
 //!
 //! - [`owner`]: the person's commands ([`Core::handle`] runs a [`command::Request`]);
+//! - [`requests`]: consent requests kept, shown, approved into grants or denied;
 //! - [`ingest`]: storing signals, the owner's batches whole and the extension's one by one;
 //! - [`marketer`]: admitting a token and cutting a signed slice ([`Core::slice`]);
 //! - [`slicer`], [`gate`], [`audit`]: what those two use.
@@ -30,6 +31,7 @@ pub mod gate;
 pub mod ingest;
 pub mod marketer;
 pub mod owner;
+pub mod requests;
 pub mod slicer;
 
 #[cfg(test)]
@@ -68,6 +70,9 @@ pub struct Core {
     anonymous_refusals: AtomicU64,
     /// Per grant, how many more of its refusals get a record of their own.
     refusal_budgets: Mutex<HashMap<GrantId, marketer::RecordBudget>>,
+    /// Serializes adding and deciding consent requests, so that a request is approved once
+    /// and the bound on waiting requests holds.
+    requests: Mutex<()>,
 }
 
 /// A failed owner command.
@@ -80,6 +85,9 @@ pub enum CoreError {
     /// No stored signal has this id.
     #[error("no signal with id {0:?}")]
     NoSignal(String),
+    /// No stored consent request has this name.
+    #[error("no request {0} (`optin requests` lists them)")]
+    NoRequest(String),
     /// A batch was refused; nothing was stored.
     #[error("batch refused, nothing stored: {0}")]
     Batch(BatchError),
@@ -99,7 +107,7 @@ impl CoreError {
     /// drop its input (it is wrong) or keep it and retry (optin cannot take it now).
     pub fn kind(&self) -> ErrorKind {
         match self {
-            CoreError::NoGrant(_) | CoreError::NoSignal(_) => ErrorKind::NotFound,
+            CoreError::NoGrant(_) | CoreError::NoSignal(_) | CoreError::NoRequest(_) => ErrorKind::NotFound,
             CoreError::Batch(_) | CoreError::Invalid(_) => ErrorKind::Invalid,
             CoreError::Store(StoreError::Locked(_) | StoreError::Sled(_)) => ErrorKind::Unavailable,
             CoreError::Store(_) | CoreError::Internal(_) => ErrorKind::Internal,
@@ -134,6 +142,7 @@ impl Core {
             grant_keys: Default::default(),
             anonymous_refusals: Default::default(),
             refusal_budgets: Default::default(),
+            requests: Mutex::new(()),
         }
     }
 

@@ -1,5 +1,5 @@
 //! The person's own commands: ingest, signals, forget, grant, grants, revoke, preview, bundle,
-//! audit, pause and status. [`Core::handle`] runs each [`Request`] the same way whether it
+//! audit, pause and status, and consent requests (in [`super::requests`]). [`Core::handle`] runs each [`Request`] the same way whether it
 //! came over the admin socket, from the native host or from the offline CLI.
 
 use optin_protocol::bundle::{self, GrantBundle};
@@ -42,27 +42,19 @@ impl Core {
                 // Rounded up to a UTC midnight, so that the expiry does not tell marketers
                 // comparing bundles which grants were made in the same second.
                 let expires_at = scope::grant_expiry(now, expires).ok_or_else(|| CoreError::Invalid("expires: too far in the future".into()))?;
-                let mut id = [0u8; 12];
-                SystemRandom::new().fill(&mut id).map_err(|_| CoreError::Internal("no randomness".into()))?;
                 let record = GrantRecord {
                     v: 1,
-                    id: GrantId::from_bytes(id),
-                    terms: Terms { audience: marketer.clone(), kinds, granularity, window, expires_at },
+                    id: new_grant_id()?,
+                    terms: Terms { audience: marketer.clone(), kinds, granularity, window, expires_at, categories: None, merchants: None },
                     marketer,
                     purpose,
                     created_at: now,
                     revoked_at: None,
+                    request_id: None,
+                    purpose_code: None,
                 };
                 self.store.put_grant(&record)?;
-                self.store.append_audit(
-                    now,
-                    AuditEvent::Granted {
-                        grant_id: record.id.clone(),
-                        marketer: record.marketer.clone(),
-                        purpose: Some(record.purpose.clone()),
-                        terms: Some(record.terms.clone()),
-                    },
-                )?;
+                self.audit_granted(&record, now)?;
                 self.store.flush()?;
                 Ok(Response::Granted { bundle: Box::new(self.bundle(&record)?) })
             }
@@ -107,6 +99,11 @@ impl Core {
                 Ok(Response::Sharing { paused })
             }
             Request::Status => Ok(Response::Status(Box::new(self.status(now)?))),
+            Request::AddConsentRequest { jws, fetched_from } => self.add_request(&jws, fetched_from.as_deref(), now),
+            Request::ConsentRequests => self.list_requests(now),
+            Request::ConsentRequest { name } => self.show_request(&name, now),
+            Request::Approve { name, choices } => self.approve(&name, choices, now),
+            Request::Deny { name } => self.deny(&name, now),
         }
     }
 
@@ -210,8 +207,23 @@ impl Core {
         }
     }
 
+    /// Records a grant as agreed: its purpose and terms as they are now, whatever the grant
+    /// record says later, and the request it was approved from, if any.
+    pub(super) fn audit_granted(&self, record: &GrantRecord, now: OffsetDateTime) -> Result<(), CoreError> {
+        let event = AuditEvent::Granted {
+            grant_id: record.id.clone(),
+            marketer: record.marketer.clone(),
+            purpose: Some(record.purpose.clone()),
+            terms: Some(record.terms.clone()),
+            request_id: record.request_id.clone(),
+            purpose_code: record.purpose_code.clone(),
+        };
+        self.store.append_audit(now, event)?;
+        Ok(())
+    }
+
     /// The bundle of a grant: what its marketer needs to fetch and verify slices.
-    fn bundle(&self, record: &GrantRecord) -> Result<GrantBundle, CoreError> {
+    pub(super) fn bundle(&self, record: &GrantRecord) -> Result<GrantBundle, CoreError> {
         let keys = self.keys.grant(&record.id).map_err(|e| CoreError::Internal(e.to_string()))?;
         Ok(GrantBundle {
             version: bundle::VERSION,
@@ -226,6 +238,13 @@ impl Core {
             terms: record.terms.clone(),
         })
     }
+}
+
+/// A new grant id: 96 random bits.
+pub(super) fn new_grant_id() -> Result<GrantId, CoreError> {
+    let mut id = [0u8; 12];
+    SystemRandom::new().fill(&mut id).map_err(|_| CoreError::Internal("no randomness".into()))?;
+    Ok(GrantId::from_bytes(id))
 }
 
 fn bounded(field: &str, text: &str, max: usize) -> Result<String, CoreError> {
@@ -254,5 +273,14 @@ fn view(g: GrantRecord, now: OffsetDateTime) -> GrantView {
     } else {
         GrantState::Active
     };
-    GrantView { grant_id: g.id, marketer: g.marketer, purpose: g.purpose, terms: g.terms, created_at: g.created_at, state, revoked_at: g.revoked_at }
+    GrantView {
+        grant_id: g.id,
+        marketer: g.marketer,
+        purpose: g.purpose,
+        terms: g.terms,
+        created_at: g.created_at,
+        state,
+        revoked_at: g.revoked_at,
+        request_id: g.request_id,
+    }
 }

@@ -1,5 +1,6 @@
-//! Cutting a slice: reading the store within an applied scope, deriving cart states, and
-//! reducing each signal to what the granularity shows.
+//! Cutting a slice: reading the store within an applied scope (kinds, time and the grant's
+//! filters, as [`Applied::admits`] decides), deriving cart states, and reducing each signal
+//! to what the granularity shows.
 
 use optin_protocol::scope::{Applied, Granularity};
 use optin_protocol::signal::{Body, Signal};
@@ -56,6 +57,12 @@ pub fn cut(store: &Store, applied: &Applied, cursor: Option<&str>, keys: &GrantK
         };
         for row in store.scan(kind, applied.since, applied.until, from) {
             let (position, signal) = row?;
+            // The scan reads the kind and time range; the scope decides the rest (the
+            // grant's category and merchant filters), before the page counts the signal, so
+            // a page holds only what the grant admits and `next_cursor` means more follows.
+            if !applied.admits(&signal) {
+                continue;
+            }
             if items.len() == limit {
                 let next_cursor = match &last {
                     Some(p) => Some(keys.seal_cursor(p.as_bytes()).ok_or(CutError::Seal)?),

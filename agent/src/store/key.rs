@@ -127,6 +127,12 @@ pub fn refusal_count(grant: &str, reason: &str) -> Vec<u8> {
     [grant.as_bytes(), &[0], reason.as_bytes()].concat()
 }
 
+/// The `requests` key of a consent request: marketer domain · 0x00 · request id. A request is
+/// named by both, since two marketers may choose the same id.
+pub fn request(marketer: &str, id: &str) -> Vec<u8> {
+    [marketer.as_bytes(), &[0], id.as_bytes()].concat()
+}
+
 /// The `audit` key of a sequence number.
 pub fn audit(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()

@@ -13,6 +13,8 @@
 //! | `audit_macs`  | sequence number (8)                         | its MAC (32)             |
 //! | `refusal_counts` | grant id · 0x00 · reason                 | [`RefusalCount`] JSON    |
 //! | `refusal_macs`| grant id · 0x00 · reason                    | its MAC (32)             |
+//! | `requests`    | marketer domain · 0x00 · request id         | [`RequestRecord`] JSON   |
+//! | `request_macs`| marketer domain · 0x00 · request id         | its MAC (32)             |
 //! | `meta`        | name                                        | value                    |
 //!
 //! Time is microseconds since the Unix epoch with the sign bit flipped, so signals of one
@@ -42,7 +44,7 @@ pub mod record;
 pub mod seal;
 
 pub use meta::{Address, Quota};
-pub use record::{AuditEvent, AuditHead, AuditRecord, GrantRecord, RefusalCount};
+pub use record::{AuditEvent, AuditHead, AuditRecord, Decision, GrantRecord, RefusalCount, RequestRecord};
 pub use seal::{Seal, StoreMac};
 
 /// The on-disk format version.
@@ -156,6 +158,15 @@ pub struct StoredGrant {
     pub seal: Seal,
 }
 
+/// A consent request as read, and whether it carries its MAC.
+#[derive(Clone, Debug)]
+pub struct StoredRequest {
+    /// The request as stored (trust it only when `seal` is [`Seal::Valid`]).
+    pub record: RequestRecord,
+    /// Its MAC, checked (and [`Seal::Invalid`] for a record stored under another's key).
+    pub seal: Seal,
+}
+
 /// The audit chain as appends see it.
 struct Chain {
     /// The last record written.
@@ -178,6 +189,8 @@ pub struct Store {
     audit_macs: sled::Tree,
     refusal_counts: sled::Tree,
     refusal_macs: sled::Tree,
+    requests: sled::Tree,
+    request_macs: sled::Tree,
     /// Serializes refusal counts: each is read, counted up and written back with its MAC.
     counting: Mutex<()>,
     meta: sled::Tree,
@@ -248,6 +261,8 @@ impl Store {
             audit_macs: db.open_tree("audit_macs")?,
             refusal_counts: db.open_tree("refusal_counts")?,
             refusal_macs: db.open_tree("refusal_macs")?,
+            requests: db.open_tree("requests")?,
+            request_macs: db.open_tree("request_macs")?,
             counting: Mutex::new(()),
             meta,
             mac: None,
@@ -669,6 +684,61 @@ impl Store {
             all.push((count, mac.check_count(&k, &v, self.refusal_macs.get(&k)?.as_deref())));
         }
         Ok(all)
+    }
+
+    /// Every consent request as stored, in key order (by marketer, then id), each with
+    /// whether it carries its MAC.
+    pub fn requests(&self) -> Result<Vec<StoredRequest>> {
+        let mac = self.mac()?;
+        let mut all = Vec::new();
+        for row in self.requests.iter() {
+            let (k, v) = row?;
+            let record: RequestRecord = serde_json::from_slice(&v).map_err(|e| corrupt("requests", e))?;
+            // A record moved under another request's key is not that request, whatever its MAC.
+            let placed = k.as_ref() == key::request(&record.request.marketer.domain, record.request.id.as_str()).as_slice();
+            let seal = if placed { mac.check_request(&k, &v, self.request_macs.get(&k)?.as_deref()) } else { Seal::Invalid };
+            all.push(StoredRequest { record, seal });
+        }
+        Ok(all)
+    }
+
+    /// How many consent requests are stored, whatever their state.
+    pub fn request_count(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Stores a consent request (new, or its record updated) with its MAC. Durable on return.
+    pub fn put_request(&self, record: &RequestRecord) -> Result<()> {
+        self.decide_request(record, None)
+    }
+
+    /// Stores a request's record and, when given, the grant made of it, in one transaction
+    /// with their MACs: an approval leaves either both or neither, so a crash never leaves a
+    /// grant whose request still waits to be approved again. Durable on return.
+    pub fn decide_request(&self, record: &RequestRecord, grant: Option<&GrantRecord>) -> Result<()> {
+        let mac = self.mac()?;
+        let k = key::request(&record.request.marketer.domain, record.request.id.as_str());
+        let value = serde_json::to_vec(record).map_err(|e| corrupt("requests", e))?;
+        let tag = mac.request(&k, &value);
+        let grant = match grant {
+            Some(g) => {
+                let bytes = serde_json::to_vec(g).map_err(|e| corrupt("grants", e))?;
+                Some((g.id.as_str(), mac.grant(&g.id, &bytes), bytes))
+            }
+            None => None,
+        };
+        (&self.requests, &self.request_macs, &self.grants, &self.grant_macs)
+            .transaction(|(requests, request_macs, grants, grant_macs)| {
+                requests.insert(k.as_slice(), value.as_slice())?;
+                request_macs.insert(k.as_slice(), &tag[..])?;
+                if let Some((id, tag, bytes)) = &grant {
+                    grants.insert(*id, bytes.as_slice())?;
+                    grant_macs.insert(*id, &tag[..])?;
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(tx_error)?;
+        self.flush()
     }
 
     /// How many signals of each kind are stored, for every kind.

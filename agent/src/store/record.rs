@@ -2,6 +2,7 @@
 //! is in the parent module and in SPEC.md). These are versioned storage formats: change them
 //! only with a schema version and a migration.
 
+use optin_protocol::request::{Request, RequestId};
 use optin_protocol::scope::{GrantId, Terms};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -25,6 +26,80 @@ pub struct GrantRecord {
     /// When it was revoked, if it was.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_time")]
     pub revoked_at: Option<OffsetDateTime>,
+    /// The consent request it was approved from (its marketer is `marketer`); absent for a
+    /// grant made with `optin grant`, and in every grant stored before requests existed, whose
+    /// bytes, and so MACs, stay as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<RequestId>,
+    /// The request's DPV purpose code, kept as text: a code this optin no longer lists still
+    /// reads back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose_code: Option<String>,
+}
+
+/// A consent request as stored (tree `requests`, key marketer domain · 0x00 · request id).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// Record version, 1.
+    pub v: u32,
+    /// The signed request exactly as received.
+    pub jws: String,
+    /// The document, as read from the JWS when it was added; read again, all or nothing,
+    /// whenever the record is.
+    #[serde(with = "request_document")]
+    pub request: Request,
+    /// The RFC 7638 thumbprint of the key that signed it.
+    pub kid: String,
+    /// The domain it was fetched from over HTTPS, which vouches for the key; absent for a
+    /// request handed over as a file, which nothing but its key vouches for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched_from: Option<String>,
+    /// When the agent took it.
+    #[serde(with = "optin_protocol::timestamp::serde")]
+    pub received_at: OffsetDateTime,
+    /// What the person decided. Expiry is not stored: a pending request is expired when it is
+    /// read after its `expires_at`.
+    pub decision: Decision,
+}
+
+/// What the person decided about a request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum Decision {
+    /// Not yet.
+    Pending,
+    /// Approved: the grant made of it.
+    Approved {
+        /// The grant.
+        grant_id: GrantId,
+        /// When.
+        #[serde(with = "optin_protocol::timestamp::serde")]
+        at: OffsetDateTime,
+    },
+    /// Denied.
+    Denied {
+        /// When.
+        #[serde(with = "optin_protocol::timestamp::serde")]
+        at: OffsetDateTime,
+    },
+}
+
+/// Serde of a request document: written as the document's JSON object, read back through
+/// [`Request::parse`], so what comes out of the store is checked as what came in was.
+pub mod request_document {
+    use optin_protocol::request::Request;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Writes it.
+    pub fn serialize<S: Serializer>(request: &Request, s: S) -> Result<S::Ok, S::Error> {
+        request.serialize(s)
+    }
+
+    /// Reads it.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Request, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        Request::parse(&value.to_string()).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Serde of an optional RFC 3339 timestamp.
@@ -114,6 +189,19 @@ pub enum AuditEvent {
         /// says later (absent in records of older optins).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         terms: Option<Terms>,
+        /// The consent request approved, when the grant was made of one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<RequestId>,
+        /// That request's DPV purpose code.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        purpose_code: Option<String>,
+    },
+    /// A consent request was denied: no grant was made of it.
+    Denied {
+        /// Who asked.
+        marketer: String,
+        /// The request.
+        request_id: RequestId,
     },
     /// A grant was revoked.
     Revoked {

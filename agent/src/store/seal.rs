@@ -12,6 +12,7 @@
 //! | chain head    | `optin-audit-head-v1` 0x00 · seq (8) · hash (32)                   |
 //! | grant         | `optin-grant-v1` 0x00 · grant id · 0x00 · stored bytes             |
 //! | refusal count | `optin-refusal-count-v1` 0x00 · its key · 0x00 · stored bytes      |
+//! | request       | `optin-request-v1` 0x00 · its key · 0x00 · stored bytes            |
 
 use optin_protocol::scope::GrantId;
 use ring::hmac;
@@ -121,6 +122,20 @@ impl StoreMac {
         self.check(&Self::count_input(key, bytes), stored)
     }
 
+    fn request_input(key: &[u8], bytes: &[u8]) -> Vec<u8> {
+        Self::input("optin-request-v1", &[key, &[0], bytes])
+    }
+
+    /// The MAC of the consent request stored under `key` as `bytes`.
+    pub fn request(&self, key: &[u8], bytes: &[u8]) -> Tag {
+        self.tag(&Self::request_input(key, bytes))
+    }
+
+    /// Checks the stored MAC of a consent request.
+    pub fn check_request(&self, key: &[u8], bytes: &[u8], stored: Option<&[u8]>) -> Seal {
+        self.check(&Self::request_input(key, bytes), stored)
+    }
+
     /// The MAC of grant `id`, stored as `bytes`.
     pub fn grant(&self, id: &GrantId, bytes: &[u8]) -> Tag {
         self.tag(&Self::grant_input(id, bytes))
@@ -160,5 +175,9 @@ mod tests {
         assert_eq!(ours.check_grant(&other, b"{}", Some(&grant)), Seal::Invalid, "another grant's");
         assert_eq!(ours.check_grant(&id, b"{ }", Some(&grant)), Seal::Invalid, "edited");
         assert_eq!(ours.check_grant(&id, b"{}", Some(&grant[..16])), Seal::Invalid, "cut short");
+        let request = ours.request(b"acme.example\0r1", b"{}");
+        assert_eq!(ours.check_request(b"acme.example\0r1", b"{}", Some(&request)), Seal::Valid);
+        assert_eq!(ours.check_request(b"acme.example\0r2", b"{}", Some(&request)), Seal::Invalid, "another request's");
+        assert_eq!(ours.check_count(b"acme.example\0r1", b"{}", Some(&request)), Seal::Invalid, "a request's MAC is no count's");
     }
 }

@@ -32,6 +32,7 @@ fn events(records: &[crate::core::command::AuditEntry]) -> Vec<String> {
             AuditEvent::Forgot { .. } => "forgot".to_owned(),
             AuditEvent::Sharing { paused } => format!("sharing paused={paused}"),
             AuditEvent::Sealed { .. } => "sealed".to_owned(),
+            AuditEvent::Denied { .. } => "denied".to_owned(),
         })
         .collect()
 }
