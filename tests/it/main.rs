@@ -28,6 +28,7 @@ mod jose;
 mod linkability;
 mod permissions;
 mod restart;
+mod requests;
 mod revoke;
 mod scope;
 mod tokens;

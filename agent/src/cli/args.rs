@@ -108,6 +108,15 @@ pub enum Command {
         /// The grant's id (g_…).
         grant_id: GrantId,
     },
+    /// Consent requests from marketers: list them, add one, show one with what it would share.
+    Requests(super::requests::RequestsArgs),
+    /// Approve a consent request, narrowing any of its terms: a grant bound to it.
+    Approve(super::requests::ApproveArgs),
+    /// Deny a consent request: no grant is made.
+    Deny {
+        /// The request: its id, or DOMAIN/ID.
+        name: crate::core::command::RequestName,
+    },
     /// Show who received what, when, and every refusal.
     Audit {
         /// Print a JSON array.

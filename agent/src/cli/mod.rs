@@ -10,13 +10,14 @@
 //! is wrong. A standard output closed early (`optin signals | head -1`) is success: the
 //! reader has what it wanted. Errors go to standard error as `error: …`.
 //!
-//! Only `serve`, `ingest`, `import`, `grant`, `ingest-token` and `browser install` (and the
-//! native host, which the browser starts) make a home that does not exist: they start
+//! Only `serve`, `ingest`, `import`, `grant`, `requests add`, `ingest-token` and `browser
+//! install` (and the native host, which the browser starts) make a home that does not exist: they start
 //! using optin, or set it up. Every other command looks at what is there, and says so when
 //! there is no home rather than showing an empty one.
 
 mod args;
 mod print;
+mod requests;
 mod show;
 
 use std::ffi::OsString;
@@ -211,6 +212,9 @@ async fn run(cli: Cli, p: &mut Printer) -> Result<()> {
             }
             Ok(())
         }
+        Command::Requests(args) => requests::requests(&dir()?, args, p).await,
+        Command::Approve(args) => requests::approve(&Home::open_existing(&dir()?)?, args, p).await,
+        Command::Deny { name } => requests::deny(&Home::open_existing(&dir()?)?, name, p).await,
         Command::Audit { json, verify, summary, only } => {
             let home = Home::open_existing(&dir()?)?;
             let mut log = read_audit(&home, verify).await?;

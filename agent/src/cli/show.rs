@@ -136,7 +136,8 @@ pub fn audit(p: &mut Printer, records: &[AuditEntry], counted: &[CountedRefusals
                         .map(|t| format!("{} at {} level, {} back, until {}{}", t.kinds, t.granularity, t.window, time(t.expires_at), filters(t)));
                     let purpose = purpose.as_ref().map(|p| format!("for: {p}"));
                     let request = request_id.as_ref().map(|r| format!("approving request {r} ({})", purpose_code.as_deref().unwrap_or("-")));
-                    let detail = terms.into_iter().chain(purpose).chain(request).collect::<Vec<_>>().join("; ");
+                    // The request first: the table cuts a long detail, and what was approved matters most.
+                    let detail = request.into_iter().chain(terms).chain(purpose).collect::<Vec<_>>().join("; ");
                     ("granted", None, Some(grant_id), Some(marketer), detail)
                 }
                 AuditEvent::Revoked { grant_id, marketer } => ("revoked", None, Some(grant_id), Some(marketer), String::new()),
