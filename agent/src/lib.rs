@@ -45,6 +45,7 @@ pub mod home;
 pub mod import;
 pub mod keys;
 pub mod merchant;
+pub mod outbound;
 pub mod serve;
 pub mod session;
 pub mod store;
