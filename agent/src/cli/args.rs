@@ -176,6 +176,32 @@ pub struct ServeArgs {
     pub max_connections: u32,
 }
 
+/// How optin reaches a marketer's site and inbox over HTTPS. For the commands that connect
+/// out (fetching a consent request, pushing slices); no command takes these flags yet.
+#[derive(Args, Debug, Default)]
+#[allow(dead_code)] // Flattened into those commands as they arrive; a flag that did nothing would mislead.
+pub struct OutboundArgs {
+    /// Also trust the certificate authorities in this PEM file, besides the system's. Repeatable.
+    #[arg(long = "ca-file", value_name = "PEM")]
+    pub ca_files: Vec<PathBuf>,
+    /// Connect to ADDR for HOST on PORT instead of looking HOST up, as curl's --resolve;
+    /// the certificate is still checked against HOST. Repeatable.
+    #[arg(long, value_name = "HOST:PORT:ADDR")]
+    pub resolve: Vec<crate::outbound::Resolve>,
+    /// Send pushes through this SOCKS5 proxy (Tor, for one), which also looks the
+    /// marketer's name up, so the marketer does not learn your address.
+    #[arg(long, value_name = "socks5h://HOST:PORT")]
+    pub push_proxy: Option<crate::outbound::Proxy>,
+}
+
+#[allow(dead_code)]
+impl OutboundArgs {
+    /// The client's configuration, with the default time bounds.
+    pub fn config(self) -> crate::outbound::OutboundConfig {
+        crate::outbound::OutboundConfig { ca_files: self.ca_files, resolve: self.resolve, proxy: self.push_proxy, ..Default::default() }
+    }
+}
+
 /// `optin import`.
 #[derive(Args, Debug)]
 pub struct ImportArgs {
@@ -381,6 +407,53 @@ mod tests {
         }
         for text in ["localhost", "7676", "localhost:not-a-port", "127.0.0.1:99999"] {
             assert!(parse_listen(text).is_err(), "{text} should be refused");
+        }
+    }
+
+    /// `OutboundArgs` as a command will take them.
+    #[derive(Parser, Debug)]
+    struct WithOutbound {
+        #[command(flatten)]
+        outbound: OutboundArgs,
+    }
+
+    #[test]
+    fn outbound_flags_parse_into_the_client_config() {
+        let parsed = WithOutbound::try_parse_from([
+            "optin",
+            "--ca-file",
+            "a.pem",
+            "--ca-file",
+            "b.pem",
+            "--resolve",
+            "marketer.test:443:127.0.0.1",
+            "--resolve",
+            "inbox.test:8443:[::1]",
+            "--push-proxy",
+            "socks5h://127.0.0.1:9050",
+        ])
+        .expect("valid flags");
+        let config = parsed.outbound.config();
+        assert_eq!(config.ca_files, [PathBuf::from("a.pem"), PathBuf::from("b.pem")]);
+        assert_eq!(config.resolve.iter().map(ToString::to_string).collect::<Vec<_>>(), ["marketer.test:443:127.0.0.1", "inbox.test:8443:[::1]"]);
+        assert_eq!(config.proxy.map(|p| p.to_string()).as_deref(), Some("socks5h://127.0.0.1:9050"));
+        let none = WithOutbound::try_parse_from(["optin"]).expect("no flags").outbound.config();
+        assert!(none.ca_files.is_empty() && none.resolve.is_empty() && none.proxy.is_none());
+    }
+
+    #[test]
+    fn outbound_flag_errors_name_the_flag_and_the_part() {
+        for (args, flag, part) in [
+            (["--resolve", "marketer.test:https:127.0.0.1"], "--resolve", "PORT `https`"),
+            (["--resolve", "marketer.test:443:nowhere"], "--resolve", "ADDR `nowhere`"),
+            (["--resolve", "marketer.test"], "--resolve", "HOST:PORT:ADDR"),
+            (["--push-proxy", "socks5://127.0.0.1:9050"], "--push-proxy", "use socks5h://"),
+            (["--push-proxy", "https://proxy.example:443"], "--push-proxy", "`https://` proxies are not supported"),
+        ] {
+            let error = WithOutbound::try_parse_from(std::iter::once("optin").chain(args)).expect_err("refused");
+            let text = error.to_string();
+            assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation, "{text}");
+            assert!(text.contains(flag) && text.contains(part), "{args:?}: {text}");
         }
     }
 
