@@ -1,10 +1,11 @@
 // The limits shared with the agent (../limits.json, read by the Rust side too,
 // as engines.json is): what one signal may hold, what one native message may
-// carry, and the browser path's budgets. Imported as a JSON module so that the
+// carry, and the browser path's budgets. Imported as a module so that the
 // worker, the content-free pure modules and the node tests all read the one
-// file, synchronously, with no copy of a number in JavaScript.
+// file, synchronously. The numbers come from limits-file.js, a copy of
+// limits.json that a test holds equal to it (why a copy: limits-file.js).
 
-import file from '../limits.json' with { type: 'json' };
+import file from './limits-file.js';
 
 /**
  * Checks the file's shape: every number a positive integer. A broken file is a

@@ -172,6 +172,8 @@ export async function extensionCopy(root, overrides = {}) {
   const limits = JSON.parse(readFileSync(join(EXT_DIR, 'limits.json'), 'utf8'));
   for (const [section, values] of Object.entries(overrides)) Object.assign(limits[section], values);
   writeFileSync(join(dir, 'limits.json'), JSON.stringify(limits, null, 2));
+  // The worker reads the numbers from lib/limits-file.js (why: that file).
+  writeFileSync(join(dir, 'lib', 'limits-file.js'), `export default ${JSON.stringify(limits, null, 2)};\n`);
   return dir;
 }
 
@@ -205,7 +207,10 @@ export async function launch({ root, home, userDataDir = join(root, 'profile'), 
   const worker = context.serviceWorkers().find((w) => w.url().startsWith(`chrome-extension://${EXTENSION_ID}/`)) ?? (await context.waitForEvent('serviceworker', { timeout: 10000 }));
   // Events that fire before the worker's first run has registered its
   // listeners are lost on a fresh install: wait until it has started.
-  await waitFor(() => worker.evaluate(async () => (await chrome.storage.local.get('status')).status !== undefined), { what: 'the extension worker to start' });
+  // A worker that never starts never answers evaluate: each ask is bounded, so
+  // this fails with a reason instead of hanging the suite.
+  const started = () => worker.evaluate(async () => (await chrome.storage.local.get('status')).status !== undefined);
+  await waitFor(() => Promise.race([started(), sleep(2000).then(() => false)]), { what: 'the extension worker to start', timeout: 15000 });
   return { context, worker, userDataDir };
 }
 
