@@ -179,12 +179,13 @@ export async function extensionCopy(root, overrides = {}) {
 
 /**
  * Starts headless Chromium with the extension (`extDir`, else the checkout's)
- * and its native host. `resolverRules` maps real-looking host names to the
- * local test server.
+ * and its native host (none with `nativeHost: false`, as in a browser where
+ * `optin browser install` was never run). `resolverRules` maps real-looking
+ * host names to the local test server.
  */
-export async function launch({ root, home, userDataDir = join(root, 'profile'), resolverRules = '', extDir = EXT_DIR }) {
+export async function launch({ root, home, userDataDir = join(root, 'profile'), resolverRules = '', extDir = EXT_DIR, nativeHost = true }) {
   mkdirSync(userDataDir, { recursive: true });
-  installNativeHost(userDataDir, root, home);
+  if (nativeHost) installNativeHost(userDataDir, root, home);
   const args = [
     // Playwright adds --disable-extensions by default; this re-enables ours.
     `--disable-extensions-except=${extDir}`,
