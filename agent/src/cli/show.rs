@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use super::print::{count, inert, time, Cell, Printer, Style, Table};
 use crate::browser::LastSeen;
-use crate::core::command::{AuditEntry, CountedRefusals, GrantState, GrantView, SignalView, Status};
+use crate::core::command::{AuditEntry, CountedRefusals, GrantState, GrantView, PushView, SignalView, Status};
 use crate::store::AuditEvent;
 
 /// Widest a free-text column gets before it is cut with `…`.
@@ -104,8 +104,30 @@ pub fn grants(p: &mut Printer, grants: &[GrantView]) -> io::Result<()> {
         ]);
     }
     table.write(p)?;
+    for g in grants {
+        if let Some(push) = &g.push {
+            pushes(p, g, push)?;
+        }
+    }
     let active = grants.iter().filter(|g| g.state == GrantState::Active).count();
     writeln!(p, "{}, {active} active", count(grants.len(), "grant", "grants"))
+}
+
+/// One line on a push grant's deliveries: where to, the last attempt, what waits, and
+/// whether the inbox said it is gone.
+fn pushes(p: &mut Printer, g: &GrantView, push: &PushView) -> io::Result<()> {
+    let last = match &push.last {
+        Some(l) => {
+            let status = l.status.map(|s| format!(" ({s})")).unwrap_or_default();
+            format!("last {} {}{status} at {}", l.kind, l.outcome, time(l.at))
+        }
+        None => "nothing sent yet".into(),
+    };
+    let state = match push.gone_at {
+        Some(at) => format!("; stopped: the inbox answered 410 Gone at {}, nothing more is pushed", time(at)),
+        None => String::new(),
+    };
+    writeln!(p, "{} pushes to {} every {}: {last}; {} queued{state}", g.grant_id, push.inbox, push.every, push.queued)
 }
 
 /// `optin audit`.
@@ -141,6 +163,17 @@ pub fn audit(p: &mut Printer, records: &[AuditEntry], counted: &[CountedRefusals
                     ("granted", None, Some(grant_id), Some(marketer), detail)
                 }
                 AuditEvent::Revoked { grant_id, marketer } => ("revoked", None, Some(grant_id), Some(marketer), String::new()),
+                AuditEvent::Pushed { grant_id, event_id, kind, outcome, status, attempts } => {
+                    let status = status.map(|s| format!(" ({s})")).unwrap_or_default();
+                    let style = if outcome == "delivered" { Some(Style::Green) } else { None };
+                    (
+                        "pushed",
+                        style,
+                        Some(grant_id),
+                        None,
+                        format!("{kind} {event_id}: {outcome}{status} after {}", count(*attempts as usize, "attempt", "attempts")),
+                    )
+                }
                 AuditEvent::Denied { marketer, request_id } => ("denied", None, None, Some(marketer), format!("request {request_id}")),
                 AuditEvent::Forgot { count: n, what } => ("forgot", None, None, None, format!("{} ({what})", count(*n, "signal", "signals"))),
                 AuditEvent::Sharing { paused } => ("sharing", None, None, None, (if *paused { "paused" } else { "resumed" }).to_owned()),
@@ -194,6 +227,7 @@ pub fn names(event: &AuditEvent, grant: Option<&GrantId>, marketer: Option<&str>
             (Some(grant_id), Some(marketer.as_str()))
         }
         AuditEvent::Refused { grant_id, marketer, .. } => (grant_id.as_ref(), marketer.as_deref()),
+        AuditEvent::Pushed { grant_id, .. } => (Some(grant_id), None),
         AuditEvent::Denied { marketer, .. } => (None, Some(marketer.as_str())),
         AuditEvent::Forgot { .. } | AuditEvent::Sharing { .. } | AuditEvent::Sealed { .. } => (None, None),
     };

@@ -363,6 +363,26 @@ pub struct GrantView {
     /// The consent request it was approved from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<optin_protocol::request::RequestId>,
+    /// Where its events are pushed and how that goes, for a push grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushView>,
+}
+
+/// A push grant's deliveries, as the person sees them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PushView {
+    /// The inbox.
+    pub inbox: String,
+    /// How often a slice is pushed.
+    pub every: optin_protocol::span::Span,
+    /// The last attempt and how it went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<crate::store::LastPush>,
+    /// Events waiting to be sent.
+    pub queued: usize,
+    /// When the inbox answered `410 Gone`, after which nothing more is pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::store::record::opt_time")]
+    pub gone_at: Option<OffsetDateTime>,
 }
 
 /// Whether a grant is in force.

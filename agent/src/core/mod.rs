@@ -6,7 +6,9 @@
 //! - [`requests`]: consent requests kept, shown, approved into grants or denied;
 //! - [`ingest`]: storing signals, the owner's batches whole and the extension's one by one;
 //! - [`marketer`]: admitting a token and cutting a signed slice ([`Core::slice`]);
-//! - [`slicer`], [`gate`], [`audit`]: what those two use.
+//! - [`push`]: the events of push grants, queued, scheduled and settled (the sender that
+//!   posts them is [`crate::push`]);
+//! - [`slicer`], [`gate`], [`audit`]: what those use.
 //!
 //! Work that blocks a thread (parsing a batch, an fsync, cutting and signing a page) is
 //! moved off the async workers here, in one place ([`blocking`]), not by each caller.
@@ -31,6 +33,7 @@ pub mod gate;
 pub mod ingest;
 pub mod marketer;
 pub mod owner;
+pub mod push;
 pub mod requests;
 pub mod slicer;
 
@@ -109,7 +112,7 @@ impl CoreError {
         match self {
             CoreError::NoGrant(_) | CoreError::NoSignal(_) | CoreError::NoRequest(_) => ErrorKind::NotFound,
             CoreError::Batch(_) | CoreError::Invalid(_) => ErrorKind::Invalid,
-            CoreError::Store(StoreError::Locked(_) | StoreError::Sled(_)) => ErrorKind::Unavailable,
+            CoreError::Store(StoreError::Locked(_) | StoreError::Sled(_) | StoreError::QueueFull(_)) => ErrorKind::Unavailable,
             CoreError::Store(_) | CoreError::Internal(_) => ErrorKind::Internal,
         }
     }

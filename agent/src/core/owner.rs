@@ -3,6 +3,7 @@
 //! came over the admin socket, from the native host or from the offline CLI.
 
 use optin_protocol::bundle::{self, GrantBundle};
+use optin_protocol::receipt::ConsentState;
 use optin_protocol::scope::{self, GrantId, SliceQuery, Terms};
 use optin_protocol::signal::Kind;
 use optin_protocol::token::Token;
@@ -10,7 +11,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use time::OffsetDateTime;
 
 use super::audit::{self, AuditEvent};
-use super::command::{AuditEntry, CountedRefusals, GrantState, GrantView, Request, Response, SignalView, Status, AUDIT_PAGE, AUDIT_PAGE_MAX};
+use super::command::{AuditEntry, CountedRefusals, GrantState, GrantView, PushView, Request, Response, SignalView, Status, AUDIT_PAGE, AUDIT_PAGE_MAX};
 use super::marketer::Refusal;
 use super::{blocking, slicer, Core, CoreError};
 use crate::store::{Forget, GrantRecord, Seal, StoredGrant};
@@ -52,13 +53,21 @@ impl Core {
                     revoked_at: None,
                     request_id: None,
                     purpose_code: None,
+                    push: None,
                 };
                 self.store.put_grant(&record)?;
                 self.audit_granted(&record, now)?;
                 self.store.flush()?;
                 Ok(Response::Granted { bundle: Box::new(self.bundle(&record)?) })
             }
-            Request::Grants => Ok(Response::Grants { grants: self.store.grants()?.into_iter().map(|g| view_stored(g, now)).collect() }),
+            Request::Grants => {
+                let mut grants = Vec::new();
+                for stored in self.store.grants()? {
+                    let push = self.push_view(&stored.record)?;
+                    grants.push(GrantView { push, ..view_stored(stored, now) });
+                }
+                Ok(Response::Grants { grants })
+            }
             Request::Revoke { .. } => Err(CoreError::Internal("revoke runs in `handle`".into())),
             Request::Preview { grant_id, limit, cursor } => {
                 let record = self.intact_grant(&grant_id)?;
@@ -165,7 +174,13 @@ impl Core {
                 return Ok(true);
             }
             record.revoked_at = Some(now);
-            self.store.put_grant(&record)?;
+            // Its queued events dropped and its `grant.revoked` queued with the revocation:
+            // nothing queued before is sent once this returns. A damaged grant pushes nothing.
+            let end = match found.seal {
+                Seal::Valid => self.ended_event(&record, ConsentState::Withdrawn, now)?,
+                Seal::Missing | Seal::Invalid => None,
+            };
+            self.store.revoke_grant(&record, end.as_ref())?;
             self.store.append_audit(now, AuditEvent::Revoked { grant_id: id.clone(), marketer: record.marketer.clone() })?;
             self.store.flush()?;
             Ok(false)
@@ -194,6 +209,19 @@ impl Core {
             active_grants: self.store.grants()?.into_iter().filter(|g| view_stored(g.clone(), now).state == GrantState::Active).count(),
             served_last_24h,
         })
+    }
+
+    /// How a push grant's deliveries go; `None` for a grant that does not push.
+    fn push_view(&self, record: &GrantRecord) -> Result<Option<PushView>, CoreError> {
+        let Some(push) = &record.push else { return Ok(None) };
+        let state = self.store.push_state(&record.id)?;
+        Ok(Some(PushView {
+            inbox: push.inbox.clone(),
+            every: push.every,
+            last: state.last,
+            queued: self.store.queued_pushes(&record.id)?.len(),
+            gone_at: state.gone_at,
+        }))
     }
 
     /// A grant that carries its MAC; one that does not is named as damaged.
@@ -282,5 +310,6 @@ fn view(g: GrantRecord, now: OffsetDateTime) -> GrantView {
         state,
         revoked_at: g.revoked_at,
         request_id: g.request_id,
+        push: None,
     }
 }

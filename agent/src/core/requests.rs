@@ -336,9 +336,14 @@ impl Core {
             revoked_at: None,
             request_id: Some(asked.id.clone()),
             purpose_code: Some(asked.purpose.code.as_str().to_owned()),
+            push: Core::push_to(asked),
+        };
+        let created = match grant.push {
+            Some(_) => Some(self.created_event(&grant, asked, now)?),
+            None => None,
         };
         record.decision = Decision::Approved { grant_id: grant.id.clone(), at: now };
-        self.store.decide_request(&record, Some(&grant))?;
+        self.store.decide_request(&record, Some(&grant), created.as_ref())?;
         self.audit_granted(&grant, now)?;
         self.store.flush()?;
         let bundle = self.bundle(&grant)?;
@@ -425,6 +430,7 @@ impl Core {
             revoked_at: None,
             request_id: Some(request.id.clone()),
             purpose_code: Some(request.purpose.code.as_str().to_owned()),
+            push: None,
         };
         let mut summary = ShareSummary::default();
         let mut cursor = None;

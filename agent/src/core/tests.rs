@@ -11,6 +11,7 @@ mod errors;
 mod forget;
 mod ingest;
 mod pause;
+mod push;
 mod requests;
 mod revoke;
 mod scope;

@@ -133,6 +133,21 @@ pub fn request(marketer: &str, id: &str) -> Vec<u8> {
     [marketer.as_bytes(), &[0], id.as_bytes()].concat()
 }
 
+/// The `push_queue` key of a pending event: due time (8) · event id, so the queue
+/// range-scans in the order events fall due.
+pub fn push(at: OffsetDateTime, event_id: &str) -> Vec<u8> {
+    let mut key = time(at).to_vec();
+    key.extend_from_slice(event_id.as_bytes());
+    key
+}
+
+/// The first `push_queue` key after every event due at or before `at`.
+pub fn push_after(at: OffsetDateTime) -> Vec<u8> {
+    let mut key = time(at).to_vec();
+    key.push(0xFF);
+    key
+}
+
 /// The `audit` key of a sequence number.
 pub fn audit(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()

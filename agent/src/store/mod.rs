@@ -15,6 +15,8 @@
 //! | `refusal_macs`| grant id · 0x00 · reason                    | its MAC (32)             |
 //! | `requests`    | marketer domain · 0x00 · request id         | [`RequestRecord`] JSON   |
 //! | `request_macs`| marketer domain · 0x00 · request id         | its MAC (32)             |
+//! | `push_queue`  | due time (8) · event id                     | [`PendingPush`] JSON     |
+//! | `push_state`  | grant id                                    | [`PushState`] JSON       |
 //! | `meta`        | name                                        | value                    |
 //!
 //! Time is microseconds since the Unix epoch with the sign bit flipped, so signals of one
@@ -40,11 +42,13 @@ use time::OffsetDateTime;
 
 pub mod key;
 pub mod meta;
+pub mod push;
 pub mod record;
 pub mod seal;
 
 pub use meta::{Address, Quota};
-pub use record::{AuditEvent, AuditHead, AuditRecord, Decision, GrantRecord, RefusalCount, RequestRecord};
+pub use push::{MAX_QUEUED, MAX_QUEUED_PER_GRANT};
+pub use record::{AuditEvent, AuditHead, AuditRecord, Decision, GrantRecord, LastPush, PendingPush, PushState, PushTo, RefusalCount, RequestRecord};
 pub use seal::{Seal, StoreMac};
 
 /// The on-disk format version.
@@ -82,6 +86,10 @@ pub enum StoreError {
     /// trusted or written unMACed.
     #[error("the store was opened without its MAC key")]
     Unkeyed,
+    /// The push queue holds as many events as it may: nothing more is queued until inboxes
+    /// take some.
+    #[error("the push queue is full ({0} events wait for their inboxes): `optin grants` shows which inboxes do not answer")]
+    QueueFull(usize),
 }
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -191,6 +199,8 @@ pub struct Store {
     refusal_macs: sled::Tree,
     requests: sled::Tree,
     request_macs: sled::Tree,
+    push_queue: sled::Tree,
+    push_state: sled::Tree,
     /// Serializes refusal counts: each is read, counted up and written back with its MAC.
     counting: Mutex<()>,
     meta: sled::Tree,
@@ -263,6 +273,8 @@ impl Store {
             refusal_macs: db.open_tree("refusal_macs")?,
             requests: db.open_tree("requests")?,
             request_macs: db.open_tree("request_macs")?,
+            push_queue: db.open_tree("push_queue")?,
+            push_state: db.open_tree("push_state")?,
             counting: Mutex::new(()),
             meta,
             mac: None,
@@ -709,13 +721,15 @@ impl Store {
 
     /// Stores a consent request (new, or its record updated) with its MAC. Durable on return.
     pub fn put_request(&self, record: &RequestRecord) -> Result<()> {
-        self.decide_request(record, None)
+        self.decide_request(record, None, None)
     }
 
     /// Stores a request's record and, when given, the grant made of it, in one transaction
     /// with their MACs: an approval leaves either both or neither, so a crash never leaves a
-    /// grant whose request still waits to be approved again. Durable on return.
-    pub fn decide_request(&self, record: &RequestRecord, grant: Option<&GrantRecord>) -> Result<()> {
+    /// grant whose request still waits to be approved again. A push grant's first event is
+    /// queued in the same transaction, so the grant and its `grant.created` exist together.
+    /// Durable on return.
+    pub fn decide_request(&self, record: &RequestRecord, grant: Option<&GrantRecord>, push: Option<&PendingPush>) -> Result<()> {
         let mac = self.mac()?;
         let k = key::request(&record.request.marketer.domain, record.request.id.as_str());
         let value = serde_json::to_vec(record).map_err(|e| corrupt("requests", e))?;
@@ -727,13 +741,20 @@ impl Store {
             }
             None => None,
         };
-        (&self.requests, &self.request_macs, &self.grants, &self.grant_macs)
-            .transaction(|(requests, request_macs, grants, grant_macs)| {
+        let push = push.map(push::Queued::of).transpose()?;
+        if push.is_some() {
+            self.room_for_one()?;
+        }
+        (&self.requests, &self.request_macs, &self.grants, &self.grant_macs, &self.push_queue)
+            .transaction(|(requests, request_macs, grants, grant_macs, queue)| {
                 requests.insert(k.as_slice(), value.as_slice())?;
                 request_macs.insert(k.as_slice(), &tag[..])?;
                 if let Some((id, tag, bytes)) = &grant {
                     grants.insert(*id, bytes.as_slice())?;
                     grant_macs.insert(*id, &tag[..])?;
+                }
+                if let Some(queued) = &push {
+                    queue.insert(queued.key.as_slice(), queued.bytes.as_slice())?;
                 }
                 Ok::<_, ConflictableTransactionError<StoreError>>(())
             })

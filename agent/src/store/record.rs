@@ -4,6 +4,7 @@
 
 use optin_protocol::request::{Request, RequestId};
 use optin_protocol::scope::{GrantId, Terms};
+use optin_protocol::span::Span;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -35,6 +36,87 @@ pub struct GrantRecord {
     /// reads back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purpose_code: Option<String>,
+    /// Where the grant's events are pushed, for a grant approved from a push request; absent
+    /// for every other grant, whose bytes, and so MACs, stay as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushTo>,
+}
+
+/// Where a grant's events go and how often a slice does (SPEC.md, "Push events").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushTo {
+    /// The marketer's inbox, an `https` URL checked as the request's was.
+    pub inbox: String,
+    /// How often a slice is pushed.
+    pub every: Span,
+}
+
+/// An event waiting to be pushed (tree `push_queue`, key due time (8) · event id). The
+/// event's bytes are made once, when it is queued, so every attempt sends the same event
+/// under the same `webhook-id` and the marketer can drop repeats.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingPush {
+    /// Record version, 1.
+    pub v: u32,
+    /// The grant whose event it is.
+    pub grant_id: GrantId,
+    /// Its `webhook-id`.
+    pub event_id: String,
+    /// Its type (`grant.created`, `slice.delivered`, …).
+    pub kind: String,
+    /// The event as sent, JSON.
+    pub body: String,
+    /// How many attempts failed so far.
+    pub attempts: u32,
+    /// When it is due.
+    #[serde(with = "optin_protocol::timestamp::serde")]
+    pub next_at: OffsetDateTime,
+    /// For a slice: the instant it was cut, which becomes the grant's watermark once the
+    /// inbox takes it.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_time")]
+    pub until: Option<OffsetDateTime>,
+}
+
+impl PendingPush {
+    /// Whether this event ends the grant: the one kind still sent after the grant stops.
+    pub fn ends_grant(&self) -> bool {
+        matches!(self.kind.as_str(), "grant.revoked" | "grant.expired")
+    }
+}
+
+/// Where a grant's pushes stand (tree `push_state`, key grant id).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushState {
+    /// Signals up to this instant were taken by the inbox: the next slice starts here.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_time")]
+    pub acked_until: Option<OffsetDateTime>,
+    /// When the next slice is cut; absent: at once.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_time")]
+    pub next_slice_at: Option<OffsetDateTime>,
+    /// The last attempt and how it went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<LastPush>,
+    /// When the inbox answered `410 Gone`: nothing more is pushed for the grant.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_time")]
+    pub gone_at: Option<OffsetDateTime>,
+    /// Whether the grant's end (`grant.revoked` or `grant.expired`) was queued.
+    #[serde(default)]
+    pub ended: bool,
+}
+
+/// One delivery attempt, as the person sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastPush {
+    /// When.
+    #[serde(with = "optin_protocol::timestamp::serde")]
+    pub at: OffsetDateTime,
+    /// The event's type.
+    pub kind: String,
+    /// `delivered`, `retrying`, `failed` or `gone`.
+    pub outcome: String,
+    /// The HTTP status, when one came back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
 }
 
 /// A consent request as stored (tree `requests`, key marketer domain · 0x00 · request id).
@@ -209,6 +291,24 @@ pub enum AuditEvent {
         grant_id: GrantId,
         /// Whose.
         marketer: String,
+    },
+    /// A push event was delivered or given up on; retries are counted in `attempts`, not
+    /// recorded one by one, so an inbox that is down does not grow the log.
+    Pushed {
+        /// The grant.
+        grant_id: GrantId,
+        /// The event's `webhook-id`.
+        event_id: String,
+        /// Its type.
+        kind: String,
+        /// `delivered`, `retrying` (the first failure only), `failed`, `gone` or `dropped`
+        /// (the grant stopped before it was sent).
+        outcome: String,
+        /// The HTTP status, when one came back.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+        /// Attempts so far, this one included.
+        attempts: u32,
     },
     /// Signals were forgotten.
     Forgot {

@@ -14,7 +14,7 @@ use crate::core::CoreError;
 use crate::store::AuditEvent;
 
 /// Signals of the last days: shoes and other things, at two merchants.
-fn mixed() -> Vec<Value> {
+pub(super) fn mixed() -> Vec<Value> {
     let at = |days: i64| ts(T - Duration::days(days));
     vec![
         json!({"id": "s-shoes", "kind": "search", "at": at(1), "category": "Apparel > Shoes", "query": "trail shoes", "engine": "duckduckgo.com"}),
@@ -99,7 +99,7 @@ fn document(domain: &str, id: &str, edit: impl FnOnce(&mut Value)) -> String {
     v.to_string()
 }
 
-fn signed(domain: &str, id: &str, edit: impl FnOnce(&mut Value)) -> String {
+pub(super) fn signed(domain: &str, id: &str, edit: impl FnOnce(&mut Value)) -> String {
     optin_protocol::request::sign(&marketer_key(5), document(domain, id, edit).as_bytes())
 }
 

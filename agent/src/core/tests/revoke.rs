@@ -33,6 +33,7 @@ fn events(records: &[crate::core::command::AuditEntry]) -> Vec<String> {
             AuditEvent::Sharing { paused } => format!("sharing paused={paused}"),
             AuditEvent::Sealed { .. } => "sealed".to_owned(),
             AuditEvent::Denied { .. } => "denied".to_owned(),
+            AuditEvent::Pushed { kind, outcome, .. } => format!("pushed {kind} {outcome}"),
         })
         .collect()
 }

@@ -1,0 +1,361 @@
+//! Push delivery, all but the network (SPEC.md, "Push events"): which events a push grant
+//! makes and when, how each is signed, and what each answer of the inbox does to the queue.
+//! The sender that posts them lives outside the core ([`crate::push`]), since the core knows
+//! no network.
+//!
+//! A grant's events are made when what they announce happens, in the same transaction
+//! (`grant.created` with the approval, `grant.revoked` with the revocation), or when the
+//! schedule says so (a slice every `every`, `grant.expired` once the grant ends). Each is
+//! queued as the bytes that will be sent, so every attempt sends the same event under the
+//! same `webhook-id`. Before each attempt the sender takes a pass of the grant's gate, as a
+//! slice served over HTTPS does, and the grant and the event are read again inside it: once
+//! `revoke` returns, nothing the grant queued before is sent, and an attempt under way was
+//! waited for or cut off.
+
+use optin_protocol::push::{Data, Event};
+use optin_protocol::receipt::{ConsentState, Receipt};
+use optin_protocol::request::{Approved, Delivery, Request};
+use optin_protocol::scope::{SliceQuery, MAX_LIMIT};
+use optin_protocol::slice::SliceClaims;
+use optin_protocol::webhook::{self, Headers, WebhookId};
+use ring::rand::{SecureRandom, SystemRandom};
+use time::{Duration, OffsetDateTime};
+
+use super::gate::{self, Carrier, Pass};
+use super::marketer::Refusal;
+use super::{Core, CoreError};
+use crate::keys::GrantKeys;
+use crate::store::{AuditEvent, Decision, GrantRecord, LastPush, PendingPush, PushTo, Seal, StoreError};
+
+/// The first retry waits this long; each next one twice as long as the one before.
+pub const FIRST_RETRY: Duration = Duration::seconds(30);
+
+/// The longest wait between two attempts.
+pub const LONGEST_RETRY: Duration = Duration::hours(1);
+
+/// Attempts after which an event is given up on: at the longest wait, about four days.
+pub const MAX_ATTEMPTS: u32 = 100;
+
+/// How an attempt went, as the sender saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// The inbox answered 2xx.
+    Delivered {
+        /// The status.
+        status: u16,
+    },
+    /// It may pass: try again later.
+    Later {
+        /// The status, when one came back.
+        status: Option<u16>,
+        /// The wait the inbox asked for.
+        retry_after: Option<std::time::Duration>,
+    },
+    /// Sending the same again would fail the same way.
+    Never {
+        /// The status, when one came back.
+        status: Option<u16>,
+    },
+    /// `410 Gone`: the inbox takes nothing more of this grant.
+    Gone,
+}
+
+/// An event ready to post, with the pass of its grant held until the attempt is settled.
+pub struct PushSend {
+    /// Where to.
+    pub inbox: String,
+    /// The Standard Webhooks headers.
+    pub headers: Headers,
+    /// The event.
+    pub body: Vec<u8>,
+    /// The grant's pass; `None` for the event that ends a grant, the one sent after it stops.
+    pass: Option<Pass>,
+}
+
+impl PushSend {
+    /// Whether the grant was revoked since the pass was taken.
+    pub fn revoked(&self) -> bool {
+        self.pass.as_ref().is_some_and(Pass::revoked)
+    }
+}
+
+impl Core {
+    /// Where a grant approved from `request` pushes, when it does.
+    pub(super) fn push_to(request: &Request) -> Option<PushTo> {
+        match &request.delivery {
+            Delivery::Push { inbox, every } => Some(PushTo { inbox: inbox.to_string(), every: *every }),
+            Delivery::Pull => None,
+        }
+    }
+
+    /// The `grant.created` of a push grant just approved from `request`: its bundle and its
+    /// receipt, signed with the grant's key.
+    pub(super) fn created_event(&self, grant: &GrantRecord, request: &Request, now: OffsetDateTime) -> Result<PendingPush, CoreError> {
+        let keys = self.keys.grant(&grant.id).map_err(|e| CoreError::Internal(e.to_string()))?;
+        let receipt = given(grant, request, &keys).sign(&keys.signing);
+        let event = Event { timestamp: now, data: Data::GrantCreated { bundle: Box::new(self.bundle(grant)?), receipt } };
+        Ok(pending(grant, &event, now, None))
+    }
+
+    /// The event that ends a push grant (`grant.revoked` or `grant.expired`): its receipt with
+    /// the consent ended. `None` for a grant that does not push, whose inbox said it is gone,
+    /// or whose request is no longer stored to make the receipt of.
+    pub(super) fn ended_event(&self, grant: &GrantRecord, state: ConsentState, now: OffsetDateTime) -> Result<Option<PendingPush>, CoreError> {
+        if grant.push.is_none() || self.store.push_state(&grant.id)?.gone_at.is_some() {
+            return Ok(None);
+        }
+        let Some(request) = self.request_of(grant)? else {
+            tracing::error!(grant = %grant.id, "a push grant's request is not stored: its end cannot be pushed");
+            return Ok(None);
+        };
+        let keys = self.keys.grant(&grant.id).map_err(|e| CoreError::Internal(e.to_string()))?;
+        let receipt = given(grant, &request, &keys).ended(state, now).sign(&keys.signing);
+        let data = match state {
+            ConsentState::Expired => Data::GrantExpired { grant_id: grant.id.clone(), receipt },
+            _ => Data::GrantRevoked { grant_id: grant.id.clone(), receipt },
+        };
+        Ok(Some(pending(grant, &Event { timestamp: now, data }, now, None)))
+    }
+
+    /// The request a grant was approved from, as stored.
+    fn request_of(&self, grant: &GrantRecord) -> Result<Option<Request>, CoreError> {
+        let found = self
+            .store
+            .requests()?
+            .into_iter()
+            .find(|s| s.seal == Seal::Valid && matches!(&s.record.decision, Decision::Approved { grant_id, .. } if *grant_id == grant.id));
+        Ok(found.map(|s| s.record.request))
+    }
+
+    /// Queues what the schedule makes due at `now`: for every push grant in force, a slice
+    /// of the signals since the inbox last took one, every `every` (none when there is
+    /// nothing new, or one still waits); for a grant that reached its end, `grant.expired`.
+    pub fn push_schedule(&self, now: OffsetDateTime) -> Result<(), CoreError> {
+        for stored in self.store.grants()? {
+            let grant = stored.record;
+            let Some(push) = &grant.push else { continue };
+            if stored.seal != Seal::Valid || grant.revoked_at.is_some() {
+                continue;
+            }
+            let state = self.store.push_state(&grant.id)?;
+            if state.gone_at.is_some() || state.ended {
+                continue;
+            }
+            if now >= grant.terms.expires_at {
+                if let Some(end) = self.ended_event(&grant, ConsentState::Expired, now)? {
+                    self.store.queue_push(&end, |s| s.ended = true)?;
+                }
+                continue;
+            }
+            if state.next_slice_at.is_some_and(|at| at > now) {
+                continue;
+            }
+            let next = now + push.every.duration();
+            let waiting = self.store.queued_pushes(&grant.id)?.iter().any(|e| e.kind == "slice.delivered");
+            let slice = if waiting { None } else { self.pushed_slice(&grant, state.acked_until, now)? };
+            match slice {
+                Some(item) => match self.store.queue_push(&item, |s| s.next_slice_at = Some(next)) {
+                    Err(StoreError::QueueFull(n)) => {
+                        tracing::warn!(grant = %grant.id, queued = n, "the push queue is full: the slice waits for the next round")
+                    }
+                    other => other?,
+                },
+                None => {
+                    self.store.queue_push_state(&grant.id, |s| s.next_slice_at = Some(next))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A slice of `grant`'s signals since `since`, signed and recorded as served, as a queued
+    /// `slice.delivered`; `None` when there is nothing new or sharing is paused.
+    fn pushed_slice(&self, grant: &GrantRecord, since: Option<OffsetDateTime>, now: OffsetDateTime) -> Result<Option<PendingPush>, CoreError> {
+        let keys = self.keys.grant(&grant.id).map_err(|e| CoreError::Internal(e.to_string()))?;
+        let query = SliceQuery { since, limit: Some(MAX_LIMIT), ..SliceQuery::default() };
+        let claims = match self.claims(grant, &grant.terms, &keys, &query, now) {
+            Ok(claims) => claims,
+            Err(Refusal::Paused) => return Ok(None),
+            Err(refusal) => return Err(CoreError::Internal(format!("cannot cut a pushed slice: {}", refusal.status()))),
+        };
+        if claims.items.is_empty() {
+            return Ok(None);
+        }
+        let signed = self.store.append_audit_with(now, |seq| {
+            let claims = SliceClaims { audit_seq: Some(seq), ..claims };
+            let payload = serde_json::to_vec(&claims).map_err(|e| CoreError::Internal(e.to_string()))?;
+            let jws = optin_protocol::jws::sign(&keys.signing, &payload);
+            let event = AuditEvent::Served {
+                grant_id: grant.id.clone(),
+                marketer: grant.marketer.clone(),
+                audience: None,
+                asked: "push".into(),
+                items: claims.items.len(),
+                slice_id: claims.jti.clone(),
+                jws_sha256: optin_protocol::hex(&optin_protocol::sha256(jws.as_bytes())),
+            };
+            Ok::<_, CoreError>((event, (jws, claims.jti)))
+        });
+        let (_, (jws, jti)) = signed??;
+        let jti = WebhookId::parse(&jti).ok_or_else(|| CoreError::Internal("a slice id is not a webhook id".into()))?;
+        let event = Event { timestamp: now, data: Data::SliceDelivered { grant_id: grant.id.clone(), jti, slice: jws } };
+        Ok(Some(pending(grant, &event, now, Some(now))))
+    }
+
+    /// Events due at `now`, the earliest first.
+    pub fn push_due(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<PendingPush>, CoreError> {
+        Ok(self.store.due_pushes(now, limit)?)
+    }
+
+    /// Makes `item` ready to post at `now`, or says why not (`None`): its grant stopped, so
+    /// it was dropped; or its grant's gate is full, so it waits. The pass is taken on
+    /// `carrier`, which a revocation cuts: the sender stops posting when it is.
+    pub async fn push_admit(&self, item: &PendingPush, carrier: &Carrier, now: OffsetDateTime) -> Result<Option<PushSend>, CoreError> {
+        let pass = if item.ends_grant() {
+            None
+        } else {
+            match self.gates.enter(&item.grant_id, Some(carrier)) {
+                Ok(pass) => Some(pass),
+                Err(gate::Closed::Full) => return Ok(None),
+                Err(gate::Closed::Revoked) => {
+                    self.push_drop(item, now)?;
+                    return Ok(None);
+                }
+            }
+        };
+        // Read again inside the gate: a revocation stores itself before it closes the gate,
+        // so either it is seen here or it waits for this pass.
+        let grant = self.store.grant(&item.grant_id)?;
+        let in_force = grant.as_ref().is_some_and(|g| g.revoked_at.is_none() && now < g.terms.expires_at);
+        let Some(push) = grant.as_ref().and_then(|g| g.push.clone()) else {
+            self.push_drop(item, now)?;
+            return Ok(None);
+        };
+        if !item.ends_grant() && !in_force {
+            self.push_drop(item, now)?;
+            return Ok(None);
+        }
+        if !self.store.queued_pushes(&item.grant_id)?.iter().any(|e| e.event_id == item.event_id) {
+            return Ok(None);
+        }
+        let keys = self.keys.grant(&item.grant_id).map_err(|e| CoreError::Internal(e.to_string()))?;
+        let id = WebhookId::parse(&item.event_id).ok_or_else(|| CoreError::Internal("a queued event id is not a webhook id".into()))?;
+        let headers = webhook::sign(&keys.signing, &id, now, item.body.as_bytes());
+        Ok(Some(PushSend { inbox: push.inbox, headers, body: item.body.clone().into_bytes(), pass }))
+    }
+
+    /// Settles an attempt of `item`: delivered, it leaves the queue (a slice moves the
+    /// grant's watermark); failed for now, it is tried again after a backoff; failed for good,
+    /// it is dropped; gone, every event of the grant is and its pushes stop. The first
+    /// failure and the outcome are audited, not every retry.
+    pub fn push_settle(&self, item: &PendingPush, outcome: PushOutcome, now: OffsetDateTime) -> Result<(), CoreError> {
+        let attempts = item.attempts.saturating_add(1);
+        let (word, status) = match outcome {
+            PushOutcome::Delivered { status } => ("delivered", Some(status)),
+            PushOutcome::Later { status, .. } if attempts < MAX_ATTEMPTS => ("retrying", status),
+            PushOutcome::Later { status, .. } | PushOutcome::Never { status } => ("failed", status),
+            PushOutcome::Gone => ("gone", Some(410)),
+        };
+        let next = match outcome {
+            PushOutcome::Later { retry_after, .. } if word == "retrying" => {
+                Some(PendingPush { attempts, next_at: now + backoff(attempts, retry_after), ..item.clone() })
+            }
+            _ => None,
+        };
+        let last = LastPush { at: now, kind: item.kind.clone(), outcome: word.into(), status };
+        let gone = outcome == PushOutcome::Gone;
+        let acked = matches!(outcome, PushOutcome::Delivered { .. }).then_some(item.until).flatten();
+        let settled = self.store.settle_push(item, next.as_ref(), gone, |s| {
+            s.last = Some(last.clone());
+            if gone {
+                s.gone_at = Some(now);
+            }
+            if let Some(until) = acked {
+                s.acked_until = Some(until);
+            }
+        })?;
+        if settled && (word != "retrying" || attempts == 1) {
+            self.push_audit(item, word, status, attempts, now)?;
+        }
+        if gone {
+            tracing::warn!(grant = %item.grant_id, "the inbox answered 410 Gone: the grant's pushes stop");
+        }
+        Ok(())
+    }
+
+    /// Drops an event whose grant stopped before it was sent.
+    fn push_drop(&self, item: &PendingPush, now: OffsetDateTime) -> Result<(), CoreError> {
+        if self.store.settle_push(item, None, false, |_| {})? {
+            self.push_audit(item, "dropped", None, item.attempts, now)?;
+        }
+        Ok(())
+    }
+
+    fn push_audit(&self, item: &PendingPush, outcome: &str, status: Option<u16>, attempts: u32, now: OffsetDateTime) -> Result<(), CoreError> {
+        let event = AuditEvent::Pushed {
+            grant_id: item.grant_id.clone(),
+            event_id: item.event_id.clone(),
+            kind: item.kind.clone(),
+            outcome: outcome.into(),
+            status,
+            attempts,
+        };
+        self.store.append_audit(now, event)?;
+        Ok(())
+    }
+}
+
+/// The receipt of a grant as given: what the request asked, narrowed to the grant's terms.
+fn given(grant: &GrantRecord, request: &Request, keys: &GrantKeys) -> Receipt {
+    let t = &grant.terms;
+    let approved = Approved {
+        kinds: t.kinds.clone(),
+        granularity: t.granularity,
+        window: t.window,
+        duration: request.terms.duration,
+        categories: t.categories.clone(),
+        merchants: t.merchants.clone(),
+    };
+    Receipt::given(request, &grant.id, &keys.pseudonym, &approved, t, grant.created_at)
+}
+
+fn pending(grant: &GrantRecord, event: &Event, now: OffsetDateTime, until: Option<OffsetDateTime>) -> PendingPush {
+    PendingPush {
+        v: 1,
+        grant_id: grant.id.clone(),
+        event_id: event.webhook_id().to_string(),
+        kind: event.data.type_name().into(),
+        body: event.to_json(),
+        attempts: 0,
+        next_at: now,
+        until,
+    }
+}
+
+/// The wait before attempt `attempts + 1`: 30 s doubling up to an hour, or what the inbox
+/// asked for if longer (within the hour), less up to a tenth at random so that grants that
+/// failed together do not all try again together.
+pub fn backoff(attempts: u32, retry_after: Option<std::time::Duration>) -> Duration {
+    let doubled = FIRST_RETRY.checked_mul(1 << attempts.saturating_sub(1).min(16)).unwrap_or(LONGEST_RETRY);
+    let asked = retry_after.and_then(|d| Duration::try_from(d).ok()).unwrap_or(Duration::ZERO);
+    let wait = doubled.max(asked).min(LONGEST_RETRY);
+    let mut byte = [0u8; 1];
+    let jitter = if SystemRandom::new().fill(&mut byte).is_ok() { wait * (f64::from(byte[0]) / 2550.0) } else { Duration::ZERO };
+    wait - jitter
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backs_off_from_half_a_minute_to_an_hour() {
+        for (attempts, at_least, at_most) in [(1, 27, 30), (2, 54, 60), (3, 108, 120), (8, 3240, 3600), (40, 3240, 3600)] {
+            let wait = backoff(attempts, None).whole_seconds();
+            assert!((at_least..=at_most).contains(&wait), "{attempts}: {wait}");
+        }
+        let asked = backoff(1, Some(std::time::Duration::from_secs(600))).whole_seconds();
+        assert!((540..=600).contains(&asked), "{asked}");
+        assert!(backoff(1, Some(std::time::Duration::from_secs(86_400))).whole_seconds() <= 3600);
+    }
+}

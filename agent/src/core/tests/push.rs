@@ -1,0 +1,131 @@
+//! Push grants without the network: approving a push request queues `grant.created`, the
+//! schedule queues slices of what is new, each attempt is signed so the marketer's side of
+//! the protocol verifies it, the inbox's answers settle the queue, and revoking drops what
+//! waits and queues `grant.revoked`.
+
+use optin_protocol::bundle::GrantBundle;
+use optin_protocol::push::{self, Data};
+use optin_protocol::webhook::{Headers, DEFAULT_TOLERANCE};
+use serde_json::json;
+use time::Duration;
+
+use super::requests::{mixed, signed};
+use super::{World, T};
+use crate::core::command::{ApprovalChoices, Request, RequestName, Response};
+use crate::core::gate::Carrier;
+use crate::core::push::{PushOutcome, PushSend};
+use crate::store::{AuditEvent, PendingPush};
+
+impl World {
+    /// Approves a push request of acme.example that pushes every hour.
+    async fn push_grant(&self) -> GrantBundle {
+        let jws = signed("acme.example", "push-1", |v| v["delivery"] = json!({"method": "push", "inbox": "https://inbox.acme.example/hook", "every": "1h"}));
+        self.run(Request::AddConsentRequest { jws, fetched_from: None }).await;
+        let name: RequestName = "push-1".parse().expect("a request name");
+        let Response::Approved { bundle, .. } = self.run(Request::Approve { name, choices: ApprovalChoices::default() }).await else { panic!("not approved") };
+        *bundle
+    }
+
+    fn due(&self, at: time::OffsetDateTime) -> Vec<PendingPush> {
+        self.core.push_due(at, 100).expect("the queue")
+    }
+
+    async fn send(&self, item: &PendingPush) -> Option<PushSend> {
+        self.core.push_admit(item, &Carrier::new(), T).await.expect("admitted or not")
+    }
+
+    fn pushed(&self) -> Vec<String> {
+        let log = self.core.store().audit_log().expect("the log");
+        log.records
+            .into_iter()
+            .filter_map(|r| match r.record.event {
+                AuditEvent::Pushed { kind, outcome, attempts, .. } => Some(format!("{kind} {outcome} {attempts}")),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn headers(send: &PushSend) -> Headers {
+    send.headers.clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_event_of_a_push_grant_verifies_as_the_marketer_receives_it() {
+    let world = World::new();
+    world.ingest(&mixed()).await;
+    let bundle = world.push_grant().await;
+    // Approved: the grant and its grant.created, nothing else yet.
+    let [created] = <[PendingPush; 1]>::try_from(world.due(T)).expect("one event");
+    let send = world.send(&created).await.expect("sent");
+    assert_eq!(send.inbox, "https://inbox.acme.example/hook");
+    let got = push::receive_new_grant(&headers(&send), &send.body, T, DEFAULT_TOLERANCE).expect("grant.created verifies");
+    let Data::GrantCreated { bundle: pushed, .. } = &got.event.data else { panic!("not grant.created") };
+    assert_eq!(**pushed, bundle);
+    world.core.push_settle(&created, PushOutcome::Delivered { status: 200 }, T).expect("settled");
+    // The schedule runs at once: a slice of what is there, verified with the bundle.
+    world.core.push_schedule(T).expect("scheduled");
+    let [slice] = <[PendingPush; 1]>::try_from(world.due(T)).expect("one slice");
+    let send = world.send(&slice).await.expect("sent");
+    let got = push::receive(&bundle.jwk, &headers(&send), &send.body, T, DEFAULT_TOLERANCE).expect("slice.delivered verifies");
+    let Data::SliceDelivered { slice: jws, jti, .. } = &got.event.data else { panic!("not a slice") };
+    let claims = bundle.verify_slice(jws).expect("the slice verifies with the bundle");
+    assert_eq!((claims.jti.as_str(), claims.items.is_empty()), (jti.as_str(), false));
+    assert_eq!(got.id.as_str(), claims.jti, "the webhook-id is the slice's jti");
+    // Sent again, the same event goes under the same id.
+    let again = world.send(&slice).await.expect("sent");
+    assert_eq!((again.headers.id.as_str(), &again.body), (send.headers.id.as_str(), &send.body));
+    world.core.push_settle(&slice, PushOutcome::Delivered { status: 204 }, T).expect("settled");
+    // Nothing new and not yet due: nothing more is queued.
+    world.core.push_schedule(T + Duration::minutes(59)).expect("scheduled");
+    world.core.push_schedule(T + Duration::hours(2)).expect("scheduled");
+    assert!(world.due(T + Duration::hours(3)).is_empty(), "the watermark leaves nothing new");
+    // Revoked: grant.revoked, with the consent withdrawn.
+    world.revoke(&bundle.grant_id).await;
+    let [revoked] = <[PendingPush; 1]>::try_from(world.due(T)).expect("one event");
+    let send = world.send(&revoked).await.expect("sent after the revocation");
+    let got = push::receive(&bundle.jwk, &headers(&send), &send.body, T, DEFAULT_TOLERANCE).expect("grant.revoked verifies");
+    assert!(matches!(got.event.data, Data::GrantRevoked { .. }));
+    world.core.push_settle(&revoked, PushOutcome::Delivered { status: 200 }, T).expect("settled");
+    assert_eq!(world.pushed(), ["grant.created delivered 1", "slice.delivered delivered 1", "grant.revoked delivered 1"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_drops_what_waits_and_an_attempt_under_way_is_not_settled_back() {
+    let world = World::new();
+    world.ingest(&mixed()).await;
+    let bundle = world.push_grant().await;
+    world.core.push_schedule(T).expect("scheduled");
+    let due = world.due(T);
+    assert_eq!(due.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["grant.created", "slice.delivered"]);
+    world.revoke(&bundle.grant_id).await;
+    let after: Vec<String> = world.due(T).into_iter().map(|e| e.kind).collect();
+    assert_eq!(after, ["grant.revoked"], "what waited is dropped");
+    // An attempt taken from the queue before the revocation is refused by the gate.
+    assert!(world.send(&due[1]).await.is_none());
+    world.core.push_settle(&due[1], PushOutcome::Later { status: Some(503), retry_after: None }, T).expect("settled");
+    assert_eq!(world.due(T + Duration::hours(2)).len(), 1, "a late failure does not put the slice back");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failures_back_off_with_one_record_and_410_stops_the_grant() {
+    let world = World::new();
+    let bundle = world.push_grant().await;
+    let [created] = <[PendingPush; 1]>::try_from(world.due(T)).expect("one event");
+    let later = PushOutcome::Later { status: Some(503), retry_after: None };
+    world.core.push_settle(&created, later, T).expect("settled");
+    assert!(world.due(T + Duration::seconds(26)).is_empty(), "waits about 30 s");
+    let [retry] = <[PendingPush; 1]>::try_from(world.due(T + Duration::seconds(30))).expect("due again");
+    assert_eq!((retry.attempts, &retry.event_id, &retry.body), (1, &created.event_id, &created.body));
+    world.core.push_settle(&retry, later, T + Duration::seconds(30)).expect("settled");
+    let [retry] = <[PendingPush; 1]>::try_from(world.due(T + Duration::minutes(2))).expect("due again");
+    assert_eq!(world.pushed(), ["grant.created retrying 1"], "retries are counted, not recorded");
+    world.core.push_settle(&retry, PushOutcome::Gone, T + Duration::minutes(2)).expect("settled");
+    assert_eq!(world.pushed(), ["grant.created retrying 1", "grant.created gone 3"]);
+    world.core.push_schedule(T + Duration::hours(5)).expect("scheduled");
+    world.revoke(&bundle.grant_id).await;
+    assert!(world.due(T + Duration::days(1)).is_empty(), "a gone inbox is sent nothing more, not even the revocation");
+    let Response::Grants { grants } = world.run(Request::Grants).await else { panic!("not grants") };
+    let push = grants[0].push.as_ref().expect("a push grant");
+    assert_eq!((push.gone_at.is_some(), push.queued), (true, 0));
+}
