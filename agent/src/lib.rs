@@ -12,6 +12,9 @@
 //! - [`serve`]: `optin serve`. `http` is the only module that knows HTTP; `listener` the
 //!   TLS connections, caps and timeouts; `admin` the admin socket's server.
 //!   [`serve::serve`] runs in-process on given listeners.
+//! - [`push`]: the sender `optin serve` runs, which posts push grants' queued events to
+//!   their inboxes through [`outbound`]; what to send and what an answer does is the
+//!   core's (`core::push`).
 //! - [`session`]: reaching optin from another process: the running agent over its admin
 //!   socket, or the store itself when none runs. The CLI and the native host use it.
 //! - [`cli`]: flags, dispatch and printing of `optin`.
@@ -26,8 +29,8 @@
 //!   `core` → `store`, `keys`, `tls`, `merchant` → `home`. A module never imports one
 //!   above it: `store` knows no `core`, `core` no way in, `serve` and `session` not each
 //!   other. `architecture.rs` checks this on the sources.
-//! - Nothing leaves the store except through [`core::Core::slice`] (and the owner's
-//!   preview), which evaluate scope with `optin_protocol::scope::Terms::evaluate` only.
+//! - Nothing leaves the store except through [`core::Core::slice`], a pushed slice (and the
+//!   owner's preview), which evaluate scope with `optin_protocol::scope::Terms::evaluate` only.
 //! - Failures carry a kind decided once ([`core::CoreError::kind`]): the admin socket and
 //!   the native host say `invalid`/`not_found` (the request is wrong: drop it) apart from
 //!   `unavailable`/`internal` (try again later).
@@ -46,6 +49,7 @@ pub mod import;
 pub mod keys;
 pub mod merchant;
 pub mod outbound;
+pub mod push;
 pub mod serve;
 pub mod session;
 pub mod store;

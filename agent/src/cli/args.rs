@@ -174,6 +174,9 @@ pub struct ServeArgs {
     /// accepted; connections already open are never closed to make room.
     #[arg(long, default_value_t = crate::serve::DEFAULT_MAX_CONNECTIONS, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub max_connections: u32,
+    /// How pushes reach marketers' inboxes.
+    #[command(flatten)]
+    pub outbound: OutboundArgs,
 }
 
 /// How optin reaches a marketer's site and inbox over HTTPS. For the commands that connect

@@ -340,8 +340,14 @@ fn unexpected<T>() -> Result<T> {
 
 async fn serve(dir: PathBuf, args: ServeArgs) -> Result<()> {
     let tls = TlsSource { user: args.tls_cert.zip(args.tls_key) };
-    let config =
-        crate::serve::ServeConfig { home: dir, listen: args.listen, tls, abandon_after: args.abandon_after, max_connections: args.max_connections as usize };
+    let config = crate::serve::ServeConfig {
+        home: dir,
+        listen: args.listen,
+        tls,
+        abandon_after: args.abandon_after,
+        max_connections: args.max_connections as usize,
+        outbound: args.outbound.config(),
+    };
     crate::serve::run(config).await
 }
 

@@ -10,6 +10,8 @@
 //! - [`listener`]: TLS connections, their cap and their timeouts;
 //! - [`admin`]: the admin socket's server side.
 //!
+//! Beside them runs the push sender ([`crate::push`]), which only connects out.
+//!
 //! The certificate comes from [`crate::tls`], which the offline session uses too.
 
 pub mod admin;
@@ -54,6 +56,8 @@ pub struct ServeConfig {
     pub abandon_after: optin_protocol::span::Span,
     /// Most connections at once; more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// How pushes reach inboxes.
+    pub outbound: crate::outbound::OutboundConfig,
 }
 
 /// What [`serve`] listens on.
@@ -66,6 +70,8 @@ pub struct Listeners {
     pub max_connections: usize,
     /// The admin socket and the uid allowed to use it, if any.
     pub admin: Option<(UnixListener, u32)>,
+    /// The client pushes go out through; without one, push events wait in the queue.
+    pub pushes: Option<crate::outbound::Client>,
 }
 
 /// Serves the HTTPS API and the admin socket over `core` until `shutdown` completes; then
@@ -74,11 +80,15 @@ pub async fn serve(listeners: Listeners, core: Arc<Core>, shutdown: impl Future<
     let (stop_tx, stop_rx) = watch::channel(false);
     let admin = listeners.admin.map(|(socket, owner)| tokio::spawn(admin::serve(socket, owner, core.clone(), stop_rx.clone())));
     let acceptor = TlsAcceptor::from(listeners.tls);
+    let pushes = listeners.pushes.map(|client| tokio::spawn(crate::push::run(core.clone(), client, stop_rx.clone())));
     let https = tokio::spawn(listener::accept_loop(listeners.https, acceptor, http::app(core.clone()), listeners.max_connections, stop_rx));
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     https.await.context("listener task failed")??;
+    if let Some(pushes) = pushes {
+        pushes.await.context("push task failed")?;
+    }
     if let Some(admin) = admin {
         admin.await.context("admin task failed")??;
     }
@@ -107,7 +117,8 @@ pub async fn run(config: ServeConfig) -> Result<()> {
     let shutdown = shutdown_signal()?;
     let admin = admin::bind(&home)?;
     let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(home.root())?);
-    let listeners = Listeners { https, tls: identity.config, max_connections: config.max_connections, admin: Some((admin, owner)) };
+    let pushes = crate::outbound::Client::new(config.outbound).context("cannot set up pushes")?;
+    let listeners = Listeners { https, tls: identity.config, max_connections: config.max_connections, admin: Some((admin, owner)), pushes: Some(pushes) };
 
     // The ready line is how scripts learn the address; a closed stdout must not stop the
     // agent (println! would panic), so a failed write is only logged.

@@ -408,7 +408,7 @@ async fn serve_runs_in_process_until_its_shutdown_future() {
     let config = CoreConfig { abandon_after: "24h".parse().expect("a span"), agent_url: url, cert_sha256: identity.sha256.clone() };
     let core = Arc::new(Core::new(Store::open(&home.store()).expect("a store"), Keys::load_or_create(&home).expect("a key"), config));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let listeners = super::Listeners { https, tls: identity.config, max_connections: 4, admin: Some((admin, owner)) };
+    let listeners = super::Listeners { https, tls: identity.config, max_connections: 4, admin: Some((admin, owner)), pushes: None };
     let server = tokio::spawn(super::serve(listeners, core.clone(), async {
         let _ = stopped.await;
     }));
