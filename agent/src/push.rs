@@ -31,11 +31,15 @@ const ANSWER_BYTES: usize = 16 * 1024;
 
 /// Runs rounds until `stop` turns true.
 pub async fn run(core: Arc<Core>, client: Client, mut stop: watch::Receiver<bool>) {
+    // The first round also takes the events waiting for a retry: the agent was not running,
+    // and what failed then may well pass now that it is.
+    let mut ahead = core::push::LONGEST_RETRY;
     loop {
         if *stop.borrow() {
             return;
         }
-        round(&core, &client, &mut stop).await;
+        round(&core, &client, ahead, &mut stop).await;
+        ahead = time::Duration::ZERO;
         tokio::select! {
             _ = stop.changed() => {}
             () = tokio::time::sleep(ROUND) => {}
@@ -43,12 +47,12 @@ pub async fn run(core: Arc<Core>, client: Client, mut stop: watch::Receiver<bool
     }
 }
 
-async fn round(core: &Arc<Core>, client: &Client, stop: &mut watch::Receiver<bool>) {
+async fn round(core: &Arc<Core>, client: &Client, ahead: time::Duration, stop: &mut watch::Receiver<bool>) {
     let now = core::now();
     if let Err(e) = blocking(|| core.push_schedule(now)) {
         tracing::error!(error = %e, "cannot run the push schedule");
     }
-    let due = match blocking(|| core.push_due(now, BATCH)) {
+    let due = match blocking(|| core.push_due(now + ahead, BATCH)) {
         Ok(due) => due,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the push queue");

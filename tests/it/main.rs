@@ -27,6 +27,7 @@ mod ingest;
 mod jose;
 mod linkability;
 mod permissions;
+mod push;
 mod requests;
 mod restart;
 mod revoke;

@@ -129,7 +129,7 @@ impl Core {
 
     /// Queues what the schedule makes due at `now`: for every push grant in force, a slice
     /// of the signals since the inbox last took one, every `every` (none when there is
-    /// nothing new, or one still waits); for a grant that reached its end, `grant.expired`.
+    /// nothing new, one still waits, or the grant's `grant.created` does); for a grant that reached its end, `grant.expired`.
     pub fn push_schedule(&self, now: OffsetDateTime) -> Result<(), CoreError> {
         for stored in self.store.grants()? {
             let grant = stored.record;
@@ -151,9 +151,15 @@ impl Core {
                 continue;
             }
             let next = now + push.every.duration();
-            let waiting = self.store.queued_pushes(&grant.id)?.iter().any(|e| e.kind == "slice.delivered");
-            let slice = if waiting { None } else { self.pushed_slice(&grant, state.acked_until, now)? };
-            match slice {
+            // A slice waits while one is queued (the next would cover the same signals), and
+            // while the grant's `grant.created` is: without the bundle, the marketer could not
+            // verify it.
+            let waiting = self.store.queued_pushes(&grant.id)?.iter().any(|e| matches!(e.kind.as_str(), "slice.delivered" | "grant.created"));
+            if waiting {
+                // Due still: the slice is cut once what it waits for is settled.
+                continue;
+            }
+            match self.pushed_slice(&grant, state.acked_until, now)? {
                 Some(item) => match self.store.queue_push(&item, |s| s.next_slice_at = Some(next)) {
                     Err(StoreError::QueueFull(n)) => {
                         tracing::warn!(grant = %grant.id, queued = n, "the push queue is full: the slice waits for the next round")
