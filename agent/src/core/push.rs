@@ -142,8 +142,11 @@ impl Core {
                 continue;
             }
             if now >= grant.terms.expires_at {
-                if let Some(end) = self.ended_event(&grant, ConsentState::Expired, now)? {
-                    self.store.queue_push(&end, |s| s.ended = true)?;
+                match self.ended_event(&grant, ConsentState::Expired, now)? {
+                    Some(end) => self.store.queue_push(&end, |s| s.ended = true)?,
+                    // Settled all the same, so a grant whose end cannot be pushed is not
+                    // looked at again every round.
+                    None => self.store.queue_push_state(&grant.id, |s| s.ended = true)?,
                 }
                 continue;
             }

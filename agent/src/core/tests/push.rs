@@ -133,3 +133,18 @@ async fn failures_back_off_with_one_record_and_410_stops_the_grant() {
     let push = grants[0].push.as_ref().expect("a push grant");
     assert_eq!((push.gone_at.is_some(), push.queued), (true, 0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grant_that_ends_pushes_grant_expired_once() {
+    let world = World::new();
+    let bundle = world.push_grant().await;
+    let [created] = <[PendingPush; 1]>::try_from(world.due(T)).expect("one event");
+    world.core.push_settle(&created, PushOutcome::Delivered { status: 200 }, T).expect("settled");
+    let end = bundle.terms.expires_at;
+    world.core.push_schedule(end).expect("scheduled");
+    world.core.push_schedule(end + Duration::hours(2)).expect("scheduled again");
+    let [expired] = <[PendingPush; 1]>::try_from(world.due(end + Duration::hours(2))).expect("grant.expired, once");
+    let send = world.core.push_admit(&expired, &Carrier::new(), end).await.expect("admitted or not").expect("sent after the end");
+    let got = push::receive(&bundle.jwk, &send.headers, &send.body, end, DEFAULT_TOLERANCE).expect("grant.expired verifies");
+    assert!(matches!(got.event.data, Data::GrantExpired { .. }));
+}
