@@ -150,7 +150,7 @@ async fn rejects_every_sampled_bit_flip_of_a_real_token() {
     // No altered token is genuine, so none is pinned on the grant: forged tokens are counted,
     // not recorded one by one (else anyone could fill the person's disk with garbage).
     let audit = agent.cli(&["audit", "--json"]).await.json();
-    let refused: Vec<&serde_json::Value> = audit.as_array().expect("array").iter().map(|r| &r["event"]).filter(|e| e["type"] == "refused").collect();
+    let refused: Vec<&serde_json::Value> = audit["records"].as_array().expect("array").iter().map(|r| &r["event"]).filter(|e| e["type"] == "refused").collect();
     assert!(refused.is_empty(), "forged tokens leave no record: {refused:?}");
     let human = agent.cli(&["audit"]).await;
     let counted = format!("\nand {} requests with unknown or forged tokens since the agent started (counted, not recorded one by one)\n", variants.len());

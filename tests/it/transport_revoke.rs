@@ -44,7 +44,7 @@ fn many_long_searches() -> String {
 /// The audit's events of `grant`, in order.
 async fn events_of(agent: &Agent, grant: &str) -> Vec<Value> {
     let audit = agent.cli(&["audit", "--json"]).await.json();
-    let records = audit.as_array().expect("an array");
+    let records = audit["records"].as_array().expect("an array");
     records.iter().map(|r| r["event"].clone()).filter(|e| e["grant_id"] == grant).collect()
 }
 
