@@ -310,6 +310,8 @@ impl Core {
             attempts,
         };
         self.store.append_audit(now, event)?;
+        // Flushed like the settlement before it, so a kill right after leaves both.
+        self.store.flush()?;
         Ok(())
     }
 }
