@@ -9,6 +9,8 @@
 //!   and stops it with SIGTERM (checking the exit) or SIGKILL.
 //! - [`fixture`] writes signals relative to the moment a test runs; [`marketer`] fetches
 //!   slices and checks refusals the way a marketer would see them.
+//! - [`site`] serves a marketer's site or inbox over real TLS under a made-up name, with a
+//!   certificate authority made for the test, for `--ca-file` and `--resolve`.
 //!
 //! Every wait is bounded, so a hung agent fails a test instead of hanging the run. Tests use
 //! the panicking methods; the benchmark, which reports failures instead of panicking, uses the
@@ -19,6 +21,7 @@ mod cli;
 pub mod fixture;
 mod home;
 pub mod marketer;
+pub mod site;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
