@@ -20,6 +20,7 @@ mod audit;
 mod browser;
 mod carts;
 mod cli;
+mod fetch;
 mod forget;
 mod hostile;
 mod import;

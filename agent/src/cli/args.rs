@@ -179,10 +179,10 @@ pub struct ServeArgs {
     pub outbound: OutboundArgs,
 }
 
-/// How optin reaches a marketer's site and inbox over HTTPS. For the commands that connect
-/// out (fetching a consent request, pushing slices); no command takes these flags yet.
+/// How optin reaches a marketer's site and inbox over HTTPS, for the commands that connect
+/// out (`requests fetch`, and pushes). Each applies to every connection such a command
+/// makes: a fetch tells the marketer the person's address as surely as a push does.
 #[derive(Args, Debug, Default)]
-#[allow(dead_code)] // Flattened into those commands as they arrive; a flag that did nothing would mislead.
 pub struct OutboundArgs {
     /// Also trust the certificate authorities in this PEM file, besides the system's. Repeatable.
     #[arg(long = "ca-file", value_name = "PEM")]
@@ -191,13 +191,13 @@ pub struct OutboundArgs {
     /// the certificate is still checked against HOST. Repeatable.
     #[arg(long, value_name = "HOST:PORT:ADDR")]
     pub resolve: Vec<crate::outbound::Resolve>,
-    /// Send pushes through this SOCKS5 proxy (Tor, for one), which also looks the
-    /// marketer's name up, so the marketer does not learn your address.
+    /// Connect to marketers through this SOCKS5 proxy (Tor, for one), which also looks
+    /// their names up, so they do not learn your address: every connection, fetches and
+    /// pushes alike.
     #[arg(long, value_name = "socks5h://HOST:PORT")]
     pub push_proxy: Option<crate::outbound::Proxy>,
 }
 
-#[allow(dead_code)]
 impl OutboundArgs {
     /// The client's configuration, with the default time bounds.
     pub fn config(self) -> crate::outbound::OutboundConfig {

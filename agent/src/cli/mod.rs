@@ -10,10 +10,10 @@
 //! is wrong. A standard output closed early (`optin signals | head -1`) is success: the
 //! reader has what it wanted. Errors go to standard error as `error: …`.
 //!
-//! Only `serve`, `ingest`, `import`, `grant`, `requests add`, `ingest-token` and `browser
-//! install` (and the native host, which the browser starts) make a home that does not exist: they start
-//! using optin, or set it up. Every other command looks at what is there, and says so when
-//! there is no home rather than showing an empty one.
+//! Only `serve`, `ingest`, `import`, `grant`, `requests add`, `requests fetch`, `ingest-token`
+//! and `browser install` (and the native host, which the browser starts) make a home that does
+//! not exist: they start using optin, or set it up. Every other command looks at what is
+//! there, and says so when there is no home rather than showing an empty one.
 
 mod args;
 mod print;
