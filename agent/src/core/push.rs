@@ -25,7 +25,7 @@ use super::gate::{self, Carrier, Pass};
 use super::marketer::Refusal;
 use super::{Core, CoreError};
 use crate::keys::GrantKeys;
-use crate::store::{AuditEvent, Decision, GrantRecord, LastPush, PendingPush, PushTo, Seal, StoreError};
+use crate::store::{AuditEvent, Decision, GrantRecord, LastPush, PendingPush, PushTo, Seal, MAX_QUEUED};
 
 /// The first retry waits this long; each next one twice as long as the one before.
 pub const FIRST_RETRY: Duration = Duration::seconds(30);
@@ -132,47 +132,47 @@ impl Core {
     /// nothing new, one still waits, or the grant's `grant.created` does); for a grant that reached its end, `grant.expired`.
     pub fn push_schedule(&self, now: OffsetDateTime) -> Result<(), CoreError> {
         for stored in self.store.grants()? {
-            let grant = stored.record;
-            let Some(push) = &grant.push else { continue };
-            if stored.seal != Seal::Valid || grant.revoked_at.is_some() {
+            if stored.seal != Seal::Valid || stored.record.revoked_at.is_some() {
                 continue;
             }
-            let state = self.store.push_state(&grant.id)?;
-            if state.gone_at.is_some() || state.ended {
-                continue;
+            // One grant's failure is logged and leaves the others on schedule.
+            if let Err(e) = self.schedule(&stored.record, now) {
+                tracing::error!(grant = %stored.record.id, error = %e, "cannot run a push grant's schedule");
             }
-            if now >= grant.terms.expires_at {
-                match self.ended_event(&grant, ConsentState::Expired, now)? {
-                    Some(end) => self.store.queue_push(&end, |s| s.ended = true)?,
-                    // Settled all the same, so a grant whose end cannot be pushed is not
-                    // looked at again every round.
-                    None => self.store.queue_push_state(&grant.id, |s| s.ended = true)?,
-                }
-                continue;
+        }
+        Ok(())
+    }
+
+    fn schedule(&self, grant: &GrantRecord, now: OffsetDateTime) -> Result<(), CoreError> {
+        let Some(push) = &grant.push else { return Ok(()) };
+        let state = self.store.push_state(&grant.id)?;
+        if state.gone_at.is_some() || state.ended {
+            return Ok(());
+        }
+        if now >= grant.terms.expires_at {
+            match self.ended_event(grant, ConsentState::Expired, now)? {
+                Some(end) => self.store.queue_push(&end, |s| s.ended = true)?,
+                // Settled all the same, so a grant whose end cannot be pushed is not looked at
+                // again every round.
+                None => self.store.queue_push_state(&grant.id, |s| s.ended = true)?,
             }
-            if state.next_slice_at.is_some_and(|at| at > now) {
-                continue;
-            }
-            let next = now + push.every.duration();
-            // A slice waits while one is queued (the next would cover the same signals), and
-            // while the grant's `grant.created` is: without the bundle, the marketer could not
-            // verify it.
-            let waiting = self.store.queued_pushes(&grant.id)?.iter().any(|e| matches!(e.kind.as_str(), "slice.delivered" | "grant.created"));
-            if waiting {
-                // Due still: the slice is cut once what it waits for is settled.
-                continue;
-            }
-            match self.pushed_slice(&grant, state.acked_until, now)? {
-                Some(item) => match self.store.queue_push(&item, |s| s.next_slice_at = Some(next)) {
-                    Err(StoreError::QueueFull(n)) => {
-                        tracing::warn!(grant = %grant.id, queued = n, "the push queue is full: the slice waits for the next round")
-                    }
-                    other => other?,
-                },
-                None => {
-                    self.store.queue_push_state(&grant.id, |s| s.next_slice_at = Some(next))?;
-                }
-            }
+            return Ok(());
+        }
+        if state.next_slice_at.is_some_and(|at| at > now) {
+            return Ok(());
+        }
+        // A slice waits while one is queued (the next would cover the same signals), while
+        // the grant's `grant.created` is (without the bundle, the marketer could not verify
+        // it), and while the queue is full: it stays due, and is cut once there is room, so
+        // no slice is signed and recorded as served that could not be queued.
+        let waiting = self.store.queued_pushes(&grant.id)?.iter().any(|e| matches!(e.kind.as_str(), "slice.delivered" | "grant.created"));
+        if waiting || self.store.push_queue_len() >= MAX_QUEUED {
+            return Ok(());
+        }
+        let next = now + push.every.duration();
+        match self.pushed_slice(grant, state.acked_until, now)? {
+            Some(item) => self.store.queue_push(&item, |s| s.next_slice_at = Some(next))?,
+            None => self.store.queue_push_state(&grant.id, |s| s.next_slice_at = Some(next))?,
         }
         Ok(())
     }
