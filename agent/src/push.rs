@@ -124,3 +124,24 @@ fn outcome_of(e: &OutboundError) -> PushOutcome {
         Retry::Gone => PushOutcome::Gone,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_map_to_what_the_queue_does() {
+        let status = |status, retry_after| OutboundError::Status { host: "inbox.test".into(), status, retry_after };
+        let cases = [
+            (status(503, Some(Duration::from_secs(7))), PushOutcome::Later { status: Some(503), retry_after: Some(Duration::from_secs(7)) }),
+            (status(429, None), PushOutcome::Later { status: Some(429), retry_after: None }),
+            (status(404, None), PushOutcome::Never { status: Some(404) }),
+            (status(302, None), PushOutcome::Never { status: Some(302) }),
+            (OutboundError::Gone { host: "inbox.test".into() }, PushOutcome::Gone),
+            (OutboundError::Refused("not https".into()), PushOutcome::Never { status: None }),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(outcome_of(&error), expected, "{error}");
+        }
+    }
+}
