@@ -3,7 +3,8 @@
 //! trusted with `--ca-file`: a fetched request waits for the person, checked against the
 //! domain; a site that is not trusted, a request signed for another domain, a missing,
 //! redirected, oversized or unreadable document are each refused naming the domain, and
-//! nothing is stored; hostile text in what a site sends never reaches the terminal live.
+//! nothing is stored; hostile text in what a site sends never reaches the terminal live;
+//! `--push-proxy` carries the fetch too (through microsocks, which the test command installs).
 
 use ring::signature::Ed25519KeyPair;
 use serde_json::{json, Value};
@@ -195,6 +196,77 @@ async fn hostile_text_from_a_site_is_shown_inert() {
     assert!(stderr.contains("purpose.text") && stderr.contains("terms.\\u{202e}\\u{1b}]0;pwned"), "{stderr:?}");
     assert!(!live(&out.stderr) && !live(&out.stdout), "live control text reached the terminal: {out:?}");
     assert_eq!(home.cli(&["requests", "--json"]).await.json(), json!([]), "nothing was stored");
+}
+
+/// microsocks on a free loopback port, stopped by its PID when dropped.
+struct Microsocks {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Microsocks {
+    fn start() -> Microsocks {
+        // The port is found free and then handed over, so another process can take it in
+        // between; microsocks then exits, and another port is tried.
+        for _ in 0..5 {
+            let port = free_port();
+            let child = std::process::Command::new("microsocks")
+                .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start microsocks ({e}); the test command, bash scripts/test, installs it"));
+            let mut proxy = Microsocks { child, port };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while std::time::Instant::now() < deadline && !matches!(proxy.child.try_wait(), Ok(Some(_))) {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return proxy;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        panic!("microsocks did not start listening on the loopback");
+    }
+}
+
+impl Drop for Microsocks {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port nothing listens on (as long as nothing takes it meanwhile).
+fn free_port() -> u16 {
+    let free = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind 127.0.0.1:0");
+    free.local_addr().expect("the bound address").port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_carries_the_fetch_too() {
+    let ca = TestCa::new();
+    let site = Site::start(&ca, SHOP).await;
+    site.put(WELL_KNOWN, published(&[signed(SHOP, "offers-1", |_| {})]));
+    let (authority, resolve, pem) = (site.authority(), site.resolve(), ca.pem().to_str().expect("a UTF-8 path").to_owned());
+    let through = |proxy: String| {
+        let args: Vec<String> = ["requests", "fetch", &authority, "--resolve", &resolve, "--ca-file", &pem, "--push-proxy", &proxy].map(String::from).into();
+        args
+    };
+    let home = Home::new();
+
+    // A proxy that is not there: the fetch does not go around it.
+    let args = through(format!("socks5h://127.0.0.1:{}", free_port()));
+    let out = home.cli(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    out.fails(1, "cannot fetch the consent requests of shop.test: through the proxy, cannot connect");
+    assert_eq!(site.connections(), 0, "nothing reached the site but through the proxy");
+    assert!(!home.path().exists());
+
+    let proxy = Microsocks::start();
+    let args = through(format!("socks5h://127.0.0.1:{}", proxy.port));
+    let out = home.cli(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert!(out.ok().contains("added request offers-1 from The Shop (shop.test)"), "{}", out.stdout);
+    assert_eq!(site.hits().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
