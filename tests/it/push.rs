@@ -275,3 +275,75 @@ async fn an_inbox_that_answers_410_is_sent_nothing_more() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(kinds(&inbox.got()), ["grant.created 410"], "neither a slice nor the revocation");
 }
+
+/// microsocks on a free loopback port, stopped by its PID when dropped.
+struct Microsocks {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Microsocks {
+    fn start() -> Microsocks {
+        // The port is found free and then handed over, so another process may take it in
+        // between; microsocks then exits, and another port is tried.
+        for _ in 0..5 {
+            let port = free_port();
+            let child = std::process::Command::new("microsocks")
+                .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start microsocks ({e}); the test command, bash scripts/test, installs it"));
+            let mut proxy = Microsocks { child, port };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && !matches!(proxy.child.try_wait(), Ok(Some(_))) {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return proxy;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("microsocks did not start listening on the loopback");
+    }
+}
+
+impl Drop for Microsocks {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port nothing listens on (as long as nothing takes it meanwhile).
+fn free_port() -> u16 {
+    let free = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind 127.0.0.1:0");
+    free.local_addr().expect("the bound address").port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_go_through_the_proxy_and_never_around_it() {
+    let inbox = Inbox::start(&[]).await;
+    let through = |proxy: String| {
+        let mut flags = inbox.flags();
+        flags.extend(["--push-proxy".to_owned(), proxy]);
+        flags
+    };
+    // A proxy that is not there: the push waits, and nothing reaches the inbox around it.
+    let flags = through(format!("socks5h://127.0.0.1:{}", free_port()));
+    let agent = Home::new().serve(&flags.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    approve(&agent, "push-3", &inbox).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !grants_text(&agent).await.contains("last grant.created retrying at") {
+        assert!(Instant::now() < deadline, "no failed attempt: {}", grants_text(&agent).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(inbox.got().is_empty(), "a push went around the proxy: {:?}", kinds(&inbox.got()));
+
+    let proxy = Microsocks::start();
+    let flags = through(format!("socks5h://127.0.0.1:{}", proxy.port));
+    let agent = agent.stop().serve(&flags.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let got = inbox.wait_for(1).await;
+    verified(&got[0], None);
+    drop(agent);
+}
