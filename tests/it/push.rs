@@ -258,6 +258,10 @@ async fn pushes_arrive_signed_survive_a_kill_and_stop_at_revoke() {
         })
         .collect();
     assert_eq!(pushed, ["grant.created retrying 1", "grant.created delivered 2", "slice.delivered retrying 1", "grant.revoked delivered 1"]);
+    // Each names the marketer, so the log narrowed to it lists the pushes too.
+    let of_marketer = agent.cli(&["audit", "--json", "--marketer", MARKETER]).await.json();
+    let pushed_to = of_marketer["records"].as_array().expect("records").iter().filter(|r| r["event"]["type"] == "pushed").count();
+    assert_eq!(pushed_to, pushed.len(), "{of_marketer:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

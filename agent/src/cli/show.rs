@@ -163,14 +163,14 @@ pub fn audit(p: &mut Printer, records: &[AuditEntry], counted: &[CountedRefusals
                     ("granted", None, Some(grant_id), Some(marketer), detail)
                 }
                 AuditEvent::Revoked { grant_id, marketer } => ("revoked", None, Some(grant_id), Some(marketer), String::new()),
-                AuditEvent::Pushed { grant_id, event_id, kind, outcome, status, attempts } => {
+                AuditEvent::Pushed { grant_id, marketer, event_id, kind, outcome, status, attempts } => {
                     let status = status.map(|s| format!(" ({s})")).unwrap_or_default();
                     let style = if outcome == "delivered" { Some(Style::Green) } else { None };
                     (
                         "pushed",
                         style,
                         Some(grant_id),
-                        None,
+                        marketer.as_ref(),
                         format!("{kind} {event_id}: {outcome}{status} after {}", count(*attempts as usize, "attempt", "attempts")),
                     )
                 }
@@ -227,7 +227,7 @@ pub fn names(event: &AuditEvent, grant: Option<&GrantId>, marketer: Option<&str>
             (Some(grant_id), Some(marketer.as_str()))
         }
         AuditEvent::Refused { grant_id, marketer, .. } => (grant_id.as_ref(), marketer.as_deref()),
-        AuditEvent::Pushed { grant_id, .. } => (Some(grant_id), None),
+        AuditEvent::Pushed { grant_id, marketer, .. } => (Some(grant_id), marketer.as_deref()),
         AuditEvent::Denied { marketer, .. } => (None, Some(marketer.as_str())),
         AuditEvent::Forgot { .. } | AuditEvent::Sharing { .. } | AuditEvent::Sealed { .. } => (None, None),
     };

@@ -301,8 +301,12 @@ impl Core {
     }
 
     fn push_audit(&self, item: &PendingPush, outcome: &str, status: Option<u16>, attempts: u32, now: OffsetDateTime) -> Result<(), CoreError> {
+        // The marketer is looked up rather than kept in the queue, so queued events keep the
+        // bytes they were stored with; a grant that cannot be read leaves it out.
+        let marketer = self.store.grant(&item.grant_id).ok().flatten().map(|g| g.marketer);
         let event = AuditEvent::Pushed {
             grant_id: item.grant_id.clone(),
+            marketer,
             event_id: item.event_id.clone(),
             kind: item.kind.clone(),
             outcome: outcome.into(),

@@ -297,6 +297,10 @@ pub enum AuditEvent {
     Pushed {
         /// The grant.
         grant_id: GrantId,
+        /// Whose inbox, so that `optin audit --marketer` lists pushes too. Absent in records
+        /// written before it was kept, and when the grant's record could not be read.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        marketer: Option<String>,
         /// The event's `webhook-id`.
         event_id: String,
         /// Its type.
