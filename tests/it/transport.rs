@@ -112,10 +112,31 @@ async fn again(sender: &mut hyper::client::conn::http1::SendRequest<http_body_ut
         .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
         .body(http_body_util::Empty::new())
         .expect("a request");
+    // hyper takes a request only once the connection has settled the last one; a closed
+    // connection fails here.
+    tokio::time::timeout(Duration::from_secs(15), sender.ready()).await.expect("ready in time").expect("the connection is open");
     let answer = tokio::time::timeout(Duration::from_secs(15), sender.send_request(request)).await.expect("an answer in time").expect("an answer");
     let status = answer.status().as_u16();
     answer.into_body().collect().await.expect("the whole body");
     status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_connection_may_wait_between_requests_longer_than_a_first_request() {
+    // SPEC.md: the first request within 10 s, then up to 30 s idle between requests.
+    const PAUSE: Duration = Duration::from_secs(12);
+    let agent = Agent::start().await;
+    agent.ingest(&fixture::ndjson(&fixture::walkthrough(now()))).await;
+    let bundle = agent.grant("acme.example", "search", "raw", "30d").await;
+    for path in ["/v1/slice", "/v1/grant"] {
+        let tls = agent.client().connect().await.expect("a TLS connection");
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.expect("an HTTP/1.1 connection");
+        let driver = tokio::spawn(connection);
+        assert_eq!(again(&mut sender, &agent, path, &bundle.token).await, 200);
+        tokio::time::sleep(PAUSE).await;
+        assert!(!driver.is_finished(), "{path}: the connection was closed after {PAUSE:?} idle");
+        assert_eq!(again(&mut sender, &agent, path, &bundle.token).await, 200, "{path}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
