@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use time::Duration;
 
 use optin_protocol::request::limits::PUBLISHED_BYTES;
+use optin_tests::proxy::{free_port, Microsocks};
 use optin_tests::site::{Page, Site, TestCa};
 use optin_tests::{now, ts, Agent, Home, Out};
 
@@ -196,51 +197,6 @@ async fn hostile_text_from_a_site_is_shown_inert() {
     assert!(stderr.contains("purpose.text") && stderr.contains("terms.\\u{202e}\\u{1b}]0;pwned"), "{stderr:?}");
     assert!(!live(&out.stderr) && !live(&out.stdout), "live control text reached the terminal: {out:?}");
     assert_eq!(home.cli(&["requests", "--json"]).await.json(), json!([]), "nothing was stored");
-}
-
-/// microsocks on a free loopback port, stopped by its PID when dropped.
-struct Microsocks {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Microsocks {
-    fn start() -> Microsocks {
-        // The port is found free and then handed over, so another process can take it in
-        // between; microsocks then exits, and another port is tried.
-        for _ in 0..5 {
-            let port = free_port();
-            let child = std::process::Command::new("microsocks")
-                .args(["-i", "127.0.0.1", "-p", &port.to_string()])
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start microsocks ({e}); the test command, bash scripts/test, installs it"));
-            let mut proxy = Microsocks { child, port };
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-            while std::time::Instant::now() < deadline && !matches!(proxy.child.try_wait(), Ok(Some(_))) {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return proxy;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-        }
-        panic!("microsocks did not start listening on the loopback");
-    }
-}
-
-impl Drop for Microsocks {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A loopback port nothing listens on (as long as nothing takes it meanwhile).
-fn free_port() -> u16 {
-    let free = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind 127.0.0.1:0");
-    free.local_addr().expect("the bound address").port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use optin_tests::fixture::{self, ago};
+use optin_tests::proxy::{free_port, Microsocks};
 use optin_tests::{now, ts, Agent, Home};
 
 const MARKETER: &str = "acme.example";
@@ -278,51 +279,6 @@ async fn an_inbox_that_answers_410_is_sent_nothing_more() {
     agent.cli(&["revoke", bundle.grant_id.as_str()]).await.ok();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(kinds(&inbox.got()), ["grant.created 410"], "neither a slice nor the revocation");
-}
-
-/// microsocks on a free loopback port, stopped by its PID when dropped.
-struct Microsocks {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Microsocks {
-    fn start() -> Microsocks {
-        // The port is found free and then handed over, so another process may take it in
-        // between; microsocks then exits, and another port is tried.
-        for _ in 0..5 {
-            let port = free_port();
-            let child = std::process::Command::new("microsocks")
-                .args(["-i", "127.0.0.1", "-p", &port.to_string()])
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start microsocks ({e}); the test command, bash scripts/test, installs it"));
-            let mut proxy = Microsocks { child, port };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline && !matches!(proxy.child.try_wait(), Ok(Some(_))) {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return proxy;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        panic!("microsocks did not start listening on the loopback");
-    }
-}
-
-impl Drop for Microsocks {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A loopback port nothing listens on (as long as nothing takes it meanwhile).
-fn free_port() -> u16 {
-    let free = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind 127.0.0.1:0");
-    free.local_addr().expect("the bound address").port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,6 +21,7 @@ mod cli;
 pub mod fixture;
 mod home;
 pub mod marketer;
+pub mod proxy;
 pub mod site;
 
 use std::path::{Path, PathBuf};
