@@ -81,7 +81,7 @@ async fn a_person_adds_shows_and_approves_a_request_narrowed() {
         "search,cart at raw",
         "only in:",
         "10% off your next pair",
-        "this optin does not push yet",
+        "push to https://inbox.acme.example/optin every 1d: `optin serve` sends the grant",
         "2 searches, 1 abandoned cart, 1 open cart, 1 purchased cart in Apparel & Accessories > Shoes over 30d",
     ] {
         assert!(out.contains(needle), "show should say {needle:?}:\n{out}");
@@ -93,7 +93,8 @@ async fn a_person_adds_shows_and_approves_a_request_narrowed() {
     let approved = agent.cli(&["approve", "shoes-1", "--window", "7d"]).await;
     let out = approved.ok();
     assert!(out.contains("approved request shoes-1"), "{out}");
-    assert!(out.contains("does not push yet, so nothing is sent"), "pushing is not pretended: {out}");
+    assert!(out.contains("pushed to https://inbox.acme.example/optin by `optin serve`"), "the person is told where it goes: {out}");
+    assert!(out.contains("the inbox receives this bundle"), "{out}");
     let bundle = GrantBundle::parse(&out[out.find('{').expect("the bundle")..]).expect("a bundle");
     assert_eq!((bundle.marketer.as_str(), bundle.terms.window.to_string()), ("acme.example", "1w".to_owned()));
     assert_eq!(bundle.terms.categories, Some(vec!["Apparel & Accessories > Shoes".to_owned()]));

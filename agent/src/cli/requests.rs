@@ -258,14 +258,18 @@ pub(super) async fn approve(home: &Home, args: ApproveArgs, p: &mut Printer) -> 
         writeln!(p, "filters: {}", inert(filters.trim_start_matches(", ")))?;
     }
     match &r.delivery {
-        Delivery::Push { inbox, .. } => writeln!(
+        Delivery::Push { inbox, every } => writeln!(
             p,
-            "note: the request asks for slices pushed to {}; this optin does not push yet, so nothing is sent: hand the marketer the bundle below, as for a pull grant",
+            "pushed to {} by `optin serve`: this grant first, then a slice of what is new every {every}; `optin grants` shows each delivery and `optin revoke` stops them",
             inert(inbox.as_str())
         )?,
         Delivery::Pull => show::pull_links(p)?,
     }
-    writeln!(p, "give this bundle to {} (it holds their token: send it privately):", inert(&bundle.marketer))?;
+    match &r.delivery {
+        // The inbox receives the bundle in `grant.created`: nothing to hand over.
+        Delivery::Push { .. } => writeln!(p, "the inbox receives this bundle; it holds the marketer's token, so keep it private:")?,
+        Delivery::Pull => writeln!(p, "give this bundle to {} (it holds their token: send it privately):", inert(&bundle.marketer))?,
+    }
     p.json(&serde_json::to_string_pretty(&bundle)?)?;
     Ok(())
 }
@@ -359,7 +363,7 @@ fn detail(p: &mut Printer, view: &RequestView, would_share: Option<&WouldShare>)
             Delivery::Pull => "pull: the marketer fetches slices with the bundle you hand over".to_owned(),
             Delivery::Push { inbox, every } => {
                 format!(
-                    "push to {} every {every} (this optin does not push yet: approving makes the grant, and you hand over its bundle)",
+                    "push to {} every {every}: `optin serve` sends the grant and then a signed slice of what is new, over HTTPS from your side; nothing listens on yours",
                     inert(inbox.as_str())
                 )
             }
