@@ -3,7 +3,9 @@
 //!
 //! The header is fixed: `{"alg":"EdDSA","kid":"<thumbprint>","typ":"optin-slice+jwt"}`.
 //! Verification checks `alg` and `kid` before the signature, and never lets the token choose
-//! its algorithm: a slice signed any other way is refused.
+//! its algorithm: a slice signed any other way is refused. The other signed documents
+//! (consent requests, receipts) carry headers of their own and share only `compact`'s
+//! splitting, decoding and verifying.
 
 use ring::signature::{self, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
@@ -138,6 +140,46 @@ pub fn verify(jws: &str, jwk: &Jwk) -> Result<Vec<u8>, JwsError> {
     let sig = b64::decode(s).ok_or(JwsError::Malformed("signature is not base64url"))?;
     UnparsedPublicKey::new(&signature::ED25519, public).verify(format!("{h}.{p}").as_bytes(), &sig).map_err(|_| JwsError::Signature)?;
     b64::decode(p).ok_or(JwsError::Malformed("payload is not base64url"))
+}
+
+/// Compact JWS with a header of the caller's choosing, Ed25519 only, for the documents of
+/// this crate that are not slices (requests, receipts). Each caller parses and checks its own
+/// header; this module only splits, decodes and verifies.
+pub(crate) mod compact {
+    use super::*;
+
+    /// The parts of a compact JWS, decoded.
+    pub struct Opened<'a> {
+        pub header: Vec<u8>,
+        pub payload: Vec<u8>,
+        pub signing_input: &'a str,
+        pub signature: Vec<u8>,
+    }
+
+    /// `header` and `payload` signed with `key`.
+    pub fn sign(key: &Ed25519KeyPair, header: &[u8], payload: &[u8]) -> String {
+        let input = format!("{}.{}", b64::encode(header), b64::encode(payload));
+        let sig = key.sign(input.as_bytes());
+        format!("{input}.{}", b64::encode(sig.as_ref()))
+    }
+
+    /// Splits and decodes; says what is wrong otherwise.
+    pub fn open(jws: &str) -> Result<Opened<'_>, &'static str> {
+        let (signing_input, s) = jws.rsplit_once('.').ok_or("expected three dot-separated parts")?;
+        let (h, p) = signing_input.split_once('.').ok_or("expected three dot-separated parts")?;
+        if p.contains('.') {
+            return Err("expected three dot-separated parts");
+        }
+        let header = b64::decode(h).ok_or("the header is not base64url")?;
+        let payload = b64::decode(p).ok_or("the payload is not base64url")?;
+        let signature = b64::decode(s).ok_or("the signature is not base64url")?;
+        Ok(Opened { header, payload, signing_input, signature })
+    }
+
+    /// Whether the signature verifies with the 32-byte Ed25519 `public` key.
+    pub fn verifies(public: &[u8], opened: &Opened<'_>) -> bool {
+        UnparsedPublicKey::new(&signature::ED25519, public).verify(opened.signing_input.as_bytes(), &opened.signature).is_ok()
+    }
 }
 
 #[cfg(test)]

@@ -17,16 +17,18 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::OnceLock;
 
-use ring::signature::{self, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::jws::Jwk;
+// Receipts sign and open their JWS through this path too.
+pub(crate) use crate::jws::compact;
 use crate::scope::{self, Granularity, Terms};
 use crate::signal::{Kind, Kinds};
 use crate::span::Span;
-use crate::{b64, timestamp};
+use crate::timestamp;
 
 /// The `typ` header of a signed request (explicit typing, RFC 8725 section 3.11), so that
 /// nothing else a marketer's key signs can pass for a request.
@@ -905,51 +907,12 @@ impl Approved {
     }
 }
 
-/// Compact JWS with a header of the caller's choosing, Ed25519 only, for the documents of
-/// this crate that are not slices (requests, receipts). Each caller parses and checks its own
-/// header; this module only splits, decodes and verifies.
-pub(crate) mod compact {
-    use super::*;
-
-    /// The parts of a compact JWS, decoded.
-    pub struct Opened<'a> {
-        pub header: Vec<u8>,
-        pub payload: Vec<u8>,
-        pub signing_input: &'a str,
-        pub signature: Vec<u8>,
-    }
-
-    /// `header` and `payload` signed with `key`.
-    pub fn sign(key: &Ed25519KeyPair, header: &[u8], payload: &[u8]) -> String {
-        let input = format!("{}.{}", b64::encode(header), b64::encode(payload));
-        let sig = key.sign(input.as_bytes());
-        format!("{input}.{}", b64::encode(sig.as_ref()))
-    }
-
-    /// Splits and decodes; says what is wrong otherwise.
-    pub fn open(jws: &str) -> Result<Opened<'_>, &'static str> {
-        let (signing_input, s) = jws.rsplit_once('.').ok_or("expected three dot-separated parts")?;
-        let (h, p) = signing_input.split_once('.').ok_or("expected three dot-separated parts")?;
-        if p.contains('.') {
-            return Err("expected three dot-separated parts");
-        }
-        let header = b64::decode(h).ok_or("the header is not base64url")?;
-        let payload = b64::decode(p).ok_or("the payload is not base64url")?;
-        let signature = b64::decode(s).ok_or("the signature is not base64url")?;
-        Ok(Opened { header, payload, signing_input, signature })
-    }
-
-    /// Whether the signature verifies with the 32-byte Ed25519 `public` key.
-    pub fn verifies(public: &[u8], opened: &Opened<'_>) -> bool {
-        UnparsedPublicKey::new(&signature::ED25519, public).verify(opened.signing_input.as_bytes(), &opened.signature).is_ok()
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use time::macros::datetime;
 
     use super::*;
+    use crate::b64;
 
     const NOW: OffsetDateTime = datetime!(2026-11-23 12:00 UTC);
 
