@@ -52,6 +52,7 @@ pub mod outbound;
 pub mod push;
 pub mod serve;
 pub mod session;
+pub mod site;
 pub mod store;
 pub mod tls;
 

@@ -184,17 +184,21 @@ pub struct ServeArgs {
 /// makes: a fetch tells the marketer the person's address as surely as a push does.
 #[derive(Args, Debug, Default)]
 pub struct OutboundArgs {
-    /// Also trust the certificate authorities in this PEM file, besides the system's. Repeatable.
-    #[arg(long = "ca-file", value_name = "PEM")]
+    // Each also reads an OPTIN_* variable (`crate::site`), so the native host, which the
+    // browser starts with no flags, and a command given none connect out alike.
+    /// Also trust the certificate authorities in this PEM file, besides the system's. Repeatable;
+    /// OPTIN_CA_FILE names one file (which may hold many certificates).
+    #[arg(long = "ca-file", value_name = "PEM", env = crate::site::CA_FILE_ENV)]
     pub ca_files: Vec<PathBuf>,
     /// Connect to ADDR for HOST on PORT instead of looking HOST up, as curl's --resolve;
-    /// the certificate is still checked against HOST. Repeatable.
-    #[arg(long, value_name = "HOST:PORT:ADDR")]
+    /// the certificate is still checked against HOST. Repeatable; OPTIN_RESOLVE holds
+    /// rules separated by commas.
+    #[arg(long, value_name = "HOST:PORT:ADDR", env = crate::site::RESOLVE_ENV, value_delimiter = crate::site::LIST_DELIMITER)]
     pub resolve: Vec<crate::outbound::Resolve>,
     /// Connect to marketers through this SOCKS5 proxy (Tor, for one), which also looks
     /// their names up, so they do not learn your address: every connection, fetches and
     /// pushes alike.
-    #[arg(long, value_name = "socks5h://HOST:PORT")]
+    #[arg(long, value_name = "socks5h://HOST:PORT", env = crate::site::PUSH_PROXY_ENV)]
     pub push_proxy: Option<crate::outbound::Proxy>,
 }
 

@@ -6,19 +6,18 @@
 //! reaches the terminal.
 //!
 //! `requests fetch` is the one command that reaches out to a marketer, and only when the
-//! person runs it: it reads the domain's well-known document through [`crate::outbound`],
-//! here in the CLI rather than in the agent, so a running agent never connects anywhere
-//! on its own to learn of a request. What it fetched goes through the session like
-//! `requests add`, with the domain it came from, and the agent verifies it there.
+//! person runs it: [`crate::site`] reads the domain's well-known document, here in the CLI
+//! rather than in the agent, so a running agent never connects anywhere on its own to learn
+//! of a request. What it fetched goes through the session like `requests add`, with the
+//! domain it came from, and the agent verifies it there; the extension's "does this site
+//! ask?" goes through the same code from the native host.
 
-use std::fmt;
 use std::io::Write;
 use std::path::PathBuf;
-use std::str::FromStr;
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand};
-use optin_protocol::request::{self as protocol_request, limits, Delivery, HttpsUrl, Request as ConsentRequest, WELL_KNOWN_PATH};
+use optin_protocol::request::{Delivery, Request as ConsentRequest};
 use optin_protocol::scope::Granularity;
 use optin_protocol::signal::{Kind, Kinds};
 use optin_protocol::span::Span;
@@ -28,8 +27,8 @@ use super::print::{count, inert, time, Cell, Printer, Style, Table};
 use super::{execute, read_input, show, unexpected};
 use crate::core::command::{ApprovalChoices, Request, RequestName, RequestState, RequestView, Response, ShareSummary, WouldShare};
 use crate::home::Home;
-use crate::outbound::{Client, OutboundError};
-use crate::session;
+use crate::outbound::Client;
+use crate::site::Site;
 
 /// `optin requests`.
 #[derive(Args, Debug)]
@@ -77,55 +76,6 @@ followed and no cookie kept; the site's certificate must be valid for DOMAIN und
 or a --ca-file. --push-proxy applies to this fetch too: without it, the marketer sees your address. \
 A request that does not verify, or that names another domain, is refused and nothing of it is stored; \
 the others are added, pending until you approve or deny them.";
-
-/// The site `requests fetch` reads: a lowercase domain name, never an IP address (the Web
-/// PKI vouches for names, and a request names its marketer by domain), with a port when
-/// the site is not on 443. The domain a request is checked against is the name alone.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Site {
-    domain: String,
-    port: Option<u16>,
-}
-
-impl Site {
-    /// The URL of the domain's well-known document.
-    fn url(&self) -> String {
-        format!("https://{self}{WELL_KNOWN_PATH}")
-    }
-}
-
-impl fmt::Display for Site {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.port {
-            Some(port) => write!(f, "{}:{port}", self.domain),
-            None => f.write_str(&self.domain),
-        }
-    }
-}
-
-impl FromStr for Site {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Site, String> {
-        let refused = || format!("`{}` is not a lowercase domain name like shop.example (or shop.example:8443)", inert(text));
-        // The protocol's own reading of an https URL decides what a host name is, so the
-        // domain fetched from is one a request could name; what is left must be the name
-        // and the port alone, not a path, query or user smuggled in with them.
-        let url = HttpsUrl::parse(&format!("https://{text}{WELL_KNOWN_PATH}")).map_err(|_| refused())?;
-        let domain = url.host().to_owned();
-        let port = match text.strip_prefix(domain.as_str()) {
-            Some("") => None,
-            Some(rest) => Some(rest.strip_prefix(':').and_then(|p| p.parse::<u16>().ok()).ok_or_else(refused)?),
-            None => return Err(refused()),
-        };
-        let site = Site { domain, port };
-        if site.to_string() == text {
-            Ok(site)
-        } else {
-            Err(refused())
-        }
-    }
-}
 
 /// `optin approve`: every option narrows the request's term; none may widen it.
 #[derive(Args, Debug)]
@@ -192,51 +142,32 @@ pub(super) async fn requests(dir: &std::path::Path, args: RequestsArgs, p: &mut 
 /// `optin requests fetch DOMAIN`: the domain's published requests, each verified against
 /// the domain and added on its own, so one bad request does not hide the others.
 async fn fetch(dir: &std::path::Path, site: &Site, outbound: OutboundArgs, p: &mut Printer) -> Result<()> {
-    let url = site.url();
     let client = Client::new(outbound.config()).context("cannot set up HTTPS")?;
-    let response = client.get(&url, limits::PUBLISHED_BYTES).await.map_err(|e| not_fetched(site, &url, &e))?;
-    let text =
-        std::str::from_utf8(&response.body).map_err(|_| anyhow!("{url} is not UTF-8 text, so not a document of consent requests; nothing was stored"))?;
-    let published = protocol_request::published(text).map_err(|e| anyhow!("{url} is not a document of consent requests ({e}); nothing was stored"))?;
+    let published = crate::site::fetch(&client, site).await?;
     // Made only now, like `requests add` would: a fetch that failed leaves no home behind.
     let home = Home::open_or_create(dir)?;
     let total = published.len();
-    writeln!(p, "fetched {url}: {}", count(total, "request", "requests"))?;
-    let mut refused = Vec::new();
-    for (index, jws) in published.into_iter().enumerate() {
-        let request = Request::AddConsentRequest { jws, fetched_from: Some(site.domain.clone()) };
-        match session::execute(&home, request).await {
-            Ok(Response::RequestAdded { request, already, key_changed }) => added(p, &request, already, key_changed)?,
-            Ok(_) => return unexpected(),
-            // Refused for what it is: the next one may be fine.
-            Err(failed) if !failed.kind.retryable() => refused.push(format!("request {} of {total} from {}: {}", index + 1, site.domain, failed.message)),
-            // The store or agent cannot take it now: nor would it take the next.
-            Err(failed) => return Err(anyhow::Error::new(failed).context(format!("after {index} of the {total} requests from {} were added", site.domain))),
+    writeln!(p, "fetched {}: {}", published.url(), count(total, "request", "requests"))?;
+    let mut outcomes = match published.add(&home).await {
+        Ok(outcomes) => outcomes,
+        Err(mut stopped) => {
+            for a in std::mem::take(&mut stopped.added) {
+                added(p, &a.request, a.already, a.key_changed)?;
+            }
+            return Err(stopped.into());
         }
-    }
-    match refused.len() {
-        0 => Ok(()),
-        1 => Err(anyhow!("{}", refused.remove(0))),
-        n => Err(anyhow!("{n} of the {total} requests from {} were refused:\n{}", site.domain, refused.join("\n"))),
-    }
-}
-
-/// Why the well-known document could not be read, in the person's terms and naming the
-/// domain, with what to do about it where there is something.
-fn not_fetched(site: &Site, url: &str, error: &OutboundError) -> anyhow::Error {
-    let why = match error {
-        OutboundError::Tls { .. } => {
-            format!("its certificate is not trusted for {} ({error}); a site with a private certificate authority needs --ca-file PEM", site.domain)
-        }
-        OutboundError::Gone { .. } => format!("it publishes no consent requests ({url} answered 410 Gone)"),
-        OutboundError::Status { status: 404, .. } => format!("it publishes no consent requests ({url} answered 404)"),
-        OutboundError::Status { status: status @ 300..=399, .. } => {
-            format!("{url} answered {status}, a redirect, which is not followed: a site publishes its requests at this address itself")
-        }
-        OutboundError::TooLarge { limit, .. } => format!("{url} is larger than {limit} bytes, the most a document of requests may be"),
-        _ => format!("{error}"),
     };
-    anyhow!("cannot fetch the consent requests of {}: {why}; nothing was stored", site.domain)
+    for a in &outcomes.added {
+        added(p, &a.request, a.already, a.key_changed)?;
+    }
+    match outcomes.refused.len() {
+        0 => Ok(()),
+        1 => Err(anyhow!("{}", outcomes.refused.remove(0))),
+        n => {
+            let lines: Vec<String> = outcomes.refused.iter().map(ToString::to_string).collect();
+            Err(anyhow!("{n} of the {total} requests from {} were refused:\n{}", site.domain(), lines.join("\n")))
+        }
+    }
 }
 
 /// `optin approve`.
@@ -446,48 +377,4 @@ fn shared(r: &ConsentRequest, s: &ShareSummary) -> String {
         words.push_str("; searches name no merchant, so the merchant filter shares none");
     }
     words
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Site;
-
-    #[test]
-    fn a_site_is_a_lowercase_domain_name_and_perhaps_a_port() {
-        for (text, url, domain) in [
-            ("shop.example", "https://shop.example/.well-known/optin-request.json", "shop.example"),
-            ("shop.example:8443", "https://shop.example:8443/.well-known/optin-request.json", "shop.example"),
-            ("xn--bcher-kva.example", "https://xn--bcher-kva.example/.well-known/optin-request.json", "xn--bcher-kva.example"),
-        ] {
-            let site: Site = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
-            assert_eq!((site.url().as_str(), site.domain.as_str()), (url, domain), "{text}");
-        }
-    }
-
-    #[test]
-    fn rejects_addresses_and_anything_but_a_name_and_a_port() {
-        for text in [
-            "",
-            "127.0.0.1",
-            "[::1]",
-            "Shop.example",
-            "shop.example.",
-            "localhost",
-            "shop.example/x",
-            "shop.example?x",
-            "shop.example#x",
-            "user@shop.example",
-            "https://shop.example",
-            "shop.example:0",
-            "shop.example:0443",
-            "shop.example:65536",
-            "shop.example:",
-            "shop .example",
-            "sh\u{1b}op.example",
-        ] {
-            let refused = text.parse::<Site>().expect_err(text);
-            assert!(refused.contains("is not a lowercase domain name"), "{text}: {refused}");
-            assert!(!refused.contains('\u{1b}'), "the value is shown inert: {refused:?}");
-        }
-    }
 }
