@@ -29,6 +29,7 @@ mod jose;
 mod linkability;
 mod permissions;
 mod push;
+mod push_python;
 mod requests;
 mod restart;
 mod revoke;

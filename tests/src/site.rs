@@ -66,6 +66,33 @@ impl TestCa {
             .expect("a server configuration");
         Arc::new(config)
     }
+
+    /// A certificate for `names` issued by this authority and its private key (PKCS #8),
+    /// written as PEM files `server.pem` and `server.key` in `dir`, for a server that is
+    /// another program (a marketer's inbox in Python, say). Returns their paths.
+    pub fn write_server_pem(&self, names: &[&str], dir: &Path) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().expect("a leaf key");
+        let params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("leaf parameters");
+        let leaf = params.signed_by(&key, &self.cert, &self.key).expect("a leaf certificate");
+        let (cert_path, key_path) = (dir.join("server.pem"), dir.join("server.key"));
+        std::fs::write(&cert_path, leaf.pem()).expect("write the server certificate");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write the server key");
+        (cert_path, key_path)
+    }
+
+    /// A client configuration that trusts this authority and no other, to talk to a server
+    /// whose certificate it issued.
+    pub fn client(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(self.cert.der().to_vec())).expect("the CA certificate as a root");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    }
 }
 
 impl Default for TestCa {
