@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use ring::signature::Ed25519KeyPair;
+use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -215,6 +215,27 @@ fn request(id: &str, inbox: &str) -> String {
     optin_protocol::request::sign(&key, document.to_string().as_bytes())
 }
 
+/// `grant.created` of `created`'s grant, remade under `forger`: the bundle's key, the receipt
+/// signed with it, and the webhook signature. Everything else is the body as the agent sent it.
+fn forge_created(created: &Delivery, forger: &Ed25519KeyPair, timestamp: i64) -> Delivery {
+    let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let text = String::from_utf8(created.body.clone()).expect("a UTF-8 body");
+    let event: Value = serde_json::from_str(&text).expect("JSON");
+    let (jwk, receipt) = (&event["data"]["bundle"]["jwk"], event["data"]["receipt"].as_str().expect("a receipt"));
+    let x = b64url.encode(forger.public_key().as_ref());
+    let thumbprint = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+    let kid = b64url.encode(ring::digest::digest(&ring::digest::SHA256, thumbprint.as_bytes()).as_ref());
+    let payload = receipt.split('.').nth(1).expect("a compact JWS");
+    let header = b64url.encode(format!(r#"{{"alg":"EdDSA","kid":"{kid}","typ":"optin-receipt+jwt"}}"#));
+    let input = format!("{header}.{payload}");
+    let forged_receipt = format!("{input}.{}", b64url.encode(forger.sign(input.as_bytes()).as_ref()));
+    // Replaced in the text, so the members stay in the order the inbox requires.
+    let body = text.replace(receipt, &forged_receipt).replace(jwk["x"].as_str().expect("x"), &x).replace(jwk["kid"].as_str().expect("kid"), &kid).into_bytes();
+    let signed = [format!("{}.{timestamp}.", created.id).as_bytes(), &body].concat();
+    let signature = format!("v1a,{}", base64::engine::general_purpose::STANDARD.encode(forger.sign(&signed).as_ref()));
+    Delivery { id: created.id.clone(), timestamp: timestamp.to_string(), signature, body }
+}
+
 fn unix_now() -> i64 {
     now().unix_timestamp()
 }
@@ -264,6 +285,13 @@ async fn a_python_inbox_verifies_every_push_from_the_spec() {
     other_key.signature = format!("v1a,{}", base64::engine::general_purpose::STANDARD.encode(forger.sign(&signed).as_ref()));
     let (status, reason) = inbox.post(&ca, &other_key).await;
     assert_eq!((status, reason.as_str()), (401, "no v1a signature verifies with the grant's key\n"), "signed by another key");
+
+    // A grant.created for the same grant under the forger's key, consistent in itself: the
+    // bundle names that key and the receipt is signed with it. The inbox verifies a grant it
+    // knows with the key it pinned, never with one a push carries.
+    let forged = forge_created(&Delivery::recorded(&taken[0]), &forger, unix_now());
+    let (status, reason) = inbox.post(&ca, &forged).await;
+    assert_eq!((status, reason.as_str()), (401, "no v1a signature verifies with the grant's key\n"), "a grant.created under another key");
 
     // Off by more than the 5 minutes' tolerance, either way: refused on the timestamp, before
     // any signature is looked at.
