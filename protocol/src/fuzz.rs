@@ -7,11 +7,11 @@
 //! found. They are public for those two callers only and are no part of the crate's API.
 //!
 //! Each never panics on input the parser refuses; a panic is a failed invariant. Where a
-//! parser accepts, its value written back out must read back the same. The parsers of what a
-//! marketer or an inbox is sent (consent requests, push events, webhook headers, receipts) are
-//! also run twice on the same bytes, since a verdict that changed between the agent's check and
-//! the person's approval would be two different answers to one document; and what they accept
-//! is held to the bounds their documentation promises, field by field.
+//! parser accepts, its value written back out must read back the same. The parsers of what
+//! strangers send the agent or an inbox (consent requests, push events, webhook headers,
+//! receipts) also run twice on the same bytes, since a verdict that changed between the
+//! agent's check and the person's approval would be two answers to one document; and what
+//! they accept is held to the bounds their documentation promises, field by field.
 
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use time::macros::datetime;
