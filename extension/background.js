@@ -34,6 +34,7 @@ import { createHostLink, DROP } from './lib/host-link.js';
 import { signalProblem } from './lib/validate.js';
 import { LIMITS_FILE } from './lib/limits.js';
 import { cartChange, countDrop, dueCarts, normalizeLedger, nextDue, siteOf, spend } from './lib/budget.js';
+import { fromPopup, siteOfUrl } from './lib/site-requests.js';
 
 const HOST_NAME = 'dev.optin.agent';
 const VERSION = chrome.runtime.getManifest().version;
@@ -45,6 +46,9 @@ const MAX_MESSAGE_CHARS = 64 * 1024;
 const TICK_ALARM = 'optin-tick';
 const BUDGETS = LIMITS_FILE.extension;
 const CART_INTERVAL_MS = BUDGETS.cart_snapshot_seconds * 1000;
+// The host bounds a site fetch at 30 s (SPEC.md, native messaging); a little
+// more here, so its own answer (a timeout named as such) arrives first.
+const SITE_FETCH_TIMEOUT_MS = 40000;
 
 const store = chrome.storage.local;
 
@@ -405,7 +409,7 @@ function onMessage(msg, sender, sendResponse) {
   const fromExtensionPage = typeof sender.url === 'string' && sender.url.startsWith(chrome.runtime.getURL(''));
   if (typeof msg.type === 'string' && msg.type.startsWith('popup:')) {
     if (!fromExtensionPage) return false;
-    handlePopup(msg).then(
+    handlePopup(msg, sender).then(
       (r) => sendResponse(r),
       (e) => sendResponse({ ok: false, error: e.message }),
     );
@@ -440,7 +444,7 @@ async function changeSettings(fn) {
   return next;
 }
 
-async function handlePopup(msg) {
+async function handlePopup(msg, sender) {
   switch (msg.type) {
     case 'popup:state': {
       await stateReady;
@@ -501,9 +505,49 @@ async function handlePopup(msg) {
     case 'popup:revoke':
       if (typeof msg.grant_id !== 'string' || !msg.grant_id) return { ok: false, error: 'no grant id' };
       return link.call({ type: 'revoke', grant_id: msg.grant_id });
+    // "Does this site ask?" connects to the site, so only the person may start
+    // it: the popup, never a page (a content script's message carries the
+    // page as sender.tab), and about the tab they are on, never a site a
+    // message names.
+    case 'popup:site-requests': {
+      if (!fromPopup(sender, chrome.runtime.id, chrome.runtime.getURL('popup.html'))) return { ok: false, error: 'only the popup may ask a site' };
+      const site = await activeSite();
+      if (!site.ok) return site;
+      const reply = await link.call({ type: 'site-requests', domain: site.domain }, { timeoutMs: SITE_FETCH_TIMEOUT_MS });
+      return { ...reply, domain: site.domain };
+    }
+    case 'popup:approve':
+    case 'popup:deny': {
+      if (!fromPopup(sender, chrome.runtime.id, chrome.runtime.getURL('popup.html'))) return { ok: false, error: 'only the popup may decide a request' };
+      if (typeof msg.name !== 'string' || !msg.name) return { ok: false, error: 'no request name' };
+      if (msg.type === 'popup:deny') return link.call({ type: 'deny', name: msg.name });
+      const choices = msg.choices && typeof msg.choices === 'object' && !Array.isArray(msg.choices) ? msg.choices : {};
+      return link.call({ type: 'approve', name: msg.name, choices });
+    }
     default:
       return { ok: false, error: 'unknown request' };
   }
+}
+
+// The site of the tab the person is on: the active tab of the window they used
+// last. When the popup itself is open as a tab there, that tab is not a site,
+// so the last site tab they looked at in that window is taken instead.
+async function activeSite() {
+  const popupUrl = chrome.runtime.getURL('popup.html');
+  let tabs;
+  try {
+    tabs = await chrome.tabs.query({ lastFocusedWindow: true });
+  } catch (e) {
+    return { ok: false, error: 'cannot read the active tab: ' + e.message };
+  }
+  let tab = tabs.find((t) => t.active);
+  if (tab && typeof tab.url === 'string' && tab.url.startsWith(popupUrl)) {
+    tab = tabs.filter((t) => typeof t.url === 'string' && siteOfUrl(t.url)).sort((a, b) => (b.lastAccessed ?? 0) - (a.lastAccessed ?? 0))[0];
+  }
+  if (tab?.incognito) return { ok: false, error: 'not asked from a private window' };
+  const domain = tab?.url ? siteOfUrl(tab.url) : null;
+  if (!domain) return { ok: false, error: 'this tab is not a web page (http or https)' };
+  return { ok: true, domain };
 }
 
 // A word masked now also applies to what has not left the browser yet.

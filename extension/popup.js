@@ -1,9 +1,12 @@
 // The popup: shows and changes the settings, the review list, what was captured
-// lately, the agent connection and the grants in force. Every change goes
+// lately, the agent connection and the grants in force, and, when the person
+// asks, the consent requests of the site they are on. Every change goes
 // through the worker (messages "popup:*") so storage is only written there.
-// Page data is rendered with textContent only, never as HTML.
+// Page data and marketers' text are rendered with textContent only, never as
+// HTML, and marketers' text is made inert first (lib/site-requests.js).
 
 import { normalizeSite } from './lib/settings.js';
+import { KIND_WORDS, describe, inert, narrowChoices } from './lib/site-requests.js';
 
 const $ = (id) => document.getElementById(id);
 const ask = (msg) => chrome.runtime.sendMessage(msg);
@@ -224,7 +227,123 @@ async function findCurrentSite() {
   }
 }
 
+// ---- "Does this site ask?" ---------------------------------------------------
+
+function siteError(text) {
+  const p = $('site-error');
+  p.hidden = !text;
+  p.textContent = text ? inert(text) : '';
+}
+
+/** Asks the worker, which asks the host about the active tab's site. */
+async function askSite() {
+  const button = $('site-ask');
+  button.disabled = true;
+  $('site-ask-status').textContent = 'asking…';
+  siteError('');
+  $('site-refused').hidden = true;
+  $('site-requests').replaceChildren();
+  let reply;
+  try {
+    reply = await ask({ type: 'popup:site-requests' });
+  } catch (e) {
+    reply = { ok: false, error: e.message };
+  }
+  button.disabled = false;
+  $('site-ask-status').textContent = reply?.domain ? inert(reply.domain) : '';
+  if (!reply?.ok) {
+    siteError(reply?.error ?? 'no answer');
+    document.body.dataset.siteAsked = 'error';
+    return;
+  }
+  const refused = Array.isArray(reply.refused) ? reply.refused : [];
+  const refusedList = $('site-refused');
+  refusedList.hidden = refused.length === 0;
+  refusedList.replaceChildren(...refused.map((r) => el('li', { testid: 'site-refused-item' }, 'Refused, nothing stored: ' + inert(r.error))));
+  const requests = Array.isArray(reply.requests) ? reply.requests : [];
+  $('site-requests').replaceChildren(...(requests.length ? requests.map(requestCard) : [el('p', { class: 'muted small', testid: 'site-none' }, refused.length ? 'No request of this site could be taken.' : 'This site asks for nothing.')]));
+  document.body.dataset.siteAsked = 'done';
+}
+
+/** One request: what it asks in plain words, and Approve, Narrow, Deny. */
+function requestCard(item) {
+  const name = typeof item.name === 'string' ? item.name : '';
+  const terms = item.view?.request?.terms ?? {};
+  const lines = describe(item);
+  const outcome = el('p', { class: 'outcome', testid: 'request-outcome' });
+  const show = (text, good) => {
+    outcome.textContent = inert(text);
+    outcome.className = 'outcome ' + (good ? 'good' : 'bad');
+  };
+  // Narrowing: fewer kinds, a shorter window, a shorter duration. The fields
+  // start at what the request asks, and never offer more.
+  const kindBoxes = (Array.isArray(terms.kinds) ? terms.kinds : []).map((k) =>
+    el('label', { class: 'switch' }, el('input', { type: 'checkbox', 'data-kind': k, testid: 'narrow-kind', checked: '' }), ' ' + (KIND_WORDS[k] ?? inert(k))),
+  );
+  const windowInput = el('input', { type: 'text', testid: 'narrow-window', value: inert(terms.window), 'aria-label': 'How far back' });
+  const durationInput = el('input', { type: 'text', testid: 'narrow-duration', value: inert(terms.duration), 'aria-label': 'For how long' });
+  const narrow = el(
+    'div',
+    { class: 'narrow', hidden: '' },
+    el('div', { class: 'row' }, ...kindBoxes),
+    el('div', { class: 'row' }, 'from the last ', windowInput, ' for ', durationInput, el('span', { class: 'muted small' }, ' (at most what is asked)')),
+    el('button', { type: 'button', testid: 'approve-narrowed', onclick: () => decide('approve', narrowed()) }, 'Approve narrowed'),
+  );
+  const narrowed = () => {
+    const kinds = kindBoxes.map((l) => l.querySelector('input')).filter((b) => b.checked).map((b) => b.dataset.kind);
+    return narrowChoices(terms, { kinds, window: windowInput.value, expires: durationInput.value });
+  };
+  const buttons = el(
+    'div',
+    { class: 'row' },
+    el('button', { type: 'button', testid: 'approve', onclick: () => decide('approve', { choices: {} }) }, 'Approve'),
+    el('button', { type: 'button', testid: 'narrow', onclick: () => (narrow.hidden = !narrow.hidden) }, 'Narrow'),
+    el('button', { type: 'button', class: 'danger', testid: 'deny', onclick: () => decide('deny') }, 'Deny'),
+  );
+  const card = el(
+    'div',
+    { class: 'ask', testid: 'site-request', 'data-name': inert(name), 'data-state': inert(item.view?.state) },
+    el('dl', {}, ...lines.flatMap(([label, text]) => [el('dt', {}, label), el('dd', { class: label === 'warning' ? 'warning' : '', 'data-line': label }, text)])),
+    buttons,
+    narrow,
+    outcome,
+  );
+  const decided = item.view?.state !== 'pending';
+  for (const b of [...buttons.querySelectorAll('button'), narrow.querySelector('button')]) b.disabled = decided;
+  if (decided) show(`This request is ${inert(item.view?.state)}.`, item.view?.state === 'approved');
+
+  async function decide(how, narrowing) {
+    if (narrowing?.error) {
+      show(narrowing.error, false);
+      return;
+    }
+    const reply = await ask(how === 'deny' ? { type: 'popup:deny', name } : { type: 'popup:approve', name, choices: narrowing.choices });
+    if (!reply?.ok) {
+      show((how === 'deny' ? 'Not denied: ' : 'Not approved: ') + (reply?.error ?? 'no answer'), false);
+      return;
+    }
+    for (const b of card.querySelectorAll('button')) b.disabled = true;
+    card.dataset.state = how === 'deny' ? 'denied' : 'approved';
+    if (how === 'deny') {
+      show('Denied: no grant was made.', true);
+      return;
+    }
+    const g = reply.grant ?? {};
+    const t = g.terms ?? {};
+    const kinds = (t.kinds ?? []).map((k) => KIND_WORDS[k] ?? inert(k)).join(', ');
+    const push = item.view?.request?.delivery?.method === 'push';
+    show(
+      `Approved: ${inert(g.marketer)} may have ${kinds}, ${inert(t.granularity)}, from the last ${inert(t.window)}, until ${inert(t.expires_at)}. ` +
+        (push ? 'optin serve sends it to their inbox.' : `Hand them the bundle: optin bundle ${inert(g.grant_id)}.`),
+      true,
+    );
+    loadGrants();
+  }
+  return card;
+}
+
 function wire() {
+  $('site-ask').addEventListener('click', askSite);
   $('enabled').addEventListener('change', (e) => change({ type: 'popup:set', enabled: e.target.checked }));
   for (const box of document.querySelectorAll('input[data-kind]')) {
     box.addEventListener('change', () => change({ type: 'popup:set', kind: box.dataset.kind, on: box.checked }));

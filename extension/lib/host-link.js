@@ -158,8 +158,17 @@ export function createHostLink({
     backoffMs = Math.min(backoffMs * 2, t.maxBackoffMs);
   }
 
+  // When the slowest request still unanswered may be answered. The host answers
+  // one message at a time, in order, so nothing sent after a slow request (a
+  // site fetch) can be answered before it: each later request's wait starts
+  // from there.
+  let slowUntil = 0;
+
   /** Sends one request; resolves with the host's reply to it. */
-  function request(msg) {
+  function request(msg, timeoutMs = t.requestTimeoutMs) {
+    const now = Date.now();
+    const wait = Math.max(timeoutMs, slowUntil - now + t.requestTimeoutMs);
+    if (timeoutMs > t.requestTimeoutMs) slowUntil = Math.max(slowUntil, now + wait);
     return new Promise((resolve, reject) => {
       if (!port) {
         reject(new Error('not connected'));
@@ -175,7 +184,7 @@ export function createHostLink({
         dropPort(p, 'timeout');
         onStatus('disconnected', 'the native host did not answer');
         scheduleReconnect();
-      }, t.requestTimeoutMs);
+      }, wait);
       waiting.set(id, { resolve, reject, timer });
       try {
         p.postMessage({ ...msg, id });
@@ -234,14 +243,15 @@ export function createHostLink({
   /**
    * A request on behalf of the popup: never throws, and answers at once with
    * an error (while starting to connect) when there is no working connection.
+   * `timeoutMs` is for a request the host takes long over (a site fetch).
    */
-  async function call(msg) {
+  async function call(msg, { timeoutMs } = {}) {
     if (!port || !ready) {
       connect();
       return { ok: false, error: 'not connected to the optin agent' };
     }
     try {
-      return await request(msg);
+      return await request(msg, timeoutMs);
     } catch (e) {
       return { ok: false, error: e.message };
     }
