@@ -295,7 +295,9 @@ class Inbox:
             raise Refused(422, "the receipt is of another grant")
         if ISSUER_PREFIX + str(record.get("pii_principal_id")) != bundle["issuer"]:
             raise Refused(422, "the receipt's principal is not the bundle's pseudonym")
-        if (receipt.get("request") or {}).get("marketer") != self.marketer:
+        # Whether a receipt must answer a request is its schema's to say; one that does must
+        # answer this marketer's.
+        if "request" in receipt and (receipt["request"] or {}).get("marketer") != self.marketer:
             raise Refused(422, "the receipt answers another marketer's request")
         purposes = (receipt.get("pii_processing") or {}).get("purposes")
         if not isinstance(purposes, list) or len(purposes) != 1:
