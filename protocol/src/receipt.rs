@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use time::{Date, OffsetDateTime};
 
 use crate::jws::{Jwk, JwsError};
-use crate::request::{self, compact, Approved, PurposeCode, Request, RequestId};
+use crate::request::{self, compact, PurposeCode, Request, RequestId};
 use crate::scope::{GrantId, Granularity, Terms};
 use crate::signal::Kinds;
 use crate::span::Span;
@@ -68,8 +68,10 @@ pub struct RecordHeader {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Processing {
-    /// The marketer's privacy policy, as the request gave it.
-    pub privacy_notice: String,
+    /// The marketer's privacy policy, as the request gave it; absent when there was no
+    /// request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy_notice: Option<String>,
     /// The one purpose of the grant.
     pub purposes: Vec<ProcessingPurpose>,
 }
@@ -80,8 +82,10 @@ pub struct Processing {
 pub struct ProcessingPurpose {
     /// The purpose in the marketer's words.
     pub purpose: String,
-    /// Its DPV purpose code.
-    pub purpose_type: PurposeCode,
+    /// Its DPV purpose code, from the request; absent when there was none, since the person
+    /// who types a grant states its purpose in words only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose_type: Option<PurposeCode>,
     /// [`LAWFUL_BASIS`].
     pub lawful_basis: String,
     /// The kinds of signal shared.
@@ -121,8 +125,9 @@ pub struct Party {
     pub party_name: String,
     /// [`CONTROLLER_ROLE`].
     pub party_role: String,
-    /// Its contact, as the request gave it.
-    pub party_contact: String,
+    /// Its contact, as the request gave it; absent when there was no request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub party_contact: Option<String>,
 }
 
 /// One event of the consent's life.
@@ -155,14 +160,30 @@ pub struct Answering {
 pub struct Receipt {
     /// The record header.
     pub record: RecordHeader,
-    /// The request answered.
-    pub request: Answering,
+    /// The request answered; absent for a grant the person made with `optin grant`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Answering>,
     /// What is processed, and why.
     pub pii_processing: Processing,
     /// Who processes it.
     pub party_identification: Vec<Party>,
     /// What happened to the consent, oldest first: given, then withdrawn or expired.
     pub event: Vec<ConsentEvent>,
+}
+
+/// What a grant was made on: a marketer's request the person approved, or the person's own
+/// `optin grant`, which names the marketer and the purpose in the person's words.
+#[derive(Clone, Copy, Debug)]
+pub enum Basis<'a> {
+    /// The request approved.
+    Request(&'a Request),
+    /// A grant the person made unasked.
+    Owner {
+        /// The marketer, as the person named it (the grant's audience).
+        marketer: &'a str,
+        /// The purpose, in the person's words.
+        purpose: &'a str,
+    },
 }
 
 /// Why a receipt was refused.
@@ -186,36 +207,55 @@ struct Header {
 }
 
 impl Receipt {
-    /// The receipt of a grant `grant_id` made from `request`, with the `approved` terms that
-    /// became `terms`, for the person known to this grant as `principal`, on the day of `now`.
-    pub fn given(request: &Request, grant_id: &GrantId, principal: &str, approved: &Approved, terms: &Terms, now: OffsetDateTime) -> Receipt {
-        let marketer = &request.marketer;
+    /// The receipt of a grant `grant_id` made on `basis` with `terms`, for the person known to
+    /// this grant as `principal`, on the day of `now`.
+    pub fn given(basis: Basis<'_>, grant_id: &GrantId, principal: &str, terms: &Terms, now: OffsetDateTime) -> Receipt {
+        let (request, privacy_notice, purpose, purpose_type, party) = match basis {
+            Basis::Request(request) => {
+                let m = &request.marketer;
+                (
+                    Some(Answering { id: request.id.clone(), marketer: m.domain.clone() }),
+                    Some(m.privacy_policy.to_string()),
+                    request.purpose.text.clone(),
+                    Some(request.purpose.code.clone()),
+                    Party {
+                        party_id: m.domain.clone(),
+                        party_name: m.name.clone(),
+                        party_role: CONTROLLER_ROLE.into(),
+                        party_contact: Some(m.contact.clone()),
+                    },
+                )
+            }
+            // The person named the marketer once; it is the party's id and name alike.
+            Basis::Owner { marketer, purpose } => (
+                None,
+                None,
+                purpose.to_owned(),
+                None,
+                Party { party_id: marketer.to_owned(), party_name: marketer.to_owned(), party_role: CONTROLLER_ROLE.into(), party_contact: None },
+            ),
+        };
         Receipt {
             record: RecordHeader { schema_version: SCHEMA_VERSION.into(), record_id: grant_id.clone(), pii_principal_id: principal.to_owned() },
-            request: Answering { id: request.id.clone(), marketer: marketer.domain.clone() },
+            request,
             pii_processing: Processing {
-                privacy_notice: marketer.privacy_policy.to_string(),
+                privacy_notice,
                 purposes: vec![ProcessingPurpose {
-                    purpose: request.purpose.text.clone(),
-                    purpose_type: request.purpose.code.clone(),
+                    purpose,
+                    purpose_type,
                     lawful_basis: LAWFUL_BASIS.into(),
-                    pii_information: approved.kinds.clone(),
-                    pii_controllers: vec![marketer.domain.clone()],
+                    pii_information: terms.kinds.clone(),
+                    pii_controllers: vec![party.party_id.clone()],
                     terms: ConsentedTerms {
-                        granularity: approved.granularity,
-                        window: approved.window,
+                        granularity: terms.granularity,
+                        window: terms.window,
                         expires_at: terms.expires_at,
-                        categories: approved.categories.clone(),
-                        merchants: approved.merchants.clone(),
+                        categories: terms.categories.clone(),
+                        merchants: terms.merchants.clone(),
                     },
                 }],
             },
-            party_identification: vec![Party {
-                party_id: marketer.domain.clone(),
-                party_name: marketer.name.clone(),
-                party_role: CONTROLLER_ROLE.into(),
-                party_contact: marketer.contact.clone(),
-            }],
+            party_identification: vec![party],
             event: vec![ConsentEvent { event_time: now.date(), type_: CONSENT_TYPE.into(), state: ConsentState::Given }],
         }
     }
@@ -295,8 +335,17 @@ impl Receipt {
         if purpose.lawful_basis != LAWFUL_BASIS || party.party_role != CONTROLLER_ROLE {
             return Err("unexpected lawful basis or party role");
         }
-        if purpose.pii_controllers != [party.party_id.clone()] || party.party_id != self.request.marketer {
-            return Err("the controller is not the marketer the request names");
+        if purpose.pii_controllers != [party.party_id.clone()] {
+            return Err("the controller is not the party named");
+        }
+        // A request brings the notice, code and contact; without one there are none, so a
+        // receipt never holds a part of a request that it does not name.
+        let from_request = [self.pii_processing.privacy_notice.is_some(), purpose.purpose_type.is_some(), party.party_contact.is_some()];
+        match &self.request {
+            Some(request) if party.party_id != request.marketer => return Err("the controller is not the marketer the request names"),
+            Some(_) if from_request.contains(&false) => return Err("a receipt of a request holds its privacy notice, purpose code and contact"),
+            None if from_request.contains(&true) => return Err("a receipt of no request holds no privacy notice, purpose code or contact"),
+            _ => {}
         }
         let states: Vec<ConsentState> = self.event.iter().map(|e| e.state).collect();
         let ordered = self.event.windows(2).all(|w| w[0].event_time <= w[1].event_time);
@@ -339,6 +388,25 @@ pub(crate) mod tests {
     use super::*;
     use crate::request::Choices;
 
+    const NOW: OffsetDateTime = datetime!(2026-11-23 12:34:56 UTC);
+
+    impl Receipt {
+        /// The terms a receipt states, as a grant holds them.
+        fn consented_terms(&self) -> Terms {
+            let p = &self.pii_processing.purposes[0];
+            let t = &p.terms;
+            Terms {
+                audience: self.party_identification[0].party_id.clone(),
+                kinds: p.pii_information.clone(),
+                granularity: t.granularity,
+                window: t.window,
+                expires_at: t.expires_at,
+                categories: t.categories.clone(),
+                merchants: t.merchants.clone(),
+            }
+        }
+    }
+
     pub(crate) fn receipt() -> (Receipt, Ed25519KeyPair) {
         let request = Request::parse(crate::request::tests::PUSH).unwrap();
         let approved = request.terms.narrow(&Choices { kinds: Some("cart".parse().unwrap()), ..Choices::default() }).unwrap();
@@ -346,7 +414,7 @@ pub(crate) mod tests {
         let terms = approved.terms(&request.marketer.domain, now).unwrap();
         let grant = GrantId::parse("g_000102030405060708090a0b").unwrap();
         let key = Ed25519KeyPair::from_seed_unchecked(&[9u8; 32]).unwrap();
-        (Receipt::given(&request, &grant, "p_00000000000000000000000000000000", &approved, &terms, now), key)
+        (Receipt::given(Basis::Request(&request), &grant, "p_00000000000000000000000000000000", &terms, now), key)
     }
 
     #[test]
@@ -357,6 +425,30 @@ pub(crate) mod tests {
         assert!(given.to_json().contains(r#""event":[{"event_time":"2026-11-23","type":"dpv:ExplicitlyExpressedConsent","state":"dpv:ConsentGiven"}]"#));
         let withdrawn = given.ended(ConsentState::Withdrawn, datetime!(2026-12-01 8:00 UTC));
         assert_eq!(verify(&withdrawn.sign(&key), &jwk).unwrap().state(), Some(ConsentState::Withdrawn));
+    }
+
+    #[test]
+    fn a_grant_made_unasked_has_a_receipt_without_a_request() {
+        let (of_request, key) = receipt();
+        let terms = Terms { audience: "Acme".into(), ..of_request.consented_terms() };
+        let grant = of_request.record.record_id.clone();
+        let given = Receipt::given(Basis::Owner { marketer: "Acme", purpose: "offers" }, &grant, "p_00000000000000000000000000000000", &terms, NOW);
+        let jwk = Jwk::ed25519(key.public_key().as_ref());
+        assert_eq!(verify(&given.sign(&key), &jwk).unwrap(), given);
+        let json = given.to_json();
+        assert!(
+            !json.contains(r#""request""#) && !json.contains("privacy_notice") && !json.contains("purpose_type") && !json.contains("party_contact"),
+            "{json}"
+        );
+        assert!(json.contains(r#""party_identification":[{"party_id":"Acme","party_name":"Acme","party_role":"dpv:DataController"}]"#), "{json}");
+        // The parts of a request come all together or not at all.
+        let code = r#""purpose_type":"dpv:PersonalisedAdvertising","lawful_basis""#;
+        for (name, text) in [
+            ("a code without a request", json.replace(r#""lawful_basis""#, code)),
+            ("a request without its code", of_request.to_json().replace(code, r#""lawful_basis""#)),
+        ] {
+            assert!(matches!(verify(&sign_document(&key, text.as_bytes()), &jwk), Err(ReceiptError::Payload(_))), "{name}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use optin_protocol::jws::Jwk;
 use optin_protocol::push::{self, Data};
-use optin_protocol::receipt::{self, Receipt};
+use optin_protocol::receipt::{self, Basis, Receipt};
 use optin_protocol::request::{self, Choices};
 use optin_protocol::scope::GrantId;
 use optin_protocol::webhook::{self, Headers, PublicKey, WebhookId};
@@ -63,7 +63,7 @@ fn receipt_vector() {
     let approved = request.terms.narrow(&Choices { kinds: Some(v["kinds"].parse().unwrap()), ..Choices::default() }).unwrap();
     let at = timestamp::parse(&v["approved_at"]).unwrap();
     let terms = approved.terms(&request.marketer.domain, at).unwrap();
-    let ours = Receipt::given(&request, &GrantId::parse(&v["grant_id"]).unwrap(), &v["principal"], &approved, &terms, at);
+    let ours = Receipt::given(Basis::Request(&request), &GrantId::parse(&v["grant_id"]).unwrap(), &v["principal"], &terms, at);
     check("receipt document", &ours.to_json(), &v["payload"]);
     check("receipt signed", &ours.sign(&key), &v["expect"]);
     assert_eq!(receipt::verify(&v["expect"], &jwk).unwrap(), ours);
@@ -91,4 +91,27 @@ fn webhook_vector() {
     assert_eq!(*slice, slice_vector["expect"]);
     assert_eq!(optin_protocol::jws::verify(slice, &jwk).unwrap(), slice_vector["payload"].as_bytes());
     assert_eq!(jti.as_str(), v["id"]);
+}
+
+#[test]
+fn unasked_receipt_vector() {
+    let v = vector("receipt-unasked-jws.txt");
+    let key = key(&v);
+    let jwk = Jwk::ed25519(key.public_key().as_ref());
+    check("unasked receipt", &receipt::sign_document(&key, v["payload"].as_bytes()), &v["expect"]);
+    // The agent's own receipt for `optin grant` with the same terms is the same document.
+    let at = timestamp::parse(&v["approved_at"]).unwrap();
+    let terms = optin_protocol::scope::Terms {
+        audience: "acme.example".into(),
+        kinds: v["kinds"].parse().unwrap(),
+        granularity: optin_protocol::scope::Granularity::Category,
+        window: "30d".parse().unwrap(),
+        expires_at: optin_protocol::scope::grant_expiry(at, "90d".parse().unwrap()).unwrap(),
+        categories: None,
+        merchants: None,
+    };
+    let basis = Basis::Owner { marketer: "acme.example", purpose: &v["purpose"] };
+    let ours = Receipt::given(basis, &GrantId::parse(&v["grant_id"]).unwrap(), &v["principal"], &terms, at);
+    check("unasked receipt document", &ours.to_json(), &v["payload"]);
+    assert_eq!(receipt::verify(&v["expect"], &jwk).unwrap(), ours);
 }

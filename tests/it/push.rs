@@ -307,3 +307,46 @@ async fn pushes_go_through_the_proxy_and_never_around_it() {
     verified(&got[0], None);
     drop(agent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_made_unasked_pushes_with_a_receipt_that_names_no_request() {
+    let inbox = Inbox::start(&[]).await;
+    let agent = serve_with(Home::new(), &inbox).await;
+    // Two days back: a slice at category level reaches only to the start of today.
+    agent.ingest(&fixture::ndjson(&[fixture::search("s-1", ago(now(), 48), "running shoes", "duckduckgo.com", "Apparel & Accessories > Shoes")])).await;
+    let url = inbox.url();
+    let common = ["grant", MARKETER, "--kinds", "search", "--granularity", "category", "--window", "30d", "--expires", "30d", "--purpose", "offers"];
+
+    // A wrong inbox or schedule is refused before anything is made: a usage error (2) where
+    // the command line alone shows it, the agent's refusal (1) for a schedule too tight.
+    for (args, code, says) in [
+        (vec!["--push", "http://inbox.acme.example/hook"], 2, "--push"),
+        (vec!["--push", "https://127.0.0.1/hook"], 2, "--push"),
+        (vec!["--push-every", "1d"], 2, "--push"),
+        (vec!["--push", url.as_str(), "--push-every", "30m"], 1, "push-every: a slice is pushed at most once an hour"),
+    ] {
+        agent.cli(&[&common[..], &args[..]].concat()).await.fails(code, says);
+    }
+    assert_eq!(agent.cli(&["grants", "--json"]).await.json(), json!([]), "nothing was granted");
+
+    let made = agent.cli(&[&common[..], &["--push", url.as_str(), "--push-every", "1h"]].concat()).await;
+    let out = made.ok();
+    assert!(out.contains(&format!("pushed to {url} by `optin serve`")), "{out}");
+    let bundle = GrantBundle::parse(&out[out.find('{').expect("the bundle")..]).expect("a bundle");
+    let got = inbox.wait_for(2).await;
+    let created = verified(&got[0], None);
+    let Data::GrantCreated { bundle: pushed, receipt } = &created.event.data else { panic!("not grant.created first: {:?}", kinds(&got)) };
+    assert_eq!(**pushed, bundle);
+    let receipt = optin_protocol::receipt::verify(receipt, &bundle.jwk).expect("the receipt verifies");
+    assert_eq!(receipt.request, None, "a grant made unasked answers no request");
+    assert_eq!((receipt.party_identification[0].party_id.as_str(), receipt.pii_processing.purposes[0].purpose.as_str()), (MARKETER, "offers"));
+    let slice = verified(&got[1], Some(&bundle));
+    let Data::SliceDelivered { slice: jws, .. } = &slice.event.data else { panic!("not a slice: {:?}", kinds(&got)) };
+    assert_eq!(bundle.verify_slice(jws).expect("the slice verifies").items.len(), 1);
+
+    agent.cli(&["revoke", bundle.grant_id.as_str()]).await.ok();
+    let got = inbox.wait_for(3).await;
+    let Data::GrantRevoked { receipt, .. } = &verified(&got[2], Some(&bundle)).event.data else { panic!("not grant.revoked: {:?}", kinds(&got)) };
+    let withdrawn = optin_protocol::receipt::verify(receipt, &bundle.jwk).expect("the withdrawal verifies");
+    assert_eq!(withdrawn.state(), Some(optin_protocol::receipt::ConsentState::Withdrawn));
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write or check the test vectors of SPEC.md's consent requests, receipts and push events.
 
-usage: consent_vectors.py write   # writes protocol/tests/vectors/{request-jws,receipt-jws,webhook-v1a}.txt
+usage: consent_vectors.py write   # writes protocol/tests/vectors/{request-jws,receipt-jws,receipt-unasked-jws,webhook-v1a}.txt
        consent_vectors.py check   # computes them again and fails if a file differs
 
 Everything here is computed from SPEC.md alone, with Python's standard library, the Ed25519 of
@@ -32,6 +32,7 @@ GRANT_SEED = bytes(range(32))  # the seed of slice-jws.txt: the grant that signs
 GRANT_ID = "g_000102030405060708090a0b"
 PRINCIPAL = "p_00000000000000000000000000000000"
 APPROVED_AT = datetime.datetime(2026, 11, 23, 12, 34, 56, tzinfo=datetime.timezone.utc)
+UNASKED_PURPOSE = "Show you offers on what you leave in carts."
 
 
 def b64url(data):
@@ -161,17 +162,31 @@ def receipt_document():
     }
 
 
-def receipt_vector():
+def unasked_receipt_document():
+    # The person granted acme.example carts at category level for 30 days back, for 90 days,
+    # with `optin grant`, unasked: no request, so no notice, purpose code or contact.
+    document = receipt_document()
+    del document["request"], document["pii_processing"]["privacy_notice"], document["party_identification"][0]["party_contact"]
+    purpose = document["pii_processing"]["purposes"][0]
+    del purpose["purpose_type"], purpose["terms"]["categories"], purpose["terms"]["merchants"]
+    purpose["purpose"] = UNASKED_PURPOSE
+    document["party_identification"][0]["party_name"] = REQUEST["marketer"]["domain"]
+    return document
+
+
+def receipt_vector(document=None, about=None):
     key = Ed25519PrivateKey.from_private_bytes(GRANT_SEED)
     x = public_x(key)
-    document = receipt_document()
+    document = document or receipt_document()
     payload = compact(document)
     token = sign_compact(key, {"alg": "EdDSA", "kid": thumbprint(x), "typ": "optin-receipt+jwt"}, payload)
     assert jose_verify(token, compact({"kty": "OKP", "crv": "Ed25519", "x": x}), "optin-receipt+jwt") == payload
     schema_check("optin-receipt.schema.json", document)
     return "\n".join([
-        "# A consent receipt (SPEC.md, \"Consent receipts\"): the request of request-jws.txt approved",
-        "# with --kinds cart at `approved_at`, signed with the grant's key (seed 0x00..0x1f).",
+        *(about or [
+            "# A consent receipt (SPEC.md, \"Consent receipts\"): the request of request-jws.txt approved",
+            "# with --kinds cart at `approved_at`, signed with the grant's key (seed 0x00..0x1f).",
+        ]),
         f"seed: {GRANT_SEED.hex()}",
         f"kid: {thumbprint(x)}",
         f"grant_id: {GRANT_ID}",
@@ -223,7 +238,18 @@ def main(argv):
     if len(argv) != 2 or argv[1] not in ("write", "check"):
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         sys.exit(2)
-    files = {"request-jws.txt": request_vector(), "receipt-jws.txt": receipt_vector(), "webhook-v1a.txt": webhook_vector()}
+    unasked = receipt_vector(unasked_receipt_document(), [
+        "# The receipt of a grant made unasked (SPEC.md, \"Consent receipts\"): `optin grant acme.example",
+        "# --kinds cart --granularity category --window 30d --expires 90d --purpose \"<purpose>\"` at",
+        "# `approved_at`, signed with the grant's key (seed 0x00..0x1f). It names no request.",
+        f"purpose: {UNASKED_PURPOSE}",
+    ])
+    files = {
+        "request-jws.txt": request_vector(),
+        "receipt-jws.txt": receipt_vector(),
+        "receipt-unasked-jws.txt": unasked,
+        "webhook-v1a.txt": webhook_vector(),
+    }
     stale = []
     for name, text in files.items():
         path = VECTORS / name

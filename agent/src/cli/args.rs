@@ -321,11 +321,24 @@ pub struct GrantArgs {
     /// What the marketer may use the data for, shown to both sides.
     #[arg(long, value_name = "TEXT")]
     pub purpose: String,
+    /// Push this grant and then its slices to the marketer's HTTPS inbox, from `optin serve`:
+    /// nothing on your side listens.
+    #[arg(long, value_name = "URL", value_parser = parse_inbox)]
+    pub push: Option<String>,
+    /// With --push: how often a slice of what is new is pushed, at least 1h.
+    #[arg(long, value_name = "SPAN", requires = "push", default_value = "1d")]
+    pub push_every: Span,
     /// Print only the bundle's JSON.
     #[arg(long, conflicts_with = "output")]
     pub json: bool,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// An inbox URL, checked as a consent request's is, so a mistyped one is refused before a
+/// grant is made.
+fn parse_inbox(text: &str) -> Result<String, String> {
+    optin_protocol::request::HttpsUrl::parse(text).map(|url| url.as_str().to_owned())
 }
 
 /// Where a bundle goes instead of standard output.

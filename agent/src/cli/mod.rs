@@ -37,7 +37,7 @@ use print::{count, inert, inert_lines, is_stdout_closed, paint, Printer, Style};
 use show::StatusView;
 
 use crate::browser::LastConnection;
-use crate::core::command::{AuditEntry, CountedRefusals, Forget, Reply, Request, Response};
+use crate::core::command::{AuditEntry, CountedRefusals, Forget, PushTo, Reply, Request, Response};
 use crate::home::{self, Home, IfExists};
 use crate::keys::Keys;
 use crate::session::{self, Failed};
@@ -479,19 +479,20 @@ async fn grant(dir: &Path, args: GrantArgs, p: &mut Printer) -> Result<()> {
         window: args.window,
         expires: args.expires,
         purpose: args.purpose,
+        push: args.push.clone().map(|inbox| PushTo { inbox, every: args.push_every }),
     };
     let Response::Granted { bundle } = execute(&home, request).await? else { return unexpected() };
     if let Some(path) = &args.output.output {
         write_bundle(path, &bundle, args.output.force)
             .with_context(|| format!("{} was granted, but its bundle was not written (`optin bundle {0} --output FILE` writes it)", bundle.grant_id))?;
         show::grant_summary(p, &bundle)?;
-        show::pull_links(p)?;
+        show::delivery(p, args.push.as_deref().map(|inbox| (inbox, args.push_every)))?;
         return sent_privately(p, path, &bundle);
     }
     let json = serde_json::to_string_pretty(&bundle)?;
     if !args.json {
         show::grant_summary(p, &bundle)?;
-        show::pull_links(p)?;
+        show::delivery(p, args.push.as_deref().map(|inbox| (inbox, args.push_every)))?;
         writeln!(p, "give this bundle to {} (it holds their token: send it privately):", inert(&bundle.marketer))?;
     }
     p.json(&json)?;

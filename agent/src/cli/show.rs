@@ -8,6 +8,7 @@ use optin_protocol::bundle::GrantBundle;
 use optin_protocol::scope::GrantId;
 use optin_protocol::signal::{Body, Kind};
 use optin_protocol::slice::{CartState, SliceClaims};
+use optin_protocol::span::Span;
 use serde::{Serialize, Serializer};
 use time::OffsetDateTime;
 
@@ -340,6 +341,18 @@ pub fn grant_summary(p: &mut Printer, bundle: &GrantBundle) -> io::Result<()> {
 }
 
 /// What a pull grant cannot hide, said when one is made (SPEC.md, "What pull mode links").
+/// How a new grant's slices reach the marketer: pushed to its inbox (`Some`), or pulled.
+pub fn delivery(p: &mut Printer, push: Option<(&str, Span)>) -> io::Result<()> {
+    match push {
+        Some((inbox, every)) => writeln!(
+            p,
+            "pushed to {} by `optin serve`: this grant first, then a slice of what is new every {every}; `optin grants` shows each delivery and `optin revoke` stops them",
+            inert(inbox)
+        ),
+        None => pull_links(p),
+    }
+}
+
 pub fn pull_links(p: &mut Printer) -> io::Result<()> {
     writeln!(
         p,

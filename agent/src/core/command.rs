@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use super::requests::{ApprovalChoices, RequestName, RequestState, RequestView, ShareSummary, WouldShare};
-pub use crate::store::{AuditRecord, Forget};
+pub use crate::store::{AuditRecord, Forget, PushTo};
 use time::OffsetDateTime;
 
 /// Longest request line on the admin socket (an ingest batch travels in one).
@@ -77,6 +77,10 @@ pub enum Request {
         expires: Span,
         /// What for.
         purpose: String,
+        /// Where its events are pushed, for a grant whose marketer has an inbox; none serves
+        /// slices to the marketer's pulls only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        push: Option<PushTo>,
     },
     /// List grants.
     Grants,

@@ -4,6 +4,7 @@
 
 use optin_protocol::bundle::{self, GrantBundle};
 use optin_protocol::receipt::ConsentState;
+use optin_protocol::request::{limits as request_limits, HttpsUrl};
 use optin_protocol::scope::{self, GrantId, SliceQuery, Terms};
 use optin_protocol::signal::Kind;
 use optin_protocol::token::Token;
@@ -14,7 +15,7 @@ use super::audit::{self, AuditEvent};
 use super::command::{AuditEntry, CountedRefusals, GrantState, GrantView, PushView, Request, Response, SignalView, Status, AUDIT_PAGE, AUDIT_PAGE_MAX};
 use super::marketer::Refusal;
 use super::{blocking, slicer, Core, CoreError};
-use crate::store::{Forget, GrantRecord, Seal, StoredGrant};
+use crate::store::{Forget, GrantRecord, PushTo, Seal, StoredGrant};
 
 /// Bounds on what the owner types.
 const MARKETER_CHARS: usize = 128;
@@ -37,9 +38,10 @@ impl Core {
             Request::ExtensionSignals { signals } => self.ingest_extension(&signals, now),
             Request::Signals { kind } => Ok(Response::Signals { signals: self.list_signals(kind, now)? }),
             Request::Forget { what } => Ok(Response::Forgot { count: self.forget(what, now)? }),
-            Request::Grant { marketer, kinds, granularity, window, expires, purpose } => {
+            Request::Grant { marketer, kinds, granularity, window, expires, purpose, push } => {
                 let marketer = bounded("marketer", &marketer, MARKETER_CHARS)?;
                 let purpose = bounded("purpose", &purpose, PURPOSE_CHARS)?;
+                let push = push.map(checked_push).transpose()?;
                 // Rounded up to a UTC midnight, so that the expiry does not tell marketers
                 // comparing bundles which grants were made in the same second.
                 let expires_at = scope::grant_expiry(now, expires).ok_or_else(|| CoreError::Invalid("expires: too far in the future".into()))?;
@@ -53,9 +55,13 @@ impl Core {
                     revoked_at: None,
                     request_id: None,
                     purpose_code: None,
-                    push: None,
+                    push,
                 };
-                self.store.put_grant(&record)?;
+                let created = match record.push {
+                    Some(_) => Some(self.created_event(&record, None, now)?),
+                    None => None,
+                };
+                self.store.put_grant_pushing(&record, created.as_ref())?;
                 self.audit_granted(&record, now)?;
                 self.store.flush()?;
                 Ok(Response::Granted { bundle: Box::new(self.bundle(&record)?) })
@@ -273,6 +279,16 @@ pub(super) fn new_grant_id() -> Result<GrantId, CoreError> {
     let mut id = [0u8; 12];
     SystemRandom::new().fill(&mut id).map_err(|_| CoreError::Internal("no randomness".into()))?;
     Ok(GrantId::from_bytes(id))
+}
+
+/// Where a grant made unasked pushes, held to the rules a request's delivery is: an `https`
+/// inbox with a host name, and a slice at most once an hour.
+fn checked_push(push: PushTo) -> Result<PushTo, CoreError> {
+    let inbox = HttpsUrl::parse(&push.inbox).map_err(|e| CoreError::Invalid(format!("push: {e}")))?;
+    if push.every.seconds() < request_limits::MIN_EVERY_SECONDS {
+        return Err(CoreError::Invalid("push-every: a slice is pushed at most once an hour (1h or more)".into()));
+    }
+    Ok(PushTo { inbox: inbox.as_str().to_owned(), every: push.every })
 }
 
 fn bounded(field: &str, text: &str, max: usize) -> Result<String, CoreError> {

@@ -13,8 +13,8 @@
 //! waited for or cut off.
 
 use optin_protocol::push::{Data, Event};
-use optin_protocol::receipt::{ConsentState, Receipt};
-use optin_protocol::request::{Approved, Delivery, Request};
+use optin_protocol::receipt::{Basis, ConsentState, Receipt};
+use optin_protocol::request::{Delivery, Request};
 use optin_protocol::scope::{SliceQuery, MAX_LIMIT};
 use optin_protocol::slice::SliceClaims;
 use optin_protocol::webhook::{self, Headers, WebhookId};
@@ -88,9 +88,9 @@ impl Core {
         }
     }
 
-    /// The `grant.created` of a push grant just approved from `request`: its bundle and its
-    /// receipt, signed with the grant's key.
-    pub(super) fn created_event(&self, grant: &GrantRecord, request: &Request, now: OffsetDateTime) -> Result<PendingPush, CoreError> {
+    /// The `grant.created` of a push grant just approved from `request`, or made unasked
+    /// (`None`): its bundle and its receipt, signed with the grant's key.
+    pub(super) fn created_event(&self, grant: &GrantRecord, request: Option<&Request>, now: OffsetDateTime) -> Result<PendingPush, CoreError> {
         let keys = self.keys.grant(&grant.id).map_err(|e| CoreError::Internal(e.to_string()))?;
         let receipt = given(grant, request, &keys).sign(&keys.signing);
         let event = Event { timestamp: now, data: Data::GrantCreated { bundle: Box::new(self.bundle(grant)?), receipt } };
@@ -99,17 +99,24 @@ impl Core {
 
     /// The event that ends a push grant (`grant.revoked` or `grant.expired`): its receipt with
     /// the consent ended. `None` for a grant that does not push, whose inbox said it is gone,
-    /// or whose request is no longer stored to make the receipt of.
+    /// or whose request is no longer stored to make the receipt of. A grant made unasked has
+    /// no request, and its receipt says so.
     pub(super) fn ended_event(&self, grant: &GrantRecord, state: ConsentState, now: OffsetDateTime) -> Result<Option<PendingPush>, CoreError> {
         if grant.push.is_none() || self.store.push_state(&grant.id)?.gone_at.is_some() {
             return Ok(None);
         }
-        let Some(request) = self.request_of(grant)? else {
-            tracing::error!(grant = %grant.id, "a push grant's request is not stored: its end cannot be pushed");
-            return Ok(None);
+        let request = match &grant.request_id {
+            None => None,
+            Some(_) => match self.request_of(grant)? {
+                Some(request) => Some(request),
+                None => {
+                    tracing::error!(grant = %grant.id, "a push grant's request is not stored: its end cannot be pushed");
+                    return Ok(None);
+                }
+            },
         };
         let keys = self.keys.grant(&grant.id).map_err(|e| CoreError::Internal(e.to_string()))?;
-        let receipt = given(grant, &request, &keys).ended(state, now).sign(&keys.signing);
+        let receipt = given(grant, request.as_ref(), &keys).ended(state, now).sign(&keys.signing);
         let data = match state {
             ConsentState::Expired => Data::GrantExpired { grant_id: grant.id.clone(), receipt },
             _ => Data::GrantRevoked { grant_id: grant.id.clone(), receipt },
@@ -320,18 +327,14 @@ impl Core {
     }
 }
 
-/// The receipt of a grant as given: what the request asked, narrowed to the grant's terms.
-fn given(grant: &GrantRecord, request: &Request, keys: &GrantKeys) -> Receipt {
-    let t = &grant.terms;
-    let approved = Approved {
-        kinds: t.kinds.clone(),
-        granularity: t.granularity,
-        window: t.window,
-        duration: request.terms.duration,
-        categories: t.categories.clone(),
-        merchants: t.merchants.clone(),
+/// The receipt of a grant as given: what the request asked, narrowed to the grant's terms,
+/// or for a grant the person made unasked, its marketer and purpose as the person typed them.
+fn given(grant: &GrantRecord, request: Option<&Request>, keys: &GrantKeys) -> Receipt {
+    let basis = match request {
+        Some(request) => Basis::Request(request),
+        None => Basis::Owner { marketer: &grant.marketer, purpose: &grant.purpose },
     };
-    Receipt::given(request, &grant.id, &keys.pseudonym, &approved, t, grant.created_at)
+    Receipt::given(basis, &grant.id, &keys.pseudonym, &grant.terms, grant.created_at)
 }
 
 fn pending(grant: &GrantRecord, event: &Event, now: OffsetDateTime, until: Option<OffsetDateTime>) -> PendingPush {

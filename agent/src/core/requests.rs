@@ -339,7 +339,7 @@ impl Core {
             push: Core::push_to(asked),
         };
         let created = match grant.push {
-            Some(_) => Some(self.created_event(&grant, asked, now)?),
+            Some(_) => Some(self.created_event(&grant, Some(asked), now)?),
             None => None,
         };
         record.decision = Decision::Approved { grant_id: grant.id.clone(), at: now };

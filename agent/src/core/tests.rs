@@ -98,6 +98,7 @@ impl World {
             window: span(window),
             expires: span("90d"),
             purpose: "show me relevant offers".into(),
+            push: None,
         };
         let Response::Granted { bundle } = self.run(request).await else { panic!("not a grant answer") };
         *bundle

@@ -114,6 +114,7 @@ impl Api {
             window: window.parse().expect("window"),
             expires: "90d".parse().expect("expires"),
             purpose: "offers".into(),
+            push: None,
         };
         let Response::Granted { bundle } = self.run(request).await else { panic!("not a grant answer") };
         *bundle

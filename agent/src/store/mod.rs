@@ -529,13 +529,27 @@ impl Store {
 
     /// Stores a grant (new or updated) with its MAC. Durable on return.
     pub fn put_grant(&self, grant: &GrantRecord) -> Result<()> {
+        self.put_grant_pushing(grant, None)
+    }
+
+    /// Stores a new grant with its MAC and, for a push grant, queues its first event in the
+    /// same transaction, so the grant and its `grant.created` exist together. Durable on
+    /// return.
+    pub fn put_grant_pushing(&self, grant: &GrantRecord, push: Option<&PendingPush>) -> Result<()> {
         let mac = self.mac()?;
         let value = serde_json::to_vec(grant).map_err(|e| corrupt("grants", e))?;
         let tag = mac.grant(&grant.id, &value);
-        (&self.grants, &self.grant_macs)
-            .transaction(|(grants, macs)| {
+        let push = push.map(push::Queued::of).transpose()?;
+        if push.is_some() {
+            self.room_for_one()?;
+        }
+        (&self.grants, &self.grant_macs, &self.push_queue)
+            .transaction(|(grants, macs, queue)| {
                 grants.insert(grant.id.as_str(), value.as_slice())?;
                 macs.insert(grant.id.as_str(), &tag[..])?;
+                if let Some(queued) = &push {
+                    queue.insert(queued.key.as_slice(), queued.bytes.as_slice())?;
+                }
                 Ok::<_, ConflictableTransactionError<StoreError>>(())
             })
             .map_err(tx_error)?;

@@ -65,6 +65,7 @@ async fn rejects_commands_that_name_nothing_or_are_wrong() {
         window: super::span("7d"),
         expires: super::span("90d"),
         purpose: purpose.into(),
+        push: None,
     };
     let cases: Vec<(&str, Request, ErrorKind)> = vec![
         ("revoke an unknown grant", Request::Revoke { grant_id: nobody.clone() }, ErrorKind::NotFound),
