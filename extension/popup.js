@@ -6,7 +6,7 @@
 // HTML, and marketers' text is made inert first (lib/site-requests.js).
 
 import { normalizeSite } from './lib/settings.js';
-import { KIND_WORDS, describe, inert, narrowChoices } from './lib/site-requests.js';
+import { KIND_WORDS, describe, inert, narrowChoices, spanWords } from './lib/site-requests.js';
 
 const $ = (id) => document.getElementById(id);
 const ask = (msg) => chrome.runtime.sendMessage(msg);
@@ -333,7 +333,7 @@ function requestCard(item) {
     const kinds = (t.kinds ?? []).map((k) => KIND_WORDS[k] ?? inert(k)).join(', ');
     const push = item.view?.request?.delivery?.method === 'push';
     show(
-      `Approved: ${inert(g.marketer)} may have ${kinds}, ${inert(t.granularity)}, from the last ${inert(t.window)}, until ${inert(t.expires_at)}. ` +
+      `Approved: ${inert(g.marketer)} may have ${kinds}, ${inert(t.granularity)}, from the last ${spanWords(t.window)}, until ${inert(t.expires_at)}. ` +
         (push ? 'optin serve sends it to their inbox.' : `Hand them the bundle: optin bundle ${inert(g.grant_id)}.`),
       true,
     );

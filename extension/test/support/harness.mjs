@@ -117,11 +117,13 @@ export async function listGrants(home) {
 /**
  * Installs the native messaging host for one Chromium profile. The host is
  * OPTIN_NATIVE_HOST when set, else a wrapper script written to `root` that
- * runs `$OPTIN_BIN native-host` with OPTIN_HOME=home. While the file
+ * runs `$OPTIN_BIN native-host` with OPTIN_HOME=home and the variables of
+ * `hostEnv` (OPTIN_CA_FILE, OPTIN_RESOLVE: how the host reaches a test
+ * marketer's site, since the browser starts it with no flags). While the file
  * `<root>/host-blocked` exists the wrapper exits at once, which lets a test
  * make the agent unreachable.
  */
-export function installNativeHost(userDataDir, root, home) {
+export function installNativeHost(userDataDir, root, home, hostEnv = {}) {
   let hostPath = process.env.OPTIN_NATIVE_HOST;
   if (!hostPath) {
     hostPath = join(root, 'optin-native-host');
@@ -133,6 +135,7 @@ export function installNativeHost(userDataDir, root, home) {
         `[ -e ${q(join(root, 'host-blocked'))} ] && exit 1`,
         `OPTIN_HOME=${q(home)}`,
         'export OPTIN_HOME',
+        ...Object.entries(hostEnv).flatMap(([name, value]) => [`${name}=${q(value)}`, `export ${name}`]),
         `exec ${q(resolve(process.env.OPTIN_BIN))} native-host "$@"`,
         '',
       ].join('\n'),
@@ -180,12 +183,14 @@ export async function extensionCopy(root, overrides = {}) {
 /**
  * Starts headless Chromium with the extension (`extDir`, else the checkout's)
  * and its native host (none with `nativeHost: false`, as in a browser where
- * `optin browser install` was never run). `resolverRules` maps real-looking
- * host names to the local test server.
+ * `optin browser install` was never run), started with `hostEnv`.
+ * `resolverRules` maps real-looking host names to the local test server;
+ * `ignoreCertificateErrors` lets the browser show pages of a test CA's sites
+ * (what the agent trusts is OPTIN_CA_FILE's business).
  */
-export async function launch({ root, home, userDataDir = join(root, 'profile'), resolverRules = '', extDir = EXT_DIR, nativeHost = true }) {
+export async function launch({ root, home, userDataDir = join(root, 'profile'), resolverRules = '', extDir = EXT_DIR, nativeHost = true, hostEnv = {}, ignoreCertificateErrors = false }) {
   mkdirSync(userDataDir, { recursive: true });
-  if (nativeHost) installNativeHost(userDataDir, root, home);
+  if (nativeHost) installNativeHost(userDataDir, root, home, hostEnv);
   const args = [
     // Playwright adds --disable-extensions by default; this re-enables ours.
     `--disable-extensions-except=${extDir}`,
@@ -198,6 +203,7 @@ export async function launch({ root, home, userDataDir = join(root, 'profile'), 
     '--disable-quic',
   ];
   if (resolverRules) args.push(`--host-resolver-rules=${resolverRules}`);
+  if (ignoreCertificateErrors) args.push('--ignore-certificate-errors');
   // Imported here so the pure tests run even before `npm ci --prefix extension/test`.
   const { chromium } = await import('playwright-core');
   const context = await chromium.launchPersistentContext(userDataDir, {
