@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 
+use optin_protocol::bundle::GrantBundle;
 use optin_tests::fixture::{self, ago, search};
 use optin_tests::{assert_unauthorized, fetch, now, raw_items, Agent, Home};
 
@@ -115,7 +116,10 @@ async fn acknowledged_writes_survive_kill_9() {
     let batch = fixture::ndjson(&[search("k1", ago(t, 2), "before the crash", "bing.com", "Home")]);
     let response = agent.client().post("/v1/signals", Some(&token), "application/x-ndjson", batch.into_bytes()).await.expect("answer");
     assert_eq!(serde_json::from_slice::<Value>(&response.body).expect("JSON"), json!({"stored": 1, "duplicates": 0}));
-    let bundle = agent.grant("acme.example", "search", "raw", "30d").await;
+    let granted = agent
+        .cli(&["grant", "acme.example", "--kinds", "search", "--granularity", "raw", "--window", "30d", "--expires", "30d", "--purpose", "p", "--json"])
+        .await;
+    let bundle = GrantBundle::parse(granted.ok()).expect("a bundle");
     let revoked = agent.grant("globex.example", "search", "raw", "30d").await;
     agent.cli(&["revoke", revoked.grant_id.as_str()]).await.ok();
     agent.cli(&["forget", "--id", "nothing-like-this"]).await.fails(1, "no signal with id");
@@ -128,4 +132,40 @@ async fn acknowledged_writes_survive_kill_9() {
     let pages = fetch(&agent, &bundle, "").await;
     assert_eq!(pages[0].1.items.len(), 1);
     assert_unauthorized(&agent.get("/v1/slice", Some(&revoked.token)).await, "revoked before the crash");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundles_name_the_public_url_and_are_printed_again_after_a_move() {
+    let home = Home::new();
+    // A public address that is not an origin is refused before the agent starts.
+    for (url, says) in [
+        ("http://optin.example.net", "not https"),
+        ("https://optin.example.net/optin", "a path or query has no place in it"),
+        ("https://optin.example.net?x=1", "a path or query has no place in it"),
+        ("https://me@optin.example.net", "a user name has no place in it"),
+        ("https://optin.example.net:0", "port 0"),
+        ("optin.example.net", "not https"),
+    ] {
+        home.cli(&["serve", "--listen", "127.0.0.1:0", "--public-url", url]).await.fails(2, says);
+    }
+
+    // Behind a forwarded port, bundles name the public address, with the agent's certificate;
+    // written in one form whatever was typed.
+    let agent = home.serve(&["--public-url", "https://Optin.Example.NET:443/"]).await;
+    let granted = agent
+        .cli(&["grant", "acme.example", "--kinds", "search", "--granularity", "raw", "--window", "30d", "--expires", "30d", "--purpose", "p", "--json"])
+        .await;
+    let bundle = GrantBundle::parse(granted.ok()).expect("a bundle");
+    assert_eq!(bundle.agent_url, "https://optin.example.net");
+    assert_eq!(bundle.cert_sha256, agent.fingerprint);
+    let home = agent.stop();
+    let offline = GrantBundle::parse(home.cli(&["bundle", bundle.grant_id.as_str()]).await.ok()).expect("a bundle");
+    assert_eq!(offline.agent_url, "https://optin.example.net", "the store keeps the address bundles name");
+
+    // Started again on its own address, the same grant's bundle is printed with it.
+    let agent = home.serve(&[]).await;
+    let again = GrantBundle::parse(agent.cli(&["bundle", bundle.grant_id.as_str()]).await.ok()).expect("a bundle");
+    assert_eq!((again.agent_url.as_str(), again.token.as_str()), (agent.url.as_str(), bundle.token.as_str()));
+    let slice = agent.get("/v1/slice", Some(&again.token)).await;
+    assert_eq!(slice.status, 200, "the bundle printed again works: {}", String::from_utf8_lossy(&slice.body));
 }

@@ -174,9 +174,42 @@ pub struct ServeArgs {
     /// accepted; connections already open are never closed to make room.
     #[arg(long, default_value_t = crate::serve::DEFAULT_MAX_CONNECTIONS, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub max_connections: u32,
+    /// The address marketers reach this agent at, when it is not the one it listens on (a
+    /// port forwarded on a router, a host's public name): bundles name it from now on, and
+    /// `optin bundle GRANT` prints a grant's bundle again with it. https://HOST[:PORT] only.
+    #[arg(long, value_name = "URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
     /// How pushes reach marketers' inboxes.
     #[command(flatten)]
     pub outbound: OutboundArgs,
+}
+
+/// `--public-url`: an `https` origin, a host name or IP address and a port if not 443, with
+/// nothing else, since a marketer adds the API's paths to it. Written back in one form, so
+/// bundles name the agent the same way whatever was typed.
+pub fn parse_public_url(text: &str) -> Result<String, String> {
+    let refused = |why: &str| format!("{why}: expected https://HOST or https://HOST:PORT, like https://optin.example.net:7676");
+    let uri: hyper::Uri = text.parse().map_err(|_| refused("not a URL"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(refused("not https"));
+    }
+    let authority = uri.authority().ok_or_else(|| refused("no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(refused("a user name has no place in it"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(refused("a path or query has no place in it"));
+    }
+    let host = authority.host();
+    if host.is_empty() {
+        return Err(refused("no host"));
+    }
+    let host = host.to_ascii_lowercase();
+    Ok(match authority.port_u16() {
+        Some(443) | None => format!("https://{host}"),
+        Some(0) => return Err(refused("port 0")),
+        Some(port) => format!("https://{host}:{port}"),
+    })
 }
 
 /// How optin reaches a marketer's site and inbox over HTTPS, for the commands that connect

@@ -346,6 +346,7 @@ async fn serve(dir: PathBuf, args: ServeArgs) -> Result<()> {
         tls,
         abandon_after: args.abandon_after,
         max_connections: args.max_connections as usize,
+        public_url: args.public_url,
         outbound: args.outbound.config(),
     };
     crate::serve::run(config).await

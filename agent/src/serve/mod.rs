@@ -56,6 +56,8 @@ pub struct ServeConfig {
     pub abandon_after: optin_protocol::span::Span,
     /// Most connections at once; more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// The address bundles name instead of the one listened on.
+    pub public_url: Option<String>,
     /// How pushes reach inboxes.
     pub outbound: crate::outbound::OutboundConfig,
 }
@@ -105,10 +107,13 @@ pub async fn run(config: ServeConfig) -> Result<()> {
     let addr = https.local_addr()?;
     let store = Store::open_waiting(&home.store(), Duration::from_secs(5))?;
     let url = format!("https://{addr}");
-    store.set_address(&Address { url: url.clone(), cert_sha256: identity.sha256.clone() })?;
+    // What bundles name: where marketers reach the agent, which a forwarded port or a public
+    // name makes other than where it listens. Stored, so bundles made offline name it too.
+    let public = config.public_url.clone().unwrap_or_else(|| url.clone());
+    store.set_address(&Address { url: public.clone(), cert_sha256: identity.sha256.clone() })?;
     // The offline CLI and native host derive cart states with the same delay.
     store.set_abandon_after(config.abandon_after)?;
-    let core = CoreConfig { abandon_after: config.abandon_after, agent_url: url.clone(), cert_sha256: identity.sha256.clone() };
+    let core = CoreConfig { abandon_after: config.abandon_after, agent_url: public.clone(), cert_sha256: identity.sha256.clone() };
     let core = Arc::new(Core::new(store, keys, core));
 
     // Listen for signals before announcing readiness: a SIGTERM right after the ready line
@@ -122,7 +127,11 @@ pub async fn run(config: ServeConfig) -> Result<()> {
 
     // The ready line is how scripts learn the address; a closed stdout must not stop the
     // agent (println! would panic), so a failed write is only logged.
-    let ready = format!("listening on {url} (certificate sha256 {})\n", identity.sha256);
+    let mut ready = format!("listening on {url} (certificate sha256 {})\n", identity.sha256);
+    // On a line of its own, so the ready line reads the same for every script that waits on it.
+    if public != url {
+        ready.push_str(&format!("bundles name {public}\n"));
+    }
     if let Err(e) = std::io::Write::write_all(&mut std::io::stdout(), ready.as_bytes()).and_then(|()| std::io::Write::flush(&mut std::io::stdout())) {
         tracing::warn!(error = %e, "cannot print the ready line");
     }
