@@ -16,22 +16,36 @@
 //! the message is wrong; `retry` means optin cannot take it now. The two never mix, since a
 //! feeder that retried a wrong message would send it forever, and one that dropped a message
 //! optin could not take would lose it.
+//!
+//! "Does this site ask?" (`site-requests`) is the one message that makes the host connect
+//! out: it fetches the consent requests the site publishes, through [`crate::site`] as
+//! `optin requests fetch` does, so they are verified against the domain by the same code.
+//! The domain comes from the extension's worker, which takes it from the active tab, never
+//! from a page. How to connect (trusted authorities, name overrides, a proxy) comes from the
+//! `OPTIN_*` variables, since the browser starts the host with no flags. Approving and
+//! denying go through the session like `optin approve` and `optin deny`; the host answers
+//! a grant's terms, never its bundle, which holds the marketer's token.
 
 use std::io::{Read, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use optin_protocol::scope::{GrantId, Granularity};
+use optin_protocol::scope::{GrantId, Granularity, Terms};
 use optin_protocol::signal::Kinds;
-use serde::de::{IgnoredAny, MapAccess, Visitor};
-use serde::{Deserializer, Serialize};
+use optin_protocol::span::Span;
+use serde::de::{DeserializeOwned, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
 use super::{Browser, LastConnection};
-use crate::core::command::{ErrorKind, GrantState, GrantView, Rejection, RejectionReason, Request, Response};
+use crate::core::command::{
+    ApprovalChoices, ErrorKind, GrantState, GrantView, Rejection, RejectionReason, Request, RequestName, RequestView, Response, WouldShare,
+};
 use crate::home::Home;
+use crate::outbound::{Client, OutboundConfig, Timeouts};
 use crate::session::Failed;
+use crate::site::{self, Site};
 
 /// The Chromium extension id (from the manifest's fixed key).
 pub const CHROMIUM_EXTENSION_ID: &str = include_str!("../../../extension/EXTENSION_ID");
@@ -42,6 +56,31 @@ pub const FIREFOX_EXTENSION_ID: &str = "optin@optin.dev";
 pub const MAX_MESSAGE: usize = 8 * 1024 * 1024;
 /// Most signals in one message: `native_messaging.signals_per_message` in the same file.
 pub const MAX_SIGNALS: usize = 100;
+/// How long a `site-requests` fetch may take in all. Shorter than a CLI fetch's minute:
+/// the host answers one message at a time, so the extension's other messages wait behind
+/// the fetch, and the person waits in the popup.
+pub const SITE_FETCH: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What the host works with: the person's home, and how it connects out for
+/// `site-requests`, read from the environment once (a bad variable refuses each fetch,
+/// naming the variable, and nothing else).
+#[derive(Debug)]
+pub struct Host {
+    home: Home,
+    outbound: Result<OutboundConfig, String>,
+}
+
+impl Host {
+    /// A host for `home` connecting out with `outbound`, bounded by [`SITE_FETCH`].
+    pub fn new(home: Home, outbound: Result<OutboundConfig, String>) -> Host {
+        let bounded = |c: OutboundConfig| {
+            let limit = |d: std::time::Duration| d.min(SITE_FETCH);
+            let Timeouts { connect, handshake, request } = c.timeouts;
+            OutboundConfig { timeouts: Timeouts { connect: limit(connect), handshake: limit(handshake), request: limit(request) }, ..c }
+        };
+        Host { home, outbound: outbound.map(bounded) }
+    }
+}
 
 /// The origin Chromium passes as argv[1] for our extension.
 pub fn chromium_origin() -> String {
@@ -64,11 +103,12 @@ pub async fn run(home_dir: &Path, args: &[String]) -> Result<()> {
     // installed the host for this, and losing the batch would be worse than a fresh store.
     let home = Home::open_or_create(home_dir)?;
     record_connection(&home, args).await;
+    let host = Host::new(home, site::config_from(|name| std::env::var(name).ok()));
     // Standard input and output are blocking files: each frame is read and written on a
     // blocking thread, one at a time, so no async worker ever waits on the browser.
     while let Some(incoming) = blocking(|| read_incoming(&mut std::io::stdin().lock())).await? {
         let reply = match incoming {
-            Incoming::Message(message) => answer(&home, &message).await,
+            Incoming::Message(message) => answer(&host, &message).await,
             Incoming::Oversized { bytes, id } => refuse_unread(id, bytes, format!("message of {bytes} bytes exceeds {MAX_MESSAGE}")),
         };
         blocking(move || write_frame(&mut std::io::stdout().lock(), &reply)).await?;
@@ -176,6 +216,9 @@ struct Envelope {
     kind: Option<Box<RawValue>>,
     signals: Option<Box<RawValue>>,
     grant_id: Option<Box<RawValue>>,
+    domain: Option<Box<RawValue>>,
+    name: Option<Box<RawValue>>,
+    choices: Option<Box<RawValue>>,
     /// A known field given twice.
     repeated: Option<&'static str>,
 }
@@ -228,10 +271,77 @@ impl Envelope {
                 let grant_id = serde_json::from_str(grant_id.get()).map_err(|_| "`grant_id` must be a grant id (g_…)")?;
                 Ok(Message::Revoke { grant_id })
             }
+            "site-requests" => {
+                let domain = self.domain.ok_or("missing field `domain`")?;
+                let site = serde_json::from_str::<String>(domain.get()).ok().and_then(|d| d.parse::<Site>().ok());
+                let site = site.ok_or("`domain` must be a lowercase domain name, with its port when not 443 (shop.example:8443)")?;
+                Ok(Message::SiteRequests { site })
+            }
+            "approve" => {
+                let name = request_name(self.name)?;
+                let choices = match self.choices {
+                    None => ApprovalChoices::default(),
+                    Some(raw) => choices(&raw)?,
+                };
+                Ok(Message::Approve { name, choices })
+            }
+            "deny" => Ok(Message::Deny { name: request_name(self.name)? }),
             // Named in general terms, so the refusal never echoes what the extension sent.
-            _ => Err("unknown message type: this host knows hello, signals, grants and revoke".into()),
+            _ => Err("unknown message type: this host knows hello, signals, grants, revoke, site-requests, approve and deny".into()),
         }
     }
+}
+
+/// The `name` of an `approve` or `deny` message: a request's `DOMAIN/ID` or id.
+fn request_name(raw: Option<Box<RawValue>>) -> Result<RequestName, String> {
+    let raw = raw.ok_or("missing field `name`")?;
+    serde_json::from_str::<String>(raw.get())
+        .ok()
+        .and_then(|n| RequestName::parse(&n).ok())
+        .ok_or_else(|| "`name` must be a request's DOMAIN/ID (or its id)".to_owned())
+}
+
+/// The narrowing choices of an `approve` message, as they come: only known members, each
+/// once. An unknown or repeated member is refused rather than skipped, since a choice the
+/// host skipped would approve the request's wider term without the person knowing.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChoices {
+    kinds: Option<Box<RawValue>>,
+    granularity: Option<Box<RawValue>>,
+    window: Option<Box<RawValue>>,
+    expires: Option<Box<RawValue>>,
+    categories: Option<Box<RawValue>>,
+    merchants: Option<Box<RawValue>>,
+}
+
+/// Reads `choices`, naming the member at fault. Whether each choice narrows the request is
+/// the agent's decision (`optin approve` runs the same); this only reads their types.
+fn choices(raw: &RawValue) -> Result<ApprovalChoices, String> {
+    let raw: RawChoices = serde_json::from_str(raw.get()).map_err(|e| {
+        let e = e.to_string();
+        // serde names the member in backquotes; the position after it is of no use here.
+        let what = e.split(" at line ").next().unwrap_or_default();
+        format!("`choices`: {what}: give any of kinds, granularity, window, expires, categories, merchants, each once")
+    })?;
+    fn read<T: DeserializeOwned>(raw: Option<Box<RawValue>>, name: &str, what: &str) -> Result<Option<T>, String> {
+        raw.map(|r| serde_json::from_str(r.get()).map_err(|_| format!("`choices.{name}` must be {what}"))).transpose()
+    }
+    fn list(raw: Option<Box<RawValue>>, name: &str, most: usize, what: &str) -> Result<Option<Vec<String>>, String> {
+        let refused = || format!("`choices.{name}` must be a list of 1 to {most} {what}");
+        match read::<Vec<String>>(raw, name, &format!("a list of 1 to {most} {what}"))? {
+            Some(l) if l.is_empty() || l.len() > most => Err(refused()),
+            other => Ok(other),
+        }
+    }
+    Ok(ApprovalChoices {
+        kinds: read::<Kinds>(raw.kinds, "kinds", "a list of 1 to 3 kinds: search, cart, purchase")?,
+        granularity: read::<Granularity>(raw.granularity, "granularity", "raw or category")?,
+        window: read::<Span>(raw.window, "window", "a span like 7d")?,
+        expires: read::<Span>(raw.expires, "expires", "a span like 30d")?,
+        categories: list(raw.categories, "categories", 32, "category paths")?,
+        merchants: list(raw.merchants, "merchants", 64, "merchant domains")?,
+    })
 }
 
 /// Reads a frame's top-level object into an [`Envelope`].
@@ -257,6 +367,9 @@ impl<'de> Visitor<'de> for Fields<'_> {
                 "type" => ("type", &mut envelope.kind),
                 "signals" => ("signals", &mut envelope.signals),
                 "grant_id" => ("grant_id", &mut envelope.grant_id),
+                "domain" => ("domain", &mut envelope.domain),
+                "name" => ("name", &mut envelope.name),
+                "choices" => ("choices", &mut envelope.choices),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                     continue;
@@ -286,6 +399,23 @@ enum Message {
     Revoke {
         /// Which.
         grant_id: GrantId,
+    },
+    /// Fetch the consent requests the site publishes, add them, and show them.
+    SiteRequests {
+        /// The site of the active tab.
+        site: Site,
+    },
+    /// Approve a request, narrowed.
+    Approve {
+        /// Which.
+        name: RequestName,
+        /// The person's narrowing.
+        choices: ApprovalChoices,
+    },
+    /// Deny a request.
+    Deny {
+        /// Which.
+        name: RequestName,
     },
 }
 
@@ -322,6 +452,13 @@ enum Answer {
     Grants { grants: Vec<GrantTerms> },
     /// To `revoke`: the agent no longer honours the grant.
     Revoked {},
+    /// To `site-requests`: what the site asks, each request with what it would share now,
+    /// and the requests of its document that were refused.
+    SiteRequests { site: String, url: String, requests: Vec<SiteRequest>, refused: Vec<RefusedRequest> },
+    /// To `approve`: the grant made, by its terms, and the request, approved.
+    Approved { grant: ApprovedGrant, request: Box<RequestView> },
+    /// To `deny`: the request, denied.
+    Denied { request: Box<RequestView> },
     /// The message failed; with `retry`, nothing is wrong with it but it cannot be done now.
     Failed {
         #[serde(skip_serializing_if = "is_false")]
@@ -354,6 +491,38 @@ impl From<Rejection> for RejectedSignal {
         };
         RejectedSignal { index: r.index, id: r.id, error }
     }
+}
+
+/// A request the site publishes, as kept, and what its terms would share now.
+#[derive(Debug, Serialize)]
+struct SiteRequest {
+    /// Its `DOMAIN/ID`, for `approve` and `deny`.
+    name: String,
+    /// It, as the agent keeps it: its document, state and where it was fetched from.
+    view: Box<RequestView>,
+    /// Whether it was kept before this fetch.
+    already: bool,
+    /// Whether the domain signed earlier requests with another key.
+    key_changed: bool,
+    /// What its terms would share now, while it can be approved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    would_share: Option<WouldShare>,
+}
+
+/// A request of the site's document that the agent refused: its place, and why.
+#[derive(Debug, Serialize)]
+struct RefusedRequest {
+    index: usize,
+    error: String,
+}
+
+/// A grant made by approving: its terms, never its token or key.
+#[derive(Debug, Serialize)]
+struct ApprovedGrant {
+    grant_id: GrantId,
+    marketer: String,
+    purpose: String,
+    terms: Terms,
 }
 
 /// Whether an agent answers on the admin socket.
@@ -392,7 +561,7 @@ impl From<GrantView> for GrantTerms {
 }
 
 /// The reply to one frame. Every frame gets one, under its id whenever the id could be read.
-async fn answer(home: &Home, bytes: &[u8]) -> Reply {
+async fn answer(host: &Host, bytes: &[u8]) -> Reply {
     let (envelope, read) = Envelope::read(bytes);
     let id = envelope.id();
     let message = match read {
@@ -402,7 +571,7 @@ async fn answer(home: &Home, bytes: &[u8]) -> Reply {
         Ok(()) => envelope.message(),
     };
     match message {
-        Ok(message) => Reply::new(id, handle(home, message).await),
+        Ok(message) => Reply::new(id, handle(host, message).await),
         Err(error) => refuse_unread(id, bytes.len(), error),
     }
 }
@@ -430,7 +599,8 @@ fn unexpected() -> Failure {
     Failure::Retry("unexpected answer from the agent (is it another version of optin?)".into())
 }
 
-async fn handle(home: &Home, message: Message) -> Result<Answer, Failure> {
+async fn handle(host: &Host, message: Message) -> Result<Answer, Failure> {
+    let home = &host.home;
     match message {
         Message::Hello => {
             let running = matches!(crate::session::call(&home.admin_socket(), &Request::Status).await, Ok(Some(_)));
@@ -464,7 +634,49 @@ async fn handle(home: &Home, message: Message) -> Result<Answer, Failure> {
             Response::Revoked { .. } => Ok(Answer::Revoked {}),
             _ => Err(unexpected()),
         },
+        Message::SiteRequests { site } => site_requests(host, &site).await,
+        Message::Approve { name, choices } => match forward(home, Request::Approve { name, choices }).await? {
+            Response::Approved { bundle, request } => {
+                let grant = ApprovedGrant { grant_id: bundle.grant_id, marketer: bundle.marketer, purpose: bundle.purpose, terms: bundle.terms };
+                Ok(Answer::Approved { grant, request })
+            }
+            _ => Err(unexpected()),
+        },
+        Message::Deny { name } => match forward(home, Request::Deny { name }).await? {
+            Response::Denied { request } => Ok(Answer::Denied { request }),
+            _ => Err(unexpected()),
+        },
     }
+}
+
+/// "Does this site ask?": fetches the site's document, has the agent verify and keep each
+/// request against the domain (`crate::site`, as `optin requests fetch`), and answers each
+/// kept one with what it would share now. A site that cannot be read, or is not trusted, is
+/// a refusal: asking again at once would not help, and nothing was stored.
+async fn site_requests(host: &Host, site: &Site) -> Result<Answer, Failure> {
+    let config = host.outbound.clone().map_err(|e| Failure::Refused(format!("cannot set up HTTPS: {e}")))?;
+    let client = Client::new(config).map_err(|e| Failure::Refused(format!("cannot set up HTTPS: {e}")))?;
+    let published = site::fetch(&client, site).await.map_err(|e| Failure::Refused(e.to_string()))?;
+    let url = published.url().to_owned();
+    let outcomes =
+        published.add(&host.home).await.map_err(|stopped| failure(Failed { kind: stopped.failed.kind, message: format!("{stopped}: {}", stopped.failed) }))?;
+    let mut requests = Vec::new();
+    for added in outcomes.added {
+        let r = &added.request.request;
+        let name = format!("{}/{}", r.marketer.domain, r.id);
+        // The name was made from a request the agent just verified, so it parses; were it
+        // not to, the request is shown without its preview rather than not at all.
+        let would_share = match RequestName::parse(&name) {
+            Ok(parsed) => match forward(&host.home, Request::ConsentRequest { name: parsed }).await? {
+                Response::ConsentRequest { would_share, .. } => would_share,
+                _ => return Err(unexpected()),
+            },
+            Err(_) => None,
+        };
+        requests.push(SiteRequest { name, view: added.request, already: added.already, key_changed: added.key_changed, would_share });
+    }
+    let refused = outcomes.refused.into_iter().map(|r| RefusedRequest { index: r.index, error: r.to_string() }).collect();
+    Ok(Answer::SiteRequests { site: site.to_string(), url, requests, refused })
 }
 
 /// How an agent answers a request line it cannot read (`serve/admin.rs`): from an agent of
@@ -492,14 +704,23 @@ fn failure(failed: Failed) -> Failure {
 mod tests {
     use serde_json::{json, Value};
 
-    use super::{answer, failure, read_incoming, Failure, Incoming, MAX_MESSAGE, MAX_SIGNALS};
+    use super::{answer, failure, read_incoming, Failure, Host, Incoming, MAX_MESSAGE, MAX_SIGNALS};
     use crate::core::command::{ErrorKind, Request, Response};
     use crate::home::Home;
     use crate::session::Failed;
 
+    /// The reply to `message`, as the extension reads it, from a host that connects out
+    /// with the given variables.
+    async fn reply_with(home: &Home, vars: &[(&str, &str)], message: &str) -> Value {
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let outbound = crate::site::config_from(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()));
+        let host = Host::new(home.clone(), outbound);
+        serde_json::to_value(answer(&host, message.as_bytes()).await).expect("a reply serializes")
+    }
+
     /// The reply to `message`, as the extension reads it.
     async fn reply(home: &Home, message: &str) -> Value {
-        serde_json::to_value(answer(home, message.as_bytes()).await).expect("a reply serializes")
+        reply_with(home, &[], message).await
     }
 
     fn refused(id: u64, error: &str) -> Value {
@@ -528,6 +749,19 @@ mod tests {
     fn the_limits_are_the_ones_in_the_shared_limits_file() {
         let limits: Value = serde_json::from_str(include_str!("../../../extension/limits.json")).expect("limits.json is JSON");
         assert_eq!(limits["native_messaging"], json!({"message_bytes": MAX_MESSAGE, "signals_per_message": MAX_SIGNALS}));
+    }
+
+    /// The refusal of a `domain` that is not a site.
+    const SITE: &str = "`domain` must be a lowercase domain name, with its port when not 443 (shop.example:8443)";
+    /// The refusal of a `name` that is not a request's.
+    const NAME: &str = "`name` must be a request's DOMAIN/ID (or its id)";
+    /// The agent's answer for a request it does not hold.
+    const NO_REQUEST: &str = "no request shop.example/offers-1 (`optin requests` lists them)";
+
+    fn unknown(member: &str) -> String {
+        format!(
+            "`choices`: unknown field `{member}`, expected one of `kinds`, `granularity`, `window`, `expires`, `categories`, `merchants`: give any of kinds, granularity, window, expires, categories, merchants, each once"
+        )
     }
 
     #[tokio::test]
@@ -599,13 +833,77 @@ mod tests {
             (json!({"type": "revoke", "id": 17, "grant_id": "g_nope"}).to_string(), refused(17, "`grant_id` must be a grant id (g_…)")),
             (json!({"type": "revoke", "id": 18}).to_string(), refused(18, "missing field `grant_id`")),
             (json!({"type": "revoke", "id": 19, "grant_id": "g_000000000000000000000000"}).to_string(), refused(19, "no grant g_000000000000000000000000")),
-            (json!({"type": "launch-missiles", "id": 20}).to_string(), refused(20, "unknown message type: this host knows hello, signals, grants and revoke")),
+            (
+                json!({"type": "launch-missiles", "id": 20}).to_string(),
+                refused(20, "unknown message type: this host knows hello, signals, grants, revoke, site-requests, approve and deny"),
+            ),
             (json!({"type": 5, "id": 21}).to_string(), refused(21, "`type` must be a string")),
             (json!({"id": 22}).to_string(), refused(22, "missing field `type`")),
+            // "Does this site ask?": the domain is a name (and a port), never an address or a URL.
+            (json!({"type": "site-requests", "id": 23}).to_string(), refused(23, "missing field `domain`")),
+            (json!({"type": "site-requests", "id": 24, "domain": "127.0.0.1"}).to_string(), refused(24, SITE)),
+            (json!({"type": "site-requests", "id": 25, "domain": "https://shop.example/"}).to_string(), refused(25, SITE)),
+            (json!({"type": "site-requests", "id": 26, "domain": "Shop.example"}).to_string(), refused(26, SITE)),
+            (json!({"type": "site-requests", "id": 27, "domain": ["shop.example"]}).to_string(), refused(27, SITE)),
+            (json!({"type": "site-requests", "id": 28, "domain": "sh\u{1b}op.example"}).to_string(), refused(28, SITE)),
+            (r#"{"type":"site-requests","id":29,"domain":"a.example","domain":"b.example"}"#.to_owned(), refused(29, "`domain` is given more than once")),
+            // Approve and deny: the name and every choice are read before anything is asked.
+            (json!({"type": "approve", "id": 30}).to_string(), refused(30, "missing field `name`")),
+            (json!({"type": "approve", "id": 31, "name": "shop.example/../x"}).to_string(), refused(31, NAME)),
+            (json!({"type": "deny", "id": 32, "name": 7}).to_string(), refused(32, NAME)),
+            (json!({"type": "approve", "id": 33, "name": "shop.example/offers-1", "choices": {"kind": ["search"]}}).to_string(), refused(33, &unknown("kind"))),
+            (
+                r#"{"type":"approve","id":34,"name":"shop.example/offers-1","choices":{"window":"7d","window":"400d"}}"#.to_owned(),
+                refused(34, "`choices`: duplicate field `window`: give any of kinds, granularity, window, expires, categories, merchants, each once"),
+            ),
+            (
+                json!({"type": "approve", "id": 35, "name": "shop.example/offers-1", "choices": "narrow"}).to_string(),
+                refused(35, "`choices`: invalid type: string \"narrow\", expected struct RawChoices: give any of kinds, granularity, window, expires, categories, merchants, each once"),
+            ),
+            (
+                json!({"type": "approve", "id": 36, "name": "shop.example/offers-1", "choices": {"kinds": ["walk"]}}).to_string(),
+                refused(36, "`choices.kinds` must be a list of 1 to 3 kinds: search, cart, purchase"),
+            ),
+            (
+                json!({"type": "approve", "id": 37, "name": "shop.example/offers-1", "choices": {"kinds": []}}).to_string(),
+                refused(37, "`choices.kinds` must be a list of 1 to 3 kinds: search, cart, purchase"),
+            ),
+            (json!({"type": "approve", "id": 38, "name": "shop.example/offers-1", "choices": {"window": "a week"}}).to_string(), refused(38, "`choices.window` must be a span like 7d")),
+            (json!({"type": "approve", "id": 39, "name": "shop.example/offers-1", "choices": {"expires": 30}}).to_string(), refused(39, "`choices.expires` must be a span like 30d")),
+            (json!({"type": "approve", "id": 40, "name": "shop.example/offers-1", "choices": {"granularity": "fine"}}).to_string(), refused(40, "`choices.granularity` must be raw or category")),
+            (
+                json!({"type": "approve", "id": 41, "name": "shop.example/offers-1", "choices": {"categories": []}}).to_string(),
+                refused(41, "`choices.categories` must be a list of 1 to 32 category paths"),
+            ),
+            (
+                json!({"type": "approve", "id": 42, "name": "shop.example/offers-1", "choices": {"merchants": "shop.example"}}).to_string(),
+                refused(42, "`choices.merchants` must be a list of 1 to 64 merchant domains"),
+            ),
+            // Well-formed, but there is no such request: the agent says so, and nothing changed.
+            (json!({"type": "approve", "id": 43, "name": "shop.example/offers-1", "choices": {"window": "7d"}}).to_string(), refused(43, NO_REQUEST)),
+            (json!({"type": "deny", "id": 44, "name": "shop.example/offers-1"}).to_string(), refused(44, NO_REQUEST)),
         ];
         for (message, expected) in cases {
             assert_eq!(reply(&home, &message).await, expected, "{message}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_site_that_cannot_be_fetched_is_refused_and_nothing_is_stored() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let home = home(&dir);
+        // Nothing listens on port 1 of the loopback: the connection is refused at once.
+        let message = json!({"type": "site-requests", "id": 1, "domain": "shop.test:1"}).to_string();
+        let answer = reply_with(&home, &[("OPTIN_RESOLVE", "shop.test:1:127.0.0.1")], &message).await;
+        assert_eq!((answer["id"].clone(), answer["ok"].clone(), answer.get("retry")), (json!(1), json!(false), None), "{answer}");
+        let error = answer["error"].as_str().expect("an error");
+        assert!(error.starts_with("cannot fetch the consent requests of shop.test: ") && error.ends_with("; nothing was stored"), "{error}");
+        // A variable the host cannot read refuses the fetch, naming the variable.
+        let bad = reply_with(&home, &[("OPTIN_PUSH_PROXY", "socks5://127.0.0.1:9050")], &message).await;
+        let error = bad["error"].as_str().expect("an error");
+        assert!(error.starts_with("cannot set up HTTPS: OPTIN_PUSH_PROXY: "), "{error}");
+        let Ok(Response::ConsentRequests { requests }) = crate::session::execute(&home, Request::ConsentRequests).await else { panic!("no list") };
+        assert!(requests.is_empty(), "nothing was stored: {requests:?}");
     }
 
     #[tokio::test]
@@ -677,14 +975,13 @@ mod tests {
     async fn grants_are_listed_by_their_terms_and_revoked() {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let home = Home::open_or_create(&dir.path().join("home")).expect("a home");
-        let grant = Request::Grant {
-            marketer: "acme.example".into(),
-            kinds: "search,cart".parse().expect("kinds"),
-            granularity: "raw".parse().expect("a granularity"),
-            window: "30d".parse().expect("a span"),
-            expires: "90d".parse().expect("a span"),
-            purpose: "shoe ads".into(),
-        };
+        // Read as the admin socket reads it, so members added to the command later take
+        // their defaults here too.
+        let grant: Request = serde_json::from_value(json!({
+            "op": "grant", "marketer": "acme.example", "kinds": ["search", "cart"], "granularity": "raw",
+            "window": "30d", "expires": "90d", "purpose": "shoe ads",
+        }))
+        .expect("a grant command");
         let Ok(Response::Granted { bundle }) = crate::session::execute(&home, grant).await else { panic!("no grant made") };
         let listed = json!({"id": 1, "ok": true, "grants": [{
             "grant_id": bundle.grant_id.as_str(),
