@@ -38,18 +38,18 @@ pub const PUSH_PROXY_ENV: &str = "OPTIN_PUSH_PROXY";
 pub const LIST_DELIMITER: char = ',';
 
 /// The outbound configuration from the `OPTIN_*` variables, as `lookup` reads them (the
-/// environment, in the native host), parsed exactly as the flags they stand for. An empty or
-/// unset variable sets nothing; a bad one is an error naming it.
+/// environment, in the native host), parsed exactly as the flags they stand for, and as the
+/// CLI reads the same variables: an unset variable sets nothing, a set one is read even when
+/// empty, and a bad one is an error naming it.
 pub fn config_from(lookup: impl Fn(&str) -> Option<String>) -> Result<OutboundConfig, String> {
-    let set = |name: &str| lookup(name).filter(|v| !v.is_empty());
-    let ca_files = set(CA_FILE_ENV).map(PathBuf::from).into_iter().collect();
+    let ca_files = lookup(CA_FILE_ENV).map(PathBuf::from).into_iter().collect();
     let mut resolve = Vec::new();
-    if let Some(rules) = set(RESOLVE_ENV) {
+    if let Some(rules) = lookup(RESOLVE_ENV) {
         for rule in rules.split(LIST_DELIMITER) {
             resolve.push(Resolve::from_str(rule).map_err(|e| format!("{RESOLVE_ENV}: {e}"))?);
         }
     }
-    let proxy = set(PUSH_PROXY_ENV).map(|p| Proxy::from_str(&p).map_err(|e| format!("{PUSH_PROXY_ENV}: {e}"))).transpose()?;
+    let proxy = lookup(PUSH_PROXY_ENV).map(|p| Proxy::from_str(&p).map_err(|e| format!("{PUSH_PROXY_ENV}: {e}"))).transpose()?;
     Ok(OutboundConfig { ca_files, resolve, proxy, ..Default::default() })
 }
 
@@ -330,11 +330,16 @@ mod tests {
         assert_eq!(config.ca_files, [std::path::PathBuf::from("/etc/ca, with a comma.pem")]);
         assert_eq!(config.resolve.iter().map(ToString::to_string).collect::<Vec<_>>(), ["shop.test:443:127.0.0.1", "inbox.test:8443:[::1]"]);
         assert_eq!(config.proxy.map(|p| p.to_string()).as_deref(), Some("socks5h://127.0.0.1:9050"));
-        let none = config_from(vars(&[(CA_FILE_ENV, ""), (RESOLVE_ENV, "")])).expect("empty is unset");
+        let none = config_from(vars(&[])).expect("nothing set");
         assert!(none.ca_files.is_empty() && none.resolve.is_empty() && none.proxy.is_none());
-        for (name, value) in
-            [(RESOLVE_ENV, "shop.test:https:127.0.0.1"), (RESOLVE_ENV, "shop.test:443:127.0.0.1,"), (PUSH_PROXY_ENV, "socks5://127.0.0.1:9050")]
-        {
+        // Set but empty is read, and refused, as the flags' parsers refuse an empty value.
+        for (name, value) in [
+            (RESOLVE_ENV, "shop.test:https:127.0.0.1"),
+            (RESOLVE_ENV, "shop.test:443:127.0.0.1,"),
+            (RESOLVE_ENV, ""),
+            (PUSH_PROXY_ENV, "socks5://127.0.0.1:9050"),
+            (PUSH_PROXY_ENV, ""),
+        ] {
             let error = config_from(vars(&[(name, value)])).expect_err(value);
             assert!(error.starts_with(&format!("{name}: ")), "{error}");
         }
