@@ -446,3 +446,23 @@ test('checkAgent asks the host again, so the status follows the agent', async ()
   assert.equal(log.status.at(-1), 'running');
   assert.equal(host.ports.length, 1, 'on the same connection');
 });
+
+test('a slow request (a site fetch) gets its own time, and what is sent behind it waits for it', async () => {
+  const host = fakeHost();
+  const { link, log } = makeLink(host, fakeOutbox(0), { requestTimeoutMs: 40 });
+  link.connect();
+  await until(() => log.status.includes('running'), 'hello');
+  // The host takes 120 ms over the fetch and answers in order, as the real one does.
+  const slow = link.call({ type: 'site-requests', domain: 'shop.example' }, { timeoutMs: 200 });
+  const behind = link.call({ type: 'grants' });
+  await until(() => host.requests.length === 2, 'both requests');
+  await new Promise((r) => setTimeout(r, 120));
+  const [fetch, grants] = host.requests;
+  fetch.port.reply({ id: fetch.msg.id, ok: true, requests: [], refused: [] });
+  grants.port.reply({ id: grants.msg.id, ok: true, grants: [] });
+  assert.deepEqual(await slow, { id: fetch.msg.id, ok: true, requests: [], refused: [] });
+  assert.deepEqual(await behind, { id: grants.msg.id, ok: true, grants: [] });
+  assert.ok(!host.ports[0].closedByWorker, 'the connection stayed up');
+  // A request that is never answered still times out.
+  await assert.rejects(link.request({ type: 'grants' }), /did not answer/);
+});
