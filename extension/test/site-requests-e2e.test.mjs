@@ -16,7 +16,7 @@ import { makeCertificates, marketerKey, requestDoc, startMarketerSites } from '.
 const skip = h.e2eSkipReason();
 
 // shop.test asks well; the others are hostile, each in one way.
-const NAMES = ['shop.test', 'badsig.test', 'other.test', 'escape.test', 'big.test', 'quiet.test'];
+const NAMES = ['shop.test', 'badsig.test', 'other.test', 'escape.test', 'big.test', 'quiet.test', 'malformed.test'];
 
 describe('does this site ask? (Chromium)', { skip: skip ?? false }, () => {
   let root, home, agent, sites, browser, page, popup;
@@ -41,6 +41,8 @@ describe('does this site ask? (Chromium)', { skip: skip ?? false }, () => {
         'other.test': doc(key.sign(requestDoc('shop.test', { id: 'elsewhere-1' }))),
         // Signed well, with a terminal escape and a bidi override in its text.
         'escape.test': doc(key.sign(requestDoc('escape.test', { purpose: { code: 'dpv:Marketing', text: 'Deals \u001b]0;pwned\u0007 for \u202Eyou' } }))),
+        // Not a document of requests at all.
+        'malformed.test': '{"requests": "please approve everything"}',
         // Over the 1 MiB a document may be.
         'big.test': JSON.stringify({ requests: [key.sign(requestDoc('big.test'))], padding: 'x'.repeat(1100 * 1024) }),
       },
@@ -88,6 +90,7 @@ describe('does this site ask? (Chromium)', { skip: skip ?? false }, () => {
       ['escape.test', 'site-refused', /request 1 of 1 from escape\.test: the request is refused, nothing was stored: field `purpose\.text`: contains control, bidirectional or invisible characters/],
       ['big.test', 'site-error', /cannot fetch the consent requests of big\.test: .* is larger than 1048576 bytes.*; nothing was stored/],
       ['quiet.test', 'site-error', /it publishes no consent requests \(.* answered 404\)/],
+      ['malformed.test', 'site-error', /^https:\/\/malformed\.test:\d+\/\.well-known\/optin-request\.json is not a document of consent requests \(.*\); nothing was stored$/],
     ];
     for (const [name, where, message] of cases) {
       await askOn(name);
