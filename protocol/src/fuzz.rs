@@ -18,9 +18,9 @@ use time::macros::datetime;
 use time::OffsetDateTime;
 
 use crate::bundle::GrantBundle;
-use crate::push::{self, Data, Event, Received};
+use crate::push::{self, Data, Event, PushError, Received};
 use crate::receipt::{self, ConsentState};
-use crate::request::{self, Delivery, RequestError, RequestId};
+use crate::request::{self, Delivery, Request, RequestError, RequestId};
 use crate::scope::{Granularity, Terms};
 use crate::signal::{self, limits, plain_domain};
 use crate::span::Span;
@@ -137,11 +137,17 @@ pub fn jws(data: &[u8]) {
     }
 }
 
-/// A signed consent request as fetched from [`DOMAIN`]'s well-known URL: see [`signed_request`].
+/// A consent request, as fetched from [`DOMAIN`]'s well-known URL ([`signed_request`]) and as
+/// the document a marketer signs ([`document`]): a marketer signs whatever it likes, so the
+/// document's parser must hold behind a valid signature too, where mutated JWS never reach.
 pub fn request(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     signed_request(text);
+    document(text);
 }
+
+/// The seed of the marketer's key in the request vector, to sign documents with.
+const MARKETER_SEED: [u8; 32] = [0x42; 32];
 
 /// A well-known document (`{"requests":[…]}`): what is accepted is 1 to the most requests,
 /// each a string no longer than a signed request may be, and the same list every time; each
@@ -164,10 +170,8 @@ pub fn well_known(data: &[u8]) {
 
 /// A signed request, verified at [`NOW`] both as fetched from [`DOMAIN`] and as handed over
 /// as a file. Either way the verdict is the same every time, and its message is safe to
-/// print. What verifies is bounded as the module promises: every text within its limit,
-/// trimmed and free of control, bidirectional and invisible characters; the marketer's
-/// domain the one it was fetched from; valid at `now`; a push inbox on the marketer's
-/// domain; the key the header's thumbprint names. Written back out, it reads back the same.
+/// print. What verifies names the domain it was fetched from, is valid at `now`, carries the
+/// key its header's thumbprint names, and is [`bounded`].
 fn signed_request(text: &str) {
     let fetched = request::verify(text, Some(DOMAIN), NOW);
     assert_eq!(request::verify(text, Some(DOMAIN), NOW), fetched, "verifying a request is deterministic");
@@ -194,6 +198,40 @@ fn signed_request(text: &str) {
     if fetched.is_ok() {
         assert_eq!(r.marketer.domain, DOMAIN, "a fetched request names the domain it was fetched from");
     }
+    assert!(NOW < r.expires_at && r.issued_at <= NOW + request::limits::CLOCK_SKEW, "a verified request is valid now");
+    assert_eq!(signed.key.kid.as_deref(), Some(signed.key.thumbprint().as_str()), "the key's kid is its thumbprint");
+    assert!(signed.key.public_key().is_ok(), "the key is an Ed25519 public key");
+    bounded(r);
+}
+
+/// A request document: read the same every time, refused with a message safe to print, and
+/// what is read is [`bounded`]. Signed, it verifies fetched from its own domain at the
+/// instant it was issued, to the same request.
+fn document(text: &str) {
+    let parsed = Request::parse(text);
+    assert_eq!(Request::parse(text), parsed, "reading a request document is deterministic");
+    let r = match parsed {
+        Ok(r) => r,
+        Err(e) => {
+            let message = e.to_string();
+            assert!(!message.chars().any(is_hidden_or_control), "a refusal is safe to print: {message:?}");
+            return;
+        }
+    };
+    bounded(&r);
+    let Ok(key) = Ed25519KeyPair::from_seed_unchecked(&MARKETER_SEED) else { return };
+    let jws = request::sign(&key, text.as_bytes());
+    match request::verify(&jws, Some(&r.marketer.domain), r.issued_at) {
+        Ok(signed) => assert_eq!(signed.request, r, "a signed document verifies to what it reads as"),
+        Err(e) => panic!("a document that reads, signed, is refused: {e}"),
+    }
+}
+
+/// What the request module promises of a request it accepted: every text within its limit,
+/// trimmed and free of control, bidirectional and invisible characters; canonical domain
+/// names; a bounded lifetime; a push inbox on the marketer's domain, at most hourly. Written
+/// back out, it reads back the same.
+fn bounded(r: &Request) {
     assert_eq!(r.version, request::VERSION);
     assert_eq!(RequestId::parse(r.id.as_str()).as_ref(), Some(&r.id), "the id has the form of an id");
     printable("marketer.name", &r.marketer.name, request::limits::NAME_CHARS);
@@ -203,7 +241,6 @@ fn signed_request(text: &str) {
     assert_eq!(plain_domain(&r.marketer.domain).as_deref(), Ok(r.marketer.domain.as_str()), "the marketer's domain is a canonical domain name");
     url("marketer.privacy_policy", r.marketer.privacy_policy.as_str());
     assert!(r.issued_at < r.expires_at && r.expires_at - r.issued_at <= request::limits::LIFETIME, "the lifetime is within bounds");
-    assert!(NOW < r.expires_at && r.issued_at <= NOW + request::limits::CLOCK_SKEW, "a verified request is valid now");
     if let Some(categories) = &r.terms.categories {
         assert!((1..=request::limits::CATEGORIES).contains(&categories.len()), "1 to {} categories", request::limits::CATEGORIES);
         distinct(categories);
@@ -224,10 +261,8 @@ fn signed_request(text: &str) {
         assert!(host == r.marketer.domain || host.ends_with(&format!(".{}", r.marketer.domain)), "the inbox `{host}` is on the marketer's domain");
         assert!(every.seconds() >= request::limits::MIN_EVERY_SECONDS, "pushes are at most hourly");
     }
-    assert_eq!(signed.key.kid.as_deref(), Some(signed.key.thumbprint().as_str()), "the key's kid is its thumbprint");
-    assert!(signed.key.public_key().is_ok(), "the key is an Ed25519 public key");
     let json = r.to_json();
-    match request::Request::parse(&json) {
+    match Request::parse(&json) {
         Ok(again) => assert_eq!(&again, r, "a request reads back as itself: {json}"),
         Err(e) => panic!("an accepted request, written out, is refused: {e}: {json}"),
     }
@@ -327,6 +362,20 @@ pub fn push(data: &[u8]) {
     if let Ok(received) = &later {
         received_push(&jwk, &headers, body, received);
     }
+    // Whoever makes a grant's first push signs whatever body it likes: the body is also
+    // received signed by the pinned key under its event's own id, where a mutated body with
+    // its old signature never gets, and is then refused for nothing but its receipt.
+    let Ok(event) = Event::parse(body) else { return };
+    let Some((key, _)) = vector_key() else { return };
+    let signed = webhook::sign(&key, &event.webhook_id(), NOW, body);
+    match push::receive(&jwk, &signed, body, NOW, tolerance) {
+        Ok(received) => received_push(&jwk, &signed, body, &received),
+        Err(PushError::Receipt(_) | PushError::Mismatch(_)) => assert!(!matches!(event.data, Data::SliceDelivered { .. }), "a slice carries no receipt"),
+        Err(e) => panic!("an event signed as its own push is refused: {e}"),
+    }
+    if let Ok(received) = push::receive_new_grant(&signed, body, NOW, tolerance) {
+        received_push(&jwk, &signed, body, &received);
+    }
 }
 
 fn received_push(key: &jws::Jwk, headers: &Headers, body: &[u8], received: &Received) {
@@ -360,15 +409,24 @@ fn received_push(key: &jws::Jwk, headers: &Headers, body: &[u8], received: &Rece
     }
 }
 
-/// A consent receipt, verified with the vectors' key: the same verdict every time; what
-/// verifies is within the size limit, a record this version writes (one purpose, one party
-/// that is its controller, the DPV constants, the consent given and then at most withdrawn or
-/// expired, in order), and signed again reads back as itself.
+/// A consent receipt, verified with the vectors' key, as it is and as the payload of a receipt
+/// that key signed: the same verdict every time; what verifies is within the size limit, a
+/// record this version writes (one purpose, one party that is its controller, the DPV
+/// constants, the consent given and then at most withdrawn or expired, in order), and signed
+/// again reads back as itself.
 pub fn receipt(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else { return };
     let Some((key, jwk)) = vector_key() else { return };
-    let verdict = receipt::verify(text, &jwk);
-    assert_eq!(receipt::verify(text, &jwk), verdict, "verifying a receipt is deterministic");
+    if let Ok(text) = std::str::from_utf8(data) {
+        signed_receipt(text, &key, &jwk);
+    }
+    // The receipt's checks sit behind its signature, where a mutated JWS never gets: the
+    // bytes are also read as a payload the grant's key signed.
+    signed_receipt(&receipt::sign_document(&key, data), &key, &jwk);
+}
+
+fn signed_receipt(text: &str, key: &Ed25519KeyPair, jwk: &jws::Jwk) {
+    let verdict = receipt::verify(text, jwk);
+    assert_eq!(receipt::verify(text, jwk), verdict, "verifying a receipt is deterministic");
     let Ok(r) = verdict else { return };
     assert!(text.len() <= receipt::MAX_LEN, "an accepted receipt is at most the limit");
     assert_eq!(r.record.schema_version, receipt::SCHEMA_VERSION);
@@ -385,7 +443,7 @@ pub fn receipt(data: &[u8]) {
     assert!(r.event.windows(2).all(|w| w[0].event_time <= w[1].event_time), "the events are in order");
     assert!(r.event.iter().all(|e| e.type_ == receipt::CONSENT_TYPE), "every event is of the one consent type");
     let json = r.to_json();
-    match receipt::verify(&receipt::sign_document(&key, json.as_bytes()), &jwk) {
+    match receipt::verify(&receipt::sign_document(key, json.as_bytes()), jwk) {
         Ok(again) => assert_eq!(again, r, "a receipt reads back as itself: {json}"),
         Err(e) => panic!("an accepted receipt, signed again, is refused: {e}: {json}"),
     }
