@@ -80,7 +80,10 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> Result<()> {
     let text = std::fs::read_to_string(&args.bundle).with_context(|| format!("cannot read {}", args.bundle))?;
     let bundle = GrantBundle::parse(&text).with_context(|| format!("{} is not a usable grant bundle", args.bundle))?;
-    let client = PinnedClient::new(&bundle.agent_url, &bundle.cert_sha256)?;
+    let Some((url, cert)) = bundle.pull_from() else {
+        anyhow::bail!("{} is the bundle of a grant pushed to your inbox: it names no agent to pull from", args.bundle);
+    };
+    let client = PinnedClient::new(url, cert)?;
     let pages = match fetch_slices(&client, &bundle, &args.query).await {
         Ok(pages) => pages,
         Err(FetchError::Refused(problem)) => {

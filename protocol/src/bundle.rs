@@ -22,10 +22,15 @@ pub struct GrantBundle {
     pub purpose: String,
     /// The `iss` every slice of this grant carries.
     pub issuer: String,
-    /// Where the agent answers, `https://host:port`.
-    pub agent_url: String,
+    /// Where the agent answers, `https://host:port`. Absent, with `cert_sha256`, in the bundle
+    /// of a grant pushed to the marketer's inbox: the address and certificate are one for all
+    /// of a person's grants, so a bundle that named them would link the person's pushed
+    /// grants across marketers, and tell each where the person is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_url: Option<String>,
     /// SHA-256 of the agent's TLS certificate (DER), lowercase hex: pin it.
-    pub cert_sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_sha256: Option<String>,
     /// The grant's public signing key.
     pub jwk: Jwk,
     /// The bearer token. Keep it secret.
@@ -66,14 +71,27 @@ impl GrantBundle {
         if bundle.jwk.kid.as_ref().is_some_and(|k| *k != bundle.jwk.thumbprint()) {
             return Err(field("jwk", "kid is not the key's RFC 7638 thumbprint"));
         }
-        if bundle.cert_sha256.len() != 64 || !bundle.cert_sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Err(field("cert_sha256", "expected 64 lowercase hex digits"));
-        }
-        if !bundle.agent_url.starts_with("https://") {
-            return Err(field("agent_url", "must be an https:// URL"));
+        match (&bundle.agent_url, &bundle.cert_sha256) {
+            (Some(url), Some(cert)) => {
+                if cert.len() != 64 || !cert.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                    return Err(field("cert_sha256", "expected 64 lowercase hex digits"));
+                }
+                if !url.starts_with("https://") {
+                    return Err(field("agent_url", "must be an https:// URL"));
+                }
+            }
+            (None, None) => {}
+            (Some(_), None) => return Err(field("cert_sha256", "missing: an agent_url comes with the certificate to pin")),
+            (None, Some(_)) => return Err(field("agent_url", "missing: a cert_sha256 comes with the address it is served at")),
         }
         crate::token::Token::parse(&bundle.token).map_err(|e| field("token", &e.to_string()))?;
         Ok(bundle)
+    }
+
+    /// Where to pull this grant's slices and the certificate to pin there; `None` for a grant
+    /// whose slices are pushed to the marketer.
+    pub fn pull_from(&self) -> Option<(&str, &str)> {
+        self.agent_url.as_deref().zip(self.cert_sha256.as_deref())
     }
 
     /// Verifies a slice received for this grant by its marketer: the audience must be
@@ -106,8 +124,8 @@ mod tests {
             marketer: "acme.example".into(),
             purpose: "shoe ads".into(),
             issuer: "urn:optin:agent:p_00000000000000000000000000000000".into(),
-            agent_url: "https://127.0.0.1:7676".into(),
-            cert_sha256: "0".repeat(64),
+            agent_url: Some("https://127.0.0.1:7676".into()),
+            cert_sha256: Some("0".repeat(64)),
             jwk: Jwk::ed25519(key.public_key().as_ref()),
             terms: Terms {
                 audience: "acme.example".into(),
@@ -154,6 +172,21 @@ mod tests {
             ("acme.example", bundle.verify_slice_for(&slice_for(&key, "acme.example"), "partner.example")),
         ] {
             assert!(matches!(verified, Err(SliceError::Claim { claim: "aud", .. })), "a slice for {audience}: {verified:?}");
+        }
+    }
+
+    #[test]
+    fn a_pushed_grants_bundle_names_no_address_and_half_of_one_is_refused() {
+        let key = Ed25519KeyPair::from_seed_unchecked(&[3u8; 32]).unwrap();
+        let pushed = GrantBundle { agent_url: None, cert_sha256: None, ..bundle(&key) };
+        let json = serde_json::to_string(&pushed).unwrap();
+        assert!(!json.contains("agent_url") && !json.contains("cert_sha256"), "{json}");
+        assert_eq!(GrantBundle::parse(&json).unwrap().pull_from(), None);
+        for (half, field) in
+            [(GrantBundle { agent_url: None, ..bundle(&key) }, "agent_url"), (GrantBundle { cert_sha256: None, ..bundle(&key) }, "cert_sha256")]
+        {
+            let refused = GrantBundle::parse(&serde_json::to_string(&half).unwrap());
+            assert!(matches!(refused, Err(BundleError::Field { field: f, .. }) if f == field), "{field}: {refused:?}");
         }
     }
 }

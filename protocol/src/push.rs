@@ -326,8 +326,8 @@ mod tests {
             marketer: "acme.example".into(),
             purpose: "Show you running-shoe offers that fit what you look for.".into(),
             issuer: "urn:optin:agent:p_00000000000000000000000000000000".into(),
-            agent_url: "https://127.0.0.1:7676".into(),
-            cert_sha256: "0".repeat(64),
+            agent_url: None,
+            cert_sha256: None,
             jwk: Jwk::ed25519(key.public_key().as_ref()),
             terms: crate::scope::Terms {
                 audience: "acme.example".into(),

@@ -221,7 +221,7 @@ async fn run(settings: &Settings) -> Result<(), Box<dyn Error>> {
     )
     .await?;
     let bundle = GrantBundle::parse(&out).map_err(|e| format!("not a grant bundle ({e}): {out}"))?;
-    if bundle.agent_url != agent.url || bundle.cert_sha256 != agent.fingerprint {
+    if bundle.pull_from() != Some((agent.url.as_str(), agent.fingerprint.as_str())) {
         return Err("the bundle does not name the running agent".into());
     }
     let bundle = Arc::new(bundle);

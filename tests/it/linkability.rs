@@ -83,7 +83,8 @@ async fn pull_grants_name_the_same_agent_as_the_spec_says() {
     let agent = Agent::start().await;
     let a = agent.grant("acme.example", "search", "raw", "30d").await;
     let b = agent.grant("globex.example", "search", "raw", "30d").await;
-    assert_eq!((a.agent_url.as_str(), a.cert_sha256.as_str()), (b.agent_url.as_str(), b.cert_sha256.as_str()), "one agent, one address and certificate");
+    assert_eq!(a.pull_from(), b.pull_from(), "one agent, one address and certificate");
+    assert!(a.pull_from().is_some(), "pull grants name where to pull");
     assert_ne!(a.issuer, b.issuer);
     assert_ne!(a.jwk.kid, b.jwk.kid);
     assert_ne!(a.token, b.token);

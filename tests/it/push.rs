@@ -332,11 +332,13 @@ async fn a_grant_made_unasked_pushes_with_a_receipt_that_names_no_request() {
     let made = agent.cli(&[&common[..], &["--push", url.as_str(), "--push-every", "1h"]].concat()).await;
     let out = made.ok();
     assert!(out.contains(&format!("pushed to {url} by `optin serve`")), "{out}");
+    assert!(out.contains("the inbox receives this bundle"), "{out}");
     let bundle = GrantBundle::parse(&out[out.find('{').expect("the bundle")..]).expect("a bundle");
     let got = inbox.wait_for(2).await;
     let created = verified(&got[0], None);
     let Data::GrantCreated { bundle: pushed, receipt } = &created.event.data else { panic!("not grant.created first: {:?}", kinds(&got)) };
     assert_eq!(**pushed, bundle);
+    assert_eq!(bundle.pull_from(), None, "a pushed grant's bundle names no address or certificate that would link it to the person's others");
     let receipt = optin_protocol::receipt::verify(receipt, &bundle.jwk).expect("the receipt verifies");
     assert_eq!(receipt.request, None, "a grant made unasked answers no request");
     assert_eq!((receipt.party_identification[0].party_id.as_str(), receipt.pii_processing.purposes[0].purpose.as_str()), (MARKETER, "offers"));

@@ -84,8 +84,7 @@ async fn the_cli_works_on_the_store_with_no_agent_running() {
         .cli(&["grant", "acme.example", "--kinds", "search", "--granularity", "raw", "--window", "30d", "--expires", "90d", "--purpose", "p", "--json"])
         .await;
     let bundle = optin_protocol::bundle::GrantBundle::parse(out.ok()).expect("a bundle, offline");
-    assert_eq!(bundle.agent_url, url, "offline grants name the address the agent last listened on");
-    assert_eq!(bundle.cert_sha256, fingerprint);
+    assert_eq!(bundle.pull_from(), Some((url.as_str(), fingerprint.as_str())), "offline grants name the address the agent last listened on");
     let other = home
         .cli(&["grant", "globex.example", "--kinds", "search", "--granularity", "raw", "--window", "30d", "--expires", "90d", "--purpose", "p", "--json"])
         .await;
@@ -99,7 +98,7 @@ async fn the_cli_works_on_the_store_with_no_agent_running() {
 
     // The agent, started on that store, serves exactly that.
     let agent = home.serve(&[]).await;
-    let client = optin_examples::PinnedClient::new(&agent.url, &bundle.cert_sha256).expect("client");
+    let client = optin_examples::PinnedClient::new(&agent.url, &fingerprint).expect("client");
     let pages = optin_examples::fetch_slices(&client, &bundle, "").await.expect("served");
     let items = raw_items(&pages[0].1);
     assert_eq!(items, vec![(format!("search {} offline search", optin_tests::ts(ago(t, 2))), None)]);
@@ -156,16 +155,15 @@ async fn bundles_name_the_public_url_and_are_printed_again_after_a_move() {
         .cli(&["grant", "acme.example", "--kinds", "search", "--granularity", "raw", "--window", "30d", "--expires", "30d", "--purpose", "p", "--json"])
         .await;
     let bundle = GrantBundle::parse(granted.ok()).expect("a bundle");
-    assert_eq!(bundle.agent_url, "https://optin.example.net");
-    assert_eq!(bundle.cert_sha256, agent.fingerprint);
+    assert_eq!(bundle.pull_from(), Some(("https://optin.example.net:443", agent.fingerprint.as_str())));
     let home = agent.stop();
     let offline = GrantBundle::parse(home.cli(&["bundle", bundle.grant_id.as_str()]).await.ok()).expect("a bundle");
-    assert_eq!(offline.agent_url, "https://optin.example.net", "the store keeps the address bundles name");
+    assert_eq!(offline.agent_url.as_deref(), Some("https://optin.example.net:443"), "the store keeps the address bundles name");
 
     // Started again on its own address, the same grant's bundle is printed with it.
     let agent = home.serve(&[]).await;
     let again = GrantBundle::parse(agent.cli(&["bundle", bundle.grant_id.as_str()]).await.ok()).expect("a bundle");
-    assert_eq!((again.agent_url.as_str(), again.token.as_str()), (agent.url.as_str(), bundle.token.as_str()));
+    assert_eq!((again.agent_url.as_deref(), again.token.as_str()), (Some(agent.url.as_str()), bundle.token.as_str()));
     let slice = agent.get("/v1/slice", Some(&again.token)).await;
     assert_eq!(slice.status, 200, "the bundle printed again works: {}", String::from_utf8_lossy(&slice.body));
 }

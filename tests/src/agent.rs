@@ -150,8 +150,7 @@ impl Agent {
         all.extend_from_slice(&["--purpose", "show me relevant offers", "--json"]);
         let out = self.cli(&all).await;
         let bundle = GrantBundle::parse(out.ok()).unwrap_or_else(|e| panic!("not a grant bundle ({e}): {}", out.stdout));
-        assert_eq!(bundle.agent_url, self.url, "the bundle names the running agent");
-        assert_eq!(bundle.cert_sha256, self.fingerprint, "the bundle pins the served certificate");
+        assert_eq!(bundle.pull_from(), Some((self.url.as_str(), self.fingerprint.as_str())), "the bundle names the running agent and pins its certificate");
         bundle
     }
 

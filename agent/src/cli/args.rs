@@ -184,7 +184,7 @@ pub struct ServeArgs {
     pub outbound: OutboundArgs,
 }
 
-/// `--public-url`: an `https` origin, a host name or IP address and a port if not 443, with
+/// `--public-url`: an `https` origin, a host name or IP address and a port (443 if none), with
 /// nothing else, since a marketer adds the API's paths to it. Written back in one form, so
 /// bundles name the agent the same way whatever was typed.
 pub fn parse_public_url(text: &str) -> Result<String, String> {
@@ -205,11 +205,11 @@ pub fn parse_public_url(text: &str) -> Result<String, String> {
         return Err(refused("no host"));
     }
     let host = host.to_ascii_lowercase();
-    Ok(match authority.port_u16() {
-        Some(443) | None => format!("https://{host}"),
-        Some(0) => return Err(refused("port 0")),
-        Some(port) => format!("https://{host}:{port}"),
-    })
+    // The port always written, as bundles name the agent (`https://host:port`).
+    match authority.port_u16().unwrap_or(443) {
+        0 => Err(refused("port 0")),
+        port => Ok(format!("https://{host}:{port}")),
+    }
 }
 
 /// How optin reaches a marketer's site and inbox over HTTPS, for the commands that connect
@@ -438,6 +438,18 @@ mod tests {
     #[test]
     fn the_definitions_are_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn public_urls_are_written_in_one_form() {
+        for (typed, written) in [
+            ("https://Optin.Example.NET", "https://optin.example.net:443"),
+            ("https://optin.example.net:8443/", "https://optin.example.net:8443"),
+            ("https://203.0.113.7:7676", "https://203.0.113.7:7676"),
+            ("https://[2001:db8::1]:7676", "https://[2001:db8::1]:7676"),
+        ] {
+            assert_eq!(parse_public_url(typed).as_deref(), Ok(written), "{typed}");
+        }
     }
 
     #[test]

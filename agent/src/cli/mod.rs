@@ -494,7 +494,7 @@ async fn grant(dir: &Path, args: GrantArgs, p: &mut Printer) -> Result<()> {
     if !args.json {
         show::grant_summary(p, &bundle)?;
         show::delivery(p, args.push.as_deref().map(|inbox| (inbox, args.push_every)))?;
-        writeln!(p, "give this bundle to {} (it holds their token: send it privately):", inert(&bundle.marketer))?;
+        show::hand_over(p, &bundle)?;
     }
     p.json(&json)?;
     Ok(())

@@ -188,19 +188,12 @@ pub(super) async fn approve(home: &Home, args: ApproveArgs, p: &mut Printer) -> 
     if !filters.is_empty() {
         writeln!(p, "filters: {}", inert(filters.trim_start_matches(", ")))?;
     }
-    match &r.delivery {
-        Delivery::Push { inbox, every } => writeln!(
-            p,
-            "pushed to {} by `optin serve`: this grant first, then a slice of what is new every {every}; `optin grants` shows each delivery and `optin revoke` stops them",
-            inert(inbox.as_str())
-        )?,
-        Delivery::Pull => show::pull_links(p)?,
-    }
-    match &r.delivery {
-        // The inbox receives the bundle in `grant.created`: nothing to hand over.
-        Delivery::Push { .. } => writeln!(p, "the inbox receives this bundle; it holds the marketer's token, so keep it private:")?,
-        Delivery::Pull => writeln!(p, "give this bundle to {} (it holds their token: send it privately):", inert(&bundle.marketer))?,
-    }
+    let push = match &r.delivery {
+        Delivery::Push { inbox, every } => Some((inbox.as_str(), *every)),
+        Delivery::Pull => None,
+    };
+    show::delivery(p, push)?;
+    show::hand_over(p, &bundle)?;
     p.json(&serde_json::to_string_pretty(&bundle)?)?;
     Ok(())
 }

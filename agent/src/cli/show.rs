@@ -353,6 +353,15 @@ pub fn delivery(p: &mut Printer, push: Option<(&str, Span)>) -> io::Result<()> {
     }
 }
 
+/// What the person does with a new grant's bundle: hand it over, or nothing for a pushed
+/// grant, whose inbox receives it in `grant.created`.
+pub fn hand_over(p: &mut Printer, bundle: &GrantBundle) -> io::Result<()> {
+    match bundle.pull_from() {
+        Some(_) => writeln!(p, "give this bundle to {} (it holds their token: send it privately):", inert(&bundle.marketer)),
+        None => writeln!(p, "the inbox receives this bundle; it holds the marketer's token, so keep it private:"),
+    }
+}
+
 pub fn pull_links(p: &mut Printer) -> io::Result<()> {
     writeln!(
         p,

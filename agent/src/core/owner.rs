@@ -265,8 +265,9 @@ impl Core {
             marketer: record.marketer.clone(),
             purpose: record.purpose.clone(),
             issuer: keys.issuer(),
-            agent_url: self.config.agent_url.clone(),
-            cert_sha256: self.config.cert_sha256.clone(),
+            // A pushed grant's bundle names no address: see `GrantBundle::agent_url`.
+            agent_url: record.push.is_none().then(|| self.config.agent_url.clone()),
+            cert_sha256: record.push.is_none().then(|| self.config.cert_sha256.clone()),
             jwk: keys.jwk(),
             token: Token::mint(&keys.token_secret, &record.id).encode(),
             terms: record.terms.clone(),

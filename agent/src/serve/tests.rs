@@ -426,7 +426,8 @@ async fn serve_runs_in_process_until_its_shutdown_future() {
     let bundle: GrantBundle = serde_json::from_value(reply["ok"]["bundle"].clone()).unwrap_or_else(|e| panic!("a bundle ({e}): {reply}"));
 
     // The marketer fetches a slice over TLS, pinning the certificate from the bundle.
-    let client = optin_examples::PinnedClient::new(&bundle.agent_url, &bundle.cert_sha256).expect("a pinned client");
+    let (url, cert) = bundle.pull_from().expect("a pull grant names the agent");
+    let client = optin_examples::PinnedClient::new(url, cert).expect("a pinned client");
     let response = client.get("/v1/slice", Some(&bundle.token)).await.expect("the agent answers");
     assert_eq!(response.status.as_u16(), 200, "{}", response.text());
     bundle.verify_slice(&response.text()).expect("the slice verifies");
