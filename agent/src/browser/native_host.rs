@@ -318,11 +318,20 @@ struct RawChoices {
 /// Reads `choices`, naming the member at fault. Whether each choice narrows the request is
 /// the agent's decision (`optin approve` runs the same); this only reads their types.
 fn choices(raw: &RawValue) -> Result<ApprovalChoices, String> {
+    const MEMBERS: &str = "kinds, granularity, window, expires, categories and merchants";
     let raw: RawChoices = serde_json::from_str(raw.get()).map_err(|e| {
         let e = e.to_string();
-        // serde names the member in backquotes; the position after it is of no use here.
-        let what = e.split(" at line ").next().unwrap_or_default();
-        format!("`choices`: {what}: give any of kinds, granularity, window, expires, categories, merchants, each once")
+        // An unknown member is not named back: it is whatever the extension sent. A repeated
+        // one is one of ours, so it is.
+        if e.starts_with("unknown field") {
+            format!("`choices` may hold only {MEMBERS}")
+        } else if let Some(name) =
+            ["kinds", "granularity", "window", "expires", "categories", "merchants"].iter().find(|n| e.starts_with(&format!("duplicate field `{n}`")))
+        {
+            format!("`choices.{name}` is given more than once")
+        } else {
+            format!("`choices` must be an object of any of {MEMBERS}")
+        }
     })?;
     fn read<T: DeserializeOwned>(raw: Option<Box<RawValue>>, name: &str, what: &str) -> Result<Option<T>, String> {
         raw.map(|r| serde_json::from_str(r.get()).map_err(|_| format!("`choices.{name}` must be {what}"))).transpose()
@@ -758,11 +767,8 @@ mod tests {
     /// The agent's answer for a request it does not hold.
     const NO_REQUEST: &str = "no request shop.example/offers-1 (`optin requests` lists them)";
 
-    fn unknown(member: &str) -> String {
-        format!(
-            "`choices`: unknown field `{member}`, expected one of `kinds`, `granularity`, `window`, `expires`, `categories`, `merchants`: give any of kinds, granularity, window, expires, categories, merchants, each once"
-        )
-    }
+    /// The refusal of a `choices` member the host does not know, which it does not name back.
+    const UNKNOWN: &str = "`choices` may hold only kinds, granularity, window, expires, categories and merchants";
 
     #[tokio::test]
     async fn replies_keep_the_shape_the_extension_reads() {
@@ -851,14 +857,14 @@ mod tests {
             (json!({"type": "approve", "id": 30}).to_string(), refused(30, "missing field `name`")),
             (json!({"type": "approve", "id": 31, "name": "shop.example/../x"}).to_string(), refused(31, NAME)),
             (json!({"type": "deny", "id": 32, "name": 7}).to_string(), refused(32, NAME)),
-            (json!({"type": "approve", "id": 33, "name": "shop.example/offers-1", "choices": {"kind": ["search"]}}).to_string(), refused(33, &unknown("kind"))),
+            (json!({"type": "approve", "id": 33, "name": "shop.example/offers-1", "choices": {"kind": ["search"]}}).to_string(), refused(33, UNKNOWN)),
             (
                 r#"{"type":"approve","id":34,"name":"shop.example/offers-1","choices":{"window":"7d","window":"400d"}}"#.to_owned(),
-                refused(34, "`choices`: duplicate field `window`: give any of kinds, granularity, window, expires, categories, merchants, each once"),
+                refused(34, "`choices.window` is given more than once"),
             ),
             (
                 json!({"type": "approve", "id": 35, "name": "shop.example/offers-1", "choices": "narrow"}).to_string(),
-                refused(35, "`choices`: invalid type: string \"narrow\", expected struct RawChoices: give any of kinds, granularity, window, expires, categories, merchants, each once"),
+                refused(35, "`choices` must be an object of any of kinds, granularity, window, expires, categories and merchants"),
             ),
             (
                 json!({"type": "approve", "id": 36, "name": "shop.example/offers-1", "choices": {"kinds": ["walk"]}}).to_string(),
@@ -868,9 +874,18 @@ mod tests {
                 json!({"type": "approve", "id": 37, "name": "shop.example/offers-1", "choices": {"kinds": []}}).to_string(),
                 refused(37, "`choices.kinds` must be a list of 1 to 3 kinds: search, cart, purchase"),
             ),
-            (json!({"type": "approve", "id": 38, "name": "shop.example/offers-1", "choices": {"window": "a week"}}).to_string(), refused(38, "`choices.window` must be a span like 7d")),
-            (json!({"type": "approve", "id": 39, "name": "shop.example/offers-1", "choices": {"expires": 30}}).to_string(), refused(39, "`choices.expires` must be a span like 30d")),
-            (json!({"type": "approve", "id": 40, "name": "shop.example/offers-1", "choices": {"granularity": "fine"}}).to_string(), refused(40, "`choices.granularity` must be raw or category")),
+            (
+                json!({"type": "approve", "id": 38, "name": "shop.example/offers-1", "choices": {"window": "a week"}}).to_string(),
+                refused(38, "`choices.window` must be a span like 7d"),
+            ),
+            (
+                json!({"type": "approve", "id": 39, "name": "shop.example/offers-1", "choices": {"expires": 30}}).to_string(),
+                refused(39, "`choices.expires` must be a span like 30d"),
+            ),
+            (
+                json!({"type": "approve", "id": 40, "name": "shop.example/offers-1", "choices": {"granularity": "fine"}}).to_string(),
+                refused(40, "`choices.granularity` must be raw or category"),
+            ),
             (
                 json!({"type": "approve", "id": 41, "name": "shop.example/offers-1", "choices": {"categories": []}}).to_string(),
                 refused(41, "`choices.categories` must be a list of 1 to 32 category paths"),
