@@ -10,6 +10,8 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import * as h from './support/harness.mjs';
 import { makeCertificates, marketerKey, requestDoc, startMarketerSites } from './support/marketer-sites.mjs';
 
@@ -35,7 +37,7 @@ describe('does this site ask? (Chromium)', { skip: skip ?? false }, () => {
       key: certs.key,
       cert: certs.cert,
       documents: {
-        'shop.test': doc(key.sign(good), key.sign(requestDoc('shop.test', { id: 'offers-2', terms: { kinds: ['purchase'], granularity: 'raw', window: '14d', duration: '30d' } }))),
+        'shop.test': doc(key.sign(good), key.sign(requestDoc('shop.test', { id: 'offers-2', terms: { kinds: ['search', 'purchase'], granularity: 'raw', window: '14d', duration: '30d' } }))),
         'badsig.test': doc(forged),
         // Signed well, but by a marketer naming another domain than the one it is served from.
         'other.test': doc(key.sign(requestDoc('shop.test', { id: 'elsewhere-1' }))),
@@ -47,6 +49,10 @@ describe('does this site ask? (Chromium)', { skip: skip ?? false }, () => {
         'big.test': JSON.stringify({ requests: [key.sign(requestDoc('big.test'))], padding: 'x'.repeat(1100 * 1024) }),
       },
     });
+    // One search of today: what a raw request would share now (a category one never shares today).
+    const signals = join(root, 'signals.ndjson');
+    writeFileSync(signals, JSON.stringify({ id: 's-today', kind: 'search', at: new Date().toISOString(), source: 'extension', query: 'trail shoes', engine: 'duckduckgo.com' }) + '\n');
+    await h.optin(home, ['ingest', signals]);
     agent = await h.startAgent(home);
     browser = await h.launch({
       root,
@@ -117,7 +123,10 @@ describe('does this site ask? (Chromium)', { skip: skip ?? false }, () => {
     assert.equal(await line('offer'), '10% off your next order');
     assert.equal(await line('delivery'), 'pull: the marketer fetches slices with the bundle you hand over');
     assert.equal(await line('state'), 'pending');
-    assert.match(await line('would share now'), /^nothing yet|\(\d+ items?\)$/);
+    assert.equal(await line('would share now'), 'nothing yet: you have no signals these terms cover');
+    const other = popup.locator('[data-testid="site-request"][data-name="shop.test/offers-2"]');
+    assert.equal(await other.locator('dd[data-line="asks for"]').innerText(), 'searches and purchases, each one as it is, from the last 2 weeks, for 30 days');
+    assert.equal(await other.locator('dd[data-line="would share now"]').innerText(), '1 search (1 item)');
 
     // Narrow: carts only, the last 7 days, for 30 days.
     await card.locator('[data-testid="narrow"]').click();
