@@ -121,6 +121,7 @@ export function describe(item) {
     view.fetched_from ? `checked: fetched from https://${inert(view.fetched_from)}` : "not checked against the marketer's website",
   ]);
   if (item?.key_changed) lines.push(['warning', `${inert(marketer.domain)} signed its earlier requests with another key`]);
+  lines.push(['contact', `${inert(marketer.contact)}; privacy policy ${inert(marketer.privacy_policy)}`]);
   lines.push(['purpose', `${inert(r.purpose?.text)} [${inert(r.purpose?.code)}]`]);
   const kinds = Array.isArray(terms.kinds) ? terms.kinds.map((k) => KIND_WORDS[k] ?? inert(k)) : [];
   const granularity = terms.granularity === 'raw' ? 'each one as it is' : terms.granularity === 'category' ? 'kind, category and day only' : inert(terms.granularity);

@@ -129,6 +129,7 @@ describe('does this site ask? (Chromium)', { skip: skip ?? false }, () => {
     const line = (l) => card.locator(`dd[data-line="${l}"]`).innerText();
     assert.equal(await line('who asks'), 'The Shop (shop.test)');
     assert.equal(await line('domain'), 'checked: fetched from https://shop.test');
+    assert.equal(await line('contact'), 'privacy@shop.test; privacy policy https://shop.test/privacy');
     assert.equal(await line('purpose'), 'Show you offers that fit what you look for. [dpv:PersonalisedAdvertising]');
     assert.equal(await line('asks for'), 'searches and shopping carts, kind, category and day only, from the last 30 days, for 90 days');
     assert.equal(await line('offer'), '10% off your next order');

@@ -92,7 +92,7 @@ test('a request reads in plain words, every text inert', () => {
       request: {
         id: 'offers-1',
         expires_at: '2027-01-31T00:00:00Z',
-        marketer: { name: 'The \u202EShop', domain: 'shop.test' },
+        marketer: { name: 'The \u202EShop', domain: 'shop.test', contact: 'privacy@shop.test', privacy_policy: 'https://shop.test/privacy' },
         purpose: { code: 'dpv:PersonalisedAdvertising', text: 'Offers\u001b[2J that fit' },
         terms: { ...terms, categories: ['Apparel & Accessories > Shoes'], merchants: ['shoes.example'] },
         offer: '10% off',
@@ -106,6 +106,7 @@ test('a request reads in plain words, every text inert', () => {
     'who asks': 'The \\u{202e}Shop (shop.test)',
     domain: 'checked: fetched from https://shop.test',
     warning: 'shop.test signed its earlier requests with another key',
+    contact: 'privacy@shop.test; privacy policy https://shop.test/privacy',
     purpose: 'Offers\\u{1b}[2J that fit [dpv:PersonalisedAdvertising]',
     'asks for': 'searches and shopping carts, kind, category and day only, from the last 30 days, for 90 days',
     categories: 'Apparel & Accessories > Shoes',
