@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The top-level modules of the crate.
-const MODULES: &[&str] = &["browser", "cli", "core", "home", "import", "keys", "merchant", "outbound", "push", "serve", "session", "store", "tls"];
+const MODULES: &[&str] = &["browser", "cli", "core", "home", "import", "keys", "merchant", "outbound", "push", "serve", "session", "site", "store", "tls"];
 
 /// Each top-level module with the Rust sources under it.
 fn sources() -> BTreeMap<&'static str, Vec<(PathBuf, String)>> {

@@ -177,39 +177,11 @@ pub struct ServeArgs {
     /// The address marketers reach this agent at, when it is not the one it listens on (a
     /// port forwarded on a router, a host's public name): bundles name it from now on, and
     /// `optin bundle GRANT` prints a grant's bundle again with it. https://HOST[:PORT] only.
-    #[arg(long, value_name = "URL", value_parser = parse_public_url)]
+    #[arg(long, value_name = "URL", value_parser = crate::serve::parse_public_url)]
     pub public_url: Option<String>,
     /// How pushes reach marketers' inboxes.
     #[command(flatten)]
     pub outbound: OutboundArgs,
-}
-
-/// `--public-url`: an `https` origin, a host name or IP address and a port (443 if none), with
-/// nothing else, since a marketer adds the API's paths to it. Written back in one form, so
-/// bundles name the agent the same way whatever was typed.
-pub fn parse_public_url(text: &str) -> Result<String, String> {
-    let refused = |why: &str| format!("{why}: expected https://HOST or https://HOST:PORT, like https://optin.example.net:7676");
-    let uri: hyper::Uri = text.parse().map_err(|_| refused("not a URL"))?;
-    if uri.scheme_str() != Some("https") {
-        return Err(refused("not https"));
-    }
-    let authority = uri.authority().ok_or_else(|| refused("no host"))?;
-    if authority.as_str().contains('@') {
-        return Err(refused("a user name has no place in it"));
-    }
-    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return Err(refused("a path or query has no place in it"));
-    }
-    let host = authority.host();
-    if host.is_empty() {
-        return Err(refused("no host"));
-    }
-    let host = host.to_ascii_lowercase();
-    // The port always written, as bundles name the agent (`https://host:port`).
-    match authority.port_u16().unwrap_or(443) {
-        0 => Err(refused("port 0")),
-        port => Ok(format!("https://{host}:{port}")),
-    }
 }
 
 /// How optin reaches a marketer's site and inbox over HTTPS, for the commands that connect
@@ -438,18 +410,6 @@ mod tests {
     #[test]
     fn the_definitions_are_consistent() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn public_urls_are_written_in_one_form() {
-        for (typed, written) in [
-            ("https://Optin.Example.NET", "https://optin.example.net:443"),
-            ("https://optin.example.net:8443/", "https://optin.example.net:8443"),
-            ("https://203.0.113.7:7676", "https://203.0.113.7:7676"),
-            ("https://[2001:db8::1]:7676", "https://[2001:db8::1]:7676"),
-        ] {
-            assert_eq!(parse_public_url(typed).as_deref(), Ok(written), "{typed}");
-        }
     }
 
     #[test]

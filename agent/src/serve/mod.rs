@@ -98,6 +98,34 @@ pub async fn serve(listeners: Listeners, core: Arc<Core>, shutdown: impl Future<
     Ok(())
 }
 
+/// `--public-url`: an `https` origin, a host name or IP address and a port (443 if none), with
+/// nothing else, since a marketer adds the API's paths to it. Written back in one form, so
+/// bundles name the agent the same way whatever was typed.
+pub fn parse_public_url(text: &str) -> Result<String, String> {
+    let refused = |why: &str| format!("{why}: expected https://HOST or https://HOST:PORT, like https://optin.example.net:7676");
+    let uri: hyper::Uri = text.parse().map_err(|_| refused("not a URL"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(refused("not https"));
+    }
+    let authority = uri.authority().ok_or_else(|| refused("no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(refused("a user name has no place in it"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(refused("a path or query has no place in it"));
+    }
+    let host = authority.host();
+    if host.is_empty() {
+        return Err(refused("no host"));
+    }
+    let host = host.to_ascii_lowercase();
+    // The port always written, as bundles name the agent (`https://host:port`).
+    match authority.port_u16().unwrap_or(443) {
+        0 => Err(refused("port 0")),
+        port => Ok(format!("https://{host}:{port}")),
+    }
+}
+
 /// Runs the agent of a home until SIGINT or SIGTERM: the binary's `optin serve`.
 pub async fn run(config: ServeConfig) -> Result<()> {
     let home = Home::open_or_create(&config.home)?;

@@ -604,3 +604,15 @@ async fn rejects_a_body_that_breaks_off() {
     assert!(answer.problem(400, "invalid-body").detail.contains("could not be read"));
     assert_eq!(api.stored(), 0);
 }
+
+#[test]
+fn public_urls_are_written_in_one_form() {
+    for (typed, written) in [
+        ("https://Optin.Example.NET", "https://optin.example.net:443"),
+        ("https://optin.example.net:8443/", "https://optin.example.net:8443"),
+        ("https://203.0.113.7:7676", "https://203.0.113.7:7676"),
+        ("https://[2001:db8::1]:7676", "https://[2001:db8::1]:7676"),
+    ] {
+        assert_eq!(super::parse_public_url(typed).as_deref(), Ok(written), "{typed}");
+    }
+}
