@@ -8,13 +8,16 @@
 //!   [`core::command::Request`]s; `marketer` admits tokens and cuts signed slices;
 //!   `slicer`, `gate` (revocation gates) and `audit` (the hash chain) serve those two.
 //! - [`store`]: the only module that knows sled. `key` is the one store-key codec, `meta`
-//!   the typed settings, `record` the on-disk records.
+//!   the typed settings, `record` the on-disk records, `arrival` the order signals were
+//!   stored in, which pushed slices follow.
 //! - [`serve`]: `optin serve`. `http` is the only module that knows HTTP; `listener` the
 //!   TLS connections, caps and timeouts; `admin` the admin socket's server.
 //!   [`serve::serve`] runs in-process on given listeners.
 //! - [`push`]: the sender `optin serve` runs, which posts push grants' queued events to
 //!   their inboxes through [`outbound`]; what to send and what an answer does is the
 //!   core's (`core::push`).
+//! - [`site`]: a marketer's published consent requests, fetched and added for
+//!   `optin requests fetch` and the native host alike.
 //! - [`session`]: reaching optin from another process: the running agent over its admin
 //!   socket, or the store itself when none runs. The CLI and the native host use it.
 //! - [`cli`]: flags, dispatch and printing of `optin`.
@@ -25,7 +28,7 @@
 //!
 //! ## Invariants
 //!
-//! - Modules depend one way, in layers: `cli` → `serve`, `session`, `browser`, `import` →
+//! - Modules depend one way, in layers: `cli` → `serve`, `site`, `session`, `browser`, `import` →
 //!   `core` → `store`, `keys`, `tls`, `merchant` → `home`. A module never imports one
 //!   above it: `store` knows no `core`, `core` no way in, `serve` and `session` not each
 //!   other. `architecture.rs` checks this on the sources.

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use optin_protocol::jws::Jwk;
-use optin_protocol::scope::{GrantId, ScopeError, SliceQuery, Terms};
-use optin_protocol::slice::SliceClaims;
+use optin_protocol::scope::{Applied, GrantId, ScopeError, SliceQuery, Terms};
+use optin_protocol::slice::{SliceClaims, SliceItem};
 use optin_protocol::token::Token;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
@@ -352,34 +352,26 @@ impl Core {
         query: &SliceQuery,
         now: OffsetDateTime,
     ) -> Result<SliceClaims, Refusal> {
-        if self.store.paused().map_err(internal)? {
-            return Err(Refusal::Paused);
-        }
-        let applied = terms.evaluate(query, now).map_err(|e| match e {
-            ScopeError::Expired(_) => Refusal::Token("grant expired"),
-            ScopeError::Exceeds { field, reason } => Refusal::Exceeds { field, reason },
-            ScopeError::Invalid { field, reason } => Refusal::Invalid { field, reason },
-            other => Refusal::Invalid { field: String::new(), reason: other.to_string() },
-        })?;
+        let applied = self.applied(terms, query, now)?;
         let page = slicer::cut(&self.store, &applied, query.cursor.as_deref(), keys, self.config.abandon_after, now).map_err(|e| match e {
             CutError::Cursor(c) => Refusal::Invalid { field: "cursor".into(), reason: c.to_string() },
             CutError::Store(s) => internal(s),
             CutError::Seal => Refusal::Internal("cannot seal a cursor".into()),
         })?;
-        let mut jti = [0u8; 16];
-        SystemRandom::new().fill(&mut jti).map_err(|_| Refusal::Internal("no randomness".into()))?;
-        Ok(SliceClaims {
-            // Numbered when it is signed on record (see `sign_on_record`); a preview never is.
-            audit_seq: None,
-            iss: keys.issuer(),
-            sub: keys.pseudonym.clone(),
-            aud: terms.audience.clone(),
-            iat: now.unix_timestamp(),
-            jti: format!("s_{}", optin_protocol::hex(&jti)),
-            grant: optin_protocol::slice::GrantClaim { id: record.id.clone(), purpose: record.purpose.clone(), expires_at: terms.expires_at },
-            scope: applied,
-            items: page.items,
-            next_cursor: page.next_cursor,
+        slice_claims(record, terms, keys, applied, page.items, page.next_cursor, now)
+    }
+
+    /// The scope a query gets under `terms` at `now`, or why it gets none: sharing is
+    /// paused, the grant ended, or the query asks for more than the terms allow.
+    pub(super) fn applied(&self, terms: &Terms, query: &SliceQuery, now: OffsetDateTime) -> Result<Applied, Refusal> {
+        if self.store.paused().map_err(internal)? {
+            return Err(Refusal::Paused);
+        }
+        terms.evaluate(query, now).map_err(|e| match e {
+            ScopeError::Expired(_) => Refusal::Token("grant expired"),
+            ScopeError::Exceeds { field, reason } => Refusal::Exceeds { field, reason },
+            ScopeError::Invalid { field, reason } => Refusal::Invalid { field, reason },
+            other => Refusal::Invalid { field: String::new(), reason: other.to_string() },
         })
     }
 
@@ -487,4 +479,31 @@ fn bounded_asked(asked: &str) -> String {
 
 fn internal(e: StoreError) -> Refusal {
     Refusal::Internal(e.to_string())
+}
+
+/// The claims of a slice of `items` cut to `applied` for `record`'s marketer at `now`, with a
+/// fresh id. Numbered when it is signed on record (`audit_seq`); a preview never is.
+pub(super) fn slice_claims(
+    record: &GrantRecord,
+    terms: &Terms,
+    keys: &GrantKeys,
+    applied: Applied,
+    items: Vec<SliceItem>,
+    next_cursor: Option<String>,
+    now: OffsetDateTime,
+) -> Result<SliceClaims, Refusal> {
+    let mut jti = [0u8; 16];
+    SystemRandom::new().fill(&mut jti).map_err(|_| Refusal::Internal("no randomness".into()))?;
+    Ok(SliceClaims {
+        audit_seq: None,
+        iss: keys.issuer(),
+        sub: keys.pseudonym.clone(),
+        aud: terms.audience.clone(),
+        iat: now.unix_timestamp(),
+        jti: format!("s_{}", optin_protocol::hex(&jti)),
+        grant: optin_protocol::slice::GrantClaim { id: record.id.clone(), purpose: record.purpose.clone(), expires_at: terms.expires_at },
+        scope: applied,
+        items,
+        next_cursor,
+    })
 }

@@ -22,8 +22,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 use time::{Duration, OffsetDateTime};
 
 use super::gate::{self, Carrier, Pass};
-use super::marketer::Refusal;
-use super::{Core, CoreError};
+use super::marketer::{slice_claims, Refusal};
+use super::{slicer, Core, CoreError};
 use crate::keys::GrantKeys;
 use crate::store::{AuditEvent, Decision, GrantRecord, LastPush, PendingPush, PushTo, Seal, MAX_QUEUED};
 
@@ -177,26 +177,39 @@ impl Core {
             return Ok(());
         }
         let next = now + push.every.duration();
-        match self.pushed_slice(grant, state.acked_until, now)? {
-            Some(item) => self.store.queue_push(&item, |s| s.next_slice_at = Some(next))?,
-            None => self.store.queue_push_state(&grant.id, |s| s.next_slice_at = Some(next))?,
+        match self.pushed_slice(grant, state.acked_through, now)? {
+            // A full page with more behind it: the next is cut as soon as the inbox takes
+            // this one, not a period later.
+            Cut::Slice { item, more: true } => self.store.queue_push(&item, |_| {})?,
+            Cut::Slice { item, more: false } => self.store.queue_push(&item, |s| s.next_slice_at = Some(next))?,
+            // Only signals the grant never takes arrived: the watermark passes them.
+            Cut::Nothing { through: Some(through) } => self.store.queue_push_state(&grant.id, |s| {
+                s.acked_through = Some(through);
+                s.next_slice_at = Some(next);
+            })?,
+            Cut::Nothing { through: None } => self.store.queue_push_state(&grant.id, |s| s.next_slice_at = Some(next))?,
         }
         Ok(())
     }
 
-    /// A slice of `grant`'s signals since `since`, signed and recorded as served, as a queued
-    /// `slice.delivered`; `None` when there is nothing new or sharing is paused.
-    fn pushed_slice(&self, grant: &GrantRecord, since: Option<OffsetDateTime>, now: OffsetDateTime) -> Result<Option<PendingPush>, CoreError> {
+    /// A slice of `grant`'s signals that arrived after the number `after`, signed and
+    /// recorded as served, as a queued `slice.delivered`; nothing when none of them goes in
+    /// a slice now or sharing is paused.
+    fn pushed_slice(&self, grant: &GrantRecord, after: Option<u64>, now: OffsetDateTime) -> Result<Cut, CoreError> {
         let keys = self.keys.grant(&grant.id).map_err(|e| CoreError::Internal(e.to_string()))?;
-        let query = SliceQuery { since, limit: Some(MAX_LIMIT), ..SliceQuery::default() };
-        let claims = match self.claims(grant, &grant.terms, &keys, &query, now) {
-            Ok(claims) => claims,
-            Err(Refusal::Paused) => return Ok(None),
+        let query = SliceQuery { limit: Some(MAX_LIMIT), ..SliceQuery::default() };
+        let applied = match self.applied(&grant.terms, &query, now) {
+            Ok(applied) => applied,
+            Err(Refusal::Paused) => return Ok(Cut::Nothing { through: None }),
             Err(refusal) => return Err(CoreError::Internal(format!("cannot cut a pushed slice: {}", refusal.status()))),
         };
-        if claims.items.is_empty() {
-            return Ok(None);
+        let page = slicer::cut_arrived(&self.store, &applied, after, &keys, self.config.abandon_after, now)?;
+        if page.items.is_empty() {
+            return Ok(Cut::Nothing { through: page.through });
         }
+        let more = page.more;
+        let claims = slice_claims(grant, &grant.terms, &keys, applied, page.items, None, now)
+            .map_err(|refusal| CoreError::Internal(format!("cannot cut a pushed slice: {}", refusal.status())))?;
         let signed = self.store.append_audit_with(now, |seq| {
             let claims = SliceClaims { audit_seq: Some(seq), ..claims };
             let payload = serde_json::to_vec(&claims).map_err(|e| CoreError::Internal(e.to_string()))?;
@@ -215,7 +228,7 @@ impl Core {
         let (_, (jws, jti)) = signed??;
         let jti = WebhookId::parse(&jti).ok_or_else(|| CoreError::Internal("a slice id is not a webhook id".into()))?;
         let event = Event { timestamp: now, data: Data::SliceDelivered { grant_id: grant.id.clone(), jti, slice: jws } };
-        Ok(Some(pending(grant, &event, now, Some(now))))
+        Ok(Cut::Slice { item: pending(grant, &event, now, page.through), more })
     }
 
     /// Events due at `now`, the earliest first.
@@ -280,14 +293,14 @@ impl Core {
         };
         let last = LastPush { at: now, kind: item.kind.clone(), outcome: word.into(), status };
         let gone = outcome == PushOutcome::Gone;
-        let acked = matches!(outcome, PushOutcome::Delivered { .. }).then_some(item.until).flatten();
+        let acked = matches!(outcome, PushOutcome::Delivered { .. }).then_some(item.through).flatten();
         let settled = self.store.settle_push(item, next.as_ref(), gone, |s| {
             s.last = Some(last.clone());
             if gone {
                 s.gone_at = Some(now);
             }
-            if let Some(until) = acked {
-                s.acked_until = Some(until);
+            if let Some(through) = acked {
+                s.acked_through = Some(through);
             }
         })?;
         if settled && (word != "retrying" || attempts == 1) {
@@ -337,7 +350,15 @@ fn given(grant: &GrantRecord, request: Option<&Request>, keys: &GrantKeys) -> Re
     Receipt::given(basis, &grant.id, &keys.pseudonym, &grant.terms, grant.created_at)
 }
 
-fn pending(grant: &GrantRecord, event: &Event, now: OffsetDateTime, until: Option<OffsetDateTime>) -> PendingPush {
+/// What the schedule cut for a grant.
+enum Cut {
+    /// A slice to queue; `more` when the page stopped full with more to cut now.
+    Slice { item: PendingPush, more: bool },
+    /// No slice, the watermark moved past `through` if given.
+    Nothing { through: Option<u64> },
+}
+
+fn pending(grant: &GrantRecord, event: &Event, now: OffsetDateTime, through: Option<u64>) -> PendingPush {
     PendingPush {
         v: 1,
         grant_id: grant.id.clone(),
@@ -346,7 +367,7 @@ fn pending(grant: &GrantRecord, event: &Event, now: OffsetDateTime, until: Optio
         body: event.to_json(),
         attempts: 0,
         next_at: now,
-        until,
+        through,
     }
 }
 

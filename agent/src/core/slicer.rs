@@ -77,6 +77,51 @@ pub fn cut(store: &Store, applied: &Applied, cursor: Option<&str>, keys: &GrantK
     Ok(Page { items, next_cursor: None })
 }
 
+/// A page of signals in the order they arrived, for a push grant's slice.
+pub struct ArrivedPage {
+    /// The items.
+    pub items: Vec<SliceItem>,
+    /// The arrival number the grant's watermark moves to once the inbox takes the page:
+    /// every arrival up to it was put in the page or can never be; `None` when none was
+    /// passed.
+    pub through: Option<u64>,
+    /// Whether the page stopped full, with more that can be cut now after it.
+    pub more: bool,
+}
+
+/// Cuts the signals that arrived after the number `after` to `applied`, in arrival order, at
+/// most `applied.limit` of them. A signal the grant will never take (another kind, older
+/// than its window, outside its filters) is passed over; one too recent for the scope's
+/// `until` (a category slice ends at the start of today) stops the page there, so the
+/// watermark waits before it and it goes in a later slice.
+pub fn cut_arrived(
+    store: &Store,
+    applied: &Applied,
+    after: Option<u64>,
+    keys: &GrantKeys,
+    abandon_after: Span,
+    now: OffsetDateTime,
+) -> Result<ArrivedPage, StoreError> {
+    let limit = applied.limit as usize;
+    let mut page = ArrivedPage { items: Vec::new(), through: None, more: false };
+    for arrived in store.arrived_after(after) {
+        let arrived = arrived?;
+        let signal = &arrived.signal;
+        if applied.kinds.contains(signal.kind()) && signal.at >= applied.until {
+            break;
+        }
+        if applied.admits(signal) {
+            if page.items.len() == limit {
+                page.more = true;
+                break;
+            }
+            page.items.push(project(store, signal, applied.granularity, keys, abandon_after, now)?);
+        }
+        page.through = Some(arrived.number);
+    }
+    Ok(page)
+}
+
 /// What became of a cart: purchased if a purchase at its merchant followed within
 /// `abandon_after`, abandoned if none did and that time has passed, open otherwise.
 pub fn cart_state(store: &Store, signal: &Signal, abandon_after: Span, now: OffsetDateTime) -> Result<Option<CartState>, StoreError> {

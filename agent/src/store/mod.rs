@@ -6,6 +6,8 @@
 //! |---------------|---------------------------------------------|--------------------------|
 //! | `signals`     | kind tag (1) · time (8) · signal id         | signal JSON              |
 //! | `signal_ids`  | signal id                                   | its `signals` key        |
+//! | `arrivals`    | arrival number (8)                          | its `signals` key        |
+//! | `arrival_of`  | `signals` key                               | its arrival number (8)   |
 //! | `purchases`   | merchant · 0x00 · time (8) · signal id      | empty                    |
 //! | `grants`      | grant id                                    | [`GrantRecord`] JSON     |
 //! | `grant_macs`  | grant id                                    | its MAC (32)             |
@@ -40,6 +42,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use time::OffsetDateTime;
 
+pub mod arrival;
 pub mod key;
 pub mod meta;
 pub mod push;
@@ -190,6 +193,9 @@ pub struct Store {
     db: sled::Db,
     signals: sled::Tree,
     ids: sled::Tree,
+    /// The order signals arrived in ([`arrival`]), and each signal's place in it.
+    arrivals: sled::Tree,
+    arrival_of: sled::Tree,
     purchases: sled::Tree,
     grants: sled::Tree,
     grant_macs: sled::Tree,
@@ -261,9 +267,11 @@ impl Store {
                 head
             }
         };
-        Ok(Store {
+        let store = Store {
             signals: db.open_tree("signals")?,
             ids: db.open_tree("signal_ids")?,
+            arrivals: db.open_tree("arrivals")?,
+            arrival_of: db.open_tree("arrival_of")?,
             purchases: db.open_tree("purchases")?,
             grants: db.open_tree("grants")?,
             grant_macs: db.open_tree("grant_macs")?,
@@ -282,7 +290,9 @@ impl Store {
             // Checked against its MAC once the store is keyed.
             chain: Mutex::new(Chain { head, seal: Seal::Missing }),
             db,
-        })
+        };
+        store.number_unnumbered()?;
+        Ok(store)
     }
 
     /// The store, with the key of its MACs. Grants and the audit are used only through a
@@ -391,12 +401,13 @@ impl Store {
             let value = serde_json::to_vec(s).map_err(|e| corrupt("signals", e))?;
             rows.push((s, key::signal(s.kind(), s.at, s.id.as_str()), value));
         }
-        let outcomes = (&self.signals, &self.ids, &self.purchases, &self.meta)
-            .transaction(|(signals, ids, purchases, meta)| {
+        let outcomes = (&self.signals, &self.ids, &self.purchases, &self.meta, &self.arrivals, &self.arrival_of)
+            .transaction(|(signals, ids, purchases, meta, arrivals, arrival_of)| {
                 let mut used = match &quota {
                     Some(q) => q.used(meta)?,
                     None => 0,
                 };
+                let mut number = arrival::next(meta)?;
                 let mut outcomes = Vec::with_capacity(rows.len());
                 for (s, key, value) in &rows {
                     // An id whose signal is gone (an interrupted forget) counts as new.
@@ -415,6 +426,8 @@ impl Store {
                     }
                     signals.insert(key.as_slice(), value.as_slice())?;
                     ids.insert(s.id.as_str(), key.as_slice())?;
+                    arrival::record(arrivals, arrival_of, number, key)?;
+                    number += 1;
                     if let (Kind::Purchase, Some(m)) = (s.kind(), s.body.merchant()) {
                         purchases.insert(key::purchase(m, s.at, s.id.as_str()), &[][..])?;
                     }
@@ -423,6 +436,7 @@ impl Store {
                 if let Some(q) = &quota {
                     q.record(meta, used)?;
                 }
+                arrival::set_next(meta, number)?;
                 Ok::<_, ConflictableTransactionError<StoreError>>(outcomes)
             })
             .map_err(tx_error)?;
@@ -510,11 +524,12 @@ impl Store {
                     rows.push((key.clone(), decode_signal(&v)?));
                 }
             }
-            forgotten += (&self.signals, &self.ids, &self.purchases)
-                .transaction(|(signals, ids, purchases)| {
+            forgotten += (&self.signals, &self.ids, &self.purchases, &self.arrivals, &self.arrival_of)
+                .transaction(|(signals, ids, purchases, arrivals, arrival_of)| {
                     for (key, s) in &rows {
                         signals.remove(key)?;
                         ids.remove(s.id.as_str())?;
+                        arrival::forget(arrivals, arrival_of, key)?;
                         if let Some(m) = s.body.merchant() {
                             purchases.remove(key::purchase(m, s.at, s.id.as_str()))?;
                         }

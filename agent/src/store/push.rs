@@ -245,7 +245,7 @@ mod tests {
     }
 
     fn event(grant: &GrantRecord, id: &str, kind: &str, at: OffsetDateTime) -> PendingPush {
-        PendingPush { v: 1, grant_id: grant.id.clone(), event_id: id.into(), kind: kind.into(), body: "{}".into(), attempts: 0, next_at: at, until: None }
+        PendingPush { v: 1, grant_id: grant.id.clone(), event_id: id.into(), kind: kind.into(), body: "{}".into(), attempts: 0, next_at: at, through: None }
     }
 
     #[test]

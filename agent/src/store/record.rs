@@ -71,10 +71,10 @@ pub struct PendingPush {
     /// When it is due.
     #[serde(with = "optin_protocol::timestamp::serde")]
     pub next_at: OffsetDateTime,
-    /// For a slice: the instant it was cut, which becomes the grant's watermark once the
-    /// inbox takes it.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_time")]
-    pub until: Option<OffsetDateTime>,
+    /// For a slice: the arrival number of the last signal it passed (`store::arrival`),
+    /// which becomes the grant's watermark once the inbox takes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through: Option<u64>,
 }
 
 impl PendingPush {
@@ -87,9 +87,10 @@ impl PendingPush {
 /// Where a grant's pushes stand (tree `push_state`, key grant id).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushState {
-    /// Signals up to this instant were taken by the inbox: the next slice starts here.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_time")]
-    pub acked_until: Option<OffsetDateTime>,
+    /// The arrival number of the last signal the inbox took, or that the grant can never
+    /// take: the next slice starts after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked_through: Option<u64>,
     /// When the next slice is cut; absent: at once.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_time")]
     pub next_slice_at: Option<OffsetDateTime>,
