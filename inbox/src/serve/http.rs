@@ -1,0 +1,131 @@
+//! The routes and answers: the one module that knows HTTP requests and statuses.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /.well-known/optin-request.json` | `200 application/json` `{"requests":[…]}`, or `404` when no request is live |
+//! | `POST /optin/inbox` with the `webhook-*` headers | `200 {"taken":"stored"}` or `{"taken":"duplicate"}`; a refusal's status and problem+json |
+//!
+//! Every refusal is `application/problem+json`, `{"type":"urn:optin:inbox:problem:<slug>",
+//! "title","status","detail"}`: the detail says what was wrong, and for a 500 only that the
+//! inbox failed (the log has the rest).
+
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use optin_protocol::push;
+use optin_protocol::request::WELL_KNOWN_PATH;
+use optin_protocol::webhook::Headers;
+
+use crate::home::INBOX_PATH;
+use crate::receive::{Inbox, Refusal, Taken};
+use crate::store::Store;
+
+/// What a problem's `type` starts with.
+pub const PROBLEM_PREFIX: &str = "urn:optin:inbox:problem:";
+
+/// How long a push's body may take to arrive once its head has.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Answers one request.
+pub async fn answer<S: Store>(inbox: Arc<Inbox<S>>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = request.uri().path();
+    if path == WELL_KNOWN_PATH {
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            return not_allowed("GET, HEAD");
+        }
+        return match inbox.requests.document(OffsetDateTime::now_utc()) {
+            Some(document) => {
+                let mut response = Response::new(Full::new(Bytes::from(document)));
+                response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+                response
+            }
+            None => problem(StatusCode::NOT_FOUND, "not-found", "this inbox publishes no live request"),
+        };
+    }
+    if path != INBOX_PATH {
+        return problem(StatusCode::NOT_FOUND, "not-found", "no such endpoint");
+    }
+    if request.method() != Method::POST {
+        return not_allowed("POST");
+    }
+    let headers = webhook_headers(request.headers());
+    let declared = request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > push::MAX_BODY_BYTES as u64) {
+        return refused(&Refusal::TooLarge(push::MAX_BODY_BYTES));
+    }
+    let body = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(request.into_body(), push::MAX_BODY_BYTES).collect()).await {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => return refused(&Refusal::TooLarge(push::MAX_BODY_BYTES)),
+        Ok(Err(_)) => return problem(StatusCode::BAD_REQUEST, "invalid-body", "the body broke off"),
+        Err(_) => return problem(StatusCode::REQUEST_TIMEOUT, "timeout", "the body did not arrive in time"),
+    };
+    match inbox.take(headers, &body, OffsetDateTime::now_utc()).await {
+        Ok(taken) => {
+            let word = match taken {
+                Taken::Stored => "stored",
+                Taken::Duplicate => "duplicate",
+            };
+            tracing::info!(taken = word, bytes = body.len(), "push taken");
+            let mut response = Response::new(Full::new(Bytes::from(json!({ "taken": word }).to_string())));
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        Err(refusal) => {
+            // The refusal's text names fields and ids, never a slice's contents or a token.
+            match &refusal {
+                Refusal::Store(detail) => tracing::error!(detail = %detail, "push not stored"),
+                other => tracing::info!(status = other.status(), reason = %other, "push refused"),
+            }
+            refused(&refusal)
+        }
+    }
+}
+
+/// The three `webhook-*` headers as text, or which one is missing or unreadable.
+fn webhook_headers(headers: &hyper::HeaderMap) -> Result<Headers, String> {
+    let one = |name: &str| -> Result<String, String> {
+        let mut values = headers.get_all(name).iter();
+        let value = values.next().ok_or_else(|| format!("{name} is missing"))?;
+        if values.next().is_some() {
+            return Err(format!("{name} is given more than once"));
+        }
+        value.to_str().map(str::to_owned).map_err(|_| format!("{name} is not visible ASCII"))
+    };
+    Ok(Headers { id: one("webhook-id")?, timestamp: one("webhook-timestamp")?, signature: one("webhook-signature")? })
+}
+
+fn refused(refusal: &Refusal) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let detail = match refusal {
+        Refusal::Store(_) => refusal.to_string(),
+        other => other.to_string(),
+    };
+    problem(status, refusal.slug(), &detail)
+}
+
+fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut response = problem(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", &format!("use {allow}"));
+    response.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// An RFC 9457 problem.
+pub fn problem(status: StatusCode, slug: &str, detail: &str) -> Response<Full<Bytes>> {
+    let body = json!({
+        "type": format!("{PROBLEM_PREFIX}{slug}"),
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    response
+}
