@@ -554,7 +554,7 @@ impl Store {
         let mac = self.mac()?;
         let value = serde_json::to_vec(grant).map_err(|e| corrupt("grants", e))?;
         let tag = mac.grant(&grant.id, &value);
-        let push = push.map(push::Queued::of).transpose()?;
+        let push = push.map(|p| push::Queued::of(mac, p)).transpose()?;
         if push.is_some() {
             self.room_for_one()?;
         }
@@ -770,7 +770,7 @@ impl Store {
             }
             None => None,
         };
-        let push = push.map(push::Queued::of).transpose()?;
+        let push = push.map(|p| push::Queued::of(mac, p)).transpose()?;
         if push.is_some() {
             self.room_for_one()?;
         }

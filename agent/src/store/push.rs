@@ -16,7 +16,7 @@ use sled::Transactional;
 use time::OffsetDateTime;
 
 use super::record::{PendingPush, PushState};
-use super::{corrupt, key, tx_error, GrantRecord, Result, Store, StoreError};
+use super::{corrupt, key, tx_error, GrantRecord, Result, Seal, Store, StoreError, StoreMac};
 
 /// Most events queued in all. A new push grant is refused beyond it, with a message; the
 /// end of a grant is always queued, since revoking must not fail for want of room.
@@ -25,17 +25,30 @@ pub const MAX_QUEUED: usize = 4096;
 /// Most events of one grant queued at once: its `grant.created`, one slice and its end.
 pub const MAX_QUEUED_PER_GRANT: usize = 3;
 
-/// An event as written into the queue.
+/// An event as written into the queue: its MAC (32 bytes), then its JSON.
 pub(super) struct Queued {
     pub(super) key: Vec<u8>,
     pub(super) bytes: Vec<u8>,
 }
 
 impl Queued {
-    pub(super) fn of(item: &PendingPush) -> Result<Queued> {
-        let bytes = serde_json::to_vec(item).map_err(|e| corrupt("push_queue", e))?;
-        Ok(Queued { key: key::push(item.next_at, &item.event_id), bytes })
+    pub(super) fn of(mac: &StoreMac, item: &PendingPush) -> Result<Queued> {
+        let json = serde_json::to_vec(item).map_err(|e| corrupt("push_queue", e))?;
+        let key = key::push(item.next_at, &item.event_id);
+        let mut bytes = mac.push(&key, &json).to_vec();
+        bytes.extend_from_slice(&json);
+        Ok(Queued { key, bytes })
     }
+}
+
+/// A queued event, if its MAC holds and it reads; `None` for one changed behind optin's back
+/// or written by another version.
+fn read_queued(mac: &StoreMac, key: &[u8], value: &[u8]) -> Option<PendingPush> {
+    let (tag, json) = value.split_at_checked(32)?;
+    if mac.check_push(key, json, Some(tag)) != Seal::Valid {
+        return None;
+    }
+    serde_json::from_slice(json).ok()
 }
 
 fn read_state(tree: &TransactionalTree, grant: &GrantId) -> std::result::Result<PushState, ConflictableTransactionError<StoreError>> {
@@ -68,12 +81,27 @@ impl Store {
         self.push_queue.len()
     }
 
-    /// Events due at `now`, the earliest first, at most `limit`.
+    /// Events due at `now`, the earliest first, at most `limit`. An event that fails its MAC
+    /// or does not read is taken out of the queue and said so in the log: it cannot be sent,
+    /// and left in place it would stand before every later event. What it held is not lost:
+    /// a slice's signals stay behind the watermark and go in the next one.
     pub fn due_pushes(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<PendingPush>> {
+        let mac = self.mac()?;
         let mut due = Vec::new();
-        for row in self.push_queue.range(..key::push_after(now)).take(limit) {
-            let (_, v) = row?;
-            due.push(serde_json::from_slice(&v).map_err(|e| corrupt("push_queue", e))?);
+        let mut damaged = Vec::new();
+        for row in self.push_queue.range(..key::push_after(now)) {
+            let (k, v) = row?;
+            match read_queued(mac, &k, &v) {
+                Some(item) => due.push(item),
+                None => damaged.push(k),
+            }
+            if due.len() == limit {
+                break;
+            }
+        }
+        for k in damaged {
+            tracing::error!(bytes = k.len(), "a queued push event fails its MAC or cannot be read: it is dropped, not sent");
+            self.push_queue.remove(k)?;
         }
         Ok(due)
     }
@@ -81,11 +109,12 @@ impl Store {
     /// The events of one grant that wait, the earliest first. The queue is bounded, so a scan
     /// is cheap.
     pub fn queued_pushes(&self, grant: &GrantId) -> Result<Vec<PendingPush>> {
+        let mac = self.mac()?;
         let mut found = Vec::new();
         for row in self.push_queue.iter() {
-            let (_, v) = row?;
-            let item: PendingPush = serde_json::from_slice(&v).map_err(|e| corrupt("push_queue", e))?;
-            if item.grant_id == *grant {
+            let (k, v) = row?;
+            // A damaged event names no grant it can be trusted for; `due_pushes` drops it.
+            if let Some(item) = read_queued(mac, &k, &v).filter(|item| item.grant_id == *grant) {
                 found.push(item);
             }
         }
@@ -104,7 +133,7 @@ impl Store {
     /// `edit`, in one transaction. Refused when the grant already has as many events queued
     /// as it may, or the queue is full (an end is always taken).
     pub fn queue_push(&self, item: &PendingPush, edit: impl Fn(&mut PushState)) -> Result<()> {
-        let queued = Queued::of(item)?;
+        let queued = Queued::of(self.mac()?, item)?;
         if !item.ends_grant() {
             self.room_for_one()?;
             if self.queued_pushes(&item.grant_id)?.len() >= MAX_QUEUED_PER_GRANT {
@@ -141,7 +170,7 @@ impl Store {
         let mac = self.mac()?;
         let value = serde_json::to_vec(grant).map_err(|e| corrupt("grants", e))?;
         let tag = mac.grant(&grant.id, &value);
-        let end = end.map(Queued::of).transpose()?;
+        let end = end.map(|e| Queued::of(mac, e)).transpose()?;
         let (drop, _) = self.keys_of(&grant.id)?;
         (&self.grants, &self.grant_macs, &self.push_queue, &self.push_state)
             .transaction(|(grants, macs, queue, states)| {
@@ -169,7 +198,7 @@ impl Store {
     /// attempt never puts back what a revocation removed.
     pub fn settle_push(&self, item: &PendingPush, next: Option<&PendingPush>, drop_grant: bool, edit: impl Fn(&mut PushState)) -> Result<bool> {
         let old = key::push(item.next_at, &item.event_id);
-        let next = next.map(Queued::of).transpose()?;
+        let next = next.map(|n| Queued::of(self.mac()?, n)).transpose()?;
         let others = if drop_grant { self.keys_of(&item.grant_id)?.0 } else { Vec::new() };
         let settled = (&self.push_queue, &self.push_state)
             .transaction(|(queue, states)| {
@@ -194,11 +223,11 @@ impl Store {
 
     /// The queue keys of a grant's events, and how many there are.
     fn keys_of(&self, grant: &GrantId) -> Result<(Vec<Vec<u8>>, usize)> {
+        let mac = self.mac()?;
         let mut keys = Vec::new();
         for row in self.push_queue.iter() {
             let (k, v) = row?;
-            let item: PendingPush = serde_json::from_slice(&v).map_err(|e| corrupt("push_queue", e))?;
-            if item.grant_id == *grant {
+            if read_queued(mac, &k, &v).is_some_and(|item| item.grant_id == *grant) {
                 keys.push(k.to_vec());
             }
         }
@@ -246,6 +275,29 @@ mod tests {
 
     fn event(grant: &GrantRecord, id: &str, kind: &str, at: OffsetDateTime) -> PendingPush {
         PendingPush { v: 1, grant_id: grant.id.clone(), event_id: id.into(), kind: kind.into(), body: "{}".into(), attempts: 0, next_at: at, through: None }
+    }
+
+    #[test]
+    fn an_event_changed_or_slipped_into_the_queue_is_dropped_not_sent() {
+        let dir = tempfile::tempdir().expect("test setup");
+        let s = store(dir.path());
+        let g = grant("g_000102030405060708090a0b");
+        for (id, at) in [("s_1", NOW), ("s_2", NOW + time::Duration::SECOND), ("s_3", NOW + time::Duration::SECOND * 2)] {
+            s.queue_push(&event(&g, id, "grant.expired", at), |_| {}).expect("test setup");
+        }
+        // One event's body edited behind optin's back; one written in without a MAC, as an
+        // attacker with the store would, to have the agent sign and push it.
+        let edited_key = key::push(NOW + time::Duration::SECOND, "s_2");
+        let mut edited = s.push_queue.get(&edited_key).expect("read").expect("queued").to_vec();
+        let at = edited.len() - 3;
+        edited[at] ^= 1;
+        s.push_queue.insert(&edited_key, edited).expect("edited");
+        let forged = event(&g, "s_0", "slice.delivered", NOW - time::Duration::SECOND);
+        s.push_queue.insert(key::push(forged.next_at, &forged.event_id), serde_json::to_vec(&forged).expect("JSON")).expect("slipped in");
+        let ids = |v: Vec<PendingPush>| v.into_iter().map(|e| e.event_id).collect::<Vec<_>>();
+        assert_eq!(ids(s.due_pushes(NOW + time::Duration::HOUR, 10).expect("due")), ["s_1", "s_3"]);
+        assert_eq!(s.push_queue_len(), 2, "the damaged events left the queue");
+        assert_eq!(ids(s.queued_pushes(&g.id).expect("queued")), ["s_1", "s_3"]);
     }
 
     #[test]

@@ -136,6 +136,22 @@ impl StoreMac {
         self.check(&Self::request_input(key, bytes), stored)
     }
 
+    fn push_input(key: &[u8], bytes: &[u8]) -> Vec<u8> {
+        Self::input("optin-push-v1", &[key, &[0], bytes])
+    }
+
+    /// The MAC of the push event queued under `key` as `bytes`: the agent signs what the
+    /// queue holds with the grant's key, so an event written into the store behind its back
+    /// must not reach an inbox as the person's.
+    pub fn push(&self, key: &[u8], bytes: &[u8]) -> Tag {
+        self.tag(&Self::push_input(key, bytes))
+    }
+
+    /// Checks the MAC of a queued push event.
+    pub fn check_push(&self, key: &[u8], bytes: &[u8], stored: Option<&[u8]>) -> Seal {
+        self.check(&Self::push_input(key, bytes), stored)
+    }
+
     /// The MAC of grant `id`, stored as `bytes`.
     pub fn grant(&self, id: &GrantId, bytes: &[u8]) -> Tag {
         self.tag(&Self::grant_input(id, bytes))
@@ -179,5 +195,9 @@ mod tests {
         assert_eq!(ours.check_request(b"acme.example\0r1", b"{}", Some(&request)), Seal::Valid);
         assert_eq!(ours.check_request(b"acme.example\0r2", b"{}", Some(&request)), Seal::Invalid, "another request's");
         assert_eq!(ours.check_count(b"acme.example\0r1", b"{}", Some(&request)), Seal::Invalid, "a request's MAC is no count's");
+        let push = ours.push(b"k1", b"{}");
+        assert_eq!(ours.check_push(b"k1", b"{}", Some(&push)), Seal::Valid);
+        assert_eq!(ours.check_push(b"k2", b"{}", Some(&push)), Seal::Invalid, "another place in the queue");
+        assert_eq!(ours.check_request(b"k1", b"{}", Some(&push)), Seal::Invalid, "a push's MAC is no request's");
     }
 }
