@@ -24,6 +24,7 @@ mod fetch;
 mod forget;
 mod hostile;
 mod import;
+mod inbox;
 mod ingest;
 mod jose;
 mod linkability;

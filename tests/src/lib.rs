@@ -100,6 +100,19 @@ pub fn optin_bin() -> PathBuf {
     find_optin_bin().unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The `optin-inbox` binary, the marketer's inbox: `$OPTIN_INBOX_BIN`, or `optin-inbox` next
+/// to `optin` in the profile directory of the running test; panics when there is none.
+pub fn optin_inbox_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("OPTIN_INBOX_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("the running executable's path: {e}"));
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap_or(Path::new("."));
+    let bin = profile_dir.join(format!("optin-inbox{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.is_file(), "{} not found: build it first (cargo build -p optin-inbox) or set OPTIN_INBOX_BIN", bin.display());
+    bin
+}
+
 /// A number no two calls in this process share, for file names.
 fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
