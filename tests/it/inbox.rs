@@ -146,6 +146,25 @@ impl Inbox {
         assert!(line.starts_with(&format!("optin-inbox listening on https://{listen} for https://{DOMAIN}:{}/optin/inbox", self.port)), "{line}");
     }
 
+    /// Sends SIGTERM to `serve` by its PID and checks it exits 0 within 15 s.
+    fn stop(&mut self) {
+        let mut child = self.serving.take().expect("a serving inbox");
+        let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let exit = loop {
+            if let Some(exit) = child.try_wait().expect("wait for optin-inbox serve") {
+                break exit;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("optin-inbox serve did not exit within 15 s of SIGTERM: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(exit.code(), Some(0), "optin-inbox serve should exit 0 on SIGTERM: {}", self.log());
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
@@ -380,8 +399,9 @@ fn problem_type(answer: &Value) -> &str {
     answer["type"].as_str().unwrap_or_else(|| panic!("not a problem: {answer}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_inbox_takes_an_agents_pushes_end_to_end_and_erases_them_on_revocation() {
+/// The inbox serving, an agent that fetched its request and approved it narrowed to
+/// searches, and the grant's id, once the grant and its first slice are in the inbox.
+async fn approved_through_an_agent() -> (Inbox, optin_tests::Agent, String) {
     let mut inbox = Inbox::init();
     inbox.serve(&[]);
     let cert = inbox.cert();
@@ -397,9 +417,15 @@ async fn an_inbox_takes_an_agents_pushes_end_to_end_and_erases_them_on_revocatio
     agent.cli(&["approve", "shoes-1", "--kinds", "search"]).await.ok();
     let grants = agent.cli(&["grants", "--json"]).await.json();
     let grant = grants[0]["grant_id"].as_str().expect("a grant").to_owned();
+    inbox.wait_for("slices", |s| s.len() == 1).await;
+    (inbox, agent, grant)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbox_takes_an_agents_pushes_end_to_end_and_erases_them_on_revocation() {
+    let (mut inbox, agent, grant) = approved_through_an_agent().await;
     // grant.created, then at once a slice of the two searches of the last 30 days.
-    let slices = inbox.wait_for("slices", |s| s.len() == 1).await;
+    let slices = inbox.ndjson("slices");
     assert_eq!(
         (slices[0]["grant_id"].as_str(), slices[0]["items"].as_u64(), slices[0]["kept_after_end"].as_bool()),
         (Some(grant.as_str()), Some(2), Some(false))
@@ -439,6 +465,7 @@ async fn an_inbox_takes_an_agents_pushes_end_to_end_and_erases_them_on_revocatio
     let listed = agent.cli(&["grants", "--json"]).await.json();
     assert_eq!(listed[0]["state"].as_str(), Some("revoked"), "{listed}");
     drop(agent);
+    inbox.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -599,4 +626,45 @@ fn init_and_request_new_refuse_bad_input_and_write_nothing() {
     let missing = Inbox::run(&Inbox { dir: tempfile::tempdir().expect("a directory"), port: 0, serving: None }, &["grants"]);
     assert_eq!(missing.code, Some(1));
     assert!(missing.stderr.contains("no optin-inbox home at"), "{}", missing.stderr);
+}
+
+const JOSE_SETUP: &str = "set OPTIN_PYTHON to a Python with jwcrypto: \
+    python3 -m venv .venv && .venv/bin/pip install -r tests/jose/requirements.txt, \
+    then OPTIN_PYTHON=.venv/bin/python (or OPTIN_SKIP_JOSE=1 to skip this test)";
+
+/// The Python to run, or `None` when the test is explicitly skipped (as in `jose.rs`).
+fn python() -> Option<PathBuf> {
+    match std::env::var_os("OPTIN_PYTHON") {
+        Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
+        _ if std::env::var("OPTIN_SKIP_JOSE").is_ok_and(|v| v == "1") => {
+            eprintln!("skipping the jwcrypto check of the inbox's export: OPTIN_SKIP_JOSE=1");
+            None
+        }
+        _ => panic!("{JOSE_SETUP}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exported_slice_verifies_with_jwcrypto_from_the_export_alone() {
+    let Some(python) = python() else { return };
+    let (inbox, _agent, grant) = approved_through_an_agent().await;
+    let export = inbox.ndjson("export");
+    assert_eq!(export.len(), 1, "{export:?}");
+    let line = &export[0];
+    // verify.py reads a bundle's key, issuer, marketer and grant: all of it is in the line.
+    let bundle = serde_json::json!({"jwk": line["jwk"], "issuer": line["issuer"], "marketer": line["audience"], "grant_id": line["grant_id"]});
+    let (bundle_file, jws_file) = (inbox.dir.path().join("export-bundle.json"), inbox.dir.path().join("export-slice.jws"));
+    std::fs::write(&bundle_file, bundle.to_string()).expect("write the key");
+    std::fs::write(&jws_file, line["slice"].as_str().expect("a slice")).expect("write the slice");
+    let verify = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("jose").join("verify.py");
+    let out = Command::new(&python)
+        .arg(verify)
+        .arg(&bundle_file)
+        .arg(&jws_file)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}; {JOSE_SETUP}", python.display()));
+    assert_eq!(out.status.code(), Some(0), "jwcrypto refused the exported slice: {}", String::from_utf8_lossy(&out.stderr));
+    let payload: Value = serde_json::from_slice(&out.stdout).expect("verify.py prints the payload");
+    assert_eq!((payload["grant"]["id"].as_str(), payload["jti"].as_str()), (Some(grant.as_str()), line["jti"].as_str()));
+    assert_eq!(payload["items"].as_array().map(Vec::len), Some(2), "{payload}");
 }
