@@ -223,3 +223,218 @@ impl<S: Store> Inbox<S> {
         Ok(answering.id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+    use time::macros::datetime;
+
+    use optin_protocol::jws::Jwk;
+    use optin_protocol::push::Event;
+    use optin_protocol::receipt::{Basis, ConsentState, Receipt};
+    use optin_protocol::request::Request;
+    use optin_protocol::scope::{Applied, GrantId, Granularity, Terms};
+    use optin_protocol::slice::{GrantClaim, SliceClaims};
+    use optin_protocol::webhook::{self, WebhookId};
+
+    use super::*;
+    use crate::home::Config;
+    use crate::requests::{self, NewRequest};
+    use crate::store::{SliceQuery, Sqlite};
+
+    const NOW: OffsetDateTime = datetime!(2026-11-23 12:00 UTC);
+    const PRINCIPAL: &str = "p_0123456789abcdef0123456789abcdef";
+
+    fn request() -> (Request, String) {
+        let config = Config::new("acme.example", None, "Acme".into(), "privacy@acme.example".into(), "https://acme.example/privacy".into()).unwrap();
+        let new = NewRequest {
+            id: "shoes-1".into(),
+            purpose_code: "dpv:PersonalisedAdvertising".into(),
+            purpose: "Shoe offers.".into(),
+            kinds: vec!["search".into()],
+            granularity: "raw".into(),
+            window: "30d".into(),
+            duration: "90d".into(),
+            categories: None,
+            merchants: None,
+            offer: "10% off".into(),
+            every: "1h".into(),
+            expires: "30d".parse().unwrap(),
+        };
+        requests::build(&config, &Ed25519KeyPair::from_seed_unchecked(&[1; 32]).unwrap(), &new, NOW).unwrap()
+    }
+
+    fn inbox(keep: Keep) -> Inbox<Sqlite> {
+        let (request, jws) = request();
+        let mut published = Published::default();
+        published.requests.insert(request.id.clone(), (request, jws));
+        Inbox { store: Sqlite::in_memory(), domain: "acme.example".into(), requests: published, tolerance: webhook::DEFAULT_TOLERANCE, keep }
+    }
+
+    /// A grant made by a key of its own, as an agent would make it.
+    struct Grant {
+        key: Ed25519KeyPair,
+        bundle: GrantBundle,
+        receipt: Receipt,
+    }
+
+    impl Grant {
+        fn new(seed: u8, answering: Option<&Request>) -> Grant {
+            let key = Ed25519KeyPair::from_seed_unchecked(&[seed; 32]).unwrap();
+            let grant_id = GrantId::parse(&format!("g_{seed:024x}")).unwrap();
+            let terms = Terms {
+                audience: "acme.example".into(),
+                kinds: "search".parse().unwrap(),
+                granularity: Granularity::Raw,
+                window: "30d".parse().unwrap(),
+                expires_at: datetime!(2027-02-22 0:00 UTC),
+                categories: None,
+                merchants: None,
+            };
+            let basis = answering.map_or(Basis::Owner { marketer: "acme.example", purpose: "offers" }, Basis::Request);
+            let receipt = Receipt::given(basis, &grant_id, PRINCIPAL, &terms, NOW);
+            let bundle = GrantBundle {
+                version: optin_protocol::bundle::VERSION,
+                token: optin_protocol::token::Token::mint(&[seed; 32], &grant_id).encode(),
+                grant_id,
+                marketer: "acme.example".into(),
+                purpose: "Shoe offers.".into(),
+                issuer: format!("urn:optin:agent:{PRINCIPAL}"),
+                agent_url: None,
+                cert_sha256: None,
+                jwk: Jwk::ed25519(key.public_key().as_ref()),
+                terms,
+            };
+            Grant { key, bundle, receipt }
+        }
+
+        fn event(&self, data: Data) -> Event {
+            Event { timestamp: NOW, data }
+        }
+
+        fn created(&self) -> Event {
+            self.event(Data::GrantCreated { bundle: Box::new(self.bundle.clone()), receipt: self.receipt.sign(&self.key) })
+        }
+
+        /// A slice with `jti` inside, pushed as `pushed_as`, signed by `signer`.
+        fn slice_signed(&self, jti: u8, pushed_as: u8, signer: &Ed25519KeyPair) -> Event {
+            let claims = SliceClaims {
+                audit_seq: None,
+                iss: self.bundle.issuer.clone(),
+                sub: PRINCIPAL.into(),
+                aud: "acme.example".into(),
+                iat: NOW.unix_timestamp(),
+                jti: format!("s_{jti:032x}"),
+                grant: GrantClaim { id: self.bundle.grant_id.clone(), purpose: self.bundle.purpose.clone(), expires_at: self.bundle.terms.expires_at },
+                scope: Applied {
+                    kinds: self.bundle.terms.kinds.clone(),
+                    granularity: Granularity::Raw,
+                    since: NOW - Duration::days(30),
+                    until: NOW,
+                    limit: 1000,
+                    categories: None,
+                    merchants: None,
+                },
+                items: Vec::new(),
+                next_cursor: None,
+            };
+            let slice = optin_protocol::jws::sign(signer, &serde_json::to_vec(&claims).unwrap());
+            let jti = WebhookId::parse(&format!("s_{pushed_as:032x}")).unwrap();
+            self.event(Data::SliceDelivered { grant_id: self.bundle.grant_id.clone(), jti, slice })
+        }
+
+        fn slice(&self, n: u8) -> Event {
+            self.slice_signed(n, n, &self.key)
+        }
+
+        fn ended(&self, state: ConsentState) -> Event {
+            let receipt = self.receipt.ended(state, NOW).sign(&self.key);
+            let grant_id = self.bundle.grant_id.clone();
+            self.event(if state == ConsentState::Expired { Data::GrantExpired { grant_id, receipt } } else { Data::GrantRevoked { grant_id, receipt } })
+        }
+
+        fn headers(&self, event: &Event) -> Headers {
+            webhook::sign(&self.key, &event.webhook_id(), NOW, event.to_json().as_bytes())
+        }
+    }
+
+    /// What the inbox answered: the outcome, or the refusal's status and slug.
+    fn outcome(got: Result<Taken, Refusal>) -> Result<Taken, (u16, &'static str)> {
+        got.map_err(|r| (r.status(), r.slug()))
+    }
+
+    #[tokio::test]
+    async fn each_push_has_one_answer() {
+        use Taken::{Duplicate, Stored};
+        let (request, _) = request();
+        let inbox = inbox(Keep::Erase);
+        let a = Grant::new(1, Some(&request));
+        let b = Grant::new(2, Some(&request));
+        let unasked = Grant::new(3, None);
+        let mut expired_request = Grant::new(4, Some(&request));
+        expired_request.receipt.request.as_mut().unwrap().id = optin_protocol::request::RequestId::parse("shoes-0").unwrap();
+        let stranger = Ed25519KeyPair::from_seed_unchecked(&[9; 32]).unwrap();
+        let mismatched = a.ended(ConsentState::Withdrawn);
+        let mismatched = a.event(match mismatched.data {
+            Data::GrantRevoked { grant_id, .. } => Data::GrantExpired { grant_id, receipt: a.receipt.ended(ConsentState::Withdrawn, NOW).sign(&a.key) },
+            _ => unreachable!(),
+        });
+        let table: Vec<(&str, &Grant, Event, Result<Taken, (u16, &str)>)> = vec![
+            ("a slice before its grant", &a, a.slice(1), Err((404, "unknown-grant"))),
+            ("an end before its grant", &a, a.ended(ConsentState::Withdrawn), Err((404, "unknown-grant"))),
+            ("a grant made unasked", &unasked, unasked.created(), Err((403, "not-for-this-inbox"))),
+            ("a grant of a request not published", &expired_request, expired_request.created(), Err((403, "not-for-this-inbox"))),
+            ("a grant", &a, a.created(), Ok(Stored)),
+            ("the grant again", &a, a.created(), Ok(Duplicate)),
+            ("another grant", &b, b.created(), Ok(Stored)),
+            ("a slice", &a, a.slice(1), Ok(Stored)),
+            ("the slice again", &a, a.slice(1), Ok(Duplicate)),
+            ("a slice another key signed", &a, a.slice_signed(2, 2, &stranger), Err((422, "unverified"))),
+            ("a slice pushed under another jti", &a, a.slice_signed(3, 4, &a.key), Err((422, "unverified"))),
+            ("an expiry carrying a withdrawal", &a, mismatched, Err((422, "unverified"))),
+            ("another grant's slice", &b, b.slice(5), Ok(Stored)),
+            ("the grant expires", &b, b.ended(ConsentState::Expired), Ok(Stored)),
+            ("the expiry again", &b, b.ended(ConsentState::Expired), Ok(Duplicate)),
+            ("a revocation after the expiry", &b, b.ended(ConsentState::Withdrawn), Err((410, "grant-ended"))),
+            ("a slice after the expiry", &b, b.slice(6), Err((410, "grant-ended"))),
+        ];
+        for (what, grant, event, expected) in table {
+            let got = inbox.take(Ok(grant.headers(&event)), event.to_json().as_bytes(), NOW).await;
+            assert_eq!(outcome(got), expected, "{what}");
+        }
+        let stored: Vec<String> = inbox.store.slices(SliceQuery::default()).await.unwrap().into_iter().map(|s| s.jti.to_string()).collect();
+        assert_eq!(stored, [format!("s_{:032x}", 1)], "b's slice was erased with its expiry");
+    }
+
+    #[tokio::test]
+    async fn a_request_that_expired_takes_no_grant() {
+        let (request, _) = request();
+        let inbox = inbox(Keep::Erase);
+        let grant = Grant::new(1, Some(&request));
+        let event = grant.created();
+        let later = request.expires_at + Duration::seconds(1);
+        let headers = webhook::sign(&grant.key, &event.webhook_id(), later, event.to_json().as_bytes());
+        let got = inbox.take(Ok(headers), event.to_json().as_bytes(), later).await;
+        assert_eq!(outcome(got), Err((403, "not-for-this-inbox")));
+        assert_eq!(inbox.store.grants().await.unwrap(), []);
+    }
+
+    #[tokio::test]
+    async fn rejects_headers_bodies_and_sizes_before_looking_further() {
+        let inbox = inbox(Keep::Erase);
+        let grant = Grant::new(1, None);
+        let body = grant.created().to_json();
+        let headers = grant.headers(&grant.created());
+        let big = vec![b' '; optin_protocol::push::MAX_BODY_BYTES + 1];
+        for (what, headers, body, expected) in [
+            ("no headers", Err("webhook-id is missing".to_owned()), body.as_bytes(), (400, "invalid-header")),
+            ("a malformed id", Ok(Headers { id: "a.b".into(), ..headers.clone() }), body.as_bytes(), (400, "invalid-header")),
+            ("not JSON", Ok(headers.clone()), b"{".as_slice(), (400, "invalid-body")),
+            ("too large", Ok(headers.clone()), big.as_slice(), (413, "too-large")),
+            ("stale", Ok(Headers { timestamp: (NOW.unix_timestamp() - 301).to_string(), ..headers.clone() }), body.as_bytes(), (401, "stale")),
+            ("no v1a entry", Ok(Headers { signature: "v1,AAAA".into(), ..headers.clone() }), body.as_bytes(), (401, "invalid-signature")),
+        ] {
+            assert_eq!(outcome(inbox.take(headers, body, NOW).await), Err(expected), "{what}");
+        }
+    }
+}
