@@ -358,8 +358,11 @@ mod tests {
         }
     }
 
-    /// What the inbox answered: the outcome, or the refusal's status and slug.
-    fn outcome(got: Result<Taken, Refusal>) -> Result<Taken, (u16, &'static str)> {
+    /// What the inbox answers a push: the outcome, or the refusal's status and slug.
+    type Answer = Result<Taken, (u16, &'static str)>;
+
+    /// What the inbox answered.
+    fn outcome(got: Result<Taken, Refusal>) -> Answer {
         got.map_err(|r| (r.status(), r.slug()))
     }
 
@@ -379,7 +382,7 @@ mod tests {
             Data::GrantRevoked { grant_id, .. } => Data::GrantExpired { grant_id, receipt: a.receipt.ended(ConsentState::Withdrawn, NOW).sign(&a.key) },
             _ => unreachable!(),
         });
-        let table: Vec<(&str, &Grant, Event, Result<Taken, (u16, &str)>)> = vec![
+        let table: Vec<(&str, &Grant, Event, Answer)> = vec![
             ("a slice before its grant", &a, a.slice(1), Err((404, "unknown-grant"))),
             ("an end before its grant", &a, a.ended(ConsentState::Withdrawn), Err((404, "unknown-grant"))),
             ("a grant made unasked", &unasked, unasked.created(), Err((403, "not-for-this-inbox"))),
