@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::{Body, Bytes};
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
@@ -32,8 +32,13 @@ pub const PROBLEM_PREFIX: &str = "urn:optin:inbox:problem:";
 /// How long a push's body may take to arrive once its head has.
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Answers one request.
-pub async fn answer<S: Store>(inbox: Arc<Inbox<S>>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+/// Answers one request. Generic over the body so that tests answer requests without a socket.
+pub async fn answer<S, B>(inbox: Arc<Inbox<S>>, request: Request<B>) -> Response<Full<Bytes>>
+where
+    S: Store,
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let path = request.uri().path();
     if path == WELL_KNOWN_PATH {
         if request.method() != Method::GET && request.method() != Method::HEAD {
@@ -103,11 +108,8 @@ fn webhook_headers(headers: &hyper::HeaderMap) -> Result<Headers, String> {
 
 fn refused(refusal: &Refusal) -> Response<Full<Bytes>> {
     let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let detail = match refusal {
-        Refusal::Store(_) => refusal.to_string(),
-        other => other.to_string(),
-    };
-    problem(status, refusal.slug(), &detail)
+    // A store failure's detail is logged; its text here says only to send it again.
+    problem(status, refusal.slug(), &refusal.to_string())
 }
 
 fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
@@ -128,4 +130,57 @@ pub fn problem(status: StatusCode, slug: &str, detail: &str) -> Response<Full<By
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::requests::Published;
+    use crate::store::{Keep, Sqlite};
+
+    fn inbox() -> Arc<Inbox<Sqlite>> {
+        let tolerance = optin_protocol::webhook::DEFAULT_TOLERANCE;
+        Arc::new(Inbox { store: Sqlite::in_memory(), domain: "acme.example".into(), requests: Published::default(), tolerance, keep: Keep::Erase })
+    }
+
+    /// A request, and the status, problem slug and `Allow` it must be answered with.
+    type Case = (&'static str, Request<Full<Bytes>>, u16, &'static str, Option<&'static str>);
+
+    fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &'static [u8]) -> Request<Full<Bytes>> {
+        let mut builder = Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(Full::new(Bytes::from_static(body))).unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_route_answers_with_its_status_and_a_problem() {
+        let big = (push::MAX_BODY_BYTES + 1).to_string();
+        let hooks = [("webhook-id", "x"), ("webhook-timestamp", "1"), ("webhook-signature", "v1a,AAAA")];
+        let table: Vec<Case> = vec![
+            ("no live request", request("GET", WELL_KNOWN_PATH, &[], b""), 404, "not-found", None),
+            ("posting the requests", request("POST", WELL_KNOWN_PATH, &[], b""), 405, "method-not-allowed", Some("GET, HEAD")),
+            ("another path", request("GET", "/optin", &[], b""), 404, "not-found", None),
+            ("getting the inbox", request("GET", INBOX_PATH, &[], b""), 405, "method-not-allowed", Some("POST")),
+            ("no webhook headers", request("POST", INBOX_PATH, &[], b"{}"), 400, "invalid-header", None),
+            ("a declared body too large", request("POST", INBOX_PATH, &[("content-length", big.as_str())], b""), 413, "too-large", None),
+            ("a repeated header", request("POST", INBOX_PATH, &[hooks[0], hooks[0], hooks[1], hooks[2]], b"{}"), 400, "invalid-header", None),
+            ("not an event", request("POST", INBOX_PATH, &hooks, b"[]"), 400, "invalid-body", None),
+        ];
+        for (what, req, status, slug, allow) in table {
+            let response = answer(inbox(), req).await;
+            assert_eq!(response.status().as_u16(), status, "{what}");
+            assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json", "{what}");
+            assert_eq!(response.headers().get(ALLOW).map(|v| v.to_str().unwrap()), allow, "{what}");
+            let body: serde_json::Value = serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+            assert_eq!(
+                (body["type"].as_str(), body["status"].as_u64()),
+                (Some(format!("{PROBLEM_PREFIX}{slug}").as_str()), Some(u64::from(status))),
+                "{what}: {body}"
+            );
+        }
+    }
 }
