@@ -16,7 +16,7 @@ use optin_protocol::span::Span;
 use crate::home::{Config, Home};
 use crate::listing::{self, Format};
 use crate::receive::Inbox;
-use crate::requests::{self, NewRequest, Published};
+use crate::requests::{self, Catalog, NewRequest};
 use crate::serve::{self, TlsSource};
 use crate::store::{Keep, SliceQuery, Sqlite, Store};
 
@@ -227,8 +227,8 @@ fn request_new(home: &Home, args: RequestArgs) -> Result<()> {
 async fn serve(home: &Home, args: ServeArgs) -> Result<()> {
     let config = home.config()?;
     let now = OffsetDateTime::now_utc();
-    let published = Published::load(home, &config.domain, now)?;
-    if published.requests.is_empty() {
+    let published = Catalog::watching(home, &config.domain, now)?;
+    if published.current(now).requests.is_empty() {
         tracing::warn!("no live request to publish: make one with optin-inbox request new");
     }
     let store = Sqlite::open(&home.database())?;

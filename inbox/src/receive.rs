@@ -18,7 +18,7 @@ use optin_protocol::receipt;
 use optin_protocol::request::shown;
 use optin_protocol::webhook::{Headers, WebhookError};
 
-use crate::requests::Published;
+use crate::requests::Catalog;
 use crate::store::{Ending, GrantState, Insert, Keep, NewGrant, NewSlice, Refused, Store, StoreError};
 
 /// What the inbox needs to decide a push.
@@ -27,8 +27,8 @@ pub struct Inbox<S> {
     pub store: S,
     /// This inbox's domain: the audience of every grant it takes.
     pub domain: String,
-    /// The requests it published.
-    pub requests: Published,
+    /// The requests it publishes.
+    pub requests: Catalog,
     /// How far a push's timestamp may be from this clock, either way.
     pub tolerance: Duration,
     /// What happens to a grant's slices when it ends.
@@ -217,7 +217,7 @@ impl<S: Store> Inbox<S> {
         if answering.marketer != *domain {
             return Err(Refusal::NotOurs(format!("the receipt answers a request of {}, not {domain}", shown(&answering.marketer))));
         }
-        if self.requests.live(&answering.id, now).is_none() {
+        if self.requests.current(now).live(&answering.id, now).is_none() {
             return Err(Refusal::NotOurs(format!("request {} is not one this inbox publishes now (unknown or expired)", answering.id)));
         }
         Ok(answering.id)
@@ -239,7 +239,7 @@ mod tests {
 
     use super::*;
     use crate::home::Config;
-    use crate::requests::{self, NewRequest};
+    use crate::requests::{self, NewRequest, Published};
     use crate::store::{SliceQuery, Sqlite};
 
     const NOW: OffsetDateTime = datetime!(2026-11-23 12:00 UTC);
@@ -268,7 +268,8 @@ mod tests {
         let (request, jws) = request();
         let mut published = Published::default();
         published.requests.insert(request.id.clone(), (request, jws));
-        Inbox { store: Sqlite::in_memory(), domain: "acme.example".into(), requests: published, tolerance: webhook::DEFAULT_TOLERANCE, keep }
+        let requests = Catalog::fixed(published);
+        Inbox { store: Sqlite::in_memory(), domain: "acme.example".into(), requests, tolerance: webhook::DEFAULT_TOLERANCE, keep }
     }
 
     /// A grant made by a key of its own, as an agent would make it.

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use ring::rand::SystemRandom;
@@ -126,8 +128,69 @@ pub fn write(home: &Home, request: &Request, jws: &str, now: OffsetDateTime) -> 
     if path.exists() {
         bail!("a request with id {} exists ({}); agents name a request by its id, so give the new one another", request.id, path.display());
     }
-    write_new(&path, format!("{jws}\n").as_bytes(), 0o644)?;
+    // Written aside, then linked into place: `serve` may read the directory at any moment and
+    // must never see half a request, and a link, unlike a rename, never replaces a file.
+    let aside = home.requests_dir().join(format!(".{}.jws.new", request.id));
+    let _ = std::fs::remove_file(&aside);
+    write_new(&aside, format!("{jws}\n").as_bytes(), 0o644)?;
+    let linked = std::fs::hard_link(&aside, &path).with_context(|| format!("cannot write {}", path.display()));
+    let _ = std::fs::remove_file(&aside);
+    linked?;
     Ok(path)
+}
+
+/// The requests as `serve` holds them: read again when the requests directory changes, so a
+/// request made with `request new` while the inbox runs is published without a restart.
+pub struct Catalog {
+    source: Option<(Home, String)>,
+    state: Mutex<CatalogState>,
+}
+
+struct CatalogState {
+    /// The directory's modification time when `published` was read.
+    read_at: Option<SystemTime>,
+    published: Arc<Published>,
+    /// When reading it last failed: it is tried again a second later, not on every request.
+    failed: Option<Instant>,
+}
+
+impl Catalog {
+    /// A set that never changes (tests).
+    pub fn fixed(published: Published) -> Catalog {
+        Catalog { source: None, state: Mutex::new(CatalogState { read_at: None, published: Arc::new(published), failed: None }) }
+    }
+
+    /// The home's requests for `domain`, read now (an error names the file at fault) and
+    /// again whenever the directory changes.
+    pub fn watching(home: &Home, domain: &str, now: OffsetDateTime) -> Result<Catalog> {
+        let read_at = modified(&home.requests_dir());
+        let published = Published::load(home, domain, now)?;
+        let state = CatalogState { read_at, published: Arc::new(published), failed: None };
+        Ok(Catalog { source: Some((home.clone(), domain.to_owned())), state: Mutex::new(state) })
+    }
+
+    /// The requests as they are now.
+    pub fn current(&self, now: OffsetDateTime) -> Arc<Published> {
+        // Nothing panics while the lock is held, and the state is whole after each step.
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some((home, domain)) = &self.source else { return state.published.clone() };
+        let changed = modified(&home.requests_dir());
+        let retry = state.failed.map_or(true, |at| at.elapsed() >= Duration::from_secs(1));
+        if changed != state.read_at && retry {
+            match Published::load(home, domain, now) {
+                Ok(published) => *state = CatalogState { read_at: changed, published: Arc::new(published), failed: None },
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "the requests changed but cannot be read; still publishing the ones read before");
+                    state.failed = Some(Instant::now());
+                }
+            }
+        }
+        state.published.clone()
+    }
+}
+
+fn modified(dir: &Path) -> Option<SystemTime> {
+    std::fs::metadata(dir).and_then(|m| m.modified()).ok()
 }
 
 /// The requests this inbox publishes: those in the home that verify now for its domain.
@@ -273,8 +336,19 @@ mod tests {
         assert_eq!(published.live(&id, later), None);
         assert_eq!(published.document(later), None);
         assert!(Published::load(&home, "acme.example", later).unwrap().requests.is_empty());
+        // Serving, a request made meanwhile is published without a restart.
+        let catalog = Catalog::watching(&home, "acme.example", NOW).unwrap();
+        let mut second = new();
+        second.id = "boots-2026-11".into();
+        let (request, jws2) = build(&config(), &key(), &second, NOW).unwrap();
+        // Directory times can be as coarse as a second on some file systems.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        write(&home, &request, &jws2, NOW).unwrap();
+        let ids: Vec<String> = catalog.current(NOW).requests.keys().map(|id| id.to_string()).collect();
+        assert_eq!(ids, ["boots-2026-11", "shoes-2026-11"]);
+        assert_eq!(std::fs::read_dir(home.requests_dir()).unwrap().count(), 2, "nothing left aside");
         // A request of another domain in the home is an error naming the file, not skipped.
         let error = format!("{:#}", Published::load(&home, "other.example", NOW).unwrap_err());
-        assert!(error.contains("shoes-2026-11.jws: not a request this inbox can publish"), "{error}");
+        assert!(error.contains("-2026-11.jws: not a request this inbox can publish"), "{error}");
     }
 }

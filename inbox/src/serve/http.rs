@@ -44,7 +44,8 @@ where
         if request.method() != Method::GET && request.method() != Method::HEAD {
             return not_allowed("GET, HEAD");
         }
-        return match inbox.requests.document(OffsetDateTime::now_utc()) {
+        let now = OffsetDateTime::now_utc();
+        return match inbox.requests.current(now).document(now) {
             Some(document) => {
                 let mut response = Response::new(Full::new(Bytes::from(document)));
                 response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -137,12 +138,18 @@ mod tests {
     use http_body_util::BodyExt;
 
     use super::*;
-    use crate::requests::Published;
+    use crate::requests::{Catalog, Published};
     use crate::store::{Keep, Sqlite};
 
     fn inbox() -> Arc<Inbox<Sqlite>> {
         let tolerance = optin_protocol::webhook::DEFAULT_TOLERANCE;
-        Arc::new(Inbox { store: Sqlite::in_memory(), domain: "acme.example".into(), requests: Published::default(), tolerance, keep: Keep::Erase })
+        Arc::new(Inbox {
+            store: Sqlite::in_memory(),
+            domain: "acme.example".into(),
+            requests: Catalog::fixed(Published::default()),
+            tolerance,
+            keep: Keep::Erase,
+        })
     }
 
     /// A request, and the status, problem slug and `Allow` it must be answered with.
