@@ -304,6 +304,12 @@ fn check(event: &Event, id: &WebhookId, key: &Jwk) -> Result<(), PushError> {
     if receipt.state() != Some(state) {
         return Err(PushError::Mismatch("its last event is not the one the push announces"));
     }
+    // The receipt is the consent of the marketer the bundle is for, not of another.
+    if let Data::GrantCreated { bundle, .. } = &event.data {
+        if receipt.party_identification.iter().any(|p| p.party_id != bundle.marketer) {
+            return Err(PushError::Mismatch("its controller is not the marketer of the bundle"));
+        }
+    }
     Ok(())
 }
 
@@ -407,6 +413,13 @@ mod tests {
         }
         let (headers, body) = send(&forged, forged.webhook_id().as_str());
         assert!(matches!(receive_new_grant(&headers, body.as_bytes(), NOW, DEFAULT_TOLERANCE), Err(PushError::Receipt(_))));
+        // A grant.created whose bundle is for one marketer and whose receipt is another's.
+        let mut elsewhere = created.clone();
+        if let Data::GrantCreated { bundle, .. } = &mut elsewhere.data {
+            bundle.marketer = "globex.example".into();
+        }
+        let (headers, body) = send(&elsewhere, elsewhere.webhook_id().as_str());
+        assert!(matches!(receive_new_grant(&headers, body.as_bytes(), NOW, DEFAULT_TOLERANCE), Err(PushError::Mismatch(_))));
         for (name, body, field) in [
             ("unknown type", r#"{"type":"grant.paused","timestamp":"2026-11-23T12:00:00Z","data":{}}"#, "type"),
             ("unknown member", r#"{"type":"grant.revoked","timestamp":"2026-11-23T12:00:00Z","data":{},"x":1}"#, "x"),

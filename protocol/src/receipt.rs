@@ -17,8 +17,9 @@ use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
 use time::{Date, OffsetDateTime};
 
+use crate::jws::compact;
 use crate::jws::{Jwk, JwsError};
-use crate::request::{self, compact, PurposeCode, Request, RequestId};
+use crate::request::{self, PurposeCode, Request, RequestId};
 use crate::scope::{GrantId, Granularity, Terms};
 use crate::signal::Kinds;
 use crate::span::Span;
@@ -347,6 +348,11 @@ impl Receipt {
             None if from_request.contains(&true) => return Err("a receipt of no request holds no privacy notice, purpose code or contact"),
             _ => {}
         }
+        // A marketer shows a receipt's text, as the person was shown the request's: nothing in
+        // it may hide or steer what a screen or terminal displays.
+        if self.texts().any(|t| t.chars().any(crate::is_hidden_or_control)) {
+            return Err("a text holds a control, bidirectional or invisible character");
+        }
         let states: Vec<ConsentState> = self.event.iter().map(|e| e.state).collect();
         let ordered = self.event.windows(2).all(|w| w[0].event_time <= w[1].event_time);
         let known = matches!(states.as_slice(), [ConsentState::Given] | [ConsentState::Given, ConsentState::Withdrawn | ConsentState::Expired]);
@@ -354,6 +360,22 @@ impl Receipt {
             return Err("events must be given, then at most one of withdrawn or expired, in order");
         }
         Ok(())
+    }
+}
+
+impl Receipt {
+    /// Every text of the record a person or a marketer may read.
+    fn texts(&self) -> impl Iterator<Item = &str> {
+        let purposes = self.pii_processing.purposes.iter().flat_map(|p| {
+            let filters = p.terms.categories.iter().chain(&p.terms.merchants).flatten();
+            [p.purpose.as_str()].into_iter().chain(p.pii_controllers.iter().map(String::as_str)).chain(filters.map(String::as_str))
+        });
+        let parties = self
+            .party_identification
+            .iter()
+            .flat_map(|p| [Some(p.party_id.as_str()), Some(p.party_name.as_str()), p.party_contact.as_deref()].into_iter().flatten());
+        let request = self.request.iter().map(|r| r.marketer.as_str());
+        [self.record.pii_principal_id.as_str()].into_iter().chain(self.pii_processing.privacy_notice.as_deref()).chain(request).chain(purposes).chain(parties)
     }
 }
 
@@ -468,6 +490,8 @@ pub(crate) mod tests {
             ("an unknown purpose", json.replace("dpv:PersonalisedAdvertising", "dpv:Profiling")),
             ("another controller", json.replace(r#""pii_controllers":["acme.example"]"#, r#""pii_controllers":["evil.example"]"#)),
             ("an instant for a day", json.replace(r#""event_time":"2026-11-23""#, r#""event_time":"2026-11-23T12:34:56Z""#)),
+            ("a bidi override in the party's name", json.replace(r#""party_name":"Acme Shoes""#, r#""party_name":"Acme \u202eseohS""#)),
+            ("an escape in the purpose", json.replacen(r#""purpose":"Show"#, r#""purpose":"\u001b[2JShow"#, 1)),
         ] {
             assert!(matches!(verify(&sign_document(&key, text.as_bytes()), &jwk), Err(ReceiptError::Payload(_))), "{name}");
         }

@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 
 use crate::jws::Jwk;
 // Receipts sign and open their JWS through this path too.
-pub(crate) use crate::jws::compact;
+use crate::jws::compact;
 use crate::scope::{self, Granularity, Terms};
 use crate::signal::{Kind, Kinds};
 use crate::span::Span;
