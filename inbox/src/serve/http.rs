@@ -5,6 +5,9 @@
 //! | `GET /.well-known/optin-request.json` | `200 application/json` `{"requests":[…]}`, or `404` when no request is live |
 //! | `POST /optin/inbox` with the `webhook-*` headers | `200 {"taken":"stored"}` or `{"taken":"duplicate"}`; a refusal's status and problem+json |
 //!
+//! Bodies in memory at once are bounded by a budget (`serve --body-budget`); a push that
+//! finds no room within 5 s is answered `503` with `Retry-After: 1`, which the agent retries.
+//!
 //! Every refusal is `application/problem+json`, `{"type":"urn:optin:inbox:problem:<slug>",
 //! "title","status","detail"}`: the detail says what was wrong, and for a 500 only that the
 //! inbox failed (the log has the rest).
@@ -13,10 +16,11 @@ use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Bytes};
-use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 use time::OffsetDateTime;
+use tokio::sync::Semaphore;
 
 use optin_protocol::push;
 use optin_protocol::request::WELL_KNOWN_PATH;
@@ -32,8 +36,17 @@ pub const PROBLEM_PREFIX: &str = "urn:optin:inbox:problem:";
 /// How long a push's body may take to arrive once its head has.
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How long a push waits for room in the body budget before it is answered 503.
+const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The body budget: bytes of push bodies held at once, in KiB permits.
+pub fn body_budget(bytes: usize) -> Arc<Semaphore> {
+    // At least one largest body, so that any push the protocol allows can be taken.
+    Arc::new(Semaphore::new(bytes.max(push::MAX_BODY_BYTES).div_ceil(1024)))
+}
+
 /// Answers one request. Generic over the body so that tests answer requests without a socket.
-pub async fn answer<S, B>(inbox: Arc<Inbox<S>>, request: Request<B>) -> Response<Full<Bytes>>
+pub async fn answer<S, B>(inbox: Arc<Inbox<S>>, bodies: Arc<Semaphore>, request: Request<B>) -> Response<Full<Bytes>>
 where
     S: Store,
     B: Body<Data = Bytes>,
@@ -66,6 +79,19 @@ where
     if declared.is_some_and(|n| n > push::MAX_BODY_BYTES as u64) {
         return refused(&Refusal::TooLarge(push::MAX_BODY_BYTES));
     }
+    // Bodies are held whole until verified, so their bytes in memory at once are bounded: a
+    // push takes its declared length (or the largest a body may be) from the budget first,
+    // and one that cannot have it soon is asked to come again, as the agent does on 503.
+    let need = declared.map_or(push::MAX_BODY_BYTES as u64, |n| n.max(1)).div_ceil(1024);
+    let need = u32::try_from(need).unwrap_or(u32::MAX);
+    let _budget = match tokio::time::timeout(BUDGET_WAIT, bodies.acquire_many_owned(need)).await {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            let mut response = problem(StatusCode::SERVICE_UNAVAILABLE, "busy", "the inbox is taking other pushes; send this one again shortly");
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        }
+    };
     let body = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(request.into_body(), push::MAX_BODY_BYTES).collect()).await {
         Ok(Ok(body)) => body.to_bytes(),
         Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => return refused(&Refusal::TooLarge(push::MAX_BODY_BYTES)),
@@ -163,6 +189,15 @@ mod tests {
         builder.body(Full::new(Bytes::from_static(body))).unwrap()
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_push_with_no_room_in_the_budget_is_asked_to_come_again() {
+        let budget = body_budget(0);
+        let _held = budget.clone().acquire_many_owned(u32::try_from(budget.available_permits()).unwrap()).await.unwrap();
+        let hooks = [("webhook-id", "x"), ("webhook-timestamp", "1"), ("webhook-signature", "v1a,AAAA"), ("content-length", "2")];
+        let response = answer(inbox(), budget, request("POST", INBOX_PATH, &hooks, b"{}")).await;
+        assert_eq!((response.status().as_u16(), response.headers().get(RETRY_AFTER).map(|v| v.to_str().unwrap())), (503, Some("1")));
+    }
+
     #[tokio::test]
     async fn every_route_answers_with_its_status_and_a_problem() {
         let big = (push::MAX_BODY_BYTES + 1).to_string();
@@ -178,7 +213,7 @@ mod tests {
             ("not an event", request("POST", INBOX_PATH, &hooks, b"[]"), 400, "invalid-body", None),
         ];
         for (what, req, status, slug, allow) in table {
-            let response = answer(inbox(), req).await;
+            let response = answer(inbox(), body_budget(0), req).await;
             assert_eq!(response.status().as_u16(), status, "{what}");
             assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json", "{what}");
             assert_eq!(response.headers().get(ALLOW).map(|v| v.to_str().unwrap()), allow, "{what}");

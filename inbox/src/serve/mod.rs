@@ -33,6 +33,15 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most HTTP/2 streams one connection may have open at once.
 const MAX_STREAMS: u32 = 16;
 
+/// How much the server takes on at once.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Bytes of push bodies held in memory at once (at least one largest body).
+    pub body_budget: usize,
+}
+
 /// The certificate to serve: the marketer's own, or the home's, made on first start.
 #[derive(Clone, Debug, Default)]
 pub struct TlsSource {
@@ -94,10 +103,12 @@ pub async fn serve<S: Store>(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     inbox: Arc<Inbox<S>>,
-    max_connections: usize,
+    limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
     let acceptor = TlsAcceptor::from(tls);
+    let bodies = http::body_budget(limits.body_budget);
+    let max_connections = limits.max_connections;
     let permits = Arc::new(Semaphore::new(max_connections.max(1)));
     let mut connections = JoinSet::new();
     loop {
@@ -118,10 +129,10 @@ pub async fn serve<S: Store>(
             _ = stop.changed() => break,
         };
         let _ = tcp.set_nodelay(true);
-        let (acceptor, inbox, stop) = (acceptor.clone(), inbox.clone(), stop.clone());
+        let (acceptor, inbox, bodies, stop) = (acceptor.clone(), inbox.clone(), bodies.clone(), stop.clone());
         connections.spawn(async move {
             let _permit = permit;
-            if let Err(e) = connection(tcp, peer, acceptor, inbox, stop).await {
+            if let Err(e) = connection(tcp, peer, acceptor, inbox, bodies, stop).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
@@ -161,7 +172,14 @@ impl Activity {
     }
 }
 
-async fn connection<S: Store>(tcp: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor, inbox: Arc<Inbox<S>>, mut stop: watch::Receiver<bool>) -> Result<()> {
+async fn connection<S: Store>(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    inbox: Arc<Inbox<S>>,
+    bodies: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
     let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await.context("TLS handshake timed out")??;
     let activity = Arc::new(Activity { started: Instant::now(), in_flight: AtomicUsize::new(0), answered: AtomicUsize::new(0), last_ms: AtomicU64::new(0) });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -171,10 +189,10 @@ async fn connection<S: Store>(tcp: TcpStream, peer: SocketAddr, acceptor: TlsAcc
     builder.http2().timer(TokioTimer::new()).max_concurrent_streams(MAX_STREAMS);
     let seen = activity.clone();
     let service = hyper::service::service_fn(move |request| {
-        let (inbox, seen) = (inbox.clone(), seen.clone());
+        let (inbox, bodies, seen) = (inbox.clone(), bodies.clone(), seen.clone());
         seen.in_flight.fetch_add(1, SeqCst);
         async move {
-            let response = http::answer(inbox, request).await;
+            let response = http::answer(inbox, bodies, request).await;
             seen.touch();
             seen.answered.fetch_add(1, SeqCst);
             seen.in_flight.fetch_sub(1, SeqCst);
