@@ -174,7 +174,7 @@ pub async fn run(cli: Cli) -> Result<()> {
 }
 
 fn init(home: &Home, args: InitArgs) -> Result<()> {
-    if home.config_file().exists() || home.signing_key().exists() {
+    if home.config_file().exists() {
         bail!("{} is an optin-inbox home already; nothing was changed", home.dir().display());
     }
     let domain = args.domain;
@@ -186,7 +186,11 @@ fn init(home: &Home, args: InitArgs) -> Result<()> {
         args.privacy_policy.unwrap_or_else(|| format!("https://{domain}/privacy")),
     )?;
     std::fs::create_dir_all(home.dir()).with_context(|| format!("cannot create {}", home.dir().display()))?;
-    requests::make_key(home)?;
+    // A key left by an init that failed later is kept: a signing key is never replaced.
+    if !home.signing_key().exists() {
+        requests::make_key(home)?;
+    }
+    requests::load_key(home)?;
     Sqlite::open(&home.database())?;
     // Written last: a home is one once its configuration exists, so an init that failed
     // before can be run again.

@@ -123,6 +123,8 @@ fn from_push(error: PushError) -> Refusal {
         PushError::TooLarge => Refusal::TooLarge(push::MAX_BODY_BYTES),
         PushError::Webhook(WebhookError::Signature) => Refusal::Signature,
         PushError::Webhook(e @ WebhookError::Stale { .. }) => Refusal::Stale(e.to_string()),
+        // The bundle's key was checked when the body was read; were it not a key, the body is at fault.
+        PushError::Webhook(e @ WebhookError::Key(_)) => Refusal::Body(e.to_string()),
         PushError::Webhook(e) => Refusal::Header(e.to_string()),
         e @ (PushError::Field { .. } | PushError::Id { .. }) => Refusal::Body(e.to_string()),
         e => Refusal::Unverified(e.to_string()),
