@@ -245,7 +245,7 @@ async fn serve(home: &Home, args: ServeArgs) -> Result<()> {
     let addr = listener.local_addr().context("the listening address")?;
     let keep = if args.keep_after_revoke { Keep::Flagged } else { Keep::Erase };
     let inbox = Arc::new(Inbox { store, domain: config.domain.clone(), requests: published, tolerance: optin_protocol::webhook::DEFAULT_TOLERANCE, keep });
-    let limits = serve::Limits { max_connections: args.max_connections, body_budget: args.body_budget.saturating_mul(1024 * 1024) };
+    let limits = serve::Limits::new(args.max_connections, args.body_budget.saturating_mul(1024 * 1024));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(serve::serve(listener, tls, inbox, limits, stop_rx));
     println!("optin-inbox listening on https://{addr} for {} (certificate {})", config.inbox_url(), cert.display());

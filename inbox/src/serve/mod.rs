@@ -26,20 +26,31 @@ use crate::home::{check_private, write_new, Home};
 use crate::receive::Inbox;
 use crate::store::Store;
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most HTTP/2 streams one connection may have open at once.
 const MAX_STREAMS: u32 = 16;
 
-/// How much the server takes on at once.
+/// How much the server takes on at once, and how long it waits for a peer.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// Connections served at once; more wait in the kernel's backlog.
     pub max_connections: usize,
     /// Bytes of push bodies held in memory at once (at least one largest body).
     pub body_budget: usize,
+    /// A TLS handshake.
+    pub handshake: Duration,
+    /// A connection's first request, after the handshake.
+    pub first_request: Duration,
+    /// A kept-alive connection between requests.
+    pub idle: Duration,
+}
+
+impl Limits {
+    /// These caps, with the waits SPEC.md gives an agent's own listener: 10 s for the
+    /// handshake and the first request, 30 s idle.
+    pub fn new(max_connections: usize, body_budget: usize) -> Limits {
+        Limits { max_connections, body_budget, handshake: Duration::from_secs(10), first_request: Duration::from_secs(10), idle: Duration::from_secs(30) }
+    }
 }
 
 /// The certificate to serve: the marketer's own, or the home's, made on first start.
@@ -132,7 +143,7 @@ pub async fn serve<S: Store>(
         let (acceptor, inbox, bodies, stop) = (acceptor.clone(), inbox.clone(), bodies.clone(), stop.clone());
         connections.spawn(async move {
             let _permit = permit;
-            if let Err(e) = connection(tcp, peer, acceptor, inbox, bodies, stop).await {
+            if let Err(e) = connection(tcp, peer, acceptor, inbox, bodies, limits, stop).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
@@ -149,6 +160,7 @@ pub async fn serve<S: Store>(
 
 /// What the watchdog of one connection reads: requests under way, and when the last ended.
 struct Activity {
+    limits: Limits,
     started: Instant,
     in_flight: AtomicUsize,
     answered: AtomicUsize,
@@ -167,7 +179,7 @@ impl Activity {
             return None;
         }
         let since = self.started.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(SeqCst)));
-        let limit = if self.answered.load(SeqCst) == 0 { FIRST_REQUEST_TIMEOUT } else { IDLE_TIMEOUT };
+        let limit = if self.answered.load(SeqCst) == 0 { self.limits.first_request } else { self.limits.idle };
         Some((since, limit))
     }
 }
@@ -178,14 +190,16 @@ async fn connection<S: Store>(
     acceptor: TlsAcceptor,
     inbox: Arc<Inbox<S>>,
     bodies: Arc<Semaphore>,
+    limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
-    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await.context("TLS handshake timed out")??;
-    let activity = Arc::new(Activity { started: Instant::now(), in_flight: AtomicUsize::new(0), answered: AtomicUsize::new(0), last_ms: AtomicU64::new(0) });
+    let tls = tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await.context("TLS handshake timed out")??;
+    let activity =
+        Arc::new(Activity { limits, started: Instant::now(), in_flight: AtomicUsize::new(0), answered: AtomicUsize::new(0), last_ms: AtomicU64::new(0) });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper's header timer also runs while a kept-alive connection waits, so it is set to the
     // idle bound; the watchdog below holds the first request to its shorter one.
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(IDLE_TIMEOUT).max_buf_size(64 * 1024);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.idle).max_buf_size(64 * 1024);
     builder.http2().timer(TokioTimer::new()).max_concurrent_streams(MAX_STREAMS);
     let seen = activity.clone();
     let service = hyper::service::service_fn(move |request| {
@@ -218,5 +232,75 @@ async fn connection<S: Store>(
     match tokio::time::timeout(DRAIN_TIMEOUT, conn.as_mut()).await {
         Ok(result) => result.map_err(|e| anyhow::anyhow!(e)),
         Err(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::requests::{Catalog, Published};
+    use crate::store::{Keep, Sqlite};
+
+    /// A server on 127.0.0.1:0 with a certificate made for the test, and a client trusting it.
+    async fn start(limits: Limits) -> (SocketAddr, Arc<rustls::ClientConfig>, watch::Sender<bool>, tokio::task::JoinHandle<Result<()>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path().to_owned());
+        let (tls, cert) = load_tls(&home, "acme.example", &TlsSource::default()).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(read_chain(&cert).unwrap().remove(0)).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tolerance = optin_protocol::webhook::DEFAULT_TOLERANCE;
+        let inbox = Arc::new(Inbox {
+            store: Sqlite::in_memory(),
+            domain: "acme.example".into(),
+            requests: Catalog::fixed(Published::default()),
+            tolerance,
+            keep: Keep::Erase,
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = watch::channel(false);
+        let server = tokio::spawn(serve(listener, tls, inbox, limits, stopped));
+        (addr, Arc::new(client), stop, server)
+    }
+
+    async fn connect(addr: SocketAddr, client: &Arc<rustls::ClientConfig>) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("acme.example").unwrap();
+        tokio_rustls::TlsConnector::from(client.clone()).connect(name, tcp).await.unwrap()
+    }
+
+    /// Reads until the server closes; how long that took.
+    async fn closed_after(mut tls: tokio_rustls::client::TlsStream<TcpStream>) -> Duration {
+        let started = Instant::now();
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut sink)).await.expect("the server closes the connection");
+        started.elapsed()
+    }
+
+    #[tokio::test]
+    async fn a_silent_or_idle_connection_is_closed_and_frees_its_slot() {
+        // Idle far longer than the first request's wait, so each close shows which bound made it.
+        let limits = Limits { first_request: Duration::from_millis(300), idle: Duration::from_secs(2), ..Limits::new(1, 0) };
+        let (addr, client, stop, server) = start(limits).await;
+        // Says nothing after the handshake: closed after the first request's wait.
+        let silent = closed_after(connect(addr, &client).await).await;
+        assert!(silent >= Duration::from_millis(250) && silent < Duration::from_millis(1500), "{silent:?}");
+        // The one slot is free again: a request is answered, then the idle wait closes it.
+        let mut tls = connect(addr, &client).await;
+        tls.write_all(b"GET /.well-known/optin-request.json HTTP/1.1\r\nHost: acme.example\r\n\r\n").await.unwrap();
+        let mut head = [0u8; 12];
+        tls.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 404");
+        let idle = closed_after(tls).await;
+        assert!(idle >= Duration::from_millis(1800) && idle < Duration::from_secs(5), "{idle:?}");
+        stop.send(true).unwrap();
+        server.await.unwrap().unwrap();
     }
 }
