@@ -332,3 +332,27 @@ async fn list(home: &Home, args: ListArgs, what: Listed) -> Result<()> {
         other => other.context("cannot write to standard output"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    #[test]
+    fn since_reads_a_time_or_a_span_back_from_now() {
+        let now = datetime!(2026-11-23 12:00 UTC);
+        for (text, expected) in [
+            ("2026-11-20T00:00:00Z", datetime!(2026-11-20 0:00 UTC)),
+            ("2026-11-20T02:00:00+02:00", datetime!(2026-11-20 0:00 UTC)),
+            ("7d", datetime!(2026-11-16 12:00 UTC)),
+            ("12h", datetime!(2026-11-23 0:00 UTC)),
+        ] {
+            assert_eq!(since(text, now).unwrap(), expected, "{text}");
+        }
+        for text in ["yesterday", "7", "-7d", "2026-11-20", "\u{1b}[2J"] {
+            let error = format!("{:#}", since(text, now).unwrap_err());
+            assert!(error.starts_with("--since ") && !error.contains('\u{1b}'), "{text:?}: {error}");
+        }
+    }
+}
