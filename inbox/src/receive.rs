@@ -15,7 +15,7 @@ use time::{Duration, OffsetDateTime};
 use optin_protocol::bundle::GrantBundle;
 use optin_protocol::push::{self, Data, PushError};
 use optin_protocol::receipt;
-use optin_protocol::request::shown;
+use optin_protocol::request::{shown, Choices};
 use optin_protocol::webhook::{Headers, WebhookError};
 
 use crate::requests::Catalog;
@@ -219,8 +219,33 @@ impl<S: Store> Inbox<S> {
         if answering.marketer != *domain {
             return Err(Refusal::NotOurs(format!("the receipt answers a request of {}, not {domain}", shown(&answering.marketer))));
         }
-        if self.requests.current(now).live(&answering.id, now).is_none() {
+        let requests = self.requests.current(now);
+        let Some(request) = requests.live(&answering.id, now) else {
             return Err(Refusal::NotOurs(format!("request {} is not one this inbox publishes now (unknown or expired)", answering.id)));
+        };
+        // The agent narrows, never widens; a grant that claims more than was asked is not
+        // the consent this inbox asked for, whoever made it.
+        let wider = |term: &str| Refusal::NotOurs(format!("the grant's {term} are wider than request {} asks", answering.id));
+        let terms = &bundle.terms;
+        let choices = Choices {
+            kinds: Some(terms.kinds.clone()),
+            granularity: Some(terms.granularity),
+            window: Some(terms.window),
+            expires: None,
+            categories: terms.categories.clone(),
+            merchants: terms.merchants.clone(),
+        };
+        request.terms.narrow(&choices).map_err(|e| Refusal::NotOurs(format!("the grant's terms are not within request {}: {e}", answering.id)))?;
+        // No filter where the request has one is any category or merchant: wider.
+        if request.terms.categories.is_some() && terms.categories.is_none() {
+            return Err(wider("categories"));
+        }
+        if request.terms.merchants.is_some() && terms.merchants.is_none() {
+            return Err(wider("merchants"));
+        }
+        // Approved at the latest now, for at most the duration asked, ending at the next UTC midnight.
+        if terms.expires_at > now + request.terms.duration.duration() + Duration::days(1) {
+            return Err(wider("expiry terms"));
         }
         Ok(answering.id)
     }
@@ -380,6 +405,12 @@ mod tests {
         let mut expired_request = Grant::new(4, Some(&request));
         expired_request.receipt.request.as_mut().unwrap().id = optin_protocol::request::RequestId::parse("shoes-0").unwrap();
         let stranger = Ed25519KeyPair::from_seed_unchecked(&[9; 32]).unwrap();
+        let mut more_kinds = Grant::new(5, Some(&request));
+        more_kinds.bundle.terms.kinds = "search,cart".parse().unwrap();
+        let mut longer = Grant::new(6, Some(&request));
+        longer.bundle.terms.expires_at = NOW + Duration::days(92);
+        let mut finer = Grant::new(7, Some(&request));
+        finer.bundle.terms.window = "31d".parse().unwrap();
         let mismatched = a.ended(ConsentState::Withdrawn);
         let mismatched = a.event(match mismatched.data {
             Data::GrantRevoked { grant_id, .. } => Data::GrantExpired { grant_id, receipt: a.receipt.ended(ConsentState::Withdrawn, NOW).sign(&a.key) },
@@ -390,6 +421,9 @@ mod tests {
             ("an end before its grant", &a, a.ended(ConsentState::Withdrawn), Err((404, "unknown-grant"))),
             ("a grant made unasked", &unasked, unasked.created(), Err((403, "not-for-this-inbox"))),
             ("a grant of a request not published", &expired_request, expired_request.created(), Err((403, "not-for-this-inbox"))),
+            ("a grant of more kinds than asked", &more_kinds, more_kinds.created(), Err((403, "not-for-this-inbox"))),
+            ("a grant longer than asked", &longer, longer.created(), Err((403, "not-for-this-inbox"))),
+            ("a grant reaching further back than asked", &finer, finer.created(), Err((403, "not-for-this-inbox"))),
             ("a grant", &a, a.created(), Ok(Stored)),
             ("the grant again", &a, a.created(), Ok(Duplicate)),
             ("another grant", &b, b.created(), Ok(Stored)),
