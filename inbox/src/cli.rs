@@ -321,7 +321,7 @@ async fn list(home: &Home, args: ListArgs, what: Listed) -> Result<()> {
                 Some(f) => f,
                 None => Format::Ndjson,
             };
-            let grants = store.grants().await?;
+            let grants = listing::exportable(store.grants().await?, OffsetDateTime::now_utc());
             let slices = store.slices(SliceQuery { grant, since, live_only: true }).await?;
             listing::export(&mut out, &grants, &slices, format)
         }

@@ -154,6 +154,16 @@ pub fn slices(out: &mut impl Write, slices: &[SliceRecord], format: Format) -> s
     Ok(())
 }
 
+/// The grants whose data `export` writes: live, and not past their end even when the agent
+/// has not said so yet (it pushes `grant.expired` only while it runs).
+pub fn exportable(grants: Vec<GrantRecord>, now: time::OffsetDateTime) -> Vec<GrantRecord> {
+    grants
+        .into_iter()
+        .filter(|g| g.state() == crate::store::GrantState::Live)
+        .filter(|g| GrantBundle::parse(&g.bundle).is_ok_and(|b| b.terms.expires_at > now))
+        .collect()
+}
+
 /// Writes live grants' slices with what re-verifies each: the JWS, and the grant's key,
 /// issuer and audience from its bundle. `grants` holds the slices' grants.
 pub fn export(out: &mut impl Write, grants: &[GrantRecord], slices: &[SliceRecord], format: Format) -> std::io::Result<()> {
@@ -209,6 +219,59 @@ mod tests {
             assert_eq!(line, json_line, "{text:?}");
             assert_eq!(serde_json::from_str::<String>(&line).unwrap(), text, "the JSON still reads back as sent");
         }
+    }
+
+    #[test]
+    fn only_live_grants_before_their_end_are_exported() {
+        use ring::signature::{Ed25519KeyPair, KeyPair};
+        use time::macros::datetime;
+
+        use optin_protocol::scope::{GrantId, Granularity, Terms};
+        use optin_protocol::webhook::WebhookId;
+
+        use crate::store::{Ended, GrantState};
+
+        let now = datetime!(2026-11-23 12:00 UTC);
+        let record = |n: u8, expires_at, ended: Option<GrantState>| {
+            let grant_id = GrantId::parse(&format!("g_{n:024x}")).unwrap();
+            let key = Ed25519KeyPair::from_seed_unchecked(&[n; 32]).unwrap();
+            let bundle = GrantBundle {
+                version: optin_protocol::bundle::VERSION,
+                token: optin_protocol::token::Token::mint(&[n; 32], &grant_id).encode(),
+                grant_id: grant_id.clone(),
+                marketer: "acme.example".into(),
+                purpose: "offers".into(),
+                issuer: "urn:optin:agent:p_0123456789abcdef0123456789abcdef".into(),
+                agent_url: None,
+                cert_sha256: None,
+                jwk: optin_protocol::jws::Jwk::ed25519(key.public_key().as_ref()),
+                terms: Terms {
+                    audience: "acme.example".into(),
+                    kinds: "search".parse().unwrap(),
+                    granularity: Granularity::Raw,
+                    window: "30d".parse().unwrap(),
+                    expires_at,
+                    categories: None,
+                    merchants: None,
+                },
+            };
+            GrantRecord {
+                grant_id: grant_id.clone(),
+                request_id: optin_protocol::request::RequestId::parse("shoes-1").unwrap(),
+                bundle: serde_json::to_string(&bundle).unwrap(),
+                receipt: "r.e.c".into(),
+                created_at: now,
+                ended: ended.map(|state| Ended { state, by: WebhookId::parse(&format!("{grant_id}-revoked")).unwrap(), at: now, erased: 0, kept: 1 }),
+            }
+        };
+        let grants = vec![
+            record(1, datetime!(2027-01-01 0:00 UTC), None),
+            record(2, datetime!(2026-11-23 0:00 UTC), None),
+            record(3, datetime!(2027-01-01 0:00 UTC), Some(GrantState::Revoked)),
+            record(4, now, None),
+        ];
+        let kept: Vec<String> = exportable(grants, now).into_iter().map(|g| g.grant_id.to_string()).collect();
+        assert_eq!(kept, [format!("g_{:024x}", 1)]);
     }
 
     #[test]
