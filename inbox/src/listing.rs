@@ -115,7 +115,7 @@ pub fn grants(out: &mut impl Write, grants: &[GrantRecord], format: Format) -> s
                 let ended = match &g.ended {
                     None => String::new(),
                     Some(e) if e.kept > 0 => format!("{} ({} slices kept, flagged)", ts(e.at), e.kept),
-                    Some(e) => format!("{} ({} slices erased)", ts(e.at), e.erased),
+                    Some(e) => format!("{} ({} erased)", ts(e.at), if e.erased == 1 { "1 slice".to_owned() } else { format!("{} slices", e.erased) }),
                 };
                 writeln!(out, "{:<26}  {:<20}  {:<8}  {:<20}  {ended}", g.grant_id.as_str(), g.request_id.as_str(), g.state().as_str(), ts(g.created_at))?;
             }
