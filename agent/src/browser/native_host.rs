@@ -319,7 +319,8 @@ struct RawChoices {
 /// the agent's decision (`optin approve` runs the same); this only reads their types.
 fn choices(raw: &RawValue) -> Result<ApprovalChoices, String> {
     const MEMBERS: &str = "kinds, granularity, window, expires, categories and merchants";
-    let raw: RawChoices = serde_json::from_str(raw.get()).map_err(|e| {
+    let raw_text = raw.get();
+    let raw: RawChoices = serde_json::from_str(raw_text).map_err(|e| {
         let e = e.to_string();
         // An unknown member is not named back: it is whatever the extension sent. A repeated
         // one is one of ours, so it is.
@@ -333,6 +334,13 @@ fn choices(raw: &RawValue) -> Result<ApprovalChoices, String> {
             format!("`choices` must be an object of any of {MEMBERS}")
         }
     })?;
+    // A member given as null would read as absent, which keeps the request's term: a wider
+    // one than a choice sent on purpose. Only a member left out keeps it.
+    let members: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(raw_text).map_err(|_| format!("`choices` must be an object of any of {MEMBERS}"))?;
+    if let Some((name, _)) = members.iter().find(|(_, v)| v.is_null()) {
+        return Err(format!("`choices.{name}` must not be null: leave it out to keep the request's term"));
+    }
     fn read<T: DeserializeOwned>(raw: Option<Box<RawValue>>, name: &str, what: &str) -> Result<Option<T>, String> {
         raw.map(|r| serde_json::from_str(r.get()).map_err(|_| format!("`choices.{name}` must be {what}"))).transpose()
     }
@@ -897,6 +905,11 @@ mod tests {
             // Well-formed, but there is no such request: the agent says so, and nothing changed.
             (json!({"type": "approve", "id": 43, "name": "shop.example/offers-1", "choices": {"window": "7d"}}).to_string(), refused(43, NO_REQUEST)),
             (json!({"type": "deny", "id": 44, "name": "shop.example/offers-1"}).to_string(), refused(44, NO_REQUEST)),
+            // A null choice would keep the request's wider term: refused, not read as absent.
+            (
+                json!({"type": "approve", "id": 45, "name": "shop.example/offers-1", "choices": {"kinds": ["cart"], "window": null}}).to_string(),
+                refused(45, "`choices.window` must not be null: leave it out to keep the request's term"),
+            ),
         ];
         for (message, expected) in cases {
             assert_eq!(reply(&home, &message).await, expected, "{message}");

@@ -124,9 +124,13 @@ fn pushes(p: &mut Printer, g: &GrantView, push: &PushView) -> io::Result<()> {
         }
         None => "nothing sent yet".into(),
     };
-    let state = match push.gone_at {
-        Some(at) => format!("; stopped: the inbox answered 410 Gone at {}, nothing more is pushed", time(at)),
-        None => String::new(),
+    let state = match (push.gone_at, &push.last) {
+        (Some(at), Some(l)) if l.kind == "grant.created" && l.outcome == "failed" => {
+            let status = l.status.map(|s| format!(" ({s})")).unwrap_or_default();
+            format!("; stopped: the inbox refused the grant{status} at {}, nothing more is pushed", time(at))
+        }
+        (Some(at), _) => format!("; stopped: the inbox answered 410 Gone at {}, nothing more is pushed", time(at)),
+        (None, _) => String::new(),
     };
     writeln!(p, "{} pushes to {} every {}: {last}; {} queued{state}", g.grant_id, push.inbox, push.every, push.queued)
 }
@@ -340,7 +344,6 @@ pub fn grant_summary(p: &mut Printer, bundle: &GrantBundle) -> io::Result<()> {
     )
 }
 
-/// What a pull grant cannot hide, said when one is made (SPEC.md, "What pull mode links").
 /// How a new grant's slices reach the marketer: pushed to its inbox (`Some`), or pulled.
 pub fn delivery(p: &mut Printer, push: Option<(&str, Span)>) -> io::Result<()> {
     match push {
@@ -362,6 +365,7 @@ pub fn hand_over(p: &mut Printer, bundle: &GrantBundle) -> io::Result<()> {
     }
 }
 
+/// What a pull grant cannot hide, said when one is made (SPEC.md, "What pull mode links").
 pub fn pull_links(p: &mut Printer) -> io::Result<()> {
     writeln!(
         p,

@@ -292,7 +292,11 @@ impl Core {
             _ => None,
         };
         let last = LastPush { at: now, kind: item.kind.clone(), outcome: word.into(), status };
-        let gone = outcome == PushOutcome::Gone;
+        // An inbox that will never take the grant could verify none of its slices: pushing
+        // them would only hand the person's signals, period after period, to an inbox that
+        // refuses them. The grant stops as after a 410.
+        let refused = word == "failed" && item.kind == "grant.created";
+        let gone = outcome == PushOutcome::Gone || refused;
         let acked = matches!(outcome, PushOutcome::Delivered { .. }).then_some(item.through).flatten();
         let settled = self.store.settle_push(item, next.as_ref(), gone, |s| {
             s.last = Some(last.clone());
@@ -307,7 +311,7 @@ impl Core {
             self.push_audit(item, word, status, attempts, now)?;
         }
         if gone {
-            tracing::warn!(grant = %item.grant_id, "the inbox answered 410 Gone: the grant's pushes stop");
+            tracing::warn!(grant = %item.grant_id, status, "the inbox will not take the grant: its pushes stop");
         }
         Ok(())
     }

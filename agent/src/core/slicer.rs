@@ -77,6 +77,11 @@ pub fn cut(store: &Store, applied: &Applied, cursor: Option<&str>, keys: &GrantK
     Ok(Page { items, next_cursor: None })
 }
 
+/// How far ahead of the agent's clock a signal may be dated and still wait for a pushed slice
+/// to reach it: a category slice ends at the start of the UTC day, so today's signals wait
+/// up to a day; one dated beyond that is passed over rather than waited for.
+const FAR_AHEAD: time::Duration = time::Duration::days(1);
+
 /// A page of signals in the order they arrived, for a push grant's slice.
 pub struct ArrivedPage {
     /// The items.
@@ -93,7 +98,8 @@ pub struct ArrivedPage {
 /// most `applied.limit` of them. A signal the grant will never take (another kind, older
 /// than its window, outside its filters) is passed over; one too recent for the scope's
 /// `until` (a category slice ends at the start of today) stops the page there, so the
-/// watermark waits before it and it goes in a later slice.
+/// watermark waits before it and it goes in a later slice; one dated more than a day ahead
+/// ([`FAR_AHEAD`]) is passed over instead.
 pub fn cut_arrived(
     store: &Store,
     applied: &Applied,
@@ -108,9 +114,14 @@ pub fn cut_arrived(
         let arrived = arrived?;
         let signal = &arrived.signal;
         if applied.kinds.contains(signal.kind()) && signal.at >= applied.until {
-            break;
-        }
-        if applied.admits(signal) {
+            // Too recent for this slice: it waits, and with it everything that arrived
+            // after, so the watermark never passes it. Unless it is dated further ahead than
+            // any slice will reach soon: waiting for it would hold the grant's pushes until
+            // then, so it is passed over.
+            if signal.at <= now + FAR_AHEAD {
+                break;
+            }
+        } else if applied.admits(signal) {
             if page.items.len() == limit {
                 page.more = true;
                 break;

@@ -114,11 +114,19 @@ pub fn parse_public_url(text: &str) -> Result<String, String> {
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err(refused("a path or query has no place in it"));
     }
-    let host = authority.host();
-    if host.is_empty() {
-        return Err(refused("no host"));
+    if text.contains('#') {
+        return Err(refused("a fragment has no place in it"));
     }
-    let host = host.to_ascii_lowercase();
+    // A host name or an IP address, nothing a URL parser lets through besides (a zone id,
+    // sub-delimiters, a trailing dot): bundles carry it to every marketer.
+    let host = authority.host().to_ascii_lowercase();
+    let is_ip = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => host.parse::<std::net::Ipv4Addr>().is_ok(),
+    };
+    if !is_ip && optin_protocol::signal::plain_domain(&host).ok().as_deref() != Some(host.as_str()) {
+        return Err(refused("not a host name or IP address"));
+    }
     // The port always written, as bundles name the agent (`https://host:port`).
     match authority.port_u16().unwrap_or(443) {
         0 => Err(refused("port 0")),

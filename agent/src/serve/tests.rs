@@ -615,4 +615,14 @@ fn public_urls_are_written_in_one_form() {
     ] {
         assert_eq!(super::parse_public_url(typed).as_deref(), Ok(written), "{typed}");
     }
+    for (typed, why) in [
+        ("https://a!$&'()*+,;=b.example", "not a host name or IP address"),
+        ("https://[::1%25eth0]:7", "not a host name or IP address"),
+        ("https://a.example.", "not a host name or IP address"),
+        ("https://localhost:7676", "not a host name or IP address"),
+        ("https://a.example#frag", "a fragment has no place in it"),
+    ] {
+        let refused = super::parse_public_url(typed).expect_err(typed);
+        assert!(refused.starts_with(why), "{typed}: {refused}");
+    }
 }

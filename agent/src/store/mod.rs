@@ -498,8 +498,22 @@ impl Store {
         Ok(self.purchases.range(range).next().transpose()?.is_some())
     }
 
-    /// Forgets signals; returns how many. Durable on return.
+    /// Forgets signals; returns how many. Durable on return. Slices queued for a push are
+    /// dropped before and after, so none cut before the forget carries a forgotten signal
+    /// out, and none cut while it ran either.
     pub fn forget(&self, what: &Forget) -> Result<usize> {
+        if self.mac.is_some() {
+            self.drop_queued_slices()?;
+        }
+        let forgotten = self.forget_signals(what)?;
+        if self.mac.is_some() {
+            self.drop_queued_slices()?;
+        }
+        self.flush()?;
+        Ok(forgotten)
+    }
+
+    fn forget_signals(&self, what: &Forget) -> Result<usize> {
         let keys: Vec<sled::IVec> = match what {
             Forget::Id(id) => self.ids.get(id.as_bytes())?.into_iter().collect(),
             Forget::Kind(k) => self.signals.scan_prefix(key::kind_prefix(*k)).keys().collect::<Result<_, _>>()?,

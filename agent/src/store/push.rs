@@ -221,6 +221,31 @@ impl Store {
         Ok(settled)
     }
 
+    /// Drops every queued slice, of every grant: called around a forget, so that no signal
+    /// forgotten leaves in a slice cut before. The watermarks did not move, so what else the
+    /// slices held is cut again, without what was forgotten. Returns how many went.
+    pub(super) fn drop_queued_slices(&self) -> Result<usize> {
+        let mac = self.mac()?;
+        let mut slices = Vec::new();
+        for row in self.push_queue.iter() {
+            let (k, v) = row?;
+            if read_queued(mac, &k, &v).is_some_and(|item| item.kind == "slice.delivered") {
+                slices.push(k);
+            }
+        }
+        let dropped = self
+            .push_queue
+            .transaction(|queue| {
+                let mut dropped = 0;
+                for k in &slices {
+                    dropped += usize::from(queue.remove(k)?.is_some());
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>(dropped)
+            })
+            .map_err(tx_error)?;
+        Ok(dropped)
+    }
+
     /// The queue keys of a grant's events, and how many there are.
     fn keys_of(&self, grant: &GrantId) -> Result<(Vec<Vec<u8>>, usize)> {
         let mac = self.mac()?;

@@ -143,6 +143,23 @@ async fn failures_back_off_with_one_record_and_410_stops_the_grant() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_inbox_that_refuses_the_grant_is_sent_none_of_its_slices() {
+    let world = World::new();
+    world.ingest(&mixed()).await;
+    let bundle = world.push_grant().await;
+    let [created] = <[PendingPush; 1]>::try_from(world.due(T)).expect("one event");
+    // The inbox will never take this grant (an inbox refuses a grant made unasked, 403).
+    world.core.push_settle(&created, PushOutcome::Never { status: Some(403) }, T).expect("settled");
+    for hours in [0, 1, 5, 30] {
+        world.core.push_schedule(T + Duration::hours(hours)).expect("scheduled");
+    }
+    assert!(world.due(T + Duration::days(2)).is_empty(), "no slice goes to an inbox that could verify none");
+    assert_eq!(world.pushed(), ["grant.created failed 1"]);
+    let Response::Grants { grants } = world.run(Request::Grants).await else { panic!("not grants") };
+    assert!(grants[0].push.as_ref().expect("a push grant").gone_at.is_some(), "{:?}", bundle.grant_id);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_grant_that_ends_pushes_grant_expired_once() {
     let world = World::new();
     let bundle = world.push_grant().await;
@@ -231,4 +248,35 @@ async fn a_forgotten_signal_leaves_nothing_to_push() {
     let bundle = world.push_grant_of(searches_too).await;
     assert_eq!(world.deliver_all(&bundle, T).await.iter().map(Vec::len).collect::<Vec<_>>(), [1]);
     assert_eq!(world.core.store().arrived_after(None).count(), 1, "the forgotten signal's place in the arrivals went with it");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signal_dated_far_ahead_holds_back_no_other() {
+    let world = World::new();
+    let bundle = world.push_grant_of(searches_too).await;
+    world.deliver_all(&bundle, T).await;
+    // A mistyped year: waiting for it would hold every later search until then.
+    world.ingest(&[shoe_search("s-ahead", T + Duration::days(30)), shoe_search("s-now", T - Duration::minutes(30))]).await;
+    let slices = world.deliver_all(&bundle, T + Duration::hours(1)).await;
+    assert_eq!(slices.iter().map(Vec::len).collect::<Vec<_>>(), [1], "the search of now goes, the one dated ahead is passed over");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forgotten_signal_leaves_in_no_slice_already_queued() {
+    let world = World::new();
+    world.ingest(&[shoe_search("s-secret", T - Duration::hours(2)), shoe_search("s-kept", T - Duration::hours(1))]).await;
+    let bundle = world.push_grant_of(searches_too).await;
+    let [created] = <[PendingPush; 1]>::try_from(world.due(T)).expect("grant.created");
+    world.core.push_settle(&created, PushOutcome::Delivered { status: 200 }, T).expect("settled");
+    world.core.push_schedule(T).expect("scheduled");
+    let [slice] = <[PendingPush; 1]>::try_from(world.due(T)).expect("a slice");
+    let event: serde_json::Value = serde_json::from_str(&slice.body).expect("an event");
+    let claims = bundle.verify_slice(event["data"]["slice"].as_str().expect("a slice")).expect("verifies");
+    assert_eq!(claims.items.len(), 2, "the slice holds both searches");
+    // The inbox is down; meanwhile the person forgets one search.
+    world.core.push_settle(&slice, PushOutcome::Later { status: Some(503), retry_after: None }, T).expect("settled");
+    world.run(Request::Forget { what: crate::store::Forget::Id("s-secret".into()) }).await;
+    assert!(world.due(T + Duration::days(1)).is_empty(), "the slice cut before the forget is not sent");
+    let slices = world.deliver_all(&bundle, T + Duration::hours(1)).await;
+    assert_eq!(slices.iter().map(Vec::len).collect::<Vec<_>>(), [1], "cut again, without the forgotten search");
 }
