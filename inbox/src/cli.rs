@@ -18,16 +18,21 @@ use crate::listing::{self, Format};
 use crate::receive::Inbox;
 use crate::requests::{self, Catalog, NewRequest};
 use crate::serve::{self, TlsSource};
-use crate::store::{Keep, SliceQuery, Sqlite, Store};
+use crate::store::{Engine, Keep, Nats, SliceQuery, Sqlite, Store};
 
 /// A marketer's inbox for optin: publishes consent requests, takes the pushes of the grants
-/// people make from them, verified, and keeps them in SQLite.
+/// people make from them, verified, and keeps them in SQLite or NATS JetStream.
 #[derive(Debug, Parser)]
 #[command(name = "optin-inbox", version)]
 pub struct Cli {
     /// The inbox's home [default: $XDG_DATA_HOME/optin-inbox or ~/.local/share/optin-inbox].
     #[arg(long, global = true, env = "OPTIN_INBOX_HOME", value_name = "DIR")]
     pub home: Option<PathBuf>,
+    /// Where grants and slices are kept: sqlite, the home's database, or
+    /// nats://HOST:PORT[/NAME], NATS JetStream shared by every inbox process given it (NAME
+    /// names the stream, its subjects and the bucket; optin by default).
+    #[arg(long, global = true, env = "OPTIN_INBOX_ENGINE", value_name = "ENGINE", default_value = "sqlite")]
+    pub engine: Engine,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -166,10 +171,13 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init(args) => init(&home, args),
         Command::Request(RequestCommand::New(args)) => request_new(&home, args),
-        Command::Serve(args) => serve(&home, args).await,
-        Command::Grants(args) => list(&home, args, Listed::Grants).await,
-        Command::Slices(args) => list(&home, args, Listed::Slices).await,
-        Command::Export(args) => list(&home, args, Listed::Export).await,
+        Command::Serve(args) => match cli.engine {
+            Engine::Sqlite => serve(&home, args, || async { Ok(Sqlite::open(&home.database())?) }).await,
+            Engine::Nats(target) => serve(&home, args, || async move { Ok(Nats::connect(&target).await?) }).await,
+        },
+        Command::Grants(args) => list(&home, &cli.engine, args, Listed::Grants).await,
+        Command::Slices(args) => list(&home, &cli.engine, args, Listed::Slices).await,
+        Command::Export(args) => list(&home, &cli.engine, args, Listed::Export).await,
     }
 }
 
@@ -231,14 +239,15 @@ fn request_new(home: &Home, args: RequestArgs) -> Result<()> {
     Ok(())
 }
 
-async fn serve(home: &Home, args: ServeArgs) -> Result<()> {
+/// `serve` with the store `open` makes, once the home is known to be one.
+async fn serve<S: Store, F: std::future::Future<Output = Result<S>>>(home: &Home, args: ServeArgs, open: impl FnOnce() -> F) -> Result<()> {
     let config = home.config()?;
     let now = OffsetDateTime::now_utc();
     let published = Catalog::watching(home, &config.domain, now)?;
     if published.current(now).requests.is_empty() {
         tracing::warn!("no live request to publish: make one with optin-inbox request new");
     }
-    let store = Sqlite::open(&home.database())?;
+    let store = open().await?;
     let source = TlsSource { user: args.tls_cert.zip(args.tls_key) };
     let (tls, cert) = serve::load_tls(home, &config.domain, &source)?;
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -295,9 +304,15 @@ fn since(text: &str, now: OffsetDateTime) -> Result<OffsetDateTime> {
     Ok(now - span.duration())
 }
 
-async fn list(home: &Home, args: ListArgs, what: Listed) -> Result<()> {
+async fn list(home: &Home, engine: &Engine, args: ListArgs, what: Listed) -> Result<()> {
     home.check_exists()?;
-    let store = Sqlite::open(&home.database())?;
+    match engine {
+        Engine::Sqlite => list_from(Sqlite::open(&home.database())?, args, what).await,
+        Engine::Nats(target) => list_from(Nats::connect(target).await?, args, what).await,
+    }
+}
+
+async fn list_from<S: Store>(store: S, args: ListArgs, what: Listed) -> Result<()> {
     let grant = args
         .grant
         .as_deref()

@@ -11,7 +11,7 @@
 //! - `receive`: the decision on one push, with one status per refusal.
 //! - `requests`: the request-signing key, making and publishing requests.
 //! - `store`: the storage trait and its rules; `store/sqlite.rs` is the only module that
-//!   knows SQLite.
+//!   knows SQLite, `store/nats.rs` the only one that knows NATS JetStream.
 //! - `listing`: what `grants`, `slices` and `export` print, inert.
 //! - `home`: every path of the home, the configuration, private files.
 

@@ -25,6 +25,7 @@ mod forget;
 mod hostile;
 mod import;
 mod inbox;
+mod inbox_nats;
 mod ingest;
 mod jose;
 mod linkability;

@@ -8,7 +8,9 @@
 //!   [`Insert::Duplicate`] and changes nothing, however many times and on however many
 //!   connections it arrives. (In SQLite: a `PRIMARY KEY` on the id and one transaction. In
 //!   NATS JetStream: the message published with `Nats-Msg-Id` set to the id, and grant
-//!   records in a key-value bucket written with `create` or a revision-checked `update`.)
+//!   records in a key-value bucket written with `create` or a revision-checked `update`;
+//!   with no transaction there, `nats.rs` orders the steps so that any of them left undone
+//!   is finished by a retry, and says how.)
 //! - **A grant's state decides.** A slice is stored only while its grant is live, checked in
 //!   the same atomic step as the insert, so a slice racing a revocation is either stored
 //!   before it (and erased with the grant's data) or refused after it.
@@ -20,6 +22,7 @@
 //! Every method is `async` so that an engine on the network fits; the SQLite engine runs its
 //! work on tokio's blocking threads.
 
+pub mod nats;
 pub mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -32,7 +35,28 @@ use optin_protocol::request::RequestId;
 use optin_protocol::scope::GrantId;
 use optin_protocol::webhook::WebhookId;
 
+pub use nats::{Nats, NatsTarget};
 pub use sqlite::Sqlite;
+
+/// The engine a command stores in or reads from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// The SQLite database in the inbox's home.
+    Sqlite,
+    /// NATS JetStream, shared by every process given the same target.
+    Nats(NatsTarget),
+}
+
+impl std::str::FromStr for Engine {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Engine, String> {
+        if text == "sqlite" {
+            return Ok(Engine::Sqlite);
+        }
+        NatsTarget::parse(text).map(Engine::Nats).ok_or_else(|| "expected sqlite or nats://HOST:PORT[/NAME], NAME 1-32 of a-z 0-9 _".into())
+    }
+}
 
 /// Where a grant stands, as the inbox learned it from the grant's own events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

