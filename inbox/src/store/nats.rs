@@ -1,30 +1,39 @@
 //! The engine at scale: NATS JetStream, so that several `optin-inbox serve` processes on one
-//! NATS server (or cluster) share one state. The only module that imports async-nats.
+//! NATS server share one state. The only module that imports async-nats.
 //!
 //! Layout, for a name `NAME` (`optin` unless the engine URL's path names another):
 //! - the stream `NAME-slices`, subjects `NAME.slices.<grant>`: one message per slice, the
-//!   JSON of [`StoredSlice`], published with `Nats-Msg-Id` set to its `webhook-id` so that
+//!   JSON of `StoredSlice`, published with `Nats-Msg-Id` set to its `webhook-id` so that
 //!   the server drops a second publish of one delivery within [`DUPLICATE_WINDOW`];
-//! - the key-value bucket `NAME-inbox`: `grant.<grant>` holds a grant ([`StoredGrant`]) and
-//!   `seen.<webhook-id>` a delivery taken ([`StoredDelivery`]); both are made with `create`,
+//! - the key-value bucket `NAME-inbox`: `grant.<grant>` holds a grant (`StoredGrant`) and
+//!   `seen.<webhook-id>` a delivery taken (`StoredDelivery`); both are made with `create`,
 //!   which only one process can win, and a grant changes only by a revision-checked
 //!   `update`.
 //!
 //! JetStream has no transaction across a stream and a bucket, so each write is ordered so
 //! that a process stopped at any point leaves nothing the rules forbid, and a retry of the
-//! same delivery finishes the work:
+//! same delivery finishes the work or is refused as the rules say:
 //! - a grant is created before its delivery is recorded (a retry then finds the grant);
-//! - a slice is published, then its grant is read again (a revocation that came in between
-//!   removes the message: the grant was marked before its subject was purged, so either the
-//!   purge took the message or this read sees the mark), then its delivery is recorded; the
-//!   process that records it answers `Stored`, every other `Duplicate`. A replay after the
-//!   duplicate window is stopped by the recorded delivery, checked before publishing; a
-//!   message published twice by a process stopped before recording it is listed once, by
-//!   its `jti`;
-//! - an end marks the grant first (revision-checked, so two ends cannot both win), then purges
-//!   or counts the grant's subject, then records the counts and the delivery. A retry of the
-//!   same end, finding the grant marked by it, does the rest again; until it is done, the
-//!   listings leave out the slices of a grant marked erased.
+//! - a slice is published, then its delivery recorded (the one process that records it goes
+//!   on; any other sending it at once was deduplicated by the stream and answers
+//!   `Duplicate`), then committed by counting it in its grant with an update checked against
+//!   the revision read while the grant was live. An end changes that revision, so a slice
+//!   is either counted before the end (and purged with the grant's subject) or, its update
+//!   refused, removed from the stream and refused. A replay after the duplicate window is
+//!   stopped by the recorded delivery, checked before publishing; a message published twice
+//!   by a process stopped before recording it is listed once, by its `jti`; one stopped
+//!   between recording and counting leaves its slice stored and erased with the grant, but
+//!   missing from the erasure's count;
+//! - an end marks the grant (a revision-checked update, so two ends cannot both win, with the
+//!   count of its slices as erased or kept), then purges the grant's subject and marks that
+//!   done, then records the delivery. A retry of the same end, finding the grant marked by
+//!   it, does the rest again; until then, listings leave out the slices of a grant ended
+//!   without keeping them.
+//!
+//! One race answers differently from SQLite: a delivery sent to two processes at once while
+//! its grant ends may be answered `Duplicate` by one though the other, which recorded it,
+//! refuses it after the end. Only the same delivery, at once, at the end does this, and
+//! nothing is kept of it either way.
 
 use std::time::Duration;
 
@@ -82,6 +91,9 @@ struct StoredGrant {
     bundle: String,
     receipt: String,
     created_at: i64,
+    /// Slices taken while it was live: each slice's commit is a revision-checked update of
+    /// this record, so the count is exact and an end, another update, comes after all of them.
+    slices: u64,
     ended: Option<StoredEnd>,
 }
 
@@ -95,8 +107,8 @@ struct StoredEnd {
     keep: bool,
     erased: u64,
     kept: u64,
-    /// The subject was purged (or counted) and the counts recorded.
-    settled: bool,
+    /// The subject was purged (or nothing was to be).
+    purged: bool,
 }
 
 /// A delivery taken, in the bucket.
@@ -271,25 +283,27 @@ impl Nats {
         Ok(slices)
     }
 
-    /// Erases the grant's slices (or counts them, when they are kept), and records the counts
-    /// in the grant once: a second try finds them recorded.
-    async fn settle(&self, grant_id: &GrantId, keep: Keep) -> Result<(), StoreError> {
-        let (erased, kept) = match keep {
-            Keep::Erase => {
-                let purged = self.stream.purge().filter(self.subject(grant_id)).await.map_err(engine)?;
-                (purged.purged, 0)
-            }
-            Keep::Flagged => (0, u64::try_from(self.read(self.subject(grant_id)).await?.len()).unwrap_or(u64::MAX)),
-        };
+    /// Removes one message, which the grant's purge may have taken already: a failed delete
+    /// is an error only while the message is still there.
+    async fn remove(&self, sequence: u64) -> Result<(), StoreError> {
+        let Err(deleting) = self.stream.delete_message(sequence).await else { return Ok(()) };
+        match self.stream.get_raw_message(sequence).await {
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(()),
+            _ => Err(engine(deleting)),
+        }
+    }
+
+    /// Purges the grant's subject once: the purge is marked done in the grant, so a retry of
+    /// the end that finds it marked does not purge again.
+    async fn purge(&self, grant_id: &GrantId) -> Result<(), StoreError> {
+        self.stream.purge().filter(self.subject(grant_id)).await.map_err(engine)?;
         loop {
             let (mut stored, revision) = self.stored_grant(grant_id).await?.ok_or_else(|| StoreError::Damaged(format!("grant {grant_id} vanished")))?;
             let Some(end) = stored.ended.as_mut() else { return Err(StoreError::Damaged(format!("grant {grant_id} lost its end"))) };
-            if end.settled {
+            if end.purged {
                 return Ok(());
             }
-            end.erased += erased;
-            end.kept = kept;
-            end.settled = true;
+            end.purged = true;
             match self.bucket.update(grant_key(grant_id), json(&stored)?, revision).await {
                 Ok(_) => return Ok(()),
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
@@ -341,6 +355,7 @@ impl Store for Nats {
             bundle: grant.bundle,
             receipt: grant.receipt,
             created_at: grant.at.unix_timestamp(),
+            slices: 0,
             ended: None,
         };
         match self.bucket.create(grant_key(&grant.grant_id), json(&stored)?).await {
@@ -353,7 +368,7 @@ impl Store for Nats {
     }
 
     async fn store_slice(&self, slice: NewSlice) -> Result<Insert, StoreError> {
-        let Some((stored, _)) = self.stored_grant(&slice.grant_id).await? else { return Ok(Insert::Refused(Refused::UnknownGrant)) };
+        let Some((mut stored, mut revision)) = self.stored_grant(&slice.grant_id).await? else { return Ok(Insert::Refused(Refused::UnknownGrant)) };
         if let Some(end) = &stored.ended {
             return ended_refusal(&slice.grant_id, end);
         }
@@ -370,17 +385,27 @@ impl Store for Nats {
         };
         let publish = jetstream::message::PublishMessage::build().message_id(slice.delivery.as_str()).payload(json(&message)?);
         let ack = self.context.send_publish(self.subject(&slice.grant_id), publish).await.map_err(engine)?.await.map_err(engine)?;
-        // The grant read again after the publish: see the module's documentation.
-        let Some((stored, _)) = self.stored_grant(&slice.grant_id).await? else {
-            return Err(StoreError::Damaged(format!("grant {} vanished", slice.grant_id)));
-        };
-        if let Some(end) = &stored.ended {
-            if !ack.duplicate {
-                self.stream.delete_message(ack.sequence).await.map_err(engine)?;
-            }
-            return ended_refusal(&slice.grant_id, end);
+        // One process records the delivery; the others, sending it at the same time, were
+        // deduplicated by the stream and answer that it was taken.
+        if !self.record(&slice.delivery, &slice.grant_id, "slice.delivered", slice.at).await? {
+            return Ok(Insert::Duplicate);
         }
-        Ok(if self.record(&slice.delivery, &slice.grant_id, "slice.delivered", slice.at).await? { Insert::Stored } else { Insert::Duplicate })
+        // The commit: counted in the grant at the revision read while it was live. An end in
+        // between changed the revision; then the message is removed (the grant's purge may
+        // have taken it already) and the slice refused.
+        loop {
+            stored.slices += 1;
+            match self.bucket.update(grant_key(&slice.grant_id), json(&stored)?, revision).await {
+                Ok(_) => return Ok(Insert::Stored),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+                Err(e) => return Err(engine(e)),
+            }
+            (stored, revision) = self.stored_grant(&slice.grant_id).await?.ok_or_else(|| StoreError::Damaged(format!("grant {} vanished", slice.grant_id)))?;
+            if let Some(end) = &stored.ended {
+                self.remove(ack.sequence).await?;
+                return ended_refusal(&slice.grant_id, end);
+            }
+        }
     }
 
     async fn end_grant(&self, ending: Ending) -> Result<Insert, StoreError> {
@@ -407,9 +432,9 @@ impl Store for Nats {
                 at: ending.at.unix_timestamp(),
                 receipt: ending.receipt.clone(),
                 keep: ending.keep == Keep::Flagged,
-                erased: 0,
-                kept: 0,
-                settled: false,
+                erased: if ending.keep == Keep::Erase { stored.slices } else { 0 },
+                kept: if ending.keep == Keep::Flagged { stored.slices } else { 0 },
+                purged: ending.keep == Keep::Flagged,
             });
             match self.bucket.update(grant_key(&ending.grant_id), json(&stored)?, revision).await {
                 Ok(_) => break,
@@ -418,7 +443,9 @@ impl Store for Nats {
                 Err(e) => return Err(engine(e)),
             }
         }
-        self.settle(&ending.grant_id, ending.keep).await?;
+        if ending.keep == Keep::Erase {
+            self.purge(&ending.grant_id).await?;
+        }
         self.record(&ending.delivery, &ending.grant_id, kind, ending.at).await?;
         Ok(Insert::Stored)
     }

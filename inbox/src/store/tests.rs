@@ -173,6 +173,40 @@ async fn one_delivery_at_once_is_stored_once<S: Store>(stores: &[S]) {
     }
 }
 
+/// Slices sent while the grant is revoked, through `stores` in turn: each is stored before the
+/// revocation (and erased with it) or refused after it, so nothing of the grant is left.
+async fn slices_racing_a_revocation_are_erased_or_refused<S: Store>(stores: &[S]) {
+    assert_eq!(apply(&stores[0], &Op::Create(1)).await, Insert::Stored);
+    let slices: Vec<_> = (10..26u8)
+        .map(|n| {
+            tokio::spawn({
+                let store = stores[usize::from(n) % stores.len()].clone();
+                async move { apply(&store, &Op::Slice(1, n, 0)).await }
+            })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    assert_eq!(apply(stores.last().unwrap(), &Op::End(1, GrantState::Revoked, Keep::Erase)).await, Insert::Stored);
+    let mut stored = 0;
+    for slice in slices {
+        match slice.await.unwrap() {
+            Insert::Stored => stored += 1,
+            other => assert_eq!(other, revoked_by(1)),
+        }
+    }
+    for store in stores {
+        assert_eq!(store.slices(SliceQuery::default()).await.unwrap(), []);
+        let grant = store.grant(grant_id(1)).await.unwrap().unwrap();
+        assert_eq!(grant.ended.map(|e| e.erased), Some(stored), "each slice taken before the end was erased by it");
+    }
+}
+
+#[tokio::test]
+async fn sqlite_slices_racing_a_revocation_are_erased_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    slices_racing_a_revocation_are_erased_or_refused(&[Sqlite::open(&dir.path().join("inbox.sqlite3")).unwrap()]).await;
+}
+
 #[tokio::test]
 async fn one_delivery_sent_on_many_connections_at_once_is_stored_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -222,6 +256,15 @@ async fn nats_one_delivery_sent_to_two_processes_at_once_is_stored_once() {
     let other = Nats::connect(&target).await.unwrap();
     one_delivery_at_once_is_stored_once(&[store.clone(), other]).await;
     assert_eq!(store.messages_held().await, 1, "the stream dropped the copies within its duplicate window");
+    store.danger_delete_all().await;
+}
+
+#[tokio::test]
+async fn nats_slices_racing_a_revocation_on_another_process_are_erased_or_refused() {
+    let Some((store, target)) = fresh_nats(nats::DUPLICATE_WINDOW).await else { return };
+    let other = Nats::connect(&target).await.unwrap();
+    slices_racing_a_revocation_are_erased_or_refused(&[store.clone(), other]).await;
+    assert_eq!(store.messages_held().await, 0, "no slice published past the end is left in the stream");
     store.danger_delete_all().await;
 }
 
