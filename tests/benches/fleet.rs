@@ -87,6 +87,9 @@ const CLI_TIMEOUT: Duration = Duration::from_secs(120);
 /// Most attempts at one push while an inbox process is down.
 const ATTEMPTS: usize = 40;
 
+/// The PID of the NATS server this run started (0: none, or one given), for its memory and CPU.
+static NATS_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// PIDs this run started, for the watchdog to stop by PID.
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
@@ -260,6 +263,7 @@ impl NatsServer {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         started(&child);
+        NATS_PID.store(child.id(), Ordering::SeqCst);
         let process = Owned(Some(child));
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -447,6 +451,26 @@ fn cli(home: &Path, engine: &str, args: &[&str]) -> Result<String, String> {
     Ok(stdout)
 }
 
+/// CPU time a process has used, user and system, in clock ticks (`/proc/PID/stat`).
+fn cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command name in parentheses: state is field 3, utime 14 and stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    field(14) + field(15)
+}
+
+/// CPU ticks of the inbox's processes, of this fleet, and of the NATS server if started here.
+fn cpu_split(inbox: &Inbox) -> [u64; 3] {
+    let nats = NATS_PID.load(Ordering::SeqCst);
+    [
+        inbox.procs.iter().filter(|(_, p)| p.pid() != 0).map(|(_, p)| cpu_ticks(&p.pid().to_string())).sum(),
+        cpu_ticks("self"),
+        if nats == 0 { 0 } else { cpu_ticks(&nats.to_string()) },
+    ]
+}
+
 fn vm_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0)
@@ -591,6 +615,11 @@ fn make_pushes(count: usize, make: impl Fn(usize) -> Result<Push, String> + Sync
         }
         Ok(all)
     })
+}
+
+/// Clock ticks a second, as `/proc/PID/stat` counts CPU time (USER_HZ, 100 on Linux).
+fn clock_ticks() -> u64 {
+    Command::new("getconf").arg("CLK_TCK").output().ok().and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok()).unwrap_or(100)
 }
 
 fn cores() -> usize {
@@ -781,6 +810,8 @@ struct Round {
     ceiling: f64,
     p50: Duration,
     p99: Duration,
+    /// CPU milliseconds per push: the inbox's processes, the fleet, the NATS server.
+    cpu_ms: [f64; 3],
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -858,14 +889,18 @@ impl Fleet {
         let ceiling_of = pushes.clone();
         let ceiling = tokio::task::spawn_blocking(move || ceiling(&ceiling_of)).await.map_err(|e| e.to_string())??;
         let next = Arc::new(AtomicUsize::new(0));
+        let cpu_before = cpu_split(&self.inbox);
         let drove = drive(&self.inbox.tls, &self.inbox.addrs(), pushes.clone(), next, settings.connections, settings.seconds, false).await?;
+        let cpu_after = cpu_split(&self.inbox);
         if let Some((i, _)) = drove.acked.iter().find(|(_, stored)| !stored) {
             return Err(format!("{}: a fresh slice {} was answered duplicate", self.inbox.name, pushes[*i].id));
         }
         self.note(&pushes, &drove);
-        let round = Round { rate: drove.rate(), ceiling, p50: drove.p(0.5), p99: drove.p(0.99) };
+        let ticks = clock_ticks() as f64;
+        let cpu_ms = [0, 1, 2].map(|k| cpu_after[k].saturating_sub(cpu_before[k]) as f64 / ticks * 1e3 / drove.acked.len().max(1) as f64);
+        let round = Round { rate: drove.rate(), ceiling, p50: drove.p(0.5), p99: drove.p(0.99), cpu_ms };
         println!(
-            "round {n} {:<6} {:>7.0} pushes/s stored  ceiling {:>7.0}/s  ratio {:.3}  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} pushes in {:.2} s, body {} bytes)",
+            "round {n} {:<6} {:>7.0} pushes/s stored  ceiling {:>7.0}/s  ratio {:.3}  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} pushes in {:.2} s, body {} bytes; CPU ms a push: inbox {:.2}, fleet {:.2}, nats-server {:.2})",
             self.inbox.name,
             round.rate,
             round.ceiling,
@@ -875,6 +910,9 @@ impl Fleet {
             drove.acked.len(),
             drove.elapsed.as_secs_f64(),
             pushes[0].body.len(),
+            round.cpu_ms[0],
+            round.cpu_ms[1],
+            round.cpu_ms[2],
         );
         self.rounds.push(round);
         Ok(())
@@ -882,6 +920,9 @@ impl Fleet {
 
     /// Grants up to `total`, pushed in batches; the processes' resident memory before and after.
     async fn memory(&mut self, run: u64, total: usize, settings: &Settings) -> Result<(Vec<u64>, Vec<u64>, usize), String> {
+        let nats = NATS_PID.load(Ordering::SeqCst);
+        let nats_rss = || if self.inbox.procs.len() > 1 && nats != 0 { vm_rss_kib(nats) } else { 0 };
+        let nats_before = nats_rss();
         let before = self.inbox.rss_kib();
         let mut registered = self.grants.len();
         let started = Instant::now();
@@ -902,6 +943,10 @@ impl Fleet {
             println!("{}: {registered} grants registered in all ({:.1} s for the extra ones)", self.inbox.name, started.elapsed().as_secs_f64());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+        let nats_after = nats_rss();
+        if nats_after != 0 {
+            println!("nats-server VmRSS: {:.1} MiB before, {:.1} MiB with {registered} grants", nats_before as f64 / 1024.0, nats_after as f64 / 1024.0);
+        }
         Ok((before, self.inbox.rss_kib(), registered))
     }
 
@@ -1040,6 +1085,13 @@ async fn run(settings: &Settings) -> Result<(), Box<dyn Error>> {
             mib(after),
         );
     }
+    let cpu_table = fleets
+        .iter()
+        .map(|f| {
+            let m = |k: usize| median(f.rounds.iter().map(|r| r.cpu_ms[k]).collect());
+            format!("| {} | {:.2} | {:.2} | {:.2} |", f.inbox.name, m(0), m(1), m(2))
+        })
+        .collect::<Vec<_>>();
     if let Some((drove, killed_at)) = killed {
         let nats = fleets.iter().position(|f| f.inbox.name == "nats").unwrap_or(0);
         println!(
@@ -1058,6 +1110,12 @@ async fn run(settings: &Settings) -> Result<(), Box<dyn Error>> {
         settings.rounds,
         cores()
     );
+    println!();
+    println!("| target | inbox CPU ms a push | fleet CPU ms a push | nats-server CPU ms a push |");
+    println!("|---|---|---|---|");
+    for line in cpu_table {
+        println!("{line}");
+    }
 
     for fleet in &mut fleets {
         for (_, process) in &mut fleet.inbox.procs {
