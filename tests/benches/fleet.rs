@@ -870,6 +870,15 @@ impl Fleet {
         Ok(Fleet { inbox, grants, acked: HashMap::new(), rounds: Vec::new() })
     }
 
+    /// The NATS server's share, known only for a server this run started and only for NATS.
+    fn nats_cpu(&self, ms: f64) -> String {
+        if self.inbox.procs.len() > 1 && NATS_PID.load(Ordering::SeqCst) != 0 {
+            format!("{ms:.2}")
+        } else {
+            "-".to_owned()
+        }
+    }
+
     /// `count` fresh slices, one per grant in turn.
     fn slices(&self, count: usize) -> Result<Vec<Push>, String> {
         let first = JTI.fetch_add(count, Ordering::SeqCst);
@@ -900,7 +909,7 @@ impl Fleet {
         let cpu_ms = [0, 1, 2].map(|k| cpu_after[k].saturating_sub(cpu_before[k]) as f64 / ticks * 1e3 / drove.acked.len().max(1) as f64);
         let round = Round { rate: drove.rate(), ceiling, p50: drove.p(0.5), p99: drove.p(0.99), cpu_ms };
         println!(
-            "round {n} {:<6} {:>7.0} pushes/s stored  ceiling {:>7.0}/s  ratio {:.3}  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} pushes in {:.2} s, body {} bytes; CPU ms a push: inbox {:.2}, fleet {:.2}, nats-server {:.2})",
+            "round {n} {:<6} {:>7.0} pushes/s stored  ceiling {:>7.0}/s  ratio {:.3}  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} pushes in {:.2} s, body {} bytes; CPU ms a push: inbox {:.2}, fleet {:.2}, nats-server {})",
             self.inbox.name,
             round.rate,
             round.ceiling,
@@ -912,7 +921,7 @@ impl Fleet {
             pushes[0].body.len(),
             round.cpu_ms[0],
             round.cpu_ms[1],
-            round.cpu_ms[2],
+            self.nats_cpu(round.cpu_ms[2]),
         );
         self.rounds.push(round);
         Ok(())
@@ -1089,7 +1098,7 @@ async fn run(settings: &Settings) -> Result<(), Box<dyn Error>> {
         .iter()
         .map(|f| {
             let m = |k: usize| median(f.rounds.iter().map(|r| r.cpu_ms[k]).collect());
-            format!("| {} | {:.2} | {:.2} | {:.2} |", f.inbox.name, m(0), m(1), m(2))
+            format!("| {} | {:.2} | {:.2} | {} |", f.inbox.name, m(0), m(1), f.nats_cpu(m(2)))
         })
         .collect::<Vec<_>>();
     if let Some((drove, killed_at)) = killed {
