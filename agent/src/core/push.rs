@@ -313,6 +313,37 @@ impl Core {
         if gone {
             tracing::warn!(grant = %item.grant_id, status, "the inbox will not take the grant: its pushes stop");
         }
+        // An inbox that answers a slice 404 does not know the grant: it lost its state, or was
+        // restored from before the grant. It is sent the grant again, and the slice's signals,
+        // whose watermark did not move, go in the next slice after it.
+        if settled && item.kind == "slice.delivered" && outcome == (PushOutcome::Never { status: Some(404) }) {
+            self.push_grant_again(&item.grant_id, now)?;
+        }
+        Ok(())
+    }
+
+    /// Queues a grant's `grant.created` again, unless the grant stopped or one already waits.
+    fn push_grant_again(&self, grant_id: &optin_protocol::scope::GrantId, now: OffsetDateTime) -> Result<(), CoreError> {
+        let Some(grant) = self.store.grant(grant_id)? else { return Ok(()) };
+        let state = self.store.push_state(grant_id)?;
+        if grant.revoked_at.is_some() || now >= grant.terms.expires_at || state.gone_at.is_some() || state.ended {
+            return Ok(());
+        }
+        if self.store.queued_pushes(grant_id)?.iter().any(|e| e.kind == "grant.created") {
+            return Ok(());
+        }
+        let request = match &grant.request_id {
+            None => None,
+            Some(_) => match self.request_of(&grant)? {
+                Some(request) => Some(request),
+                // Its receipt cannot be made again: the grant stays as it is.
+                None => return Ok(()),
+            },
+        };
+        let created = self.created_event(&grant, request.as_ref(), now)?;
+        tracing::warn!(grant = %grant_id, "the inbox does not know the grant: it is sent again");
+        // The slice follows as soon as the inbox takes the grant, not a period later.
+        self.store.queue_push(&created, |s| s.next_slice_at = None)?;
         Ok(())
     }
 

@@ -280,3 +280,25 @@ async fn a_forgotten_signal_leaves_in_no_slice_already_queued() {
     let slices = world.deliver_all(&bundle, T + Duration::hours(1)).await;
     assert_eq!(slices.iter().map(Vec::len).collect::<Vec<_>>(), [1], "cut again, without the forgotten search");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_inbox_that_lost_the_grant_is_sent_it_again_and_then_the_slice() {
+    let world = World::new();
+    world.ingest(&[shoe_search("s-1", T - Duration::hours(2))]).await;
+    let bundle = world.push_grant_of(searches_too).await;
+    let [created] = <[PendingPush; 1]>::try_from(world.due(T)).expect("grant.created");
+    world.core.push_settle(&created, PushOutcome::Delivered { status: 200 }, T).expect("settled");
+    world.core.push_schedule(T).expect("scheduled");
+    let [slice] = <[PendingPush; 1]>::try_from(world.due(T)).expect("a slice");
+    // Restored from a backup older than the grant, the inbox knows it no more.
+    world.core.push_settle(&slice, PushOutcome::Never { status: Some(404) }, T).expect("settled");
+    let [again] = <[PendingPush; 1]>::try_from(world.due(T)).expect("the grant again");
+    assert_eq!((again.kind.as_str(), again.event_id.as_str()), ("grant.created", created.event_id.as_str()), "under its own id");
+    let send = world.send(&again).await.expect("sent");
+    push::receive_new_grant(&headers(&send), &send.body, T, DEFAULT_TOLERANCE).expect("verifies as a new grant");
+    world.core.push_settle(&again, PushOutcome::Delivered { status: 200 }, T).expect("settled");
+    // The slice's signal was not acknowledged, so it goes in the next slice, at once.
+    let slices = world.deliver_all(&bundle, T).await;
+    assert_eq!(slices.iter().map(Vec::len).collect::<Vec<_>>(), [1]);
+    assert_eq!(world.pushed(), ["grant.created delivered 1", "slice.delivered failed 1", "grant.created delivered 1", "slice.delivered delivered 1"]);
+}
