@@ -47,12 +47,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::error::Error;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -74,6 +73,7 @@ use optin_protocol::request::Request;
 use optin_protocol::scope::{Applied, GrantId, Granularity, Terms};
 use optin_protocol::slice::{GrantClaim, SliceClaims, SliceItem};
 use optin_protocol::webhook::{self, WebhookId};
+use optin_tests::inbox as harness;
 use optin_tests::proxy::free_port;
 use optin_tests::{now, optin_inbox_bin};
 
@@ -299,32 +299,7 @@ impl Inbox {
         let public = format!("https://{DOMAIN}:{}", free_port());
         let home = dir.path().join("home");
         cli(&home, &engine, &["init", "--domain", DOMAIN, "--public-url", &public, "--name", "Acme Shoes"])?;
-        let said = cli(
-            &home,
-            &engine,
-            &[
-                "request",
-                "new",
-                "--id",
-                REQUEST_ID,
-                "--purpose-code",
-                "dpv:PersonalisedAdvertising",
-                "--purpose",
-                "Show you running-shoe offers that fit what you look for.",
-                "--kinds",
-                "search,cart",
-                "--granularity",
-                "raw",
-                "--window",
-                "30d",
-                "--duration",
-                "90d",
-                "--offer",
-                "10% off your next pair",
-                "--push-every",
-                "1h",
-            ],
-        )?;
+        let said = cli(&home, &engine, &harness::push_request(REQUEST_ID))?;
         let id = said.split_whitespace().nth(2).filter(|_| said.starts_with("signed request ")).ok_or(format!("request new said {said:?}"))?;
         let jws = std::fs::read_to_string(home.join("requests").join(format!("{id}.jws"))).map_err(|e| format!("the request file: {e}"))?;
         let request = optin_protocol::request::verify(jws.trim_end(), Some(DOMAIN), now()).map_err(|e| format!("the request: {e}"))?.request;
@@ -362,27 +337,10 @@ impl Inbox {
     fn serve(&mut self, n: usize) -> Result<(), String> {
         let listen = format!("127.0.0.1:{}", free_port());
         let log = std::fs::File::create(self.dir.path().join(format!("serve-{n}.log"))).map_err(|e| e.to_string())?;
-        let mut child = Command::new(optin_inbox_bin())
-            .arg("--home")
-            .arg(self.home())
-            .args(["--engine", &self.engine, "serve", "--listen", &listen])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("cannot start optin-inbox serve: {e}"))?;
+        let (child, line) =
+            harness::serve(&self.home(), Some(&self.engine), &listen, &[], log, Duration::from_secs(30)).map_err(|e| format!("{e}: {}", self.log(n)))?;
         started(&child);
-        let stdout = child.stdout.take().ok_or("no stdout")?;
         let owned = Owned(Some(child));
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            for _ in lines {}
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).map_err(|e| format!("optin-inbox serve printed no ready line ({e}): {}", self.log(n)))?;
         if !line.starts_with(&format!("optin-inbox listening on https://{listen}")) {
             return Err(format!("optin-inbox serve said {line:?}"));
         }
@@ -417,38 +375,11 @@ impl Inbox {
 
 /// `optin-inbox --home HOME --engine ENGINE ARGS…`, bounded; its standard output.
 fn cli(home: &Path, engine: &str, args: &[&str]) -> Result<String, String> {
-    let mut child = Command::new(optin_inbox_bin())
-        .arg("--home")
-        .arg(home)
-        .args(["--engine", engine])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run optin-inbox: {e}"))?;
-    // Read while it runs: a long listing fills a pipe.
-    let mut stdout = child.stdout.take().ok_or("no stdout")?;
-    let reader = std::thread::spawn(move || {
-        let mut out = String::new();
-        let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
-        out
-    });
-    let deadline = Instant::now() + CLI_TIMEOUT;
-    while child.try_wait().map_err(|e| e.to_string())?.is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("optin-inbox {args:?} did not finish within {CLI_TIMEOUT:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let ran = harness::run_within(home, Some(engine), args, CLI_TIMEOUT)?;
+    if ran.code != Some(0) {
+        return Err(format!("optin-inbox {args:?} failed: {}", ran.stderr));
     }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    let stdout = reader.join().unwrap_or_default();
-    if !out.status.success() {
-        return Err(format!("optin-inbox {args:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    Ok(stdout)
+    Ok(ran.stdout)
 }
 
 /// CPU time a process has used, user and system, in clock ticks (`/proc/PID/stat`).

@@ -4,11 +4,10 @@
 //! and a revocation erases them. Then what anyone on the network could send the inbox:
 //! each refused with its status, and nothing stored.
 
-use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc};
+use std::process::{Child, Command};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ring::signature::{Ed25519KeyPair, KeyPair};
@@ -26,8 +25,9 @@ use optin_protocol::slice::{self, Expected, GrantClaim, SliceClaims, SliceItem};
 use optin_protocol::webhook::{self, WebhookId};
 
 use optin_tests::fixture;
+use optin_tests::inbox as harness;
 use optin_tests::proxy::free_port;
-use optin_tests::{now, optin_inbox_bin, Home};
+use optin_tests::{now, Home};
 
 const DOMAIN: &str = "acme.example";
 
@@ -46,30 +46,7 @@ impl Inbox {
         let inbox = Inbox { dir, port, serving: None };
         let public = format!("https://{DOMAIN}:{port}");
         inbox.run(&["init", "--domain", DOMAIN, "--public-url", &public, "--name", "Acme Shoes"]).ok();
-        inbox
-            .run(&[
-                "request",
-                "new",
-                "--id",
-                "shoes-1",
-                "--purpose-code",
-                "dpv:PersonalisedAdvertising",
-                "--purpose",
-                "Show you running-shoe offers that fit what you look for.",
-                "--kinds",
-                "search,cart",
-                "--granularity",
-                "raw",
-                "--window",
-                "30d",
-                "--duration",
-                "90d",
-                "--offer",
-                "10% off your next pair",
-                "--push-every",
-                "1h",
-            ])
-            .ok();
+        inbox.run(&harness::push_request("shoes-1")).ok();
         inbox
     }
 
@@ -87,30 +64,8 @@ impl Inbox {
 
     /// `optin-inbox --home HOME ARGS…`, bounded.
     fn run(&self, args: &[&str]) -> Ran {
-        let mut child = Command::new(optin_inbox_bin())
-            .arg("--home")
-            .arg(self.home())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run optin-inbox");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while child.try_wait().expect("wait for optin-inbox").is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("optin-inbox {args:?} did not finish within 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let out = child.wait_with_output().expect("optin-inbox's output");
-        Ran {
-            args: args.join(" "),
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        let ran = harness::run(&self.home(), None, args).unwrap_or_else(|e| panic!("{e}"));
+        Ran { args: args.join(" "), code: ran.code, stdout: ran.stdout, stderr: ran.stderr }
     }
 
     /// The lines of `optin-inbox WHAT --format ndjson`.
@@ -122,27 +77,8 @@ impl Inbox {
     fn serve(&mut self, extra: &[&str]) {
         let listen = format!("127.0.0.1:{}", self.port);
         let log = std::fs::File::create(self.dir.path().join("serve.log")).expect("the log file");
-        let mut child = Command::new(optin_inbox_bin())
-            .arg("--home")
-            .arg(self.home())
-            .args(["serve", "--listen", &listen])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("start optin-inbox serve");
-        let stdout = child.stdout.take().expect("a piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            for _ in lines {}
-        });
+        let (child, line) = harness::serve(&self.home(), None, &listen, extra, log, Duration::from_secs(20)).unwrap_or_else(|e| panic!("{e}: {}", self.log()));
         self.serving = Some(child);
-        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|e| panic!("optin-inbox serve printed no ready line ({e}): {}", self.log()));
         assert!(line.starts_with(&format!("optin-inbox listening on https://{listen} for https://{DOMAIN}:{}/optin/inbox", self.port)), "{line}");
     }
 

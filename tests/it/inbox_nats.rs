@@ -13,11 +13,10 @@
 //!
 //! (`OPTIN_SKIP_NATS=1` skips it where no NATS server can run.)
 
-use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc};
+use std::process::{Child, Command};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ring::signature::{Ed25519KeyPair, KeyPair};
@@ -34,8 +33,9 @@ use optin_protocol::slice::{GrantClaim, SliceClaims, SliceItem};
 use optin_protocol::webhook::{self, WebhookId};
 
 use optin_tests::fixture;
+use optin_tests::inbox as harness;
 use optin_tests::proxy::free_port;
-use optin_tests::{now, optin_inbox_bin, Home};
+use optin_tests::{now, Home};
 
 const DOMAIN: &str = "acme.example";
 
@@ -81,28 +81,7 @@ impl Inbox {
         let inbox = Inbox { dir, engine, port: free_port() };
         let public = format!("https://{DOMAIN}:{}", inbox.port);
         inbox.run(&["init", "--domain", DOMAIN, "--public-url", &public]);
-        inbox.run(&[
-            "request",
-            "new",
-            "--id",
-            "shoes-1",
-            "--purpose-code",
-            "dpv:PersonalisedAdvertising",
-            "--purpose",
-            "Show you running-shoe offers that fit what you look for.",
-            "--kinds",
-            "search,cart",
-            "--granularity",
-            "raw",
-            "--window",
-            "30d",
-            "--duration",
-            "90d",
-            "--offer",
-            "10% off your next pair",
-            "--push-every",
-            "1h",
-        ]);
+        inbox.run(&harness::push_request("shoes-1"));
         inbox
     }
 
@@ -112,27 +91,9 @@ impl Inbox {
 
     /// `optin-inbox --home HOME --engine ENGINE ARGS…`, bounded; its standard output.
     fn run(&self, args: &[&str]) -> String {
-        let mut child = Command::new(optin_inbox_bin())
-            .arg("--home")
-            .arg(self.home())
-            .args(["--engine", &self.engine])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run optin-inbox");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while child.try_wait().expect("wait for optin-inbox").is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("optin-inbox {args:?} did not finish within 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let out = child.wait_with_output().expect("optin-inbox's output");
-        assert!(out.status.success(), "optin-inbox {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let ran = harness::run(&self.home(), Some(&self.engine), args).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ran.code, Some(0), "optin-inbox {args:?} failed: {}", ran.stderr);
+        ran.stdout
     }
 
     fn ndjson(&self, what: &str) -> Vec<Value> {
@@ -143,26 +104,10 @@ impl Inbox {
     fn serve(&self, port: u16) -> Serving {
         let listen = format!("127.0.0.1:{port}");
         let log = self.dir.path().join(format!("serve-{port}.log"));
-        let mut child = Command::new(optin_inbox_bin())
-            .arg("--home")
-            .arg(self.home())
-            .args(["--engine", &self.engine, "serve", "--listen", &listen])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("the log file"))
-            .spawn()
-            .expect("start optin-inbox serve");
-        let stdout = child.stdout.take().expect("a piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            for _ in lines {}
-        });
+        let file = std::fs::File::create(&log).expect("the log file");
+        let (child, line) = harness::serve(&self.home(), Some(&self.engine), &listen, &[], file, Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("{e}: {}", std::fs::read_to_string(&log).unwrap_or_default()));
         let serving = Serving { child: Some(child), port, log };
-        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|e| panic!("no ready line ({e}): {}", serving.log()));
         assert!(line.starts_with(&format!("optin-inbox listening on https://{listen}")), "{line}");
         serving
     }

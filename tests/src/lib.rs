@@ -20,6 +20,7 @@ mod agent;
 mod cli;
 pub mod fixture;
 mod home;
+pub mod inbox;
 pub mod marketer;
 pub mod proxy;
 pub mod site;
