@@ -10,22 +10,18 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ring::signature::{Ed25519KeyPair, KeyPair};
+use ring::signature::Ed25519KeyPair;
 use serde_json::Value;
-use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use optin_protocol::bundle::GrantBundle;
 use optin_protocol::jws::Jwk;
-use optin_protocol::push::{Data, Event};
-use optin_protocol::receipt::{Basis, ConsentState, Receipt};
+use optin_protocol::receipt::{Basis, Receipt};
 use optin_protocol::request::Request;
-use optin_protocol::scope::{Applied, GrantId, Granularity, Terms};
-use optin_protocol::slice::{self, Expected, GrantClaim, SliceClaims, SliceItem};
-use optin_protocol::webhook::{self, WebhookId};
+use optin_protocol::scope::GrantId;
+use optin_protocol::slice::{self, Expected};
 
 use optin_tests::fixture;
-use optin_tests::inbox as harness;
+use optin_tests::inbox::{self as harness, sign, Push, Stranger, PRINCIPAL};
 use optin_tests::proxy::free_port;
 use optin_tests::{now, Home};
 
@@ -217,112 +213,6 @@ fn parse_response(got: &[u8]) -> Option<(u16, Value)> {
         .expect("a Content-Length");
     let body = &got[end + 4..];
     (body.len() >= length).then(|| (status, serde_json::from_slice(&body[..length]).expect("a JSON answer")))
-}
-
-/// One POST: the webhook headers and the body.
-#[derive(Clone, Debug)]
-struct Push {
-    id: String,
-    timestamp: String,
-    signature: String,
-    body: Vec<u8>,
-}
-
-/// A grant made outside any agent, with its own key: what a stranger who read the inbox's
-/// published request could push, and so what the inbox must judge on its merits alone.
-struct Stranger {
-    key: Ed25519KeyPair,
-    bundle: GrantBundle,
-    receipt: Receipt,
-}
-
-const PRINCIPAL: &str = "p_0123456789abcdef0123456789abcdef";
-
-impl Stranger {
-    /// A grant `n` for `marketer`, answering `request` (or none, as `optin grant` makes).
-    fn new(n: u8, marketer: &str, request: Option<&Request>) -> Stranger {
-        let key = Ed25519KeyPair::from_seed_unchecked(&[n; 32]).expect("a key");
-        let grant_id = GrantId::parse(&format!("g_{:024x}", u32::from(n) + 0xabc000)).expect("a grant id");
-        let now = now();
-        let terms = Terms {
-            audience: marketer.into(),
-            kinds: "search".parse().expect("kinds"),
-            granularity: Granularity::Raw,
-            window: "30d".parse().expect("a span"),
-            expires_at: (now + time::Duration::days(90)).replace_time(time::Time::MIDNIGHT),
-            categories: None,
-            merchants: None,
-        };
-        let purpose = request.map_or("offers".to_owned(), |r| r.purpose.text.clone());
-        let basis = match request {
-            Some(r) => Basis::Request(r),
-            None => Basis::Owner { marketer, purpose: &purpose },
-        };
-        let receipt = Receipt::given(basis, &grant_id, PRINCIPAL, &terms, now);
-        let bundle = GrantBundle {
-            version: optin_protocol::bundle::VERSION,
-            token: optin_protocol::token::Token::mint(&[n; 32], &grant_id).encode(),
-            grant_id,
-            marketer: marketer.into(),
-            purpose,
-            issuer: format!("urn:optin:agent:{PRINCIPAL}"),
-            agent_url: None,
-            cert_sha256: None,
-            jwk: Jwk::ed25519(key.public_key().as_ref()),
-            terms,
-        };
-        Stranger { key, bundle, receipt }
-    }
-
-    fn grant_id(&self) -> String {
-        self.bundle.grant_id.to_string()
-    }
-
-    fn created(&self) -> Event {
-        Event { timestamp: now(), data: Data::GrantCreated { bundle: Box::new(self.bundle.clone()), receipt: self.receipt.sign(&self.key) } }
-    }
-
-    fn slice(&self, n: u8) -> Event {
-        let now = now();
-        let jti = format!("s_{n:032x}");
-        let claims = SliceClaims {
-            audit_seq: None,
-            iss: self.bundle.issuer.clone(),
-            sub: PRINCIPAL.into(),
-            aud: self.bundle.marketer.clone(),
-            iat: now.unix_timestamp(),
-            jti: jti.clone(),
-            grant: GrantClaim { id: self.bundle.grant_id.clone(), purpose: self.bundle.purpose.clone(), expires_at: self.bundle.terms.expires_at },
-            scope: Applied {
-                kinds: self.bundle.terms.kinds.clone(),
-                granularity: Granularity::Raw,
-                since: now - time::Duration::days(30),
-                until: now,
-                limit: 1000,
-                categories: None,
-                merchants: None,
-            },
-            items: Vec::<SliceItem>::new(),
-            next_cursor: None,
-        };
-        let jws = optin_protocol::jws::sign(&self.key, &serde_json::to_vec(&claims).expect("claims"));
-        Event { timestamp: now, data: Data::SliceDelivered { grant_id: self.bundle.grant_id.clone(), jti: WebhookId::parse(&jti).expect("an id"), slice: jws } }
-    }
-
-    fn revoked(&self) -> Event {
-        let receipt = self.receipt.ended(ConsentState::Withdrawn, now()).sign(&self.key);
-        Event { timestamp: now(), data: Data::GrantRevoked { grant_id: self.bundle.grant_id.clone(), receipt } }
-    }
-
-    /// `event` as the agent would push it now, signed with this grant's key.
-    fn push(&self, event: &Event) -> Push {
-        sign(&self.key, event.webhook_id().as_str(), &event.to_json(), now())
-    }
-}
-
-fn sign(key: &Ed25519KeyPair, id: &str, body: &str, at: OffsetDateTime) -> Push {
-    let headers = webhook::sign(key, &WebhookId::parse(id).expect("an id"), at, body.as_bytes());
-    Push { id: headers.id, timestamp: headers.timestamp, signature: headers.signature, body: body.as_bytes().to_vec() }
 }
 
 /// The request the inbox publishes, as an agent reads it.

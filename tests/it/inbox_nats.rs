@@ -19,21 +19,11 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use optin_protocol::bundle::GrantBundle;
-use optin_protocol::jws::Jwk;
-use optin_protocol::push::{Data, Event};
-use optin_protocol::receipt::{Basis, ConsentState, Receipt};
-use optin_protocol::request::Request;
-use optin_protocol::scope::{Applied, GrantId, Granularity, Terms};
-use optin_protocol::slice::{GrantClaim, SliceClaims, SliceItem};
-use optin_protocol::webhook::{self, WebhookId};
-
 use optin_tests::fixture;
-use optin_tests::inbox as harness;
+use optin_tests::inbox::{self as harness, Push, Stranger};
 use optin_tests::proxy::free_port;
 use optin_tests::{now, Home};
 
@@ -204,97 +194,6 @@ impl Drop for Serving {
     }
 }
 
-/// One POST: the webhook headers and the body.
-struct Push {
-    id: String,
-    timestamp: String,
-    signature: String,
-    body: Vec<u8>,
-}
-
-/// A grant made with a key of the test's own, answering the inbox's request: so that a push
-/// can be sent, and sent again, to either process exactly as an agent sent it.
-struct OwnGrant {
-    key: Ed25519KeyPair,
-    bundle: GrantBundle,
-    receipt: Receipt,
-}
-
-const PRINCIPAL: &str = "p_0123456789abcdef0123456789abcdef";
-
-impl OwnGrant {
-    fn new(request: &Request) -> OwnGrant {
-        let key = Ed25519KeyPair::from_seed_unchecked(&[42; 32]).expect("a key");
-        let grant_id = GrantId::parse("g_00000000000000000042abcd").expect("a grant id");
-        let now = now();
-        let terms = Terms {
-            audience: DOMAIN.into(),
-            kinds: "search".parse().expect("kinds"),
-            granularity: Granularity::Raw,
-            window: "30d".parse().expect("a span"),
-            expires_at: (now + time::Duration::days(90)).replace_time(time::Time::MIDNIGHT),
-            categories: None,
-            merchants: None,
-        };
-        let receipt = Receipt::given(Basis::Request(request), &grant_id, PRINCIPAL, &terms, now);
-        let bundle = GrantBundle {
-            version: optin_protocol::bundle::VERSION,
-            token: optin_protocol::token::Token::mint(&[42; 32], &grant_id).encode(),
-            grant_id,
-            marketer: DOMAIN.into(),
-            purpose: request.purpose.text.clone(),
-            issuer: format!("urn:optin:agent:{PRINCIPAL}"),
-            agent_url: None,
-            cert_sha256: None,
-            jwk: Jwk::ed25519(key.public_key().as_ref()),
-            terms,
-        };
-        OwnGrant { key, bundle, receipt }
-    }
-
-    fn created(&self) -> Event {
-        Event { timestamp: now(), data: Data::GrantCreated { bundle: Box::new(self.bundle.clone()), receipt: self.receipt.sign(&self.key) } }
-    }
-
-    fn slice(&self, n: u8) -> Event {
-        let now = now();
-        let jti = format!("s_{n:032x}");
-        let claims = SliceClaims {
-            audit_seq: None,
-            iss: self.bundle.issuer.clone(),
-            sub: PRINCIPAL.into(),
-            aud: self.bundle.marketer.clone(),
-            iat: now.unix_timestamp(),
-            jti: jti.clone(),
-            grant: GrantClaim { id: self.bundle.grant_id.clone(), purpose: self.bundle.purpose.clone(), expires_at: self.bundle.terms.expires_at },
-            scope: Applied {
-                kinds: self.bundle.terms.kinds.clone(),
-                granularity: Granularity::Raw,
-                since: now - time::Duration::days(30),
-                until: now,
-                limit: 1000,
-                categories: None,
-                merchants: None,
-            },
-            items: Vec::<SliceItem>::new(),
-            next_cursor: None,
-        };
-        let jws = optin_protocol::jws::sign(&self.key, &serde_json::to_vec(&claims).expect("claims"));
-        Event { timestamp: now, data: Data::SliceDelivered { grant_id: self.bundle.grant_id.clone(), jti: WebhookId::parse(&jti).expect("an id"), slice: jws } }
-    }
-
-    fn revoked(&self) -> Event {
-        let receipt = self.receipt.ended(ConsentState::Withdrawn, now()).sign(&self.key);
-        Event { timestamp: now(), data: Data::GrantRevoked { grant_id: self.bundle.grant_id.clone(), receipt } }
-    }
-
-    fn push(&self, event: &Event) -> Push {
-        let body = event.to_json();
-        let headers = webhook::sign(&self.key, &event.webhook_id(), now(), body.as_bytes());
-        Push { id: headers.id, timestamp: headers.timestamp, signature: headers.signature, body: body.into_bytes() }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_inbox_processes_on_one_nats_server_are_one_inbox() {
     let Some(engine) = engine() else { return };
@@ -321,7 +220,7 @@ async fn two_inbox_processes_on_one_nats_server_are_one_inbox() {
     // second: stored once.
     let request_jws = std::fs::read_to_string(inbox.home().join("requests").join("shoes-1.jws")).expect("the request file");
     let request = optin_protocol::request::verify(request_jws.trim_end(), Some(DOMAIN), now()).expect("a request that verifies").request;
-    let own = OwnGrant::new(&request);
+    let own = Stranger::new(42, DOMAIN, Some(&request));
     let slice = own.push(&own.slice(1));
     for (what, to, push, taken) in [
         ("the grant, to the first", &first, own.push(&own.created()), "stored"),

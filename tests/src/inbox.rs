@@ -9,7 +9,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::optin_inbox_bin;
+use optin_protocol::bundle::GrantBundle;
+use optin_protocol::jws::Jwk;
+use optin_protocol::push::{Data, Event};
+use optin_protocol::receipt::{Basis, ConsentState, Receipt};
+use optin_protocol::request::Request;
+use optin_protocol::scope::{Applied, GrantId, Granularity, Terms};
+use optin_protocol::slice::{GrantClaim, SliceClaims, SliceItem};
+use optin_protocol::webhook::{self, WebhookId};
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use time::OffsetDateTime;
+
+use crate::{now, optin_inbox_bin};
 
 /// How long one command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -130,4 +141,123 @@ fn command(home: &Path, engine: Option<&str>) -> Command {
         command.args(["--engine", engine]);
     }
     command
+}
+
+/// One POST: the webhook headers and the body.
+#[derive(Clone, Debug)]
+pub struct Push {
+    /// `webhook-id`.
+    pub id: String,
+    /// `webhook-timestamp`.
+    pub timestamp: String,
+    /// `webhook-signature`.
+    pub signature: String,
+    /// The event.
+    pub body: Vec<u8>,
+}
+
+/// A grant made outside any agent, with its own key: what a stranger who read the inbox's
+/// published request could push, and so what the inbox must judge on its merits alone.
+pub struct Stranger {
+    /// The grant's key.
+    pub key: Ed25519KeyPair,
+    /// Its bundle, as its `grant.created` carries it.
+    pub bundle: GrantBundle,
+    /// Its receipt, as given.
+    pub receipt: Receipt,
+}
+
+/// The pseudonym of the person in every stranger's grant.
+pub const PRINCIPAL: &str = "p_0123456789abcdef0123456789abcdef";
+
+impl Stranger {
+    /// A grant `n` for `marketer`, answering `request` (or none, as `optin grant` makes).
+    pub fn new(n: u8, marketer: &str, request: Option<&Request>) -> Stranger {
+        let key = Ed25519KeyPair::from_seed_unchecked(&[n; 32]).expect("a key");
+        let grant_id = GrantId::parse(&format!("g_{:024x}", u32::from(n) + 0xabc000)).expect("a grant id");
+        let now = now();
+        let terms = Terms {
+            audience: marketer.into(),
+            kinds: "search".parse().expect("kinds"),
+            granularity: Granularity::Raw,
+            window: "30d".parse().expect("a span"),
+            expires_at: (now + time::Duration::days(90)).replace_time(time::Time::MIDNIGHT),
+            categories: None,
+            merchants: None,
+        };
+        let purpose = request.map_or("offers".to_owned(), |r| r.purpose.text.clone());
+        let basis = match request {
+            Some(r) => Basis::Request(r),
+            None => Basis::Owner { marketer, purpose: &purpose },
+        };
+        let receipt = Receipt::given(basis, &grant_id, PRINCIPAL, &terms, now);
+        let bundle = GrantBundle {
+            version: optin_protocol::bundle::VERSION,
+            token: optin_protocol::token::Token::mint(&[n; 32], &grant_id).encode(),
+            grant_id,
+            marketer: marketer.into(),
+            purpose,
+            issuer: format!("urn:optin:agent:{PRINCIPAL}"),
+            agent_url: None,
+            cert_sha256: None,
+            jwk: Jwk::ed25519(key.public_key().as_ref()),
+            terms,
+        };
+        Stranger { key, bundle, receipt }
+    }
+
+    /// Its grant id.
+    pub fn grant_id(&self) -> String {
+        self.bundle.grant_id.to_string()
+    }
+
+    /// Its `grant.created`.
+    pub fn created(&self) -> Event {
+        Event { timestamp: now(), data: Data::GrantCreated { bundle: Box::new(self.bundle.clone()), receipt: self.receipt.sign(&self.key) } }
+    }
+
+    /// Its slice `n`, holding no item.
+    pub fn slice(&self, n: u8) -> Event {
+        let now = now();
+        let jti = format!("s_{n:032x}");
+        let claims = SliceClaims {
+            audit_seq: None,
+            iss: self.bundle.issuer.clone(),
+            sub: PRINCIPAL.into(),
+            aud: self.bundle.marketer.clone(),
+            iat: now.unix_timestamp(),
+            jti: jti.clone(),
+            grant: GrantClaim { id: self.bundle.grant_id.clone(), purpose: self.bundle.purpose.clone(), expires_at: self.bundle.terms.expires_at },
+            scope: Applied {
+                kinds: self.bundle.terms.kinds.clone(),
+                granularity: Granularity::Raw,
+                since: now - time::Duration::days(30),
+                until: now,
+                limit: 1000,
+                categories: None,
+                merchants: None,
+            },
+            items: Vec::<SliceItem>::new(),
+            next_cursor: None,
+        };
+        let jws = optin_protocol::jws::sign(&self.key, &serde_json::to_vec(&claims).expect("claims"));
+        Event { timestamp: now, data: Data::SliceDelivered { grant_id: self.bundle.grant_id.clone(), jti: WebhookId::parse(&jti).expect("an id"), slice: jws } }
+    }
+
+    /// Its `grant.revoked`.
+    pub fn revoked(&self) -> Event {
+        let receipt = self.receipt.ended(ConsentState::Withdrawn, now()).sign(&self.key);
+        Event { timestamp: now(), data: Data::GrantRevoked { grant_id: self.bundle.grant_id.clone(), receipt } }
+    }
+
+    /// `event` as the agent would push it now, signed with this grant's key.
+    pub fn push(&self, event: &Event) -> Push {
+        sign(&self.key, event.webhook_id().as_str(), &event.to_json(), now())
+    }
+}
+
+/// `body` signed under `id` at `at` with `key`, per Standard Webhooks `v1a`.
+pub fn sign(key: &Ed25519KeyPair, id: &str, body: &str, at: OffsetDateTime) -> Push {
+    let headers = webhook::sign(key, &WebhookId::parse(id).expect("an id"), at, body.as_bytes());
+    Push { id: headers.id, timestamp: headers.timestamp, signature: headers.signature, body: body.as_bytes().to_vec() }
 }
