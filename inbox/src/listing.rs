@@ -253,6 +253,9 @@ mod tests {
                     expires_at,
                     categories: None,
                     merchants: None,
+                    fields: None,
+                    rate: None,
+                    noise: None,
                 },
             };
             GrantRecord {

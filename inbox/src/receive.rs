@@ -318,6 +318,9 @@ mod tests {
                 expires_at: datetime!(2027-02-22 0:00 UTC),
                 categories: None,
                 merchants: None,
+                fields: None,
+                rate: None,
+                noise: None,
             };
             let basis = answering.map_or(Basis::Owner { marketer: "acme.example", purpose: "offers" }, Basis::Request);
             let receipt = Receipt::given(basis, &grant_id, PRINCIPAL, &terms, NOW);

@@ -135,6 +135,9 @@ mod tests {
                 expires_at: datetime!(2027-02-21 0:00 UTC),
                 categories: None,
                 merchants: None,
+                fields: None,
+                rate: None,
+                noise: None,
             },
         }
     }

@@ -74,6 +74,9 @@ pub fn token(data: &[u8]) {
         expires_at: datetime!(2027-01-01 0:00 UTC),
         categories: None,
         merchants: None,
+        fields: None,
+        rate: None,
+        noise: None,
     };
     let _ = token.verify(&SECRET, &terms);
     for caveat in caveats.iter().take(2) {

@@ -10,6 +10,8 @@
 //! - [`span`]: durations written like `30d` (windows, expiries).
 //! - [`scope`]: grant terms, what a request asks for, and the one function that decides what
 //!   a request may see ([`scope::Terms::evaluate`]). Caveats from tokens narrow terms here too.
+//! - [`noise`] and [`rate`]: a grant's differential-privacy terms (epsilon, budget) and how
+//!   often it may be answered, both with one spelling each.
 //! - [`token`]: bearer tokens, macaroon-style HMAC-SHA256 chains with caveats.
 //! - [`jws`]: Ed25519 JWS compact serialization and JWKs with RFC 7638 thumbprints.
 //! - [`slice`](mod@slice): the signed slice payload and its verification by its recipient.
@@ -25,7 +27,7 @@
 //! - Secrets are compared in constant time (ring's HMAC verification).
 //! - Modules depend one way, so each reads without its callers: [`bundle`] builds on
 //!   [`slice`](mod@slice), [`token`] and [`jws`]; [`slice`](mod@slice) and [`token`] on
-//!   [`scope`]; [`scope`] on [`signal`] and [`span`]; [`hex`](mod@hex) and the helpers in
+//!   [`scope`]; [`scope`] on [`signal`], [`span`], [`noise`] and [`rate`]; [`hex`](mod@hex) and the helpers in
 //!   this file on nothing of ours. A check that needs a bundle's fields takes them as
 //!   arguments ([`slice::Expected`]).
 
@@ -37,8 +39,10 @@ pub mod bundle;
 pub mod fuzz;
 pub mod hex;
 pub mod jws;
+pub mod noise;
 pub mod problem;
 pub mod push;
+pub mod rate;
 pub mod receipt;
 pub mod request;
 pub mod scope;

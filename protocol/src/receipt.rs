@@ -425,6 +425,9 @@ pub(crate) mod tests {
                 expires_at: t.expires_at,
                 categories: t.categories.clone(),
                 merchants: t.merchants.clone(),
+                fields: None,
+                rate: None,
+                noise: None,
             }
         }
     }

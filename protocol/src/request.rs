@@ -903,6 +903,9 @@ impl Approved {
             expires_at,
             categories: self.categories.clone(),
             merchants: self.merchants.clone(),
+            fields: None,
+            rate: None,
+            noise: None,
         })
     }
 }

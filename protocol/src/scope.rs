@@ -77,6 +77,8 @@ pub enum Granularity {
     Raw,
     /// Only kind, category and day.
     Category,
+    /// Counts per kind and category over the window, never a signal: see [`crate::noise`].
+    Aggregate,
 }
 
 impl Granularity {
@@ -89,6 +91,7 @@ impl Granularity {
         match self {
             Granularity::Raw => 0,
             Granularity::Category => 1,
+            Granularity::Aggregate => 2,
         }
     }
 
@@ -97,6 +100,7 @@ impl Granularity {
         match self {
             Granularity::Raw => "raw",
             Granularity::Category => "category",
+            Granularity::Aggregate => "aggregate",
         }
     }
 }
@@ -113,7 +117,8 @@ impl FromStr for Granularity {
         match text {
             "raw" => Ok(Granularity::Raw),
             "category" => Ok(Granularity::Category),
-            _ => Err(format!("unknown granularity `{}`: expected raw or category", text.chars().take(32).collect::<String>())),
+            "aggregate" => Ok(Granularity::Aggregate),
+            _ => Err(format!("unknown granularity `{}`: expected raw, category or aggregate", text.chars().take(32).collect::<String>())),
         }
     }
 }
@@ -140,6 +145,16 @@ pub struct Terms {
     /// Only signals at these merchants, registrable domains ([`Filters`]); absent: any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merchants: Option<Vec<String>>,
+    /// At `raw`, only these fields of each signal; absent: every field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<String>>,
+    /// At most this many slices per hour or day; absent: no limit beyond the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<crate::rate::Rate>,
+    /// At `aggregate`, the noise added to each count and the budget it spends; absent:
+    /// exact counts, which only a grant made that way has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<crate::noise::Noise>,
 }
 
 /// Whether category path `inner` lies within `outer`: the same path, or one below it
@@ -419,7 +434,7 @@ impl Terms {
         let window_edge = now - self.window.duration();
         let (earliest, latest) = match granularity {
             Granularity::Raw => (window_edge, now),
-            Granularity::Category => {
+            Granularity::Category | Granularity::Aggregate => {
                 // Only days the window covers whole, and never today: the edge of a window
                 // that moves with `now`, or a slice that ends at `now`, would show the moment
                 // an item enters or leaves it to a client that asks again and again.
@@ -439,7 +454,7 @@ impl Terms {
             }
             Some(s) => s,
         };
-        if granularity == Granularity::Category {
+        if granularity != Granularity::Raw {
             // A bound inside a day is refused, not floored: flooring `since` would quietly
             // widen the request, flooring `until` would quietly answer another question than
             // the one asked. A refusal holds no item, so it tells a bisecting client nothing.
@@ -447,7 +462,7 @@ impl Terms {
                 if let Some(at) = bound.filter(|at| *at != day_start(*at)) {
                     return Err(ScopeError::Invalid {
                         field: field.into(),
-                        reason: format!("at `category` granularity a bound is a whole UTC day, like {}", timestamp::format(day_start(at))),
+                        reason: format!("at `{granularity}` granularity a bound is a whole UTC day, like {}", timestamp::format(day_start(at))),
                     });
                 }
             }
@@ -516,6 +531,9 @@ mod tests {
             expires_at: datetime!(2027-01-01 0:00 UTC),
             categories: None,
             merchants: None,
+            fields: None,
+            rate: None,
+            noise: None,
         }
     }
 

@@ -229,6 +229,9 @@ mod tests {
             expires_at: datetime!(2027-01-01 0:00 UTC),
             categories: None,
             merchants: None,
+            fields: None,
+            rate: None,
+            noise: None,
         }
     }
 

@@ -109,6 +109,9 @@ fn unasked_receipt_vector() {
         expires_at: optin_protocol::scope::grant_expiry(at, "90d".parse().unwrap()).unwrap(),
         categories: None,
         merchants: None,
+        fields: None,
+        rate: None,
+        noise: None,
     };
     let basis = Basis::Owner { marketer: "acme.example", purpose: &v["purpose"] };
     let ours = Receipt::given(basis, &GrantId::parse(&v["grant_id"]).unwrap(), &v["principal"], &terms, at);

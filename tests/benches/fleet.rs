@@ -434,6 +434,9 @@ impl Grant {
             expires_at: (at + time::Duration::days(90)).replace_time(time::Time::MIDNIGHT),
             categories: None,
             merchants: None,
+            fields: None,
+            rate: None,
+            noise: None,
         };
         let receipt = Receipt::given(Basis::Request(request), &grant_id, PRINCIPAL, &terms, at);
         let bundle = GrantBundle {

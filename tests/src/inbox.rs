@@ -184,6 +184,9 @@ impl Stranger {
             expires_at: (now + time::Duration::days(90)).replace_time(time::Time::MIDNIGHT),
             categories: None,
             merchants: None,
+            fields: None,
+            rate: None,
+            noise: None,
         };
         let purpose = request.map_or("offers".to_owned(), |r| r.purpose.text.clone());
         let basis = match request {

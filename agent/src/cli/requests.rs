@@ -325,6 +325,7 @@ fn asked(r: &ConsentRequest) -> String {
     let level = match r.terms.granularity {
         Granularity::Raw => "raw (every field: queries, items, prices)",
         Granularity::Category => "category (kind, category and day only)",
+        Granularity::Aggregate => "aggregate (counts per kind and category, never a signal)",
     };
     format!("{} at {level} granularity, reaching {} back, for {} after approval", r.terms.kinds, r.terms.window, r.terms.duration)
 }

@@ -48,7 +48,7 @@ impl Core {
                 let record = GrantRecord {
                     v: 1,
                     id: new_grant_id()?,
-                    terms: Terms { audience: marketer.clone(), kinds, granularity, window, expires_at, categories: None, merchants: None },
+                    terms: Terms { audience: marketer.clone(), kinds, granularity, window, expires_at, categories: None, merchants: None, fields: None, rate: None, noise: None },
                     marketer,
                     purpose,
                     created_at: now,

@@ -165,7 +165,9 @@ fn project(
             body: signal.body.clone(),
             state: cart_state(store, signal, abandon_after, now)?,
         }),
-        Granularity::Category => {
+        // An aggregate slice is counted, not cut item by item; until it has its own path a
+        // count is made of category items, which show no more than one.
+        Granularity::Category | Granularity::Aggregate => {
             SliceItem::Category(CategoryItem { kind: signal.kind(), category: signal.category.clone(), day: signal.at.date().to_string() })
         }
     })
