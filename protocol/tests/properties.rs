@@ -1,0 +1,192 @@
+//! Properties of the scope and token rules, over random grants, caveat chains and signals.
+//!
+//! The unit tests show chosen cases; these check the promises themselves against an oracle
+//! written here from SPEC.md, independent of `Terms::evaluate`:
+//!
+//! - every signal a grant admits is inside the grant: a granted kind, inside the reach of its
+//!   window and granularity, through every filter;
+//! - a caveat never widens: what a narrowed token admits, the token before it admitted too,
+//!   and so did every caveat of the chain taken alone;
+//! - a token's chain verifies as the fold of its caveats, and any change to its bytes makes
+//!   it refused.
+
+use std::collections::BTreeSet;
+
+use optin_protocol::scope::{category_within, Caveat, GrantId, Granularity, SliceQuery, Terms};
+use optin_protocol::signal::{parse_value, Kind, Kinds, Signal};
+use optin_protocol::span::Span;
+use optin_protocol::token::Token;
+use proptest::prelude::*;
+use serde_json::json;
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+
+const NOW: OffsetDateTime = datetime!(2026-11-23 12:34:56 UTC);
+const PATHS: [&str; 6] =
+    ["Apparel & Accessories", "Apparel & Accessories > Shoes", "Apparel & Accessories > Shoes > Boots", "Electronics", "Electronics > Audio", "Home & Garden"];
+const MERCHANTS: [&str; 3] = ["a.example", "b.example", "c.example"];
+const SECRET: &[u8] = b"a grant secret of thirty-two b.";
+
+fn kinds() -> impl Strategy<Value = Kinds> {
+    proptest::sample::subsequence(vec![Kind::Search, Kind::Cart, Kind::Purchase], 1..=3).prop_map(|k| Kinds::new(k).expect("non-empty"))
+}
+
+fn granularity() -> impl Strategy<Value = Granularity> {
+    prop_oneof![Just(Granularity::Raw), Just(Granularity::Category), Just(Granularity::Aggregate)]
+}
+
+/// Windows from an hour to 90 days, whole hours, so day edges fall anywhere.
+fn window() -> impl Strategy<Value = Span> {
+    (1u64..=90 * 24).prop_map(|h| Span::from_seconds(h * 3600).expect("in range"))
+}
+
+fn subset(pool: &'static [&'static str]) -> impl Strategy<Value = Option<Vec<String>>> {
+    proptest::option::of(proptest::sample::subsequence(pool.to_vec(), 1..=pool.len()).prop_map(|v| v.into_iter().map(String::from).collect()))
+}
+
+prop_compose! {
+    fn terms()(kinds in kinds(), granularity in granularity(), window in window(), days in 1i64..200,
+               categories in subset(&PATHS), merchants in subset(&MERCHANTS)) -> Terms {
+        Terms {
+            audience: "acme.example".into(),
+            kinds,
+            granularity,
+            window,
+            expires_at: NOW + Duration::days(days),
+            categories,
+            merchants,
+            fields: None,
+            rate: None,
+            noise: None,
+        }
+    }
+}
+
+fn caveat() -> impl Strategy<Value = Caveat> {
+    prop_oneof![
+        kinds().prop_map(Caveat::Kinds),
+        granularity().prop_map(Caveat::Granularity),
+        window().prop_map(Caveat::Window),
+        (-2i64..200).prop_map(|h| Caveat::Expires(NOW + Duration::hours(h))),
+        proptest::sample::select(vec!["partner.example", "other.example"]).prop_map(|a| Caveat::Audience(a.into())),
+    ]
+}
+
+/// A signal of any kind, dated from 100 days back to a day ahead, in or out of the pools.
+fn signal() -> impl Strategy<Value = Signal> {
+    let category = proptest::option::of(proptest::sample::select(PATHS.to_vec()));
+    let item_category = proptest::option::of(proptest::sample::select(PATHS.to_vec()));
+    let items = proptest::collection::vec(item_category, 1..3);
+    (0u8..3, -24 * 3600i64..100 * 86_400, category, proptest::sample::select(MERCHANTS.to_vec()), items).prop_map(|(kind, back, category, merchant, items)| {
+        let items: Vec<_> = items.iter().map(|c| json!({"name": "thing", "price": "1.00", "quantity": 1, "category": c})).collect();
+        let mut v = match kind {
+            0 => json!({"kind": "search", "query": "q", "engine": "duckduckgo.com"}),
+            1 => json!({"kind": "cart", "merchant": merchant, "currency": "EUR", "items": items}),
+            _ => json!({"kind": "purchase", "merchant": merchant, "currency": "EUR", "total": "1.00", "items": items}),
+        };
+        v["id"] = json!(format!("s{back}"));
+        v["at"] = json!(optin_protocol::timestamp::format(NOW - Duration::seconds(back)));
+        if let Some(c) = category {
+            v["category"] = json!(c);
+        }
+        // Items without a category are written without the member.
+        if let Some(items) = v.get_mut("items").and_then(|i| i.as_array_mut()) {
+            for item in items.iter_mut().filter(|i| i["category"].is_null()) {
+                item.as_object_mut().expect("an object").remove("category");
+            }
+        }
+        parse_value(&v, &|m| Ok(m.to_owned())).expect("a valid signal")
+    })
+}
+
+/// Which of `signals` (by place) `terms` admits in a slice cut now with the default query.
+fn admitted(terms: &Terms, signals: &[Signal]) -> Option<BTreeSet<usize>> {
+    let applied = terms.evaluate(&SliceQuery::default(), NOW).ok()?;
+    Some(signals.iter().enumerate().filter(|(_, s)| applied.admits(s)).map(|(i, _)| i).collect())
+}
+
+/// SPEC.md "Grants and scope", written out again: whether `terms` may show `s` now.
+fn inside(terms: &Terms, s: &Signal) -> bool {
+    if NOW >= terms.expires_at || !terms.kinds.contains(s.kind()) {
+        return false;
+    }
+    let edge = NOW - terms.window.duration();
+    let (earliest, latest) = match terms.granularity {
+        Granularity::Raw => (edge, NOW),
+        // Whole days only: from the first midnight at or after the edge to the start of today.
+        _ => {
+            let midnight = |t: OffsetDateTime| t.replace_time(time::Time::MIDNIGHT);
+            let first = if midnight(edge) == edge { edge } else { midnight(edge) + Duration::days(1) };
+            (first, midnight(NOW))
+        }
+    };
+    if s.at < earliest || s.at >= latest {
+        return false;
+    }
+    let shown: Vec<Option<&str>> = match &s.body {
+        optin_protocol::signal::Body::Search { .. } => vec![s.category.as_deref()],
+        optin_protocol::signal::Body::Cart { items, .. } | optin_protocol::signal::Body::Purchase { items, .. } => {
+            let mut shown = vec![];
+            if s.category.is_some() {
+                shown.push(s.category.as_deref());
+            }
+            shown.extend(items.iter().map(|i| i.category.as_deref().or(s.category.as_deref())));
+            shown
+        }
+    };
+    let categories_ok = terms.categories.as_ref().is_none_or(|paths| shown.iter().all(|c| c.is_some_and(|c| paths.iter().any(|p| category_within(c, p)))));
+    let merchants_ok = terms.merchants.as_ref().is_none_or(|m| s.body.merchant().is_some_and(|x| m.iter().any(|y| y == x)));
+    categories_ok && merchants_ok
+}
+
+proptest! {
+    // No regression files: a failure prints its minimal case, which goes into a unit test.
+    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_admitted_signal_is_inside_the_grant(t in terms(), signals in proptest::collection::vec(signal(), 0..24)) {
+        let Some(ids) = admitted(&t, &signals) else { return Ok(()) };
+        let expected: BTreeSet<usize> = signals.iter().enumerate().filter(|(_, s)| inside(&t, s)).map(|(i, _)| i).collect();
+        prop_assert_eq!(ids, expected);
+    }
+
+    #[test]
+    fn a_caveat_chain_never_widens(t in terms(), chain in proptest::collection::vec(caveat(), 1..6),
+                                   signals in proptest::collection::vec(signal(), 0..24)) {
+        let mut before = t.clone();
+        for caveat in &chain {
+            let Some(after) = before.narrow(caveat) else { return Ok(()) };
+            prop_assert!(after.kinds.is_subset(&before.kinds));
+            prop_assert!(!after.granularity.is_finer_than(before.granularity));
+            prop_assert!(after.window <= before.window && after.expires_at <= before.expires_at);
+            if let (Some(narrow), Some(wide)) = (admitted(&after, &signals), admitted(&before, &signals)) {
+                prop_assert!(narrow.is_subset(&wide), "{caveat} widened {narrow:?} beyond {wide:?}");
+            }
+            // Inside every caveat on its own, too.
+            if let (Some(narrow), Some(alone)) = (admitted(&after, &signals), t.narrow(caveat).and_then(|a| admitted(&a, &signals))) {
+                prop_assert!(narrow.is_subset(&alone), "the chain shows more than {caveat} alone");
+            }
+            before = after;
+        }
+    }
+
+    #[test]
+    fn a_token_verifies_as_its_chain_and_no_other_bytes_do(t in terms(), chain in proptest::collection::vec(caveat(), 0..5),
+                                                            at in any::<prop::sample::Index>(), to in any::<u8>()) {
+        let grant = GrantId::from_bytes([7; 12]);
+        let token = chain.iter().fold(Token::mint(SECRET, &grant), |tok, c| tok.attenuate(c));
+        let text = token.encode();
+        let parsed = Token::parse(&text).expect("an encoded token parses");
+        let audiences: BTreeSet<_> = chain.iter().filter_map(|c| if let Caveat::Audience(a) = c { Some(a) } else { None }).collect();
+        let folded = chain.iter().try_fold(t.clone(), |acc, c| acc.narrow(c)).filter(|_| audiences.len() <= 1);
+        prop_assert_eq!(parsed.verify(SECRET, &t).ok(), folded);
+
+        // Any other byte anywhere: refused, whether as malformed, non-canonical or by its tag.
+        let mut bytes = text.clone().into_bytes();
+        let i = at.index(bytes.len());
+        prop_assume!(bytes[i] != to);
+        bytes[i] = to;
+        let changed = String::from_utf8_lossy(&bytes).into_owned();
+        prop_assert!(Token::parse(&changed).and_then(|tok| tok.verify(SECRET, &t)).is_err(), "{changed} verified");
+    }
+}
