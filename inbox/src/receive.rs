@@ -365,6 +365,7 @@ mod tests {
                     limit: 1000,
                     categories: None,
                     merchants: None,
+                    fields: None,
                 },
                 items: Vec::new(),
                 next_cursor: None,

@@ -12,6 +12,7 @@
 //!   a request may see ([`scope::Terms::evaluate`]). Caveats from tokens narrow terms here too.
 //! - [`noise`] and [`rate`]: a grant's differential-privacy terms (epsilon, budget) and how
 //!   often it may be answered, both with one spelling each.
+//! - [`fields`]: which fields of a `raw` item a grant shares, and what leaving one out takes.
 //! - [`token`]: bearer tokens, macaroon-style HMAC-SHA256 chains with caveats.
 //! - [`jws`]: Ed25519 JWS compact serialization and JWKs with RFC 7638 thumbprints.
 //! - [`slice`](mod@slice): the signed slice payload and its verification by its recipient.
@@ -35,6 +36,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))] // tests unwrap: a panic is their failure report
 
 pub mod bundle;
+pub mod fields;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod hex;

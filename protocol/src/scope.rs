@@ -10,6 +10,7 @@
 //! time bound is a whole UTC day too: were a bound allowed inside a day, a client could move
 //! it a second at a time and watch an item appear, and learn the exact time the grant hides.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -218,6 +219,70 @@ pub enum Caveat {
     Expires(OffsetDateTime),
     /// Slices name this audience (a marketer's partner).
     Audience(String),
+    /// Only signals within these taxonomy paths (a set, printed sorted).
+    Categories(BTreeSet<String>),
+    /// Only carts and purchases at these merchants (a set of lowercase domains, printed sorted).
+    Merchants(BTreeSet<String>),
+    /// At `raw`, only these fields.
+    Fields(crate::fields::Fields),
+    /// At most this many slices per hour or day.
+    Rate(crate::rate::Rate),
+}
+
+/// Whether `text` is a taxonomy path as grants and requests hold them: segments joined by
+/// ` > `, each non-empty, unpadded and without a `>` of its own, at most [`crate::signal::limits::CATEGORY_CHARS`]
+/// characters, nothing that hides or steers text.
+pub fn taxonomy_path(text: &str) -> Result<(), String> {
+    let ok = !text.is_empty()
+        && text.chars().count() <= crate::signal::limits::CATEGORY_CHARS
+        && !text.chars().any(crate::is_hidden_or_control)
+        && text.split(" > ").all(|part| !part.is_empty() && part.trim() == part && !part.contains('>'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("must be a taxonomy path like `Apparel & Accessories > Shoes`, at most {} characters", crate::signal::limits::CATEGORY_CHARS))
+    }
+}
+
+/// The characters a category caveat writes as `%XX`: the list separator, the escape itself,
+/// and the two that JSON would escape in a token's body (which must hold no escapes).
+const CATEGORY_ESCAPES: [(char, &str); 4] = [('%', "%25"), (',', "%2C"), ('"', "%22"), ('\\', "%5C")];
+
+fn encode_category(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        match CATEGORY_ESCAPES.iter().find(|(e, _)| *e == c) {
+            Some((_, code)) => out.push_str(code),
+            None => out.push(c),
+        }
+    }
+    out
+}
+
+/// Decodes one path of a `categories=` caveat; `%` only in the four codes, uppercase.
+fn decode_category(text: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let code = rest.get(i..i + 3)?;
+        out.push(CATEGORY_ESCAPES.iter().find(|(_, c)| *c == code)?.0);
+        rest = &rest[i + 3..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// The items of a comma-separated caveat list, as a set; an empty item or list is refused.
+fn caveat_list(value: &str, item: impl Fn(&str) -> Result<String, String>) -> Result<BTreeSet<String>, String> {
+    let mut set = BTreeSet::new();
+    for part in value.split(',') {
+        if part.is_empty() {
+            return Err("an empty entry in the list".into());
+        }
+        set.insert(item(part)?);
+    }
+    Ok(set)
 }
 
 /// Why a caveat was refused. Unknown caveats are refused, never skipped: a verifier that
@@ -247,6 +312,23 @@ impl FromStr for Caveat {
                 let host = crate::signal::plain_domain(value).ok().filter(|h| h == value && h.len() <= 128);
                 host.map(Caveat::Audience).ok_or_else(|| fail("audience must be a lowercase host name like partner.example"))
             }
+            "categories" => caveat_list(value, |part| {
+                let path = decode_category(part).ok_or("`%` is written only as %25, %2C, %22 or %5C")?;
+                taxonomy_path(&path)?;
+                Ok(path)
+            })
+            .map(Caveat::Categories)
+            .map_err(|e| fail(&e)),
+            "merchants" => caveat_list(value, |part| {
+                crate::signal::plain_domain(part)
+                    .ok()
+                    .filter(|d| d == part)
+                    .ok_or_else(|| format!("`{}` is not a lowercase domain name like shoes.example", part.chars().take(64).collect::<String>()))
+            })
+            .map(Caveat::Merchants)
+            .map_err(|e| fail(&e)),
+            "fields" => value.parse().map(Caveat::Fields).map_err(|e: crate::fields::FieldError| fail(&e.to_string())),
+            "rate" => value.parse().map(Caveat::Rate).map_err(|e: crate::rate::RateError| fail(&e.to_string())),
             _ => Err(fail("unknown caveat")),
         }
     }
@@ -260,6 +342,10 @@ impl fmt::Display for Caveat {
             Caveat::Window(w) => write!(f, "window={w}"),
             Caveat::Expires(at) => write!(f, "expires={}", timestamp::format(*at)),
             Caveat::Audience(a) => write!(f, "aud={a}"),
+            Caveat::Categories(paths) => write!(f, "categories={}", paths.iter().map(|p| encode_category(p)).collect::<Vec<_>>().join(",")),
+            Caveat::Merchants(domains) => write!(f, "merchants={}", domains.iter().cloned().collect::<Vec<_>>().join(",")),
+            Caveat::Fields(fields) => write!(f, "fields={fields}"),
+            Caveat::Rate(rate) => write!(f, "rate={rate}"),
         }
     }
 }
@@ -348,6 +434,10 @@ pub struct Applied {
     /// The grant's merchant filter, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merchants: Option<Vec<String>>,
+    /// At `raw`, the fields each item shows besides [`crate::fields::ALWAYS`], when the
+    /// grant shares fewer than all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<String>>,
 }
 
 impl Applied {
@@ -390,7 +480,16 @@ pub enum ScopeError {
 }
 
 impl Terms {
-    /// The terms after one caveat, or `None` when the caveat leaves no kind in common.
+    /// The terms after one caveat, or `None` when the caveat leaves no kind, category or
+    /// merchant in common. Each only narrows:
+    ///
+    /// - `categories`: a caveat's path within a granted one is kept, a granted path within a
+    ///   caveat's is kept, the others are dropped (a grant without the filter keeps the
+    ///   caveat's paths);
+    /// - `merchants` and `fields`: the lists intersect (an absent list is every one); fields
+    ///   in common may be none, which leaves only [`crate::fields::ALWAYS`];
+    /// - `rate`: the narrowest of the two ([`crate::rate::Rate::narrowest`]).
+    ///
     /// (A token with two different audiences is refused by [`crate::token::Token::verify`].)
     pub fn narrow(&self, caveat: &Caveat) -> Option<Terms> {
         let mut t = self.clone();
@@ -406,6 +505,35 @@ impl Terms {
             Caveat::Window(w) => t.window = t.window.min(*w),
             Caveat::Expires(at) => t.expires_at = t.expires_at.min(*at),
             Caveat::Audience(a) => t.audience = a.clone(),
+            Caveat::Categories(paths) => {
+                let kept: BTreeSet<String> = match &t.categories {
+                    None => paths.clone(),
+                    Some(granted) => paths
+                        .iter()
+                        .filter(|c| granted.iter().any(|g| category_within(c, g)))
+                        .chain(granted.iter().filter(|g| paths.iter().any(|c| category_within(g, c))))
+                        .cloned()
+                        .collect(),
+                };
+                (!kept.is_empty()).then_some(())?;
+                t.categories = Some(kept.into_iter().collect());
+            }
+            Caveat::Merchants(domains) => {
+                let kept: Vec<String> = match &t.merchants {
+                    None => domains.iter().cloned().collect(),
+                    Some(granted) => domains.iter().filter(|d| granted.contains(d)).cloned().collect(),
+                };
+                (!kept.is_empty()).then_some(())?;
+                t.merchants = Some(kept);
+            }
+            Caveat::Fields(fields) => {
+                let asked = fields.to_vec();
+                t.fields = Some(match &t.fields {
+                    None => asked,
+                    Some(granted) => crate::fields::intersect(granted, &asked),
+                });
+            }
+            Caveat::Rate(rate) => t.rate = Some(t.rate.map_or(*rate, |r| r.narrowest(*rate))),
         }
         Some(t)
     }
@@ -481,6 +609,8 @@ impl Terms {
             // A slice request cannot name filters: it gets the grant's, always.
             categories: self.categories.clone(),
             merchants: self.merchants.clone(),
+            // Fields are a `raw` choice; a coarser item shows none of them anyway.
+            fields: self.fields.clone().filter(|_| granularity == Granularity::Raw),
         })
     }
 
@@ -799,8 +929,172 @@ mod tests {
             "aud=\u{1b}[2Jx.example",
             "aud=Partner.example",
             "aud=localhost",
+            "categories=",
+            "categories=Apparel,",
+            "categories=Apparel >",
+            "categories= Apparel",
+            "categories=Apparel >  Shoes",
+            "categories=Food%2cDrink",
+            "categories=Food%2",
+            "categories=100%",
+            "categories=Health%20Care",
+            "categories=Apparel\u{202e}",
+            "merchants=",
+            "merchants=Shoes.example",
+            "merchants=shoes.example,",
+            "merchants=shoes.example/x",
+            "merchants=localhost",
+            "fields=",
+            "fields=price",
+            "fields=at",
+            "fields=total",
+            "fields=query,query",
+            "rate=",
+            "rate=0/day",
+            "rate=1/week",
+            "rate=2/Day",
         ] {
             assert!(text.parse::<Caveat>().is_err(), "{text}");
         }
+    }
+
+    #[test]
+    fn filter_caveats_have_one_spelling() {
+        // (as written, as it prints): a caveat reads in any order, prints in one.
+        for (text, printed) in [
+            ("categories=Apparel > Shoes", "categories=Apparel > Shoes"),
+            ("categories=Toys,Apparel > Shoes,Toys", "categories=Apparel > Shoes,Toys"),
+            ("categories=Food%2C Beverages & Tobacco", "categories=Food%2C Beverages & Tobacco"),
+            ("categories=50%25 off > A%22B%5C", "categories=50%25 off > A%22B%5C"),
+            ("merchants=trail.example,shoes.example", "merchants=shoes.example,trail.example"),
+            ("fields=total,items.quantity,items.price", "fields=items.price,items.quantity,total"),
+            ("rate=2/day", "rate=2/day"),
+            ("rate=1/hour", "rate=1/hour"),
+        ] {
+            let caveat: Caveat = text.parse().unwrap();
+            assert_eq!(caveat.to_string(), printed, "{text}");
+            assert_eq!(printed.parse::<Caveat>().unwrap(), caveat, "{printed} reads back");
+        }
+        let Ok(Caveat::Categories(paths)) = "categories=Food%2C Beverages & Tobacco,50%25 off".parse() else { panic!("parses") };
+        assert_eq!(paths.into_iter().collect::<Vec<_>>(), ["50% off", "Food, Beverages & Tobacco"]);
+    }
+
+    /// Terms with the filters, fields and rate given (`None` for absent).
+    fn filtered(categories: Option<&[&str]>, merchants: Option<&[&str]>, fields: Option<&[&str]>, rate: Option<&str>) -> Terms {
+        let list = |l: Option<&[&str]>| l.map(|l| l.iter().map(|s| (*s).to_owned()).collect());
+        Terms { categories: list(categories), merchants: list(merchants), fields: list(fields), rate: rate.map(|r| r.parse().unwrap()), ..terms() }
+    }
+
+    #[test]
+    fn filter_caveats_only_narrow() {
+        let any = filtered(None, None, None, None);
+        let shoes =
+            filtered(Some(&["Apparel > Shoes", "Toys"]), Some(&["shoes.example", "toys.example"]), Some(&["items.name", "merchant", "query"]), Some("10/day"));
+        // (terms, caveat, the terms it leaves, or None when it leaves nothing)
+        let cases: Vec<(&Terms, &str, Option<Terms>)> = vec![
+            (&any, "categories=Apparel", Some(filtered(Some(&["Apparel"]), None, None, None))),
+            (
+                &shoes,
+                "categories=Apparel > Shoes > Running",
+                Some(filtered(
+                    Some(&["Apparel > Shoes > Running"]),
+                    Some(&["shoes.example", "toys.example"]),
+                    Some(&["items.name", "merchant", "query"]),
+                    Some("10/day"),
+                )),
+            ),
+            // A caveat path above a granted one keeps the granted one, never widens to it.
+            (&shoes, "categories=Apparel", Some(Terms { categories: Some(vec!["Apparel > Shoes".into()]), ..shoes.clone() })),
+            (
+                &shoes,
+                "categories=Apparel,Toys > Dolls",
+                Some(Terms { categories: Some(vec!["Apparel > Shoes".into(), "Toys > Dolls".into()]), ..shoes.clone() }),
+            ),
+            (&shoes, "categories=Apparel > Shoes2", None),
+            (&shoes, "categories=Health", None),
+            (&any, "merchants=shoes.example", Some(filtered(None, Some(&["shoes.example"]), None, None))),
+            (&shoes, "merchants=other.example,toys.example", Some(Terms { merchants: Some(vec!["toys.example".into()]), ..shoes.clone() })),
+            (&shoes, "merchants=other.example", None),
+            (
+                &any,
+                "fields=merchant,total,items.price,items.quantity",
+                Some(filtered(None, None, Some(&["items.price", "items.quantity", "merchant", "total"]), None)),
+            ),
+            (&shoes, "fields=merchant,order_id", Some(Terms { fields: Some(vec!["merchant".into()]), ..shoes.clone() })),
+            // Fields in common may be none: each item keeps only its kind, time and id.
+            (&shoes, "fields=engine", Some(Terms { fields: Some(vec![]), ..shoes.clone() })),
+            (&any, "rate=3/hour", Some(filtered(None, None, None, Some("3/hour")))),
+            (&shoes, "rate=2/day", Some(Terms { rate: Some("2/day".parse().unwrap()), ..shoes.clone() })),
+            (&shoes, "rate=100/day", Some(shoes.clone())),
+            (&shoes, "rate=1/hour", Some(Terms { rate: Some("1/day".parse().unwrap()), ..shoes.clone() })),
+        ];
+        for (terms, caveat, expected) in cases {
+            let c: Caveat = caveat.parse().unwrap();
+            assert_eq!(terms.narrow(&c), expected, "{caveat}");
+        }
+    }
+
+    #[test]
+    fn narrowing_never_widens() {
+        let caveats = [
+            "categories=Apparel",
+            "categories=Apparel > Shoes > Running,Toys",
+            "categories=Health",
+            "merchants=shoes.example",
+            "merchants=other.example,toys.example",
+            "fields=query",
+            "fields=items.price,items.quantity,merchant,total",
+            "rate=1/hour",
+            "rate=5/day",
+            "kinds=cart",
+            "granularity=category",
+        ];
+        let grants = [
+            filtered(None, None, None, None),
+            filtered(Some(&["Apparel > Shoes", "Toys"]), Some(&["shoes.example", "toys.example"]), Some(&["items.name", "merchant", "query"]), Some("10/day")),
+            filtered(Some(&["Apparel"]), None, Some(&["items.price", "items.quantity", "total"]), Some("2/hour")),
+        ];
+        let admitted = |t: &Terms, probe: &Signal| t.evaluate(&SliceQuery::default(), NOW).is_ok_and(|a| a.admits(probe));
+        let probes: Vec<Signal> = [
+            r#"{"kind":"search","query":"q","engine":"duckduckgo.com","category":"Apparel > Shoes > Running"}"#,
+            r#"{"kind":"cart","merchant":"shoes.example","currency":"EUR","items":[{"name":"n","price":"1.00","quantity":1,"category":"Apparel > Shoes"}]}"#,
+            r#"{"kind":"cart","merchant":"toys.example","currency":"EUR","category":"Toys","items":[]}"#,
+            r#"{"kind":"cart","merchant":"other.example","currency":"EUR","category":"Health","items":[]}"#,
+        ]
+        .into_iter()
+        .map(|j| signal(serde_json::from_str(j).unwrap()))
+        .collect();
+        // Every chain of up to three caveats over every grant: whatever the chain leaves
+        // admits no signal, shares no field and allows no rate the grant did not.
+        for grant in &grants {
+            for a in &caveats {
+                for b in &caveats {
+                    for c in &caveats {
+                        let chain: Vec<Caveat> = [a, b, c].iter().map(|t| t.parse().unwrap()).collect();
+                        let Some(t) = chain.iter().try_fold(grant.clone(), |t, c| t.narrow(c)) else { continue };
+                        let what = format!("{a}, {b}, {c}");
+                        for probe in &probes {
+                            assert!(!admitted(&t, probe) || admitted(grant, probe), "{what} admits what the grant does not");
+                        }
+                        if let Some(granted) = &grant.fields {
+                            assert!(t.fields.as_ref().is_some_and(|f| f.iter().all(|x| granted.contains(x))), "{what} shares more fields");
+                        }
+                        if let Some(granted) = grant.rate {
+                            assert!(t.rate.is_some_and(|r| r.is_within(granted)), "{what} allows a wider rate");
+                        }
+                        assert!(t.kinds.is_subset(&grant.kinds) && !t.granularity.is_finer_than(grant.granularity), "{what}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fields_apply_at_raw_only() {
+        let t = filtered(None, None, Some(&["query"]), None);
+        assert_eq!(t.evaluate(&SliceQuery::default(), NOW).unwrap().fields, Some(vec!["query".to_string()]));
+        let coarse = SliceQuery { granularity: Some(Granularity::Category), ..SliceQuery::default() };
+        assert_eq!(t.evaluate(&coarse, NOW).unwrap().fields, None);
+        assert_eq!(terms().evaluate(&SliceQuery::default(), NOW).unwrap().fields, None);
     }
 }

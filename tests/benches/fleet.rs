@@ -478,6 +478,7 @@ impl Grant {
                 limit: 1000,
                 categories: None,
                 merchants: None,
+                fields: None,
             },
             items: self.items.clone(),
             next_cursor: None,

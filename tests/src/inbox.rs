@@ -239,6 +239,7 @@ impl Stranger {
                 limit: 1000,
                 categories: None,
                 merchants: None,
+                fields: None,
             },
             items: Vec::<SliceItem>::new(),
             next_cursor: None,
