@@ -366,6 +366,7 @@ mod tests {
                     categories: None,
                     merchants: None,
                     fields: None,
+                    never_share: Default::default(),
                 },
                 items: Vec::new(),
                 next_cursor: None,

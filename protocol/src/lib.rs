@@ -13,6 +13,8 @@
 //! - [`noise`] and [`rate`]: a grant's differential-privacy terms (epsilon, budget) and how
 //!   often it may be answered, both with one spelling each.
 //! - [`fields`]: which fields of a `raw` item a grant shares, and what leaving one out takes.
+//! - [`sensitive`]: the shipped sensitive topics, how searches and categories match them,
+//!   and the person's never-share list that every scope applies.
 //! - [`token`]: bearer tokens, macaroon-style HMAC-SHA256 chains with caveats.
 //! - [`jws`]: Ed25519 JWS compact serialization and JWKs with RFC 7638 thumbprints.
 //! - [`slice`](mod@slice): the signed slice payload and its verification by its recipient.
@@ -48,6 +50,7 @@ pub mod rate;
 pub mod receipt;
 pub mod request;
 pub mod scope;
+pub mod sensitive;
 pub mod signal;
 pub mod slice;
 pub mod span;

@@ -438,14 +438,20 @@ pub struct Applied {
     /// grant shares fewer than all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fields: Option<Vec<String>>,
+    /// The person's never-share list, which the agent sets after [`Terms::evaluate`]. Not
+    /// part of the slice: a marketer learns nothing of it. Its default withholds every
+    /// shipped sensitive topic.
+    #[serde(skip)]
+    pub never_share: crate::sensitive::NeverShare,
 }
 
 impl Applied {
     /// Whether a stored signal belongs in a slice cut to this scope: of a kind included, in
-    /// `since ≤ at < until`, and passing the grant's [`Filters`]. The slicer asks it of every
-    /// signal it reads, so pull slices, previews and pushes keep the same filters.
+    /// `since ≤ at < until`, passing the grant's [`Filters`], and not withheld by the
+    /// never-share list. The slicer asks it of every signal it reads, so pull slices,
+    /// previews, pushes and counts keep the same filters and exclusions.
     pub fn admits(&self, signal: &Signal) -> bool {
-        Terms::admits(self, signal.kind(), signal.at) && self.filters().admit(signal)
+        Terms::admits(self, signal.kind(), signal.at) && self.filters().admit(signal) && !self.never_share.withholds(signal)
     }
 
     /// The grant's filters, as applied.
@@ -611,6 +617,7 @@ impl Terms {
             merchants: self.merchants.clone(),
             // Fields are a `raw` choice; a coarser item shows none of them anyway.
             fields: self.fields.clone().filter(|_| granularity == Granularity::Raw),
+            never_share: crate::sensitive::NeverShare::default(),
         })
     }
 

@@ -310,6 +310,11 @@ pub struct Signal {
     /// The kind and its fields.
     #[serde(flatten)]
     pub body: Body,
+    /// The sensitive topics it matched when it was stored ([`crate::sensitive`]), which the
+    /// agent sets at ingest; never given by a feeder, never part of a slice. Written only
+    /// when there is one, so other signals serialize as they were parsed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sensitive: Vec<String>,
 }
 
 impl Signal {
@@ -351,6 +356,8 @@ struct Stored {
     source: Option<String>,
     #[serde(default)]
     category: Option<String>,
+    #[serde(default)]
+    sensitive: Vec<String>,
     #[serde(flatten)]
     body: Body,
 }
@@ -361,7 +368,7 @@ impl Signal {
     /// already did on the way in. Never use it on input from outside.
     pub fn from_stored_json(bytes: &[u8]) -> Result<Signal, serde_json::Error> {
         let s: Stored = serde_json::from_slice(bytes)?;
-        Ok(Signal { id: SignalId(s.id), at: s.at, source: s.source, category: s.category, body: s.body })
+        Ok(Signal { id: SignalId(s.id), at: s.at, source: s.source, category: s.category, body: s.body, sensitive: s.sensitive })
     }
 }
 
@@ -605,7 +612,7 @@ pub fn parse_value(value: &Value, merchant: MerchantFn<'_>) -> Result<Signal, Si
         },
     };
     let id = id.unwrap_or_else(|| Signal::derive_id(when, category.as_deref(), &body));
-    Ok(Signal { id, at: when, source, category, body })
+    Ok(Signal { id, at: when, source, category, body, sensitive: Vec::new() })
 }
 
 fn domain(text: &str, merchant: MerchantFn<'_>) -> Result<String, String> {

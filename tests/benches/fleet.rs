@@ -479,6 +479,7 @@ impl Grant {
                 categories: None,
                 merchants: None,
                 fields: None,
+                never_share: Default::default(),
             },
             items: self.items.clone(),
             next_cursor: None,

@@ -240,6 +240,7 @@ impl Stranger {
                 categories: None,
                 merchants: None,
                 fields: None,
+                never_share: Default::default(),
             },
             items: Vec::<SliceItem>::new(),
             next_cursor: None,
