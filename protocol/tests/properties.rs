@@ -69,6 +69,8 @@ fn caveat() -> impl Strategy<Value = Caveat> {
         window().prop_map(Caveat::Window),
         (-2i64..200).prop_map(|h| Caveat::Expires(NOW + Duration::hours(h))),
         proptest::sample::select(vec!["partner.example", "other.example"]).prop_map(|a| Caveat::Audience(a.into())),
+        proptest::sample::subsequence(PATHS.to_vec(), 1..=3).prop_map(|p| Caveat::Categories(p.into_iter().map(String::from).collect())),
+        proptest::sample::subsequence(MERCHANTS.to_vec(), 1..=2).prop_map(|m| Caveat::Merchants(m.into_iter().map(String::from).collect())),
     ]
 }
 
@@ -159,6 +161,10 @@ proptest! {
             prop_assert!(after.kinds.is_subset(&before.kinds));
             prop_assert!(!after.granularity.is_finer_than(before.granularity));
             prop_assert!(after.window <= before.window && after.expires_at <= before.expires_at);
+            if let Some(narrow) = admitted(&after, &signals) {
+                let expected: BTreeSet<usize> = signals.iter().enumerate().filter(|(_, s)| inside(&after, s)).map(|(i, _)| i).collect();
+                prop_assert_eq!(&narrow, &expected, "narrowed by {}", caveat);
+            }
             if let (Some(narrow), Some(wide)) = (admitted(&after, &signals), admitted(&before, &signals)) {
                 prop_assert!(narrow.is_subset(&wide), "{caveat} widened {narrow:?} beyond {wide:?}");
             }
