@@ -32,6 +32,7 @@ import { blockReason, normalizeSettings, normalizeSite } from './lib/settings.js
 import { createWriter } from './lib/writer.js';
 import { createHostLink, DROP } from './lib/host-link.js';
 import { signalProblem } from './lib/validate.js';
+import { parseTopics, signalTopics } from './lib/sensitive.js';
 import { LIMITS_FILE } from './lib/limits.js';
 import { cartChange, countDrop, dueCarts, normalizeLedger, nextDue, siteOf, spend } from './lib/budget.js';
 import { fromPopup, siteOfUrl } from './lib/site-requests.js';
@@ -159,6 +160,16 @@ const enginesReady = fetch(chrome.runtime.getURL('engines.json'))
     setLastError('engines.json: ' + e.message);
     return [];
   });
+
+// The sensitive topics, to label what the popup lists; the agent decides what is shared.
+// Until the file is read (or if it cannot be), signals are listed without a label.
+let sensitiveTable = null;
+fetch(chrome.runtime.getURL('sensitive-topics.json'))
+  .then((r) => r.json())
+  .then((json) => {
+    sensitiveTable = parseTopics(json);
+  })
+  .catch((e) => setLastError('sensitive-topics.json: ' + e.message));
 
 async function tabIncognito(tabId) {
   try {
@@ -366,7 +377,7 @@ function enqueue(signal, settings, ...changed) {
     return;
   }
   changed.push('ledger');
-  state.recent.unshift({ id: signal.id, kind: signal.kind, at: signal.at, summary: summarize(signal) });
+  state.recent.unshift({ id: signal.id, kind: signal.kind, at: signal.at, summary: summarize(signal), sensitive: signalTopics(signal, sensitiveTable) });
   if (state.recent.length > RECENT_MAX) state.recent.length = RECENT_MAX;
   if (settings.delayMinutes > 0) {
     state.pending.push({ signal, capturedAt: Date.now() });
@@ -453,7 +464,13 @@ async function handlePopup(msg, sender) {
         ok: true,
         settings: state.settings,
         recent: state.recent,
-        pending: state.pending.map((p) => ({ id: p.signal.id, kind: p.signal.kind, capturedAt: p.capturedAt, summary: summarize(p.signal) })),
+        pending: state.pending.map((p) => ({
+          id: p.signal.id,
+          kind: p.signal.kind,
+          capturedAt: p.capturedAt,
+          summary: summarize(p.signal),
+          sensitive: signalTopics(p.signal, sensitiveTable),
+        })),
         outboxCount: state.outbox.length,
         drops: state.drops,
         status: data.status ?? { state: 'connecting' },

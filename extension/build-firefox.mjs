@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 export const GECKO_ID = 'optin@optin.dev';
 const SRC = dirname(fileURLToPath(import.meta.url));
 // What the browser loads; tests, docs and this script stay behind.
-export const FILES = ['engines.json', 'limits.json', 'background.js', 'popup.html', 'popup.js', 'popup.css', 'lib', 'content'];
+export const FILES = ['engines.json', 'sensitive-topics.json', 'limits.json', 'background.js', 'popup.html', 'popup.js', 'popup.css', 'lib', 'content'];
 
 export function firefoxManifest(chromeManifest) {
   const m = structuredClone(chromeManifest);

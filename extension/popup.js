@@ -55,6 +55,14 @@ function when(iso) {
   return sameDay ? d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : d.toLocaleDateString();
 }
 
+// A captured signal that matches a sensitive topic: the agent stores it marked and no grant
+// shares it unless the person runs `optin include TOPIC`. Nothing when it matches none.
+function sensitiveLabel(topics) {
+  if (!Array.isArray(topics) || topics.length === 0) return '';
+  const names = topics.join(', ');
+  return el('span', { class: 'sensitive', testid: 'sensitive', title: `Sensitive (${names}): never shared unless you run "optin include" for it` }, 'sensitive: not shared');
+}
+
 function fillList(list, rows, emptyText) {
   list.replaceChildren(...(rows.length ? rows : [el('li', { class: 'empty' }, emptyText)]));
 }
@@ -124,6 +132,7 @@ function render(state) {
         { 'data-id': p.id },
         el('span', { class: 'kind' }, p.kind),
         el('span', { class: 'what' }, p.summary),
+        sensitiveLabel(p.sensitive),
         el('span', { class: 'when' }, 'sends ' + when(due(p))),
         el('button', { type: 'button', class: 'danger', testid: 'discard', onclick: () => change({ type: 'popup:discard', id: p.id }) }, 'Discard'),
       ),
@@ -146,7 +155,14 @@ function render(state) {
   fillList(
     $('recent'),
     state.recent.map((r) =>
-      el('li', { 'data-id': r.id, 'data-kind': r.kind }, el('span', { class: 'kind' }, r.kind), el('span', { class: 'what', title: r.summary }, r.summary), el('span', { class: 'when' }, when(r.at))),
+      el(
+        'li',
+        { 'data-id': r.id, 'data-kind': r.kind },
+        el('span', { class: 'kind' }, r.kind),
+        el('span', { class: 'what', title: r.summary }, r.summary),
+        sensitiveLabel(r.sensitive),
+        el('span', { class: 'when' }, when(r.at)),
+      ),
     ),
     'Nothing captured yet.',
   );
