@@ -257,6 +257,7 @@ mod tests {
                     rate: None,
                     noise: None,
                 },
+                receipt: None,
             };
             GrantRecord {
                 grant_id: grant_id.clone(),

@@ -335,6 +335,7 @@ mod tests {
                 cert_sha256: None,
                 jwk: Jwk::ed25519(key.public_key().as_ref()),
                 terms,
+                receipt: None,
             };
             Grant { key, bundle, receipt }
         }

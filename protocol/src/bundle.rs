@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::jws::Jwk;
+use crate::receipt::{self, ConsentState, Receipt};
 use crate::scope::{GrantId, Terms};
 use crate::slice::{self, Expected, SliceClaims, SliceError};
 
@@ -37,6 +38,12 @@ pub struct GrantBundle {
     pub token: String,
     /// What the grant allows.
     pub terms: Terms,
+    /// The grant's consent receipt (SPEC.md, "Consent receipts"): a compact JWS signed with
+    /// [`GrantBundle::jwk`], the same bytes whenever the bundle is printed. Absent in the
+    /// bundles of older agents, and in a pushed grant's, whose `grant.created` carries the
+    /// receipt beside the bundle. [`GrantBundle::parse`] verifies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
 }
 
 /// Why a bundle was refused.
@@ -85,7 +92,33 @@ impl GrantBundle {
             (None, Some(_)) => return Err(field("agent_url", "missing: a cert_sha256 comes with the address it is served at")),
         }
         crate::token::Token::parse(&bundle.token).map_err(|e| field("token", &e.to_string()))?;
+        if let Some(jws) = &bundle.receipt {
+            bundle.check_receipt(jws).map_err(|reason| field("receipt", &reason))?;
+        }
         Ok(bundle)
+    }
+
+    /// The grant's consent receipt, verified with the bundle's key; `None` when the bundle
+    /// carries none. [`GrantBundle::parse`] has checked it already.
+    pub fn consent(&self) -> Option<Result<Receipt, String>> {
+        self.receipt.as_deref().map(|jws| self.check_receipt(jws))
+    }
+
+    /// A receipt of this bundle's grant, as the bundle is made: signed with its key, naming
+    /// its grant and marketer, and not ended (a bundle is printed only while its grant is in
+    /// force).
+    fn check_receipt(&self, jws: &str) -> Result<Receipt, String> {
+        let receipt = receipt::verify(jws, &self.jwk).map_err(|e| e.to_string())?;
+        if receipt.record.record_id != self.grant_id {
+            return Err("it is the receipt of another grant".into());
+        }
+        if receipt.party_identification.iter().map(|p| p.party_id.as_str()).ne([self.marketer.as_str()]) {
+            return Err("its party is not the bundle's marketer".into());
+        }
+        if receipt.state() != Some(ConsentState::Given) {
+            return Err("its consent is not in force (dpv:ConsentGiven)".into());
+        }
+        Ok(receipt)
     }
 
     /// Where to pull this grant's slices and the certificate to pin there; `None` for a grant
@@ -139,6 +172,7 @@ mod tests {
                 rate: None,
                 noise: None,
             },
+            receipt: None,
         }
     }
 
@@ -191,5 +225,40 @@ mod tests {
             let refused = GrantBundle::parse(&serde_json::to_string(&half).unwrap());
             assert!(matches!(refused, Err(BundleError::Field { field: f, .. }) if f == field), "{field}: {refused:?}");
         }
+    }
+
+    #[test]
+    fn a_bundle_carries_its_grants_receipt_and_old_bundles_still_parse() {
+        let (given, key) = crate::receipt::tests::receipt();
+        let with = GrantBundle { receipt: Some(given.sign(&key)), ..bundle(&key) };
+        let json = serde_json::to_string(&with).unwrap();
+        let parsed = GrantBundle::parse(&json).unwrap();
+        assert_eq!(parsed.consent(), Some(Ok(given)));
+        // A bundle written before receipts, and one that names none, read as before.
+        let old = serde_json::to_string(&bundle(&key)).unwrap();
+        assert!(!old.contains("receipt"), "{old}");
+        assert_eq!(GrantBundle::parse(&old).unwrap().consent(), None);
+    }
+
+    #[test]
+    fn rejects_a_receipt_that_is_not_this_grants_in_force() {
+        let (given, key) = crate::receipt::tests::receipt();
+        let other_key = Ed25519KeyPair::from_seed_unchecked(&[8u8; 32]).unwrap();
+        let mut of_another_grant = given.clone();
+        of_another_grant.record.record_id = GrantId::parse("g_ffffffffffffffffffffffff").unwrap();
+        let withdrawn = given.ended(crate::receipt::ConsentState::Withdrawn, datetime!(2026-12-01 8:00 UTC));
+        for (name, receipt) in [
+            ("signed with another key", given.sign(&other_key)),
+            ("of another grant", of_another_grant.sign(&key)),
+            ("withdrawn", withdrawn.sign(&key)),
+            ("not a JWS", "receipt".to_owned()),
+        ] {
+            let json = serde_json::to_string(&GrantBundle { receipt: Some(receipt), ..bundle(&key) }).unwrap();
+            let refused = GrantBundle::parse(&json);
+            assert!(matches!(refused, Err(BundleError::Field { field: "receipt", .. })), "{name}: {refused:?}");
+        }
+        let for_another_marketer = GrantBundle { marketer: "globex.example".into(), receipt: Some(given.sign(&key)), ..bundle(&key) };
+        let refused = GrantBundle::parse(&serde_json::to_string(&for_another_marketer).unwrap());
+        assert!(matches!(refused, Err(BundleError::Field { field: "receipt", .. })), "another marketer: {refused:?}");
     }
 }

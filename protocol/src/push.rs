@@ -347,6 +347,7 @@ mod tests {
                 rate: None,
                 noise: None,
             },
+            receipt: None,
         }
     }
 

@@ -450,6 +450,7 @@ impl Grant {
             cert_sha256: None,
             jwk: Jwk::ed25519(key.public_key().as_ref()),
             terms,
+            receipt: None,
         };
         Ok(Grant { key, bundle, receipt, items: searches(n, items, at)? })
     }

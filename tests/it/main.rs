@@ -32,6 +32,7 @@ mod linkability;
 mod permissions;
 mod push;
 mod push_python;
+mod receipts;
 mod requests;
 mod restart;
 mod revoke;

@@ -205,6 +205,7 @@ impl Stranger {
             cert_sha256: None,
             jwk: Jwk::ed25519(key.public_key().as_ref()),
             terms,
+            receipt: None,
         };
         Stranger { key, bundle, receipt }
     }

@@ -92,6 +92,15 @@ pub enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Show a grant's consent receipt, the signed record its marketer holds: given,
+    /// withdrawn or expired.
+    Receipt {
+        /// The grant's id (g_…).
+        grant_id: GrantId,
+        /// Print the JWS and its payload as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show exactly what a grant's marketer would receive now: every page of it.
     Preview {
         /// The grant's id (g_…).

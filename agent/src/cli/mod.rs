@@ -17,6 +17,7 @@
 
 mod args;
 mod print;
+mod receipt;
 mod requests;
 mod show;
 
@@ -191,6 +192,7 @@ async fn run(cli: Cli, p: &mut Printer) -> Result<()> {
             }
             Ok(())
         }
+        Command::Receipt { grant_id, json } => receipt::receipt(&Home::open_existing(&dir()?)?, grant_id, json, p).await,
         Command::Bundle { grant_id, output } => bundle(&Home::open_existing(&dir()?)?, grant_id, output, p).await,
         Command::Preview { grant_id, limit, json } => {
             let home = Home::open_existing(&dir()?)?;

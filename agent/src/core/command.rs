@@ -101,6 +101,11 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cursor: Option<String>,
     },
+    /// A grant's consent receipt as it stands: given, withdrawn or expired.
+    Receipt {
+        /// Which grant.
+        grant_id: GrantId,
+    },
     /// A page of the audit log; a long log is read page by page, each naming the next.
     Audit {
         /// Records after this sequence number; 0 for the first page.
@@ -243,6 +248,13 @@ pub enum Response {
     Preview {
         /// The claims the marketer would receive.
         claims: Box<SliceClaims>,
+    },
+    /// A grant's consent receipt.
+    Receipt {
+        /// The compact JWS, signed with the grant's key.
+        jws: String,
+        /// What it says.
+        receipt: Box<optin_protocol::receipt::Receipt>,
     },
     /// A page of the audit log.
     Audit {

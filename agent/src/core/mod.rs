@@ -8,6 +8,7 @@
 //! - [`marketer`]: admitting a token and cutting a signed slice ([`Core::slice`]);
 //! - [`push`]: the events of push grants, queued, scheduled and settled (the sender that
 //!   posts them is [`crate::push`]);
+//! - [`receipt`]: a grant's consent receipt as it stands, given, withdrawn or expired;
 //! - [`slicer`], [`gate`], [`audit`]: what those use.
 //!
 //! Work that blocks a thread (parsing a batch, an fsync, cutting and signing a page) is
@@ -34,6 +35,7 @@ pub mod ingest;
 pub mod marketer;
 pub mod owner;
 pub mod push;
+mod receipt;
 pub mod requests;
 pub mod slicer;
 

@@ -117,6 +117,13 @@ impl Core {
                     GrantState::Damaged => Err(CoreError::Invalid(format!("{grant_id} is damaged: its bundle serves nothing"))),
                 }
             }
+            Request::Receipt { grant_id } => {
+                // A damaged grant's record cannot be vouched for, and neither can a receipt
+                // made of it.
+                let record = self.intact_grant(&grant_id)?;
+                let (jws, receipt) = self.receipt(&record, now)?;
+                Ok(Response::Receipt { jws, receipt: Box::new(receipt) })
+            }
             Request::Audit { since_seq, limit } => self.audit_page(since_seq, limit),
             Request::Sharing { paused } => {
                 self.store.set_paused(paused)?;
@@ -282,6 +289,11 @@ impl Core {
             jwk: keys.jwk(),
             token: Token::mint(&keys.token_secret, &record.id).encode(),
             terms: record.terms.clone(),
+            // A pushed grant's `grant.created` carries the receipt beside its bundle, once.
+            receipt: match record.push {
+                None => Some(self.given_receipt(record)?.sign(&keys.signing)),
+                Some(_) => None,
+            },
         })
     }
 }

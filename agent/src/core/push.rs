@@ -125,7 +125,7 @@ impl Core {
     }
 
     /// The request a grant was approved from, as stored.
-    fn request_of(&self, grant: &GrantRecord) -> Result<Option<Request>, CoreError> {
+    pub(super) fn request_of(&self, grant: &GrantRecord) -> Result<Option<Request>, CoreError> {
         let found = self
             .store
             .requests()?
@@ -377,7 +377,7 @@ impl Core {
 
 /// The receipt of a grant as given: what the request asked, narrowed to the grant's terms,
 /// or for a grant the person made unasked, its marketer and purpose as the person typed them.
-fn given(grant: &GrantRecord, request: Option<&Request>, keys: &GrantKeys) -> Receipt {
+pub(super) fn given(grant: &GrantRecord, request: Option<&Request>, keys: &GrantKeys) -> Receipt {
     let basis = match request {
         Some(request) => Basis::Request(request),
         None => Basis::Owner { marketer: &grant.marketer, purpose: &grant.purpose },

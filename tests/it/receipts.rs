@@ -1,0 +1,189 @@
+//! Consent receipts both sides hold: a pull grant's bundle carries its receipt, `optin
+//! receipt` shows the same receipt and, once the grant is revoked, its signed withdrawal,
+//! whether or not an agent runs; an independent JOSE library verifies both.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use optin_protocol::bundle::GrantBundle;
+use optin_protocol::receipt::{self, ConsentState, Receipt};
+use ring::signature::Ed25519KeyPair;
+use serde_json::{json, Value};
+use time::Duration;
+
+use optin_tests::{fixture, now, ts, Agent, Home};
+
+/// `optin receipt GRANT --json`: the JWS and its payload.
+async fn receipt_json(home: &Home, grant: &str) -> (String, Value) {
+    let out = home.cli(&["receipt", grant, "--json"]).await.json();
+    (out["jws"].as_str().expect("a jws").to_owned(), out["receipt"].clone())
+}
+
+/// The receipt a JWS holds, verified with the bundle's key.
+fn verified(bundle: &GrantBundle, jws: &str) -> Receipt {
+    receipt::verify(jws, &bundle.jwk).unwrap_or_else(|e| panic!("the receipt does not verify with the bundle's key: {e}"))
+}
+
+/// A pull request of acme.example, signed by its key, valid for a month.
+fn request(id: &str) -> String {
+    let now = now();
+    let document = json!({
+        "version": 1, "id": id, "issued_at": ts(now - Duration::hours(1)), "expires_at": ts(now + Duration::days(30)),
+        "marketer": {"name": "Acme Shoes", "domain": "acme.example", "contact": "privacy@acme.example", "privacy_policy": "https://acme.example/privacy"},
+        "purpose": {"code": "dpv:PersonalisedAdvertising", "text": "Show you running-shoe offers that fit what you look for."},
+        "terms": {"kinds": ["search", "cart"], "granularity": "raw", "window": "30d", "duration": "90d", "categories": ["Apparel & Accessories > Shoes"]},
+        "offer": "10% off your next pair",
+        "delivery": {"method": "pull"},
+    });
+    let key = Ed25519KeyPair::from_seed_unchecked(&[7u8; 32]).expect("a key");
+    optin_protocol::request::sign(&key, document.to_string().as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_bundle_carries_the_receipt_and_revoking_signs_its_withdrawal() {
+    let agent = Agent::start().await;
+    let bundle = agent.grant("acme.example", "search,cart", "category", "30d").await;
+    let grant = bundle.grant_id.as_str();
+
+    // The bundle's receipt: this grant's, given today, made unasked, signed with its key.
+    let given = bundle.consent().expect("a pull bundle carries its receipt").expect("GrantBundle::parse verified it");
+    assert_eq!(given.record.record_id, bundle.grant_id);
+    assert_eq!(given.event.iter().map(|e| (e.event_time, e.state)).collect::<Vec<_>>(), [(now().date(), ConsentState::Given)]);
+    assert!(given.request.is_none(), "a grant made with `optin grant` answers no request");
+    let issued = bundle.receipt.clone().expect("a receipt");
+
+    // The same bytes however it is asked for: the bundle printed again, and `optin receipt`.
+    let again = GrantBundle::parse(agent.cli(&["bundle", grant]).await.ok()).expect("a bundle");
+    assert_eq!(again.receipt.as_deref(), Some(issued.as_str()));
+    let (jws, payload) = receipt_json(agent.home(), grant).await;
+    assert_eq!(jws, issued);
+    assert_eq!(payload, serde_json::to_value(&given).expect("JSON"), "--json prints the payload the JWS holds");
+    let shown = agent.cli(&["receipt", grant]).await;
+    for needle in [
+        format!("consent receipt of grant {grant}: given"),
+        format!("given on {}", now().date()),
+        "acme.example (acme.example)".to_owned(),
+        "no request: you made this grant yourself".to_owned(),
+        "search,cart at category granularity, reaching 30d back".to_owned(),
+    ] {
+        assert!(shown.ok().contains(&needle), "should say {needle:?}:\n{}", shown.stdout);
+    }
+
+    // Revoked: the receipt is the same record with its consent withdrawn, signed again.
+    agent.cli(&["revoke", grant]).await.ok();
+    let (withdrawn_jws, _) = receipt_json(agent.home(), grant).await;
+    let withdrawn = verified(&bundle, &withdrawn_jws);
+    assert_eq!(withdrawn, given.ended(ConsentState::Withdrawn, now()), "the same record, its consent withdrawn today");
+    assert!(agent.cli(&["receipt", grant]).await.ok().contains(&format!("consent receipt of grant {grant}: withdrawn")));
+
+    // With no agent running, the same receipt from the store.
+    let home = agent.stop();
+    assert_eq!(receipt_json(&home, grant).await.0, withdrawn_jws);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_of_an_approved_request_names_it_and_its_marketer() {
+    let agent = Agent::start().await;
+    agent.home().command(&["requests", "add", "-"]).stdin(request("shoes-1").as_bytes()).run().await.ok();
+    let approved = agent.cli(&["approve", "shoes-1", "--kinds", "cart"]).await;
+    let out = approved.ok();
+    let bundle = GrantBundle::parse(&out[out.find('{').expect("the bundle")..]).expect("a bundle");
+    let given = bundle.consent().expect("a receipt").expect("verified");
+    let answered = given.request.as_ref().expect("the request answered");
+    assert_eq!((answered.id.as_str(), answered.marketer.as_str()), ("shoes-1", "acme.example"));
+    assert_eq!(given.pii_processing.purposes[0].pii_information.to_string(), "cart", "the kinds approved, not asked");
+
+    let shown = agent.cli(&["receipt", bundle.grant_id.as_str()]).await;
+    for needle in [
+        "holder:    Acme Shoes (acme.example), contact privacy@acme.example",
+        "answers:   request shoes-1 of acme.example",
+        "dpv:PersonalisedAdvertising",
+        "only in:   Apparel & Accessories > Shoes",
+        "privacy:   https://acme.example/privacy",
+    ] {
+        assert!(shown.ok().contains(needle), "should say {needle:?}:\n{}", shown.stdout);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejects_receipts_of_grants_that_are_not_there() {
+    let home = Home::new();
+    home.cli(&["grant", "acme.example", "--kinds", "search", "--granularity", "raw", "--window", "30d", "--expires", "30d", "--purpose", "p", "--json"])
+        .await
+        .ok();
+    home.cli(&["receipt", "g_000000000000000000000000"]).await.fails(1, "no grant g_000000000000000000000000");
+    let hostile = home.cli(&["receipt", "g_\u{1b}[2J"]).await;
+    assert!(!hostile.fails(2, "is not a grant id").contains('\u{1b}'), "the escape never reaches the terminal");
+    home.cli(&["receipt"]).await.fails(2, "GRANT_ID");
+    let missing = Home::new();
+    missing.cli(&["receipt", "g_000000000000000000000000"]).await.fails(1, "no optin home at");
+    assert!(!missing.path().exists(), "asking for a receipt makes no home");
+}
+
+const SETUP: &str = "set OPTIN_PYTHON to a Python with jwcrypto: \
+    python3 -m venv .venv && .venv/bin/pip install -r tests/jose/requirements.txt, \
+    then OPTIN_PYTHON=.venv/bin/python (or OPTIN_SKIP_JOSE=1 to skip this test)";
+
+/// The Python to run, or `None` when the test is explicitly skipped.
+fn python() -> Option<PathBuf> {
+    match std::env::var_os("OPTIN_PYTHON") {
+        Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
+        _ if std::env::var("OPTIN_SKIP_JOSE").is_ok_and(|v| v == "1") => {
+            eprintln!("skipping the jwcrypto receipt test: OPTIN_SKIP_JOSE=1");
+            None
+        }
+        _ => panic!("{SETUP}"),
+    }
+}
+
+/// Runs `tests/jose/receipt.py BUNDLE RECEIPT STATE`: its exit code, stdout and stderr.
+fn jwcrypto(python: &PathBuf, home: &Home, bundle: &str, jws: &str, state: &str) -> (Option<i32>, String, String) {
+    let name = state.trim_start_matches("dpv:");
+    let (bundle_file, jws_file) = (home.scratch(&format!("bundle-{name}.json")), home.scratch(&format!("receipt-{name}.jws")));
+    std::fs::write(&bundle_file, bundle).expect("write the bundle");
+    std::fs::write(&jws_file, jws).expect("write the receipt");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("jose").join("receipt.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(&bundle_file)
+        .arg(&jws_file)
+        .arg(state)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}; {SETUP}", python.display()));
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_verify_with_jwcrypto() {
+    let Some(python) = python() else { return };
+    let agent = Agent::start().await;
+    agent.ingest(&fixture::ndjson(&fixture::walkthrough(now()))).await;
+    let text = agent
+        .cli(&["grant", "acme.example", "--kinds", "search", "--granularity", "raw", "--window", "30d", "--expires", "90d", "--purpose", "offers", "--json"])
+        .await
+        .ok()
+        .to_owned();
+    let bundle = GrantBundle::parse(&text).expect("a bundle");
+    let grant = bundle.grant_id.as_str();
+    let issued = bundle.receipt.clone().expect("a receipt");
+    agent.cli(&["revoke", grant]).await.ok();
+    let (withdrawn, ours) = receipt_json(agent.home(), grant).await;
+
+    for (jws, state) in [(issued.as_str(), "dpv:ConsentGiven"), (withdrawn.as_str(), "dpv:ConsentWithdrawn")] {
+        let (code, stdout, stderr) = jwcrypto(&python, agent.home(), &text, jws, state);
+        assert_eq!(code, Some(0), "jwcrypto refused the {state} receipt: {stderr}");
+        let theirs: Value = serde_json::from_str(&stdout).expect("receipt.py prints JSON");
+        assert_eq!(theirs, serde_json::to_value(verified(&bundle, jws)).expect("JSON"), "both libraries read the same payload");
+    }
+    assert_eq!(serde_json::to_value(verified(&bundle, &withdrawn)).expect("JSON"), ours);
+
+    // The other side of the check: a receipt read under the wrong state, and one with a
+    // byte changed, are refused by jwcrypto too, so its success above means something.
+    let (code, _, stderr) = jwcrypto(&python, agent.home(), &text, &issued, "dpv:ConsentWithdrawn");
+    assert_eq!(code, Some(1), "the given receipt is not a withdrawal: {stderr}");
+    let (head, rest) = issued.split_at(issued.len() - 2);
+    let flipped = format!("{head}{}{}", if rest.starts_with('A') { 'B' } else { 'A' }, &rest[1..]);
+    let (code, _, stderr) = jwcrypto(&python, agent.home(), &text, &flipped, "dpv:ConsentGiven");
+    assert_eq!(code, Some(1), "a changed signature verifies: {stderr}");
+    assert!(stderr.contains("signature does not verify"), "{stderr}");
+}
