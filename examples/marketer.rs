@@ -152,6 +152,11 @@ fn describe(item: &SliceItem) -> String {
             };
             format!("{when}  {what}{category}")
         }
+        SliceItem::Partial(p) => {
+            // Only the fields the grant shares: shown as they came.
+            let shared = serde_json::Value::Object(p.fields.clone());
+            format!("{}  {:<9} {shared}", timestamp::format(p.at), p.kind.as_str())
+        }
     }
 }
 

@@ -234,6 +234,8 @@ impl<S: Store> Inbox<S> {
             expires: None,
             categories: terms.categories.clone(),
             merchants: terms.merchants.clone(),
+            fields: terms.fields.clone(),
+            rate: terms.rate,
         };
         request.terms.narrow(&choices).map_err(|e| Refusal::NotOurs(format!("the grant's terms are not within request {}: {e}", answering.id)))?;
         // No filter where the request has one is any category or merchant: wider.
@@ -242,6 +244,12 @@ impl<S: Store> Inbox<S> {
         }
         if request.terms.merchants.is_some() && terms.merchants.is_none() {
             return Err(wider("merchants"));
+        }
+        if request.terms.fields.is_some() && terms.fields.is_none() {
+            return Err(wider("fields"));
+        }
+        if request.terms.rate.is_some() && terms.rate.is_none() {
+            return Err(wider("rate"));
         }
         // Approved at the latest now, for at most the duration asked, ending at the next UTC midnight.
         if terms.expires_at > now + request.terms.duration.duration() + Duration::days(1) {

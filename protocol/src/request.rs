@@ -27,6 +27,7 @@ use crate::jws::Jwk;
 use crate::jws::compact;
 use crate::scope::{self, Granularity, Terms};
 use crate::signal::{Kind, Kinds};
+use crate::rate::Rate;
 use crate::span::Span;
 use crate::timestamp;
 
@@ -348,6 +349,12 @@ pub struct RequestedTerms {
     /// Only signals at these merchants (registrable domains); none: any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merchants: Option<Vec<String>>,
+    /// At `raw`, only these fields of each signal ([`crate::fields`]); none: every field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<String>>,
+    /// At most this many slices per hour or day; none: no limit of the grant's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
 }
 
 /// How slices reach the marketer.
@@ -473,7 +480,7 @@ fn parse_marketer(m: &Object<'_>) -> Result<Marketer, RequestError> {
 }
 
 fn parse_terms(t: &Object<'_>) -> Result<RequestedTerms, RequestError> {
-    t.only(&["kinds", "granularity", "window", "duration", "categories", "merchants"])?;
+    t.only(&["kinds", "granularity", "window", "duration", "categories", "merchants", "fields", "rate"])?;
     let kinds = {
         let list = t.list("kinds", Kind::ALL.len(), false)?.unwrap_or_default();
         let mut kinds = Vec::new();
@@ -489,12 +496,7 @@ fn parse_terms(t: &Object<'_>) -> Result<RequestedTerms, RequestError> {
     let categories = t.list("categories", limits::CATEGORIES, true)?;
     if let Some(list) = &categories {
         for (i, c) in list.iter().enumerate() {
-            if c.chars().count() > crate::signal::limits::CATEGORY_CHARS || c.split(" > ").any(|part| part.is_empty() || part.trim() != part) {
-                return Err(at(
-                    format!("{}[{i}]", t.path("categories")),
-                    format!("must be a taxonomy path like `Apparel & Accessories > Shoes`, at most {} characters", crate::signal::limits::CATEGORY_CHARS),
-                ));
-            }
+            scope::taxonomy_path(c).map_err(|reason| at(format!("{}[{i}]", t.path("categories")), reason))?;
         }
     }
     let merchants = t.list("merchants", limits::MERCHANTS, true)?;
@@ -505,7 +507,18 @@ fn parse_terms(t: &Object<'_>) -> Result<RequestedTerms, RequestError> {
             }
         }
     }
-    Ok(RequestedTerms { kinds, granularity, window, duration, categories, merchants })
+    let fields = t.list("fields", crate::fields::NAMES.len(), true)?;
+    if let Some(list) = &fields {
+        crate::fields::Fields::from_list(list).map_err(|e| at(t.path("fields"), e.to_string()))?;
+        if granularity != Granularity::Raw {
+            return Err(at(t.path("fields"), "fields are chosen only at raw granularity"));
+        }
+    }
+    let rate = match t.get("rate") {
+        None => None,
+        Some(_) => Some(t.text("rate", 16)?.parse().map_err(|e: crate::rate::RateError| at(t.path("rate"), e.to_string()))?),
+    };
+    Ok(RequestedTerms { kinds, granularity, window, duration, categories, merchants, fields, rate })
 }
 
 fn parse_delivery(d: &Object<'_>, marketer: &str) -> Result<Delivery, RequestError> {
@@ -768,6 +781,10 @@ pub struct Choices {
     pub categories: Option<Vec<String>>,
     /// Fewer merchants.
     pub merchants: Option<Vec<String>>,
+    /// Fewer fields (at `raw`).
+    pub fields: Option<Vec<String>>,
+    /// A lower rate.
+    pub rate: Option<Rate>,
 }
 
 /// Why an approval was refused: a choice asks for more than the request did.
@@ -777,7 +794,8 @@ pub enum NarrowError {
     /// A term would be wider than the request's.
     #[error("`{term}` would widen the request: {reason}")]
     Widened {
-        /// The term (`kinds`, `granularity`, `window`, `expires`, `categories`, `merchants`).
+        /// The term (`kinds`, `granularity`, `window`, `expires`, `categories`, `merchants`,
+        /// `fields`, `rate`).
         term: &'static str,
         /// What the request asked instead.
         reason: String,
@@ -809,6 +827,12 @@ pub struct Approved {
     /// Merchants, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merchants: Option<Vec<String>>,
+    /// Fields shared at `raw`, if fewer than all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<String>>,
+    /// The rate, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
 }
 
 /// Whether category path `inner` lies within `outer`: the same path, or one below it. The
@@ -850,6 +874,9 @@ impl RequestedTerms {
             (None, asked) => asked.clone(),
             (Some(chosen), asked) => {
                 check_choice_list("categories", chosen, limits::CATEGORIES)?;
+                if let Some(c) = chosen.iter().find(|c| scope::taxonomy_path(c).is_err()) {
+                    return Err(NarrowError::Invalid { term: "categories", reason: format!("`{}` is not a taxonomy path like `Apparel > Shoes`", shown(c)) });
+                }
                 if let Some(asked) = asked {
                     if let Some(c) = chosen.iter().find(|c| !asked.iter().any(|a| category_within(c, a))) {
                         return Err(widened("categories", format!("`{}` is not within the requested categories", shown(c))));
@@ -873,7 +900,29 @@ impl RequestedTerms {
                 Some(chosen.clone())
             }
         };
-        Ok(Approved { kinds, granularity, window, duration, categories, merchants })
+        let fields = match (&choices.fields, &self.fields) {
+            (None, asked) => asked.clone(),
+            (Some(chosen), asked) => {
+                let chosen = crate::fields::Fields::from_list(chosen).map_err(|e| NarrowError::Invalid { term: "fields", reason: e.to_string() })?;
+                if let Some(asked) = asked {
+                    if let Some(f) = chosen.iter().find(|f| !asked.iter().any(|a| a == f)) {
+                        return Err(widened("fields", format!("`{f}` is not one of the requested fields")));
+                    }
+                }
+                Some(chosen.to_vec())
+            }
+        };
+        if fields.is_some() && granularity != Granularity::Raw {
+            return Err(NarrowError::Invalid { term: "fields", reason: format!("fields are chosen only at raw granularity, not at {granularity}") });
+        }
+        let rate = match (choices.rate, self.rate) {
+            (None, asked) => asked,
+            (Some(chosen), Some(asked)) if !chosen.is_within(asked) => {
+                return Err(widened("rate", format!("{chosen} allows more in some hour or day than the requested {asked}")))
+            }
+            (Some(chosen), _) => Some(chosen),
+        };
+        Ok(Approved { kinds, granularity, window, duration, categories, merchants, fields, rate })
     }
 }
 
@@ -903,8 +952,8 @@ impl Approved {
             expires_at,
             categories: self.categories.clone(),
             merchants: self.merchants.clone(),
-            fields: None,
-            rate: None,
+            fields: self.fields.clone(),
+            rate: self.rate,
             noise: None,
         })
     }
@@ -1110,6 +1159,8 @@ pub(crate) mod tests {
                 duration: asked.duration,
                 categories: asked.categories.clone(),
                 merchants: asked.merchants.clone(),
+                fields: None,
+                rate: None,
             }
         );
         let choices = Choices {
@@ -1119,6 +1170,8 @@ pub(crate) mod tests {
             expires: Some("30d".parse().unwrap()),
             categories: Some(vec!["Apparel & Accessories > Shoes > Running".into()]),
             merchants: Some(vec!["trail.example".into()]),
+            fields: None,
+            rate: Some("1/day".parse().unwrap()),
         };
         let approved = asked.narrow(&choices).unwrap();
         assert_eq!((approved.kinds.to_string(), approved.window.to_string(), approved.duration.to_string()), ("cart".into(), "1w".into(), "30d".into()));
@@ -1128,6 +1181,57 @@ pub(crate) mod tests {
         let open = RequestedTerms { categories: None, merchants: None, ..asked };
         let some = Choices { categories: Some(vec!["Toys".into()]), merchants: Some(vec!["toys.example".into()]), ..Choices::default() };
         assert_eq!(open.narrow(&some).unwrap().merchants, Some(vec!["toys.example".to_string()]));
+    }
+
+    #[test]
+    fn fields_and_rate_are_read_and_only_narrowed() {
+        let raw = |extra: &dyn Fn(&mut Value)| {
+            Request::parse(&edited(|v| {
+                v["terms"]["granularity"] = "raw".into();
+                extra(v);
+            }))
+        };
+        let asked = raw(&|v| {
+            v["terms"]["fields"] = serde_json::json!(["merchant", "total", "items.price", "items.quantity", "items.name"]);
+            v["terms"]["rate"] = "2/hour".into();
+        })
+        .unwrap()
+        .terms;
+        assert_eq!((asked.fields.as_ref().map(Vec::len), asked.rate.map(|r| r.to_string())), (Some(5), Some("2/hour".to_string())));
+        let rate = |r: &str| Some(r.parse::<Rate>().unwrap());
+        let fields = |l: &[&str]| Some(l.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+        // (choices, the fields and rate approved, or the term refused and whether as widened)
+        let cases: Vec<(Choices, Result<(Option<Vec<String>>, Option<Rate>), (&str, bool)>)> = vec![
+            (Choices::default(), Ok((asked.fields.clone(), rate("2/hour")))),
+            (Choices { fields: fields(&["merchant", "items.name"]), ..Choices::default() }, Ok((fields(&["items.name", "merchant"]), rate("2/hour")))),
+            (Choices { rate: rate("1/day"), ..Choices::default() }, Ok((asked.fields.clone(), rate("1/day")))),
+            (Choices { rate: rate("48/day"), ..Choices::default() }, Err(("rate", true))),
+            (Choices { rate: rate("3/hour"), ..Choices::default() }, Err(("rate", true))),
+            (Choices { fields: fields(&["merchant", "query"]), ..Choices::default() }, Err(("fields", true))),
+            (Choices { fields: fields(&["total"]), ..Choices::default() }, Err(("fields", false))),
+            (Choices { fields: fields(&["price"]), ..Choices::default() }, Err(("fields", false))),
+            (Choices { granularity: Some(Granularity::Category), ..Choices::default() }, Err(("fields", false))),
+        ];
+        for (choices, expected) in cases {
+            let got = asked.narrow(&choices).map(|a| (a.fields, a.rate)).map_err(|e| match e {
+                NarrowError::Widened { term, .. } => (term, true),
+                NarrowError::Invalid { term, .. } => (term, false),
+            });
+            assert_eq!(got, expected, "{choices:?}");
+        }
+        let approved = asked.narrow(&Choices { rate: rate("1/day"), ..Choices::default() }).unwrap().terms("acme.example", NOW).unwrap();
+        assert_eq!((approved.fields, approved.rate), (asked.fields.clone(), rate("1/day")));
+        for (name, extra, field) in [
+            ("unknown field", &(|v: &mut Value| v["terms"]["fields"] = serde_json::json!(["price"])) as &dyn Fn(&mut Value), "terms.fields"),
+            ("total alone", &|v: &mut Value| v["terms"]["fields"] = serde_json::json!(["total"]), "terms.fields"),
+            ("a bad rate", &|v: &mut Value| v["terms"]["rate"] = "2/week".into(), "terms.rate"),
+            ("fields at category", &|v: &mut Value| {
+                v["terms"]["fields"] = serde_json::json!(["merchant"]);
+                v["terms"]["granularity"] = "category".into();
+            }, "terms.fields"),
+        ] {
+            assert_eq!(raw(extra).unwrap_err().field(), Some(field), "{name}");
+        }
     }
 
     #[test]

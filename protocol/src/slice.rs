@@ -62,6 +62,73 @@ pub enum SliceItem {
     Raw(RawItem),
     /// Kind, category and day only (granularity `category`).
     Category(CategoryItem),
+    /// A `raw` item of a grant that shares fewer than all fields ([`crate::fields`]).
+    Partial(PartialItem),
+}
+
+/// A `raw` item holding only the fields its grant shares: always its per-grant `id`, `kind`
+/// and `at`, and of the others ([`crate::fields::NAMES`]) those the slice's `scope.fields`
+/// lists. Read back, it holds nothing that is not one of those fields.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "PartialJson", into = "PartialJson")]
+pub struct PartialItem {
+    /// Per-grant id of the signal.
+    pub id: String,
+    /// The kind.
+    pub kind: Kind,
+    /// When it happened.
+    pub at: OffsetDateTime,
+    /// The shared fields, named as in a raw item (`items` holding the shared item fields).
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl PartialItem {
+    /// The category, when shared.
+    pub fn category(&self) -> Option<&str> {
+        self.fields.get("category").and_then(|c| c.as_str())
+    }
+
+    /// A cart's state, when shared.
+    pub fn state(&self) -> Option<CartState> {
+        self.fields.get("state").and_then(|s| serde_json::from_value(s.clone()).ok())
+    }
+}
+
+/// A partial item as JSON.
+#[derive(Serialize, Deserialize)]
+struct PartialJson {
+    id: String,
+    kind: Kind,
+    #[serde(with = "crate::timestamp::serde")]
+    at: OffsetDateTime,
+    #[serde(flatten)]
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl TryFrom<PartialJson> for PartialItem {
+    type Error = String;
+    fn try_from(j: PartialJson) -> Result<PartialItem, String> {
+        let top = |key: &str| key == "items" || crate::fields::NAMES.iter().any(|n| *n == key);
+        if let Some(key) = j.fields.keys().find(|k| !top(k)) {
+            return Err(format!("`{}` is not a field of an item", key.chars().take(32).collect::<String>()));
+        }
+        if let Some(items) = j.fields.get("items") {
+            let lines = items.as_array().ok_or("`items` is not a list")?;
+            for line in lines {
+                let line = line.as_object().ok_or("an item line is not an object")?;
+                if let Some(key) = line.keys().find(|k| !crate::fields::NAMES.iter().any(|n| n.strip_prefix("items.") == Some(k.as_str()))) {
+                    return Err(format!("`{}` is not a field of an item line", key.chars().take(32).collect::<String>()));
+                }
+            }
+        }
+        Ok(PartialItem { id: j.id, kind: j.kind, at: j.at, fields: j.fields })
+    }
+}
+
+impl From<PartialItem> for PartialJson {
+    fn from(p: PartialItem) -> PartialJson {
+        PartialJson { id: p.id, kind: p.kind, at: p.at, fields: p.fields }
+    }
 }
 
 /// A signal with all its fields. Its `id` is the signal's id as this grant sees it, so two
@@ -221,6 +288,29 @@ mod tests {
         assert_eq!(json, format!("{{\"audit_seq\":42,{}", &payload[1..]));
         let signed = jws::sign(&key(), json.as_bytes());
         assert_eq!(check(&signed, ISSUER, "acme.example", GRANT, &jwk).unwrap().audit_seq, Some(42));
+    }
+
+    #[test]
+    fn items_missing_fields_their_grant_left_out_are_read() {
+        let cases: [(&str, Result<&str, ()>); 5] = [
+            (r#"{"id":"i_1","kind":"purchase","at":"2026-11-20T10:00:00Z","merchant":"shoes.example","items":[{"name":"Trail shoe"}]}"#, Ok("partial")),
+            (r#"{"id":"i_1","kind":"search","at":"2026-11-20T10:00:00Z"}"#, Ok("partial")),
+            (r#"{"id":"i_1","kind":"search","at":"2026-11-20T10:00:00Z","query":"q","engine":"duckduckgo.com"}"#, Ok("raw")),
+            (r#"{"id":"i_1","kind":"search","at":"2026-11-20T10:00:00Z","price":"1.00"}"#, Err(())),
+            (r#"{"id":"i_1","kind":"cart","at":"2026-11-20T10:00:00Z","items":[{"name":"n","colour":"red"}]}"#, Err(())),
+        ];
+        for (json, expected) in cases {
+            let got = serde_json::from_str::<SliceItem>(json).map(|item| match item {
+                SliceItem::Raw(_) => "raw",
+                SliceItem::Partial(p) => {
+                    let read: serde_json::Value = serde_json::from_str(json).unwrap();
+                    assert_eq!(serde_json::to_value(&p).unwrap(), read, "written back as read");
+                    "partial"
+                }
+                _ => "other",
+            });
+            assert_eq!(got.map_err(|_| ()), expected, "{json}");
+        }
     }
 
     #[test]

@@ -313,12 +313,14 @@ struct RawChoices {
     expires: Option<Box<RawValue>>,
     categories: Option<Box<RawValue>>,
     merchants: Option<Box<RawValue>>,
+    fields: Option<Box<RawValue>>,
+    rate: Option<Box<RawValue>>,
 }
 
 /// Reads `choices`, naming the member at fault. Whether each choice narrows the request is
 /// the agent's decision (`optin approve` runs the same); this only reads their types.
 fn choices(raw: &RawValue) -> Result<ApprovalChoices, String> {
-    const MEMBERS: &str = "kinds, granularity, window, expires, categories and merchants";
+    const MEMBERS: &str = "kinds, granularity, window, expires, categories, merchants, fields and rate";
     let raw_text = raw.get();
     let raw: RawChoices = serde_json::from_str(raw_text).map_err(|e| {
         let e = e.to_string();
@@ -327,7 +329,7 @@ fn choices(raw: &RawValue) -> Result<ApprovalChoices, String> {
         if e.starts_with("unknown field") {
             format!("`choices` may hold only {MEMBERS}")
         } else if let Some(name) =
-            ["kinds", "granularity", "window", "expires", "categories", "merchants"].iter().find(|n| e.starts_with(&format!("duplicate field `{n}`")))
+            ["kinds", "granularity", "window", "expires", "categories", "merchants", "fields", "rate"].iter().find(|n| e.starts_with(&format!("duplicate field `{n}`")))
         {
             format!("`choices.{name}` is given more than once")
         } else {
@@ -358,6 +360,8 @@ fn choices(raw: &RawValue) -> Result<ApprovalChoices, String> {
         expires: read::<Span>(raw.expires, "expires", "a span like 30d")?,
         categories: list(raw.categories, "categories", 32, "category paths")?,
         merchants: list(raw.merchants, "merchants", 64, "merchant domains")?,
+        fields: list(raw.fields, "fields", optin_protocol::fields::NAMES.len(), "field names")?,
+        rate: read::<optin_protocol::rate::Rate>(raw.rate, "rate", "a rate like 4/day or 1/hour")?,
     })
 }
 
@@ -776,7 +780,7 @@ mod tests {
     const NO_REQUEST: &str = "no request shop.example/offers-1 (`optin requests` lists them)";
 
     /// The refusal of a `choices` member the host does not know, which it does not name back.
-    const UNKNOWN: &str = "`choices` may hold only kinds, granularity, window, expires, categories and merchants";
+    const UNKNOWN: &str = "`choices` may hold only kinds, granularity, window, expires, categories, merchants, fields and rate";
 
     #[tokio::test]
     async fn replies_keep_the_shape_the_extension_reads() {
@@ -872,7 +876,7 @@ mod tests {
             ),
             (
                 json!({"type": "approve", "id": 35, "name": "shop.example/offers-1", "choices": "narrow"}).to_string(),
-                refused(35, "`choices` must be an object of any of kinds, granularity, window, expires, categories and merchants"),
+                refused(35, "`choices` must be an object of any of kinds, granularity, window, expires, categories, merchants, fields and rate"),
             ),
             (
                 json!({"type": "approve", "id": 36, "name": "shop.example/offers-1", "choices": {"kinds": ["walk"]}}).to_string(),

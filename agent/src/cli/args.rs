@@ -342,11 +342,47 @@ pub struct GrantArgs {
     /// With --push: how often a slice of what is new is pushed, at least 1h.
     #[arg(long, value_name = "SPAN", requires = "push", default_value = "1d")]
     pub push_every: Span,
+    #[command(flatten)]
+    pub filters: FilterArgs,
     /// Print only the bundle's JSON.
     #[arg(long, conflicts_with = "output")]
     pub json: bool,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// What a grant may narrow besides kinds, granularity and window. Checked by the agent as an
+/// approval's choices are, so a bad one is refused naming it and nothing is granted.
+#[derive(Args, Debug, Default)]
+pub struct FilterArgs {
+    /// Only signals within these category paths, each with what lies below it, like
+    /// "Apparel > Shoes" (a search only when it carries such a category). Give each path
+    /// quoted after the flag: paths may hold commas.
+    #[arg(long, value_name = "PATH", num_args = 1..)]
+    pub categories: Option<Vec<String>>,
+    /// Only carts and purchases at these merchants (registrable domains), like
+    /// shoes.example,trail.example: what you did at those shops. Searches name no merchant,
+    /// so a grant with merchants shares no searches.
+    #[arg(long, value_name = "DOMAINS", value_delimiter = ',')]
+    pub merchants: Option<Vec<String>>,
+    /// With raw granularity: only these fields of each signal, like merchant,items.name
+    /// (default: all). Each item always has its kind, time and id. Fields: category,
+    /// currency, engine, items.category, items.name, items.price, items.quantity, items.sku,
+    /// merchant, order_id, query, state, total (total only with items.price and
+    /// items.quantity, which it tells).
+    #[arg(long, value_name = "FIELDS", value_delimiter = ',')]
+    pub fields: Option<Vec<String>>,
+    /// At most this many slices per UTC day or clock hour, like 2/day or 1/hour, pulled or
+    /// pushed; beyond it the marketer is told when to come back.
+    #[arg(long, value_name = "N/day|N/hour")]
+    pub rate: Option<optin_protocol::rate::Rate>,
+}
+
+impl FilterArgs {
+    /// The filters as the agent takes them.
+    pub fn into_filters(self) -> crate::core::command::GrantFilters {
+        crate::core::command::GrantFilters { categories: self.categories, merchants: self.merchants, fields: self.fields, rate: self.rate }
+    }
 }
 
 /// An inbox URL, checked as a consent request's is, so a mistyped one is refused before a

@@ -100,6 +100,14 @@ pub struct ApproveArgs {
     /// Only these merchants (among the requested ones), like shoes.example,trail.example.
     #[arg(long, value_name = "DOMAINS", num_args = 1.., value_delimiter = ',')]
     pub merchants: Option<Vec<String>>,
+    /// With raw granularity: only these fields (among the requested ones), like
+    /// merchant,items.name; `optin grant --help` lists them.
+    #[arg(long, value_name = "FIELDS", value_delimiter = ',')]
+    pub fields: Option<Vec<String>>,
+    /// At most this many slices per UTC day or clock hour (no more than the request's), like
+    /// 1/day.
+    #[arg(long, value_name = "N/day|N/hour")]
+    pub rate: Option<optin_protocol::rate::Rate>,
 }
 
 /// `optin requests [add FILE | show ID]`.
@@ -179,6 +187,8 @@ pub(super) async fn approve(home: &Home, args: ApproveArgs, p: &mut Printer) -> 
         expires: args.expires,
         categories: args.categories,
         merchants: args.merchants,
+        fields: args.fields,
+        rate: args.rate,
     };
     let Response::Approved { bundle, request } = execute(home, Request::Approve { name: args.name, choices }).await? else { return unexpected() };
     let r = &request.request;
@@ -280,6 +290,12 @@ fn detail(p: &mut Printer, view: &RequestView, would_share: Option<&WouldShare>)
     if let Some(m) = &r.terms.merchants {
         lines.push(("only at", m.iter().map(|m| inert(m).into_owned()).collect::<Vec<_>>().join(", ")));
     }
+    if let Some(f) = &r.terms.fields {
+        lines.push(("only fields", f.join(", ")));
+    }
+    if let Some(rate) = r.terms.rate {
+        lines.push(("at most", format!("{} slices a {}", rate.count, if rate.per == optin_protocol::rate::Per::Day { "day" } else { "hour" })));
+    }
     lines.push(("offers", inert(&r.offer).into_owned()));
     lines.push((
         "delivery",
@@ -314,7 +330,7 @@ fn detail(p: &mut Printer, view: &RequestView, would_share: Option<&WouldShare>)
         let name = format!("{}/{}", inert(&r.marketer.domain), inert(r.id.as_str()));
         writeln!(
             p,
-            "decide: optin approve {name} [--kinds …] [--window …] [--granularity …] [--expires …] [--categories …] [--merchants …], or optin deny {name}"
+            "decide: optin approve {name} [--kinds …] [--window …] [--granularity …] [--expires …] [--categories …] [--merchants …] [--fields …] [--rate …], or optin deny {name}"
         )?;
     }
     Ok(())

@@ -30,6 +30,24 @@ pub const AUDIT_PAGE: usize = 1000;
 /// characters), a page stays far below [`MAX_LINE`].
 pub const AUDIT_PAGE_MAX: usize = 10_000;
 
+/// What a grant the owner makes may narrow besides kinds, granularity and window: each
+/// `None` is any (every field, no rate).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantFilters {
+    /// Only signals within these category paths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub categories: Option<Vec<String>>,
+    /// Only carts and purchases at these merchants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchants: Option<Vec<String>>,
+    /// At `raw`, only these fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<String>>,
+    /// At most this many slices per hour or day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<optin_protocol::rate::Rate>,
+}
+
 /// A command of the owner.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
@@ -81,6 +99,9 @@ pub enum Request {
         /// slices to the marketer's pulls only.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         push: Option<PushTo>,
+        /// Its filters, fields and rate, checked as an approval's choices are.
+        #[serde(default)]
+        filters: GrantFilters,
     },
     /// List grants.
     Grants,

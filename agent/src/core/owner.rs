@@ -4,15 +4,15 @@
 
 use optin_protocol::bundle::{self, GrantBundle};
 use optin_protocol::receipt::ConsentState;
-use optin_protocol::request::{limits as request_limits, HttpsUrl};
+use optin_protocol::request::{limits as request_limits, Choices, HttpsUrl, NarrowError, RequestedTerms};
 use optin_protocol::scope::{self, GrantId, SliceQuery, Terms};
-use optin_protocol::signal::Kind;
+use optin_protocol::signal::{Kind, Kinds};
 use optin_protocol::token::Token;
 use ring::rand::{SecureRandom, SystemRandom};
 use time::OffsetDateTime;
 
 use super::audit::{self, AuditEvent};
-use super::command::{AuditEntry, CountedRefusals, GrantState, GrantView, PushView, Request, Response, SignalView, Status, AUDIT_PAGE, AUDIT_PAGE_MAX};
+use super::command::{GrantFilters, AuditEntry, CountedRefusals, GrantState, GrantView, PushView, Request, Response, SignalView, Status, AUDIT_PAGE, AUDIT_PAGE_MAX};
 use super::marketer::Refusal;
 use super::{blocking, slicer, Core, CoreError};
 use crate::store::{Forget, GrantRecord, PushTo, Seal, StoredGrant};
@@ -38,28 +38,15 @@ impl Core {
             Request::ExtensionSignals { signals } => self.ingest_extension(&signals, now),
             Request::Signals { kind } => Ok(Response::Signals { signals: self.list_signals(kind, now)? }),
             Request::Forget { what } => Ok(Response::Forgot { count: self.forget(what, now)? }),
-            Request::Grant { marketer, kinds, granularity, window, expires, purpose, push } => {
+            Request::Grant { marketer, kinds, granularity, window, expires, purpose, push, filters } => {
                 let marketer = bounded("marketer", &marketer, MARKETER_CHARS)?;
                 let purpose = bounded("purpose", &purpose, PURPOSE_CHARS)?;
                 let push = push.map(checked_push).transpose()?;
-                // Rounded up to a UTC midnight, so that the expiry does not tell marketers
-                // comparing bundles which grants were made in the same second.
-                let expires_at = scope::grant_expiry(now, expires).ok_or_else(|| CoreError::Invalid("expires: too far in the future".into()))?;
+                let terms = owner_terms(&marketer, kinds, granularity, window, expires, filters, now)?;
                 let record = GrantRecord {
                     v: 1,
                     id: new_grant_id()?,
-                    terms: Terms {
-                        audience: marketer.clone(),
-                        kinds,
-                        granularity,
-                        window,
-                        expires_at,
-                        categories: None,
-                        merchants: None,
-                        fields: None,
-                        rate: None,
-                        noise: None,
-                    },
+                    terms,
                     marketer,
                     purpose,
                     created_at: now,
@@ -352,4 +339,27 @@ fn view(g: GrantRecord, now: OffsetDateTime) -> GrantView {
         request_id: g.request_id,
         push: None,
     }
+}
+
+/// The terms of a grant the owner makes. Its filters, fields and rate are checked and
+/// applied as the choices of an approval are, narrowing an open request for the same kinds,
+/// granularity, window and lifetime: one set of rules for both ways of granting. The expiry is
+/// rounded up to a UTC midnight, so that it does not tell marketers comparing bundles which
+/// grants were made in the same second.
+fn owner_terms(
+    marketer: &str,
+    kinds: Kinds,
+    granularity: scope::Granularity,
+    window: optin_protocol::span::Span,
+    expires: optin_protocol::span::Span,
+    filters: GrantFilters,
+    now: OffsetDateTime,
+) -> Result<Terms, CoreError> {
+    let open = RequestedTerms { kinds, granularity, window, duration: expires, categories: None, merchants: None, fields: None, rate: None };
+    let choices = Choices { categories: filters.categories, merchants: filters.merchants, fields: filters.fields, rate: filters.rate, ..Choices::default() };
+    let approved = open.narrow(&choices).map_err(|e| match e {
+        NarrowError::Invalid { term, reason } => CoreError::Invalid(format!("{term}: {reason}")),
+        other => CoreError::Invalid(other.to_string()),
+    })?;
+    approved.terms(marketer, now).ok_or_else(|| CoreError::Invalid("expires: too far in the future".into()))
 }

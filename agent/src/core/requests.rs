@@ -15,6 +15,7 @@ use std::fmt;
 use optin_protocol::request::{self, Choices, Request, RequestId};
 use optin_protocol::scope::{GrantId, Granularity, SliceQuery, MAX_LIMIT};
 use optin_protocol::signal::{Kind, Kinds};
+use optin_protocol::rate::Rate;
 use optin_protocol::slice::SliceItem;
 use optin_protocol::span::Span;
 use serde::{Deserialize, Serialize};
@@ -113,11 +114,26 @@ pub struct ApprovalChoices {
     /// Fewer merchants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merchants: Option<Vec<String>>,
+    /// Fewer fields, at `raw`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<String>>,
+    /// A lower rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
 }
 
 impl From<ApprovalChoices> for Choices {
     fn from(c: ApprovalChoices) -> Choices {
-        Choices { kinds: c.kinds, granularity: c.granularity, window: c.window, expires: c.expires, categories: c.categories, merchants: c.merchants }
+        Choices {
+            kinds: c.kinds,
+            granularity: c.granularity,
+            window: c.window,
+            expires: c.expires,
+            categories: c.categories,
+            merchants: c.merchants,
+            fields: c.fields,
+            rate: c.rate,
+        }
     }
 }
 
@@ -226,6 +242,7 @@ impl ShareSummary {
         let (kind, category, state) = match item {
             SliceItem::Raw(raw) => (raw.body.kind(), raw.category.as_deref(), raw.state),
             SliceItem::Category(c) => (c.kind, c.category.as_deref(), None),
+            SliceItem::Partial(p) => (p.kind, p.category(), p.state()),
         };
         *self.kinds.entry(kind).or_default() += 1;
         if let Some(state) = state {

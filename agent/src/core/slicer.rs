@@ -4,7 +4,7 @@
 
 use optin_protocol::scope::{Applied, Granularity};
 use optin_protocol::signal::{Body, Signal};
-use optin_protocol::slice::{CartState, CategoryItem, RawItem, SliceItem};
+use optin_protocol::slice::{CartState, CategoryItem, PartialItem, RawItem, SliceItem};
 use optin_protocol::span::Span;
 use time::OffsetDateTime;
 
@@ -70,7 +70,7 @@ pub fn cut(store: &Store, applied: &Applied, cursor: Option<&str>, keys: &GrantK
                 };
                 return Ok(Page { items, next_cursor });
             }
-            items.push(project(store, &signal, applied.granularity, keys, abandon_after, now)?);
+            items.push(project(store, &signal, applied, keys, abandon_after, now)?);
             last = Some(position);
         }
     }
@@ -126,7 +126,7 @@ pub fn cut_arrived(
                 page.more = true;
                 break;
             }
-            page.items.push(project(store, signal, applied.granularity, keys, abandon_after, now)?);
+            page.items.push(project(store, signal, applied, keys, abandon_after, now)?);
         }
         page.through = Some(arrived.number);
     }
@@ -149,26 +149,38 @@ pub fn cart_state(store: &Store, signal: &Signal, abandon_after: Span, now: Offs
     Ok(Some(state))
 }
 
-fn project(
-    store: &Store,
-    signal: &Signal,
-    granularity: Granularity,
-    keys: &GrantKeys,
-    abandon_after: Span,
-    now: OffsetDateTime,
-) -> Result<SliceItem, StoreError> {
-    Ok(match granularity {
-        Granularity::Raw => SliceItem::Raw(RawItem {
-            id: keys.item_id(signal.id.as_str()),
-            at: signal.at,
-            category: signal.category.clone(),
-            body: signal.body.clone(),
-            state: cart_state(store, signal, abandon_after, now)?,
-        }),
+/// Reduces a signal to what `applied` shows: its granularity, and at `raw` the grant's
+/// fields ([`optin_protocol::fields`]), the others left out.
+fn project(store: &Store, signal: &Signal, applied: &Applied, keys: &GrantKeys, abandon_after: Span, now: OffsetDateTime) -> Result<SliceItem, StoreError> {
+    Ok(match applied.granularity {
+        Granularity::Raw => {
+            let raw = RawItem {
+                id: keys.item_id(signal.id.as_str()),
+                at: signal.at,
+                category: signal.category.clone(),
+                body: signal.body.clone(),
+                state: cart_state(store, signal, abandon_after, now)?,
+            };
+            match &applied.fields {
+                None => SliceItem::Raw(raw),
+                Some(shared) => partial(raw, shared)?,
+            }
+        }
         // An aggregate slice is counted, not cut item by item; until it has its own path a
         // count is made of category items, which show no more than one.
         Granularity::Category | Granularity::Aggregate => {
             SliceItem::Category(CategoryItem { kind: signal.kind(), category: signal.category.clone(), day: signal.at.date().to_string() })
         }
     })
+}
+
+/// A raw item with only the `shared` fields.
+fn partial(raw: RawItem, shared: &[String]) -> Result<SliceItem, StoreError> {
+    let bad = |e: String| StoreError::Corrupt { tree: "signals", detail: format!("a signal does not reduce to its shared fields: {e}") };
+    let serde_json::Value::Object(mut object) = serde_json::to_value(&raw).map_err(|e| bad(e.to_string()))? else {
+        return Err(bad("not an object".into()));
+    };
+    optin_protocol::fields::project(&mut object, shared);
+    let item: PartialItem = serde_json::from_value(serde_json::Value::Object(object)).map_err(|e| bad(e.to_string()))?;
+    Ok(SliceItem::Partial(item))
 }

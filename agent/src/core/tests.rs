@@ -99,6 +99,7 @@ impl World {
             expires: span("90d"),
             purpose: "show me relevant offers".into(),
             push: None,
+            filters: Default::default(),
         };
         let Response::Granted { bundle } = self.run(request).await else { panic!("not a grant answer") };
         *bundle
@@ -161,6 +162,10 @@ impl World {
                     id.unwrap_or("an item of no fixture signal").to_owned()
                 }
                 SliceItem::Category(c) => format!("{} {}", c.kind, c.day),
+                SliceItem::Partial(p) => {
+                    let id = fixture.iter().map(|s| s["id"].as_str().expect("fixture id")).find(|id| keys.item_id(id) == p.id);
+                    id.unwrap_or("an item of no fixture signal").to_owned()
+                }
             })
             .collect()
     }

@@ -115,6 +115,7 @@ impl Api {
             expires: "90d".parse().expect("expires"),
             purpose: "offers".into(),
             push: None,
+            filters: Default::default(),
         };
         let Response::Granted { bundle } = self.run(request).await else { panic!("not a grant answer") };
         *bundle

@@ -66,6 +66,7 @@ async fn rejects_commands_that_name_nothing_or_are_wrong() {
         expires: super::span("90d"),
         purpose: purpose.into(),
         push: None,
+        filters: Default::default(),
     };
     let cases: Vec<(&str, Request, ErrorKind)> = vec![
         ("revoke an unknown grant", Request::Revoke { grant_id: nobody.clone() }, ErrorKind::NotFound),
