@@ -379,6 +379,8 @@ mod tests {
                 },
                 items: Vec::new(),
                 next_cursor: None,
+                counts: None,
+                noise: None,
             };
             let slice = optin_protocol::jws::sign(signer, &serde_json::to_vec(&claims).unwrap());
             let jti = WebhookId::parse(&format!("s_{pushed_as:032x}")).unwrap();

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::jws::{self, Jwk, JwsError};
-use crate::scope::{Applied, GrantId};
+use crate::noise::{Epsilon, Noise};
+use crate::scope::{Applied, GrantId, Granularity};
 use crate::signal::{Body, Kind};
 
 /// The payload of a slice.
@@ -40,6 +41,56 @@ pub struct SliceClaims {
     /// Present when more items follow: pass it as `cursor` to get the next page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
+    /// At granularity `aggregate`, and only there: the counts per kind and category over the
+    /// whole scope, in place of items (which are then empty). One answer, never paged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<Vec<Count>>,
+    /// How the counts were made private; absent from an aggregate slice whose counts are
+    /// exact (cut under a grant that allows items, which tell more than counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<NoiseClaim>,
+}
+
+/// One bucket of an `aggregate` slice: how many signals of a kind, with one category, the
+/// scope admitted. A bucket left out was below the noise's `min_count`, or held none.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Count {
+    /// The kind.
+    pub kind: Kind,
+    /// The signals' own taxonomy path; absent: signals without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// The count, after noise when the slice states some.
+    pub count: u64,
+}
+
+/// The noise an `aggregate` slice's counts carry, as the slice states it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoiseClaim {
+    /// The mechanism.
+    pub mechanism: Mechanism,
+    /// Its privacy-loss parameter, which this answer spent of the grant's budget.
+    pub epsilon: Epsilon,
+    /// Buckets below this after noise were left out.
+    pub min_count: u32,
+}
+
+/// A noise mechanism a slice may state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mechanism {
+    /// The two-sided geometric (discrete Laplace) distribution of parameter `exp(-epsilon)`,
+    /// added to each count, clamped at zero ([`crate::noise::two_sided_geometric`]).
+    #[serde(rename = "two-sided-geometric")]
+    TwoSidedGeometric,
+}
+
+impl NoiseClaim {
+    /// How a slice states `noise`.
+    pub fn of(noise: &Noise) -> NoiseClaim {
+        NoiseClaim { mechanism: Mechanism::TwoSidedGeometric, epsilon: noise.epsilon, min_count: noise.min_count }
+    }
 }
 
 /// The grant a slice was cut under.
@@ -196,6 +247,10 @@ pub enum SliceError {
         /// What the slice says.
         found: String,
     },
+    /// The slice's shape does not match its granularity: items in an `aggregate` slice,
+    /// counts in another, a cursor on counts.
+    #[error("slice shape: {0}")]
+    Shape(&'static str),
 }
 
 /// What a recipient holds a slice to: the grant's pinned key and the claims it must carry.
@@ -229,7 +284,28 @@ pub fn verify(jws: &str, expected: Expected<'_>) -> Result<SliceClaims, SliceErr
             return Err(SliceError::Claim { claim, expected: wanted.into(), found: found.into() });
         }
     }
+    check_shape(&claims)?;
     Ok(claims)
+}
+
+/// An `aggregate` slice holds counts and nothing else; any other holds items and no counts.
+/// A recipient that read items from a slice stating counts, or the reverse, would misread
+/// what the person agreed to share.
+fn check_shape(claims: &SliceClaims) -> Result<(), SliceError> {
+    if claims.scope.granularity == Granularity::Aggregate {
+        if claims.counts.is_none() {
+            return Err(SliceError::Shape("an aggregate slice without counts"));
+        }
+        if !claims.items.is_empty() {
+            return Err(SliceError::Shape("an aggregate slice with items"));
+        }
+        if claims.next_cursor.is_some() {
+            return Err(SliceError::Shape("an aggregate slice with a cursor"));
+        }
+    } else if claims.counts.is_some() || claims.noise.is_some() {
+        return Err(SliceError::Shape("counts in a slice that is not aggregate"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -322,5 +398,59 @@ mod tests {
         let jwk = Jwk::ed25519(key.public_key().as_ref());
         let not_a_slice = jws::sign(&key, br#"{"iss":"x"}"#);
         assert!(matches!(check(&not_a_slice, ISSUER, "acme.example", GRANT, &jwk), Err(SliceError::Payload(_))));
+    }
+
+    /// An aggregate slice's payload for the vector's grant, with `edit` applied to its JSON.
+    fn aggregate(edit: impl FnOnce(&mut serde_json::Value)) -> String {
+        let mut v: serde_json::Value = serde_json::from_str(field("payload")).unwrap();
+        v["scope"]["granularity"] = "aggregate".into();
+        v["items"] = serde_json::json!([]);
+        v["counts"] = serde_json::json!([{"kind": "search", "category": "Apparel & Accessories > Shoes", "count": 12}, {"kind": "cart", "count": 3}]);
+        v["noise"] = serde_json::json!({"mechanism": "two-sided-geometric", "epsilon": "0.5", "min_count": 5});
+        edit(&mut v);
+        jws::sign(&key(), v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn verifies_an_aggregate_slice_and_reads_its_counts_and_noise() {
+        let jwk = Jwk::ed25519(key().public_key().as_ref());
+        let claims = check(&aggregate(|_| ()), ISSUER, "acme.example", GRANT, &jwk).unwrap();
+        let counts = claims.counts.unwrap();
+        assert_eq!(
+            counts.iter().map(|c| (c.kind, c.category.as_deref(), c.count)).collect::<Vec<_>>(),
+            [(Kind::Search, Some("Apparel & Accessories > Shoes"), 12), (Kind::Cart, None, 3)]
+        );
+        let noise = claims.noise.unwrap();
+        assert_eq!((noise.mechanism, noise.epsilon.milli(), noise.min_count), (Mechanism::TwoSidedGeometric, 500, 5));
+        let exact = check(&aggregate(|v| v.as_object_mut().unwrap().remove("noise").map(drop).unwrap()), ISSUER, "acme.example", GRANT, &jwk);
+        assert_eq!(exact.unwrap().noise, None, "exact counts state no noise");
+    }
+
+    #[test]
+    fn rejects_slices_whose_shape_is_not_their_granularity() {
+        let jwk = Jwk::ed25519(key().public_key().as_ref());
+        let item = serde_json::json!({"kind": "search", "day": "2026-01-01"});
+        for (what, jws) in [
+            ("items in an aggregate slice", aggregate(|v| v["items"] = serde_json::json!([item]))),
+            ("an aggregate slice without counts", aggregate(|v| v.as_object_mut().unwrap().remove("counts").map(drop).unwrap())),
+            ("a cursor on counts", aggregate(|v| v["next_cursor"] = "c_1".into())),
+            (
+                "counts at category",
+                aggregate(|v| {
+                    v["scope"]["granularity"] = "category".into();
+                    v["items"] = serde_json::json!([item]);
+                }),
+            ),
+        ] {
+            assert!(matches!(check(&jws, ISSUER, "acme.example", GRANT, &jwk), Err(SliceError::Shape(_))), "{what}");
+        }
+        for (what, jws) in [
+            ("another mechanism", aggregate(|v| v["noise"]["mechanism"] = "laplace".into())),
+            ("a float epsilon", aggregate(|v| v["noise"]["epsilon"] = 0.5.into())),
+            ("a negative count", aggregate(|v| v["counts"][0]["count"] = (-1).into())),
+            ("an id in a count", aggregate(|v| v["counts"][0]["id"] = "i_1".into())),
+        ] {
+            assert!(matches!(check(&jws, ISSUER, "acme.example", GRANT, &jwk), Err(SliceError::Payload(_))), "{what}");
+        }
     }
 }

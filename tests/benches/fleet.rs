@@ -484,6 +484,8 @@ impl Grant {
             },
             items: self.items.clone(),
             next_cursor: None,
+            counts: None,
+            noise: None,
         };
         let payload = serde_json::to_vec(&claims).map_err(|e| e.to_string())?;
         let jws = optin_protocol::jws::sign(&self.key, &payload);

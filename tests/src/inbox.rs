@@ -245,6 +245,8 @@ impl Stranger {
             },
             items: Vec::<SliceItem>::new(),
             next_cursor: None,
+            counts: None,
+            noise: None,
         };
         let jws = optin_protocol::jws::sign(&self.key, &serde_json::to_vec(&claims).expect("claims"));
         Event { timestamp: now, data: Data::SliceDelivered { grant_id: self.bundle.grant_id.clone(), jti: WebhookId::parse(&jti).expect("an id"), slice: jws } }

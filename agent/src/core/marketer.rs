@@ -505,5 +505,7 @@ pub(super) fn slice_claims(
         scope: applied,
         items,
         next_cursor,
+        counts: None,
+        noise: None,
     })
 }
