@@ -37,6 +37,7 @@ mod requests;
 mod restart;
 mod revoke;
 mod scope;
+mod sensitive;
 mod tokens;
 mod transport;
 mod transport_revoke;

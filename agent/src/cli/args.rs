@@ -140,6 +140,25 @@ pub enum Command {
         #[command(flatten)]
         only: AuditFilter,
     },
+    /// Never share a sensitive topic (its id, like health) or a category and all below it
+    /// (like "Health & Beauty > Health Care") with any grant, however broad.
+    Exclude {
+        /// A topic id (`optin exclusions` lists them) or a category path.
+        entry: String,
+    },
+    /// Let a sensitive topic be shared by the grants whose terms reach it, or take a
+    /// category of your own off the never-share list.
+    Include {
+        /// A topic id or a category path you excluded.
+        entry: String,
+    },
+    /// List the never-share list: every sensitive topic, whether it is withheld, and your
+    /// own categories.
+    Exclusions {
+        /// Print a JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop all sharing at once.
     Pause,
     /// Share again after `pause`.

@@ -16,6 +16,7 @@
 //! there, and says so when there is no home rather than showing an empty one.
 
 mod args;
+mod never_share;
 mod print;
 mod receipt;
 mod requests;
@@ -243,6 +244,9 @@ async fn run(cli: Cli, p: &mut Printer) -> Result<()> {
             }
             Ok(())
         }
+        Command::Exclude { entry } => never_share::change(&Home::open_or_create(&dir()?)?, Request::Exclude { entry }, p).await,
+        Command::Include { entry } => never_share::change(&Home::open_or_create(&dir()?)?, Request::Include { entry }, p).await,
+        Command::Exclusions { json } => never_share::list(&Home::open_or_create(&dir()?)?, json, p).await,
         Command::Pause | Command::Resume => {
             let paused = matches!(command, Command::Pause);
             execute(&Home::open_existing(&dir()?)?, Request::Sharing { paused }).await?;

@@ -177,6 +177,19 @@ pub enum Request {
         /// Which.
         name: RequestName,
     },
+    /// Withhold a sensitive topic from every grant again, or add a category path of the
+    /// person's own to the never-share list.
+    Exclude {
+        /// A topic id or a category path, as typed.
+        entry: String,
+    },
+    /// Let a sensitive topic be shared, or take a path of the person's own off the list.
+    Include {
+        /// A topic id or a category path, as typed.
+        entry: String,
+    },
+    /// The never-share list.
+    NeverShare,
 }
 
 /// The answer to a [`Request`].
@@ -242,6 +255,13 @@ pub enum Response {
     Signals {
         /// The signals, carts with their derived state.
         signals: Vec<SignalView>,
+    },
+    /// The never-share list, after the change asked for if any.
+    NeverShare {
+        /// The list.
+        list: Box<crate::core::never_share::NeverShareView>,
+        /// Whether the request changed it.
+        changed: bool,
     },
     /// Signals forgotten.
     Forgot {

@@ -27,7 +27,8 @@ pub const EXTENSION_SIGNALS_PER_DAY: u64 = 2000;
 impl Core {
     /// Stores an owner's NDJSON batch, all or nothing. Durable on return.
     pub(super) fn ingest(&self, ndjson: &str) -> Result<Response, CoreError> {
-        let batch = signal::parse_batch(ndjson, &crate::merchant::registrable)?;
+        let mut batch = signal::parse_batch(ndjson, &crate::merchant::registrable)?;
+        super::never_share::mark(&mut batch);
         let (stored, duplicates) = self.store.insert_signals(&batch)?;
         Ok(Response::Ingested { stored, duplicates })
     }
@@ -46,7 +47,8 @@ impl Core {
             return Err(CoreError::Invalid(format!("signals: at most {} at a time", limits::BATCH_SIGNALS)));
         }
         let (valid, mut rejected) = read_each(texts);
-        let (places, signals): (Vec<usize>, Vec<Signal>) = valid.into_iter().unzip();
+        let (places, mut signals): (Vec<usize>, Vec<Signal>) = valid.into_iter().unzip();
+        super::never_share::mark(&mut signals);
         let quota = Quota { day: now.to_offset(UtcOffset::UTC).date(), per_day: EXTENSION_SIGNALS_PER_DAY };
         let outcomes = self.store.insert_signals_metered(&signals, quota)?;
         let (mut stored, mut duplicates) = (0, 0);

@@ -367,12 +367,15 @@ impl Core {
         if self.store.paused().map_err(internal)? {
             return Err(Refusal::Paused);
         }
-        terms.evaluate(query, now).map_err(|e| match e {
+        let applied = terms.evaluate(query, now).map_err(|e| match e {
             ScopeError::Expired(_) => Refusal::Token("grant expired"),
             ScopeError::Exceeds { field, reason } => Refusal::Exceeds { field, reason },
             ScopeError::Invalid { field, reason } => Refusal::Invalid { field, reason },
             other => Refusal::Invalid { field: String::new(), reason: other.to_string() },
-        })
+        })?;
+        // The person's never-share list as it stands now, so a change applies to the next
+        // cut of every grant; a list that cannot be read serves nothing.
+        Ok(Applied { never_share: self.never_share().map_err(internal)?, ..applied })
     }
 
     /// Appends an audit record now; a failure is logged, never shown to the marketer.

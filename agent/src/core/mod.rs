@@ -9,6 +9,8 @@
 //! - [`push`]: the events of push grants, queued, scheduled and settled (the sender that
 //!   posts them is [`crate::push`]);
 //! - [`receipt`]: a grant's consent receipt as it stands, given, withdrawn or expired;
+//! - [`never_share`]: the person's never-share list of sensitive topics, which every scope
+//!   applies, and the topics signals are marked with at ingest;
 //! - [`slicer`], [`gate`], [`audit`]: what those use.
 //!
 //! Work that blocks a thread (parsing a batch, an fsync, cutting and signing a page) is
@@ -33,6 +35,7 @@ pub mod command;
 pub mod gate;
 pub mod ingest;
 pub mod marketer;
+pub mod never_share;
 pub mod owner;
 pub mod push;
 mod receipt;

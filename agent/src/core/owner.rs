@@ -38,6 +38,9 @@ impl Core {
             Request::ExtensionSignals { signals } => self.ingest_extension(&signals, now),
             Request::Signals { kind } => Ok(Response::Signals { signals: self.list_signals(kind, now)? }),
             Request::Forget { what } => Ok(Response::Forgot { count: self.forget(what, now)? }),
+            Request::Exclude { entry } => self.exclude(&entry),
+            Request::Include { entry } => self.include(&entry),
+            Request::NeverShare => self.exclusions(),
             Request::Grant { marketer, kinds, granularity, window, expires, purpose, push, filters } => {
                 let marketer = bounded("marketer", &marketer, MARKETER_CHARS)?;
                 let purpose = bounded("purpose", &purpose, PURPOSE_CHARS)?;

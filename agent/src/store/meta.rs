@@ -11,6 +11,11 @@
 //! | `audit_head`    | `SEQ:HEX`, the last audit record and its hash          |
 //! | `audit_head_mac`| hex MAC of the head (see [`super::seal`])              |
 //! | `extension_day` | `YYYY-MM-DD COUNT`: signals the browser extension stored that UTC day |
+//! | `never_share`   | the person's never-share list, `{"v":1,"included":[…],"categories":[…]}` |
+//!
+//! `never_share` absent is the shipped default: every sensitive topic withheld, no
+//! category of the person's own. A value that does not read is refused, never taken as
+//! the default, so a damaged list withholds rather than shares.
 //!
 //! `audit_head` and its MAC are written with each audit record, in its transaction (see
 //! `append_audit`), so `optin audit --verify` notices a changed or missing last record, and
@@ -20,7 +25,9 @@
 //! `extension_day` is written in the transaction that stores the signals it counts (see
 //! `insert_signals_metered`), so a crash cannot store signals the quota did not count.
 
+use optin_protocol::sensitive::NeverShare;
 use optin_protocol::span::Span;
+use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use time::Date;
 
@@ -28,6 +35,28 @@ use super::{corrupt, Result, Store, StoreError};
 
 /// The `meta` key of the extension's count of the day.
 const EXTENSION_DAY: &str = "extension_day";
+
+/// The `meta` key of the person's never-share list.
+const NEVER_SHARE: &str = "never_share";
+
+/// The never-share list as stored: versioned, so a later format is refused, not misread.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NeverShareRecord {
+    v: u32,
+    #[serde(default)]
+    included: std::collections::BTreeSet<String>,
+    #[serde(default)]
+    categories: std::collections::BTreeSet<String>,
+}
+
+fn decode_never_share(bytes: &[u8]) -> Result<NeverShare> {
+    match serde_json::from_slice::<NeverShareRecord>(bytes) {
+        Ok(r) if r.v == 1 => Ok(NeverShare { included: r.included, categories: r.categories }),
+        Ok(r) => Err(corrupt("meta", format!("`{NEVER_SHARE}` has version {}, this optin reads 1", r.v))),
+        Err(e) => Err(corrupt("meta", format!("`{NEVER_SHARE}`: {e}"))),
+    }
+}
 
 /// Where the agent was last reachable, for bundles made while it does not run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +110,28 @@ impl Store {
     /// Records the cart abandonment delay. Durable on return.
     pub fn set_abandon_after(&self, delay: Span) -> Result<()> {
         self.set_meta("abandon_after", &delay.to_string())
+    }
+
+    /// The person's never-share list; the shipped default when they never changed it.
+    pub fn never_share(&self) -> Result<NeverShare> {
+        self.meta.get(NEVER_SHARE)?.map_or_else(|| Ok(NeverShare::default()), |v| decode_never_share(&v))
+    }
+
+    /// Changes the never-share list by `change`, atomically against other changes, and
+    /// returns the list before and after. Durable on return.
+    pub fn update_never_share(&self, change: impl Fn(&mut NeverShare)) -> Result<(NeverShare, NeverShare)> {
+        loop {
+            let current = self.meta.get(NEVER_SHARE)?;
+            let before = current.as_deref().map_or_else(|| Ok(NeverShare::default()), decode_never_share)?;
+            let mut after = before.clone();
+            change(&mut after);
+            let record = NeverShareRecord { v: 1, included: after.included.clone(), categories: after.categories.clone() };
+            let bytes = serde_json::to_vec(&record).map_err(|e| corrupt("meta", e))?;
+            if self.meta.compare_and_swap(NEVER_SHARE, current, Some(bytes))?.is_ok() {
+                self.flush()?;
+                return Ok((before, after));
+            }
+        }
     }
 }
 
