@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::OnceLock;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::scope::category_within;
 use crate::signal::{limits, Body, Signal};
@@ -212,8 +212,8 @@ impl Table {
         let words = self.words(query);
         let mut found = BTreeSet::new();
         let holds = |at: usize, term: &[Word]| term.len() <= words.len() - at && term.iter().zip(&words[at..]).all(|(t, w)| t.matches(w));
-        for at in 0..words.len() {
-            let exact = self.by_first.get(&words[at]).into_iter().flatten();
+        for (at, word) in words.iter().enumerate() {
+            let exact = self.by_first.get(word).into_iter().flatten();
             for &(topic, term) in exact.chain(&self.by_prefix) {
                 if holds(at, &self.topics[topic].terms[term]) {
                     found.insert(self.topics[topic].id.as_str());
@@ -350,15 +350,13 @@ impl fmt::Display for Entry {
 /// The person's never-share list: the shipped topics they switched off, and their own
 /// category paths. The default (nothing switched off, no paths of their own) withholds every
 /// shipped topic, so a scope nobody filled in is the safe one.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// It is no wire type: the agent's store keeps it in a versioned record of its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NeverShare {
     /// Shipped topics the person allowed to be shared (`optin include TOPIC`).
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub included: BTreeSet<String>,
     /// The person's own category paths (`optin exclude "A > B"`), as [`Entry::Category`]
     /// writes them.
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub categories: BTreeSet<String>,
 }
 
