@@ -42,6 +42,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("push", push),
     ("webhook", webhook),
     ("receipt", receipt),
+    ("sensitive", sensitive),
 ];
 
 /// The grant secret and the slice-signing key's seed of the test vectors (bytes 0x00..0x1f),
@@ -449,5 +450,27 @@ fn signed_receipt(text: &str, key: &Ed25519KeyPair, jwk: &jws::Jwk) {
     match receipt::verify(&receipt::sign_document(key, json.as_bytes()), jwk) {
         Ok(again) => assert_eq!(again, r, "a receipt reads back as itself: {json}"),
         Err(e) => panic!("an accepted receipt, signed again, is refused: {e}: {json}"),
+    }
+}
+
+/// A search query, a category path or a never-share entry, as pages and people write them:
+/// matching never panics and gives one answer; more words after a space only ever match
+/// more; ASCII case changes nothing; an entry taken reads back as itself.
+pub fn sensitive(data: &[u8]) {
+    use crate::sensitive::{Entry, Table};
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let table = Table::shipped();
+    let topics = table.query_topics(text);
+    assert_eq!(topics, table.query_topics(text), "one answer to one query");
+    let longer = table.query_topics(&format!("{text} hiv"));
+    assert!(topics.is_subset(&longer) && longer.contains("health"), "a query with more words matches at least as much: {text:?}");
+    assert_eq!(table.query_topics(&text.to_ascii_uppercase()), topics, "ASCII case changes nothing: {text:?}");
+    let categories = table.category_topics(text);
+    assert_eq!(categories, table.category_topics(text), "one answer to one category");
+    if let Ok(entry) = Entry::parse(text, table) {
+        assert_eq!(Entry::parse(&entry.to_string(), table).ok(), Some(entry.clone()), "an entry reads back as itself: {text:?}");
+        if let Entry::Category(path) = entry {
+            assert!(!path.is_empty() && !path.chars().any(is_hidden_or_control), "an entry holds no hidden character: {text:?}");
+        }
     }
 }
