@@ -57,6 +57,8 @@ problem_types! {
     ExceedsGrant = "exceeds-grant", "Request exceeds the grant";
     /// The person paused all sharing (403).
     Paused = "paused", "Sharing paused";
+    /// An aggregate grant's privacy budget cannot pay for a new answer (403).
+    BudgetExhausted = "budget-exhausted", "Privacy budget exhausted";
     /// No such endpoint (404).
     NotFound = "not-found", "Not found";
     /// A known endpoint with another method (405).

@@ -362,6 +362,9 @@ fn choices(raw: &RawValue) -> Result<ApprovalChoices, String> {
         merchants: list(raw.merchants, "merchants", 64, "merchant domains")?,
         fields: list(raw.fields, "fields", optin_protocol::fields::NAMES.len(), "field names")?,
         rate: read::<optin_protocol::rate::Rate>(raw.rate, "rate", "a rate like 4/day or 1/hour")?,
+        // The popup offers no noise choice: an aggregate request approved there gets the
+        // default noise and budget.
+        noise: Default::default(),
     })
 }
 

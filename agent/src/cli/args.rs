@@ -342,7 +342,8 @@ pub struct GrantArgs {
     /// Kinds to share: any of search,cart,purchase.
     #[arg(long, value_name = "KINDS")]
     pub kinds: Kinds,
-    /// raw (every field) or category (kind, category and day only).
+    /// raw (every field), category (kind, category and day only) or aggregate (noisy
+    /// counts per kind and category, within a privacy budget: see --epsilon).
     #[arg(long, value_name = "LEVEL")]
     pub granularity: Granularity,
     /// How far back slices reach, like 30d.
@@ -363,6 +364,8 @@ pub struct GrantArgs {
     pub push_every: Span,
     #[command(flatten)]
     pub filters: FilterArgs,
+    #[command(flatten)]
+    pub noise: NoiseArgs,
     /// Print only the bundle's JSON.
     #[arg(long, conflicts_with = "output")]
     pub json: bool,
@@ -408,6 +411,31 @@ impl FilterArgs {
 /// grant is made.
 fn parse_inbox(text: &str) -> Result<String, String> {
     optin_protocol::request::HttpsUrl::parse(text).map(|url| url.as_str().to_owned())
+}
+
+/// The noise of an aggregate grant: two-sided geometric noise on every count, and a budget
+/// that never resets. Checked by the agent, so a bad choice is refused naming its flag and
+/// nothing is granted.
+#[derive(Args, Debug, Default)]
+pub struct NoiseArgs {
+    /// With --granularity aggregate: the privacy loss each new answer spends from the budget,
+    /// from 0.001 to 100 (smaller: more noise) [default: 0.5].
+    #[arg(long, value_name = "E")]
+    pub epsilon: Option<optin_protocol::noise::Epsilon>,
+    /// With --granularity aggregate: what the grant may spend in all, ever; once spent it
+    /// answers nothing new [default: 3].
+    #[arg(long, value_name = "B")]
+    pub budget: Option<optin_protocol::noise::Epsilon>,
+    /// With --granularity aggregate: leave out counts below K after noise [default: 5].
+    #[arg(long, value_name = "K")]
+    pub min_count: Option<u32>,
+}
+
+impl NoiseArgs {
+    /// The choice as the agent takes it.
+    pub fn into_choice(self) -> crate::core::aggregate::NoiseChoice {
+        crate::core::aggregate::NoiseChoice { epsilon: self.epsilon, budget: self.budget, min_count: self.min_count }
+    }
 }
 
 /// Where a bundle goes instead of standard output.

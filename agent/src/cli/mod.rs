@@ -487,6 +487,7 @@ async fn grant(dir: &Path, args: GrantArgs, p: &mut Printer) -> Result<()> {
         expires: args.expires,
         purpose: args.purpose,
         push: args.push.clone().map(|inbox| PushTo { inbox, every: args.push_every }),
+        noise: args.noise.into_choice(),
         filters: args.filters.into_filters(),
     };
     let Response::Granted { bundle } = execute(&home, request).await? else { return unexpected() };

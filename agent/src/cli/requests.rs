@@ -88,7 +88,8 @@ pub struct ApproveArgs {
     /// How far back slices reach, at most the requested window, like 7d.
     #[arg(long, value_name = "SPAN", allow_hyphen_values = true)]
     pub window: Option<Span>,
-    /// category (kind, category and day only), or raw if the request asks for raw.
+    /// category (kind, category and day only), aggregate (noisy counts: see --epsilon), or
+    /// raw if the request asks for raw.
     #[arg(long, value_name = "LEVEL")]
     pub granularity: Option<Granularity>,
     /// How long the grant lasts, at most the requested duration, like 30d.
@@ -108,6 +109,9 @@ pub struct ApproveArgs {
     /// 1/day.
     #[arg(long, value_name = "N/day|N/hour")]
     pub rate: Option<optin_protocol::rate::Rate>,
+    /// With aggregate granularity (asked, or chosen with --granularity aggregate): the noise.
+    #[command(flatten)]
+    pub noise: super::args::NoiseArgs,
 }
 
 /// `optin requests [add FILE | show ID]`.
@@ -189,6 +193,7 @@ pub(super) async fn approve(home: &Home, args: ApproveArgs, p: &mut Printer) -> 
         merchants: args.merchants,
         fields: args.fields,
         rate: args.rate,
+        noise: args.noise.into_choice(),
     };
     let Response::Approved { bundle, request } = execute(home, Request::Approve { name: args.name, choices }).await? else { return unexpected() };
     let r = &request.request;

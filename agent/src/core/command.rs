@@ -99,6 +99,9 @@ pub enum Request {
         /// slices to the marketer's pulls only.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         push: Option<PushTo>,
+        /// At granularity `aggregate`, the noise the person chose; the rest is the default.
+        #[serde(default, skip_serializing_if = "super::aggregate::NoiseChoice::is_empty")]
+        noise: super::aggregate::NoiseChoice,
         /// Its filters, fields and rate, checked as an approval's choices are.
         #[serde(default)]
         filters: GrantFilters,

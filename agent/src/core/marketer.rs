@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use optin_protocol::jws::Jwk;
-use optin_protocol::scope::{Applied, GrantId, ScopeError, SliceQuery, Terms};
+use optin_protocol::scope::{Applied, GrantId, Granularity, ScopeError, SliceQuery, Terms};
 use optin_protocol::slice::{SliceClaims, SliceItem};
 use optin_protocol::token::Token;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -44,6 +44,9 @@ pub enum Refusal {
     /// As many slices of the grant as the agent holds at once are in flight
     /// ([`gate::MAX_IN_FLIGHT`]); the client may try again shortly.
     Busy,
+    /// The grant's privacy budget cannot pay for one more aggregate answer: it never will
+    /// again (SPEC.md, "Aggregate slices").
+    BudgetExhausted,
     /// The detail is logged, not sent.
     Internal(String),
 }
@@ -54,7 +57,7 @@ impl Refusal {
     pub fn status(&self) -> u16 {
         match self {
             Refusal::Token(_) => 401,
-            Refusal::Exceeds { .. } | Refusal::Paused => 403,
+            Refusal::Exceeds { .. } | Refusal::Paused | Refusal::BudgetExhausted => 403,
             Refusal::Invalid { .. } => 400,
             Refusal::Busy => 429,
             Refusal::Internal(_) => 500,
@@ -69,6 +72,7 @@ impl Refusal {
             Refusal::Invalid { field, reason } => format!("{field}: {reason}"),
             Refusal::Paused => "sharing paused".to_owned(),
             Refusal::Busy => "too many slices of the grant in flight".to_owned(),
+            Refusal::BudgetExhausted => "privacy budget exhausted".to_owned(),
             Refusal::Internal(_) => "internal error".to_owned(),
         }
     }
@@ -276,7 +280,7 @@ impl Core {
         // Cutting and signing a large page takes milliseconds of CPU and store reads.
         let result = blocking(|| {
             let query = request.query?;
-            let claims = self.claims(&admitted.record, &admitted.terms, &admitted.keys, &query, now)?;
+            let claims = self.served_claims(&admitted.record, &admitted.terms, &admitted.keys, &query, now)?;
             self.sign_on_record(&admitted, claims, asked, now)
         });
         match result {
@@ -353,6 +357,11 @@ impl Core {
         now: OffsetDateTime,
     ) -> Result<SliceClaims, Refusal> {
         let applied = self.applied(terms, query, now)?;
+        if applied.granularity == Granularity::Aggregate {
+            // Only the person's previews reach here at aggregate: a marketer's answer is
+            // cut by `served_claims`, which adds the noise and spends the budget.
+            return self.exact_aggregate_claims(record, terms, keys, applied, now);
+        }
         let page = slicer::cut(&self.store, &applied, query.cursor.as_deref(), keys, self.config.abandon_after, now).map_err(|e| match e {
             CutError::Cursor(c) => Refusal::Invalid { field: "cursor".into(), reason: c.to_string() },
             CutError::Store(s) => internal(s),
@@ -431,6 +440,7 @@ impl Core {
             Refusal::Token(reason @ ("grant revoked" | "grant expired")) => return Some(reason),
             Refusal::Paused => return Some("sharing paused"),
             Refusal::Busy => return Some("too many slices of the grant in flight"),
+            Refusal::BudgetExhausted => return Some("privacy budget exhausted"),
             Refusal::Token(reason) => *reason,
             Refusal::Exceeds { .. } => "asked beyond the grant",
             Refusal::Invalid { .. } => "malformed request",

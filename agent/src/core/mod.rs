@@ -30,6 +30,7 @@ use crate::store::{Store, StoreError};
 use command::ErrorKind;
 use gate::Gates;
 
+pub mod aggregate;
 pub mod audit;
 pub mod command;
 pub mod gate;

@@ -41,11 +41,12 @@ impl Core {
             Request::Exclude { entry } => self.exclude(&entry),
             Request::Include { entry } => self.include(&entry),
             Request::NeverShare => self.exclusions(),
-            Request::Grant { marketer, kinds, granularity, window, expires, purpose, push, filters } => {
+            Request::Grant { marketer, kinds, granularity, window, expires, purpose, push, filters, noise } => {
                 let marketer = bounded("marketer", &marketer, MARKETER_CHARS)?;
                 let purpose = bounded("purpose", &purpose, PURPOSE_CHARS)?;
                 let push = push.map(checked_push).transpose()?;
                 let terms = owner_terms(&marketer, kinds, granularity, window, expires, filters, now)?;
+                let terms = Terms { noise: noise.decide(terms.granularity, push.is_some())?, ..terms };
                 let record = GrantRecord {
                     v: 1,
                     id: new_grant_id()?,
@@ -94,6 +95,8 @@ impl Core {
                     Refusal::Paused => CoreError::Invalid("sharing is paused: the grant serves nothing until `optin resume`".into()),
                     // A preview takes no pass, so it is never turned away for want of one.
                     Refusal::Busy => CoreError::Internal("a preview found the grant busy".into()),
+                    // A preview counts exactly and spends nothing.
+                    Refusal::BudgetExhausted => CoreError::Internal("a preview spent a budget".into()),
                     Refusal::Internal(e) => CoreError::Internal(e),
                 })?;
                 Ok(Response::Preview { claims: Box::new(claims) })

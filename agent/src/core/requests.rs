@@ -120,6 +120,9 @@ pub struct ApprovalChoices {
     /// A lower rate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<Rate>,
+    /// At granularity `aggregate`, the noise; what is not chosen is the default.
+    #[serde(default, skip_serializing_if = "super::aggregate::NoiseChoice::is_empty")]
+    pub noise: super::aggregate::NoiseChoice,
 }
 
 impl From<ApprovalChoices> for Choices {
@@ -341,8 +344,10 @@ impl Core {
         let found = self.find_request(name)?;
         let mut record = self.undecided(found, now, "approved")?;
         let asked = &record.request;
+        let noise = choices.noise;
         let approved = asked.terms.narrow(&choices.into()).map_err(|e| CoreError::Invalid(format!("nothing was approved: {e}")))?;
-        let terms = approved.terms(&asked.marketer.domain, now).ok_or_else(|| CoreError::Invalid("expires: too far in the future".into()))?;
+        let mut terms = approved.terms(&asked.marketer.domain, now).ok_or_else(|| CoreError::Invalid("expires: too far in the future".into()))?;
+        terms.noise = noise.decide(terms.granularity, Core::push_to(asked).is_some()).map_err(|e| CoreError::Invalid(format!("nothing was approved: {e}")))?;
         let grant = GrantRecord {
             v: 1,
             id: new_grant_id()?,

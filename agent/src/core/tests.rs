@@ -100,6 +100,7 @@ impl World {
             purpose: "show me relevant offers".into(),
             push: None,
             filters: Default::default(),
+            noise: Default::default(),
         };
         let Response::Granted { bundle } = self.run(request).await else { panic!("not a grant answer") };
         *bundle

@@ -86,6 +86,11 @@ impl From<Refusal> for ApiError {
             }
             Refusal::Invalid { field, reason } => Problem::new(status, ProblemType::InvalidRequest, format!("`{field}`: {reason}")).with_field(field),
             Refusal::Paused => Problem::new(status, ProblemType::Paused, "the person has paused all sharing"),
+            Refusal::BudgetExhausted => Problem::new(
+                status,
+                ProblemType::BudgetExhausted,
+                "the grant's privacy budget is spent: it answers no new aggregate query, and never will again; answers already given are served again as given",
+            ),
             Refusal::Busy => Problem::new(
                 status,
                 ProblemType::TooManyRequests,

@@ -116,6 +116,7 @@ impl Api {
             purpose: "offers".into(),
             push: None,
             filters: Default::default(),
+            noise: Default::default(),
         };
         let Response::Granted { bundle } = self.run(request).await else { panic!("not a grant answer") };
         *bundle
@@ -561,6 +562,7 @@ async fn every_problem_type_is_listed_in_the_spec_and_the_document() {
         Refusal::Exceeds { field: "kinds", reason: "not granted".into() },
         Refusal::Invalid { field: "limit".into(), reason: "not a number".into() },
         Refusal::Paused,
+        Refusal::BudgetExhausted,
         Refusal::Busy,
         Refusal::Internal("a detail".into()),
     ];

@@ -127,6 +127,12 @@ pub fn refusal_count(grant: &str, reason: &str) -> Vec<u8> {
     [grant.as_bytes(), &[0], reason.as_bytes()].concat()
 }
 
+/// The `answers` key of an aggregate grant's answer to one query: grant id · 0x00 · the
+/// query's SHA-256.
+pub fn answer(grant: &str, query: &[u8; 32]) -> Vec<u8> {
+    [grant.as_bytes(), &[0], query].concat()
+}
+
 /// The `requests` key of a consent request: marketer domain · 0x00 · request id. A request is
 /// named by both, since two marketers may choose the same id.
 pub fn request(marketer: &str, id: &str) -> Vec<u8> {

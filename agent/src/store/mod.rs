@@ -19,6 +19,8 @@
 //! | `request_macs`| marketer domain · 0x00 · request id         | its MAC (32)             |
 //! | `push_queue`  | due time (8) · event id                     | [`PendingPush`] JSON     |
 //! | `push_state`  | grant id                                    | [`PushState`] JSON       |
+//! | `budgets`     | grant id                                    | epsilon spent ([`budget`]) |
+//! | `answers`     | grant id · 0x00 · query hash                | [`budget::Answer`] JSON  |
 //! | `meta`        | name                                        | value                    |
 //!
 //! Time is microseconds since the Unix epoch with the sign bit flipped, so signals of one
@@ -43,6 +45,7 @@ use sled::Transactional;
 use time::OffsetDateTime;
 
 pub mod arrival;
+pub mod budget;
 pub mod key;
 pub mod meta;
 pub mod push;

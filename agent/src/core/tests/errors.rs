@@ -42,6 +42,7 @@ fn every_refusal_has_its_status() {
         (Refusal::Token("grant revoked"), 401),
         (Refusal::Exceeds { field: "kinds", reason: "not granted".into() }, 403),
         (Refusal::Paused, 403),
+        (Refusal::BudgetExhausted, 403),
         (Refusal::Busy, 429),
         (Refusal::Invalid { field: "limit".into(), reason: "too big".into() }, 400),
         (Refusal::Internal("disk".into()), 500),
@@ -67,6 +68,7 @@ async fn rejects_commands_that_name_nothing_or_are_wrong() {
         purpose: purpose.into(),
         push: None,
         filters: Default::default(),
+        noise: Default::default(),
     };
     let cases: Vec<(&str, Request, ErrorKind)> = vec![
         ("revoke an unknown grant", Request::Revoke { grant_id: nobody.clone() }, ErrorKind::NotFound),

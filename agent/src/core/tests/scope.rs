@@ -34,6 +34,7 @@ fn outcome(refusal: &Refusal) -> Expect {
         Refusal::Invalid { field, .. } => field.clone(),
         Refusal::Paused => "paused".into(),
         Refusal::Busy => "busy".into(),
+        Refusal::BudgetExhausted => "budget exhausted".into(),
         Refusal::Internal(detail) => format!("internal: {detail}"),
     };
     Expect::Refused(refusal.status(), what)
