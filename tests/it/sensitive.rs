@@ -88,6 +88,9 @@ async fn no_grant_reaches_a_sensitive_topic_until_the_person_includes_it() {
     let expected: BTreeSet<(String, String)> =
         [("c-pharmacy", "\"health\""), ("s-hiv", "\"health\"")].iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect();
     assert_eq!(marks, expected);
+    let text = agent.cli(&["signals", "--kind", "search"]).await;
+    assert!(text.ok().contains("\"HIV  test near me\" on duckduckgo.com [sensitive: health]"), "{}", text.stdout);
+    assert!(!text.ok().contains("\"running shoes\" on duckduckgo.com [sensitive"), "{}", text.stdout);
     assert_eq!(served(&agent, &bundle).await, set(&ordinary));
     assert_eq!(previewed(&agent, &bundle).await, set(&ordinary));
 

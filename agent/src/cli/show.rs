@@ -67,6 +67,8 @@ pub fn signals(p: &mut Printer, signals: &[SignalView], kind: Option<Kind>) -> i
             Body::Purchase { total, currency, merchant, .. } => format!("{} {currency} at {merchant}", total.as_str()),
             Body::Cart { items, merchant, .. } => format!("{} at {merchant}", count(items.len(), "item", "items")),
         };
+        // Marked at ingest: the never-share list (`optin exclusions`) decides what leaves.
+        let what = if s.sensitive.is_empty() { what } else { format!("{what} [sensitive: {}]", s.sensitive.join(", ")) };
         let (state, style) = view.state.map_or(("", None), cart_state);
         table.row(vec![Cell::new(s.id.as_str()), Cell::new(s.kind().as_str()), Cell::new(time(s.at)), Cell::styled(state, style), Cell::new(what)]);
     }
