@@ -150,11 +150,14 @@ pub fn add_noise(exact: &[Count], noise: &Noise, rng: &mut dyn Randomness) -> Re
 }
 
 /// What identifies a query for its kept answer: the SHA-256 of the applied scope as JSON,
-/// without its page size, which counts do not have. Kinds, bounds, filters and whatever else
-/// the scope holds are in it, so any change to what would be counted is a new query.
+/// without its page size, which counts do not have, and of the person's never-share list,
+/// which the scope applies but does not state. Kinds, bounds, filters and the list are in it,
+/// so any change to what would be counted is a new query: a topic excluded after an answer
+/// is not served again inside the kept one.
 fn query_key(applied: &Applied) -> Result<[u8; 32], Refusal> {
     let scope = Applied { limit: 0, ..applied.clone() };
-    let json = serde_json::to_vec(&scope).map_err(|e| Refusal::Internal(e.to_string()))?;
+    let list = (&applied.never_share.included, &applied.never_share.categories);
+    let json = serde_json::to_vec(&(scope, list)).map_err(|e| Refusal::Internal(e.to_string()))?;
     Ok(optin_protocol::sha256(&json))
 }
 
