@@ -29,6 +29,7 @@ mod inbox_nats;
 mod ingest;
 mod jose;
 mod linkability;
+mod partners;
 mod permissions;
 mod push;
 mod push_python;

@@ -84,14 +84,25 @@ async fn a_pull_bundle_carries_the_receipt_and_revoking_signs_its_withdrawal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receipt_of_an_approved_request_names_it_and_its_marketer() {
     let agent = Agent::start().await;
+    agent.ingest(&fixture::ndjson(&fixture::walkthrough(now()))).await;
     agent.home().command(&["requests", "add", "-"]).stdin(request("shoes-1").as_bytes()).run().await.ok();
     let approved = agent.cli(&["approve", "shoes-1", "--kinds", "cart"]).await;
     let out = approved.ok();
+    // What the grant shares now, in one sentence, before the bundle is handed over.
+    let sentence = "now it would share 1 abandoned cart, 1 open cart, 1 purchased cart in Apparel & Accessories > Shoes over 30d (";
+    assert!(out.find(sentence).is_some_and(|at| at < out.find('{').expect("the bundle")), "{out}");
     let bundle = GrantBundle::parse(&out[out.find('{').expect("the bundle")..]).expect("a bundle");
     let given = bundle.consent().expect("a receipt").expect("verified");
     let answered = given.request.as_ref().expect("the request answered");
     assert_eq!((answered.id.as_str(), answered.marketer.as_str()), ("shoes-1", "acme.example"));
     assert_eq!(given.pii_processing.purposes[0].pii_information.to_string(), "cart", "the kinds approved, not asked");
+
+    // The same sentence for a grant the person makes unasked, cut the same way.
+    let granted =
+        agent.cli(&["grant", "globex.example", "--kinds", "search", "--granularity", "raw", "--window", "30d", "--expires", "30d", "--purpose", "p"]).await;
+    let out = granted.ok();
+    let sentence = "now it would share 2 searches in Apparel & Accessories > Shoes over 30d (";
+    assert!(out.find(sentence).is_some_and(|at| at < out.find('{').expect("the bundle")), "{out}");
 
     let shown = agent.cli(&["receipt", bundle.grant_id.as_str()]).await;
     for needle in [

@@ -660,7 +660,7 @@ async fn handle(host: &Host, message: Message) -> Result<Answer, Failure> {
         },
         Message::SiteRequests { site } => site_requests(host, &site).await,
         Message::Approve { name, choices } => match forward(home, Request::Approve { name, choices }).await? {
-            Response::Approved { bundle, request } => {
+            Response::Approved { bundle, request, .. } => {
                 let grant = ApprovedGrant { grant_id: bundle.grant_id, marketer: bundle.marketer, purpose: bundle.purpose, terms: bundle.terms };
                 Ok(Answer::Approved { grant, request })
             }
@@ -1017,7 +1017,7 @@ mod tests {
             "window": "30d", "expires": "90d", "purpose": "shoe ads",
         }))
         .expect("a grant command");
-        let Ok(Response::Granted { bundle }) = crate::session::execute(&home, grant).await else { panic!("no grant made") };
+        let Ok(Response::Granted { bundle, .. }) = crate::session::execute(&home, grant).await else { panic!("no grant made") };
         let listed = json!({"id": 1, "ok": true, "grants": [{
             "grant_id": bundle.grant_id.as_str(),
             "marketer": "acme.example",

@@ -112,10 +112,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Revoke a grant; returns once the agent no longer honours it.
+    /// Revoke a grant; returns once the agent no longer honours it. With --partner, cut
+    /// off only the partner a token's aud caveat names, and keep the grant.
     Revoke {
         /// The grant's id (g_…).
         grant_id: GrantId,
+        /// Only this partner (as its tokens' aud caveat names it, like partner.example):
+        /// every token of the grant narrowed to it is refused from now on.
+        #[arg(long, value_name = "AUD", value_parser = parse_partner)]
+        partner: Option<String>,
     },
     /// Consent requests from marketers: list them, add one, show one with what it would share.
     Requests(super::requests::RequestsArgs),
@@ -411,6 +416,15 @@ impl FilterArgs {
 /// grant is made.
 fn parse_inbox(text: &str) -> Result<String, String> {
     optin_protocol::request::HttpsUrl::parse(text).map(|url| url.as_str().to_owned())
+}
+
+/// A partner's name as an `aud` caveat writes it, so a mistyped one is refused before
+/// anything is stored.
+fn parse_partner(text: &str) -> Result<String, String> {
+    match format!("aud={text}").parse::<optin_protocol::scope::Caveat>() {
+        Ok(optin_protocol::scope::Caveat::Audience(a)) => Ok(a),
+        _ => Err("a partner is named as its tokens' aud caveat names it: a lowercase host name like partner.example".into()),
+    }
 }
 
 /// The noise of an aggregate grant: two-sided geometric noise on every count, and a budget

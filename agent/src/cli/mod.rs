@@ -205,7 +205,16 @@ async fn run(cli: Cli, p: &mut Printer) -> Result<()> {
             }
             Ok(())
         }
-        Command::Revoke { grant_id } => {
+        Command::Revoke { grant_id, partner: Some(audience) } => {
+            let home = Home::open_existing(&dir()?)?;
+            let Response::PartnerRevoked { grant_id, audience, already } = execute(&home, Request::RevokePartner { grant_id, audience }).await? else {
+                return unexpected();
+            };
+            let verb = if already { "was already cut off" } else { "is cut off" };
+            writeln!(p, "{audience} {verb} from {grant_id}: its tokens are refused; the grant still serves its marketer and other partners")?;
+            Ok(())
+        }
+        Command::Revoke { grant_id, partner: None } => {
             let home = Home::open_existing(&dir()?)?;
             let Response::Revoked { grant_id, already } = execute(&home, Request::Revoke { grant_id }).await? else { return unexpected() };
             if already {
@@ -490,17 +499,19 @@ async fn grant(dir: &Path, args: GrantArgs, p: &mut Printer) -> Result<()> {
         noise: args.noise.into_choice(),
         filters: args.filters.into_filters(),
     };
-    let Response::Granted { bundle } = execute(&home, request).await? else { return unexpected() };
+    let Response::Granted { bundle, would_share } = execute(&home, request).await? else { return unexpected() };
     if let Some(path) = &args.output.output {
         write_bundle(path, &bundle, args.output.force)
             .with_context(|| format!("{} was granted, but its bundle was not written (`optin bundle {0} --output FILE` writes it)", bundle.grant_id))?;
         show::grant_summary(p, &bundle)?;
+        show::now_shares(p, would_share.as_ref(), &bundle.terms)?;
         show::delivery(p, args.push.as_deref().map(|inbox| (inbox, args.push_every)))?;
         return sent_privately(p, path, &bundle);
     }
     let json = serde_json::to_string_pretty(&bundle)?;
     if !args.json {
         show::grant_summary(p, &bundle)?;
+        show::now_shares(p, would_share.as_ref(), &bundle.terms)?;
         show::delivery(p, args.push.as_deref().map(|inbox| (inbox, args.push_every)))?;
         show::hand_over(p, &bundle)?;
     }

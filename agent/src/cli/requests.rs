@@ -195,7 +195,7 @@ pub(super) async fn approve(home: &Home, args: ApproveArgs, p: &mut Printer) -> 
         rate: args.rate,
         noise: args.noise.into_choice(),
     };
-    let Response::Approved { bundle, request } = execute(home, Request::Approve { name: args.name, choices }).await? else { return unexpected() };
+    let Response::Approved { bundle, request, would_share } = execute(home, Request::Approve { name: args.name, choices }).await? else { return unexpected() };
     let r = &request.request;
     writeln!(p, "approved request {} of {} ({})", inert(r.id.as_str()), inert(&r.marketer.name), inert(&r.marketer.domain))?;
     show::grant_summary(p, &bundle)?;
@@ -203,6 +203,7 @@ pub(super) async fn approve(home: &Home, args: ApproveArgs, p: &mut Printer) -> 
     if !filters.is_empty() {
         writeln!(p, "filters: {}", inert(filters.trim_start_matches(", ")))?;
     }
+    show::now_shares(p, would_share.as_ref(), &bundle.terms)?;
     let push = match &r.delivery {
         Delivery::Push { inbox, every } => Some((inbox.as_str(), *every)),
         Delivery::Pull => None,
@@ -354,42 +355,5 @@ fn asked(r: &ConsentRequest) -> String {
 /// What the request's terms would share now, in words: "12 searches, 1 abandoned cart in
 /// Apparel > Shoes over 30d".
 fn shared(r: &ConsentRequest, s: &ShareSummary) -> String {
-    let mut parts = Vec::new();
-    for kind in Kind::ALL {
-        let n = s.kinds.get(&kind).copied().unwrap_or(0);
-        match kind {
-            Kind::Search if n > 0 => parts.push(count(n, "search", "searches")),
-            Kind::Cart if n > 0 && !s.cart_states.is_empty() => {
-                for (state, n) in &s.cart_states {
-                    parts.push(format!("{} {state} {}", n, if *n == 1 { "cart" } else { "carts" }));
-                }
-            }
-            Kind::Cart if n > 0 => parts.push(count(n, "cart", "carts")),
-            Kind::Purchase if n > 0 => parts.push(count(n, "purchase", "purchases")),
-            _ => {}
-        }
-    }
-    let mut words = if parts.is_empty() { "nothing (no stored signal fits these terms now)".to_owned() } else { parts.join(", ") };
-    if !s.categories.is_empty() {
-        let named: Vec<String> = if s.categories.len() == 1 {
-            s.categories.keys().map(|c| inert(c).into_owned()).collect()
-        } else {
-            s.categories.iter().map(|(c, n)| format!("{} ({n})", inert(c))).collect()
-        };
-        words.push_str(&format!(" in {}", named.join(", ")));
-    }
-    if s.other_categories > 0 {
-        words.push_str(&format!(", {} in other categories", s.other_categories));
-    }
-    if s.uncategorised > 0 {
-        words.push_str(&format!(", {} without a category", s.uncategorised));
-    }
-    words.push_str(&format!(" over {}", r.terms.window));
-    if let (Some(since), Some(until)) = (s.since, s.until) {
-        words.push_str(&format!(" ({} to {})", time(since), time(until)));
-    }
-    if r.terms.merchants.is_some() && r.terms.kinds.contains(Kind::Search) {
-        words.push_str("; searches name no merchant, so the merchant filter shares none");
-    }
-    words
+    show::shared(s, r.terms.window, r.terms.merchants.is_some() && r.terms.kinds.contains(Kind::Search))
 }

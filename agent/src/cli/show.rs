@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use optin_protocol::bundle::GrantBundle;
-use optin_protocol::scope::GrantId;
+use optin_protocol::scope::{GrantId, Terms};
 use optin_protocol::signal::{Body, Kind};
 use optin_protocol::slice::{CartState, SliceClaims};
 use optin_protocol::span::Span;
@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 use super::print::{count, inert, time, Cell, Printer, Style, Table};
 use crate::browser::LastSeen;
-use crate::core::command::{AuditEntry, CountedRefusals, GrantState, GrantView, PushView, SignalView, Status};
+use crate::core::command::{AuditEntry, CountedRefusals, GrantState, GrantView, PartnerUsage, PushView, ShareSummary, SignalView, Status, WouldShare};
 use crate::store::AuditEvent;
 
 /// Widest a free-text column gets before it is cut with `…`.
@@ -76,44 +76,61 @@ pub fn signals(p: &mut Printer, signals: &[SignalView], kind: Option<Kind>) -> i
     writeln!(p, "{}", count(signals.len(), "signal", "signals"))
 }
 
+/// A column of `optin grants`: its header, its width, and what it shows of a grant.
+type GrantColumn = (&'static str, usize, fn(&GrantView) -> Cell);
+
+/// The columns of `optin grants`, in order. A new column (what a grant has left of a budget,
+/// say) is one more line here, and its value one more member of [`GrantView`].
+const GRANT_COLUMNS: &[GrantColumn] = &[
+    ("GRANT", 26, |g| Cell::new(g.grant_id.as_str())),
+    ("STATE", 7, |g| {
+        let (state, style) = grant_state(g.state);
+        Cell::styled(state, style)
+    }),
+    ("MARKETER", NAME, |g| Cell::new(&g.marketer)),
+    ("KINDS", 21, |g| Cell::new(g.terms.kinds.to_string())),
+    ("LEVEL", 8, |g| Cell::new(g.terms.granularity.to_string())),
+    ("WINDOW", 6, |g| Cell::new(g.terms.window.to_string())),
+    ("EXPIRES", TIME, |g| Cell::new(time(g.terms.expires_at))),
+    ("LAST USED", TIME, |g| Cell::new(g.usage.last_used.map_or_else(|| "never".to_owned(), time))),
+    ("SLICES", 6, |g| Cell::new(g.usage.slices.to_string())),
+    ("ITEMS", 6, |g| Cell::new(g.usage.items.to_string())),
+    ("PARTNERS", 8, |g| Cell::new(if g.usage.partners.is_empty() { "-".to_owned() } else { g.usage.partners.len().to_string() })),
+    ("PURPOSE", 40, |g| Cell::new(&g.purpose)),
+];
+
 /// `optin grants`: oldest first.
 pub fn grants(p: &mut Printer, grants: &[GrantView]) -> io::Result<()> {
     if grants.is_empty() {
         return writeln!(p, "no grants yet: optin grant MARKETER --kinds search,cart --granularity category --window 30d --expires 90d --purpose \"what for\"");
     }
-    let mut table = Table::new(&[
-        ("GRANT", 26),
-        ("STATE", 7),
-        ("MARKETER", NAME),
-        ("KINDS", 21),
-        ("LEVEL", 8),
-        ("WINDOW", 6),
-        ("CREATED", TIME),
-        ("EXPIRES", TIME),
-        ("PURPOSE", 40),
-    ]);
+    let headers: Vec<(&'static str, usize)> = GRANT_COLUMNS.iter().map(|(header, width, _)| (*header, *width)).collect();
+    let mut table = Table::new(&headers);
     for g in grants {
-        let (state, style) = grant_state(g.state);
-        table.row(vec![
-            Cell::new(g.grant_id.as_str()),
-            Cell::styled(state, style),
-            Cell::new(&g.marketer),
-            Cell::new(g.terms.kinds.to_string()),
-            Cell::new(g.terms.granularity.to_string()),
-            Cell::new(g.terms.window.to_string()),
-            Cell::new(time(g.created_at)),
-            Cell::new(time(g.terms.expires_at)),
-            Cell::new(&g.purpose),
-        ]);
+        table.row(GRANT_COLUMNS.iter().map(|(_, _, cell)| cell(g)).collect());
     }
     table.write(p)?;
     for g in grants {
+        for partner in &g.usage.partners {
+            through(p, g, partner)?;
+        }
         if let Some(push) = &g.push {
             pushes(p, g, push)?;
         }
     }
     let active = grants.iter().filter(|g| g.state == GrantState::Active).count();
     writeln!(p, "{}, {active} active", count(grants.len(), "grant", "grants"))
+}
+
+/// One line on what a grant's marketer passed on to a partner, and whether the person cut
+/// the partner off. The partner's name is an `aud` caveat's, a plain host name.
+fn through(p: &mut Printer, g: &GrantView, partner: &PartnerUsage) -> io::Result<()> {
+    let received = match partner.last_used {
+        Some(at) => format!("{} of {}, last at {}", count(partner.slices, "slice", "slices"), count(partner.items, "item", "items"), time(at)),
+        None => "nothing received".to_owned(),
+    };
+    let cut = if partner.revoked { "; cut off: its tokens are refused" } else { "" };
+    writeln!(p, "{} through {} to {}: {received}{cut}", g.grant_id, inert(&g.marketer), inert(&partner.audience))
 }
 
 /// One line on a push grant's deliveries: where to, the last attempt, what waits, and
@@ -148,6 +165,7 @@ pub fn audit(p: &mut Printer, records: &[AuditEntry], counted: &[CountedRefusals
             // Who a slice went to: the marketer, or the partner a caveat named.
             let audience = match &r.event {
                 AuditEvent::Served { marketer, audience, .. } => audience.as_deref().unwrap_or(marketer),
+                AuditEvent::Refused { audience: Some(audience), .. } | AuditEvent::PartnerRevoked { audience, .. } => audience,
                 _ => "-",
             };
             let (event, style, grant, marketer, detail) = match &r.event {
@@ -155,7 +173,7 @@ pub fn audit(p: &mut Printer, records: &[AuditEntry], counted: &[CountedRefusals
                     let detail = format!("{} for {asked} (slice {slice_id})", count(*items, "item", "items"));
                     ("served", Some(Style::Green), Some(grant_id), Some(marketer), detail)
                 }
-                AuditEvent::Refused { grant_id, marketer, slice_id, asked, status, reason } => {
+                AuditEvent::Refused { grant_id, marketer, slice_id, asked, status, reason, .. } => {
                     let slice = slice_id.as_ref().map(|s| format!(" (slice {s})")).unwrap_or_default();
                     ("refused", Some(Style::Red), grant_id.as_ref(), marketer.as_ref(), format!("{status} {asked}: {reason}{slice}"))
                 }
@@ -170,6 +188,9 @@ pub fn audit(p: &mut Printer, records: &[AuditEntry], counted: &[CountedRefusals
                     ("granted", None, Some(grant_id), Some(marketer), detail)
                 }
                 AuditEvent::Revoked { grant_id, marketer } => ("revoked", None, Some(grant_id), Some(marketer), String::new()),
+                AuditEvent::PartnerRevoked { grant_id, marketer, audience } => {
+                    ("cut off", Some(Style::Red), Some(grant_id), Some(marketer), format!("partner {audience}: its tokens are refused from here on"))
+                }
                 AuditEvent::Pushed { grant_id, marketer, event_id, kind, outcome, status, attempts } => {
                     let status = status.map(|s| format!(" ({s})")).unwrap_or_default();
                     let style = if outcome == "delivered" { Some(Style::Green) } else { None };
@@ -230,9 +251,10 @@ pub fn audit(p: &mut Printer, records: &[AuditEntry], counted: &[CountedRefusals
 /// (forgetting, pausing, sealing) concern neither.
 pub fn names(event: &AuditEvent, grant: Option<&GrantId>, marketer: Option<&str>) -> bool {
     let (of_grant, of_marketer) = match event {
-        AuditEvent::Served { grant_id, marketer, .. } | AuditEvent::Granted { grant_id, marketer, .. } | AuditEvent::Revoked { grant_id, marketer } => {
-            (Some(grant_id), Some(marketer.as_str()))
-        }
+        AuditEvent::Served { grant_id, marketer, .. }
+        | AuditEvent::Granted { grant_id, marketer, .. }
+        | AuditEvent::Revoked { grant_id, marketer }
+        | AuditEvent::PartnerRevoked { grant_id, marketer, .. } => (Some(grant_id), Some(marketer.as_str())),
         AuditEvent::Refused { grant_id, marketer, .. } => (grant_id.as_ref(), marketer.as_deref()),
         AuditEvent::Pushed { grant_id, marketer, .. } => (Some(grant_id), marketer.as_deref()),
         AuditEvent::Denied { marketer, .. } => (None, Some(marketer.as_str())),
@@ -364,6 +386,61 @@ pub fn hand_over(p: &mut Printer, bundle: &GrantBundle) -> io::Result<()> {
     match bundle.pull_from() {
         Some(_) => writeln!(p, "give this bundle to {} (it holds their token: send it privately):", inert(&bundle.marketer)),
         None => writeln!(p, "the inbox receives this bundle; it holds the marketer's token, so keep it private:"),
+    }
+}
+
+/// What a grant's terms would share now, in words: "12 searches, 1 abandoned cart in
+/// Apparel > Shoes over 30d". `searches_filtered_out`: a merchant filter leaves out the
+/// searches the terms name. Categories come from signals, so they are made inert.
+pub fn shared(s: &ShareSummary, window: Span, searches_filtered_out: bool) -> String {
+    let mut parts = Vec::new();
+    for kind in Kind::ALL {
+        let n = s.kinds.get(&kind).copied().unwrap_or(0);
+        match kind {
+            Kind::Search if n > 0 => parts.push(count(n, "search", "searches")),
+            Kind::Cart if n > 0 && !s.cart_states.is_empty() => {
+                for (state, n) in &s.cart_states {
+                    parts.push(format!("{} {state} {}", n, if *n == 1 { "cart" } else { "carts" }));
+                }
+            }
+            Kind::Cart if n > 0 => parts.push(count(n, "cart", "carts")),
+            Kind::Purchase if n > 0 => parts.push(count(n, "purchase", "purchases")),
+            _ => {}
+        }
+    }
+    let mut words = if parts.is_empty() { "nothing (no stored signal fits these terms now)".to_owned() } else { parts.join(", ") };
+    if !s.categories.is_empty() {
+        let named: Vec<String> = if s.categories.len() == 1 {
+            s.categories.keys().map(|c| inert(c).into_owned()).collect()
+        } else {
+            s.categories.iter().map(|(c, n)| format!("{} ({n})", inert(c))).collect()
+        };
+        words.push_str(&format!(" in {}", named.join(", ")));
+    }
+    if s.other_categories > 0 {
+        words.push_str(&format!(", {} in other categories", s.other_categories));
+    }
+    if s.uncategorised > 0 {
+        words.push_str(&format!(", {} without a category", s.uncategorised));
+    }
+    words.push_str(&format!(" over {}", window));
+    if let (Some(since), Some(until)) = (s.since, s.until) {
+        words.push_str(&format!(" ({} to {})", time(since), time(until)));
+    }
+    if searches_filtered_out {
+        words.push_str("; searches name no merchant, so the merchant filter shares none");
+    }
+    words
+}
+
+/// What a grant would share the moment it is made, in one sentence, before its bundle is
+/// handed over: the same cut as `optin preview`.
+pub fn now_shares(p: &mut Printer, would_share: Option<&WouldShare>, terms: &Terms) -> io::Result<()> {
+    let searches_filtered_out = terms.merchants.is_some() && terms.kinds.contains(Kind::Search);
+    match would_share {
+        Some(WouldShare::Items(summary)) => writeln!(p, "now it would share {}", shared(summary, terms.window, searches_filtered_out)),
+        Some(WouldShare::Paused) => writeln!(p, "now it would share nothing: sharing is paused until `optin resume`"),
+        None => Ok(()),
     }
 }
 

@@ -113,6 +113,14 @@ pub enum Request {
         /// Which.
         grant_id: GrantId,
     },
+    /// Cut one partner of a grant off: every token of the grant whose `aud` caveat names
+    /// it is refused from then on; the grant serves its marketer and other partners still.
+    RevokePartner {
+        /// Which grant.
+        grant_id: GrantId,
+        /// The partner, as an `aud` caveat names it (a lowercase host name).
+        audience: String,
+    },
     /// A page of what a grant's marketer would receive now: the pages follow one another
     /// by cursor, as the marketer's do.
     Preview {
@@ -275,6 +283,10 @@ pub enum Response {
     Granted {
         /// Its bundle.
         bundle: Box<GrantBundle>,
+        /// What it would share now, summed up before it was stored; absent when that could
+        /// not be worked out.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        would_share: Option<WouldShare>,
     },
     /// The grants.
     Grants {
@@ -286,6 +298,15 @@ pub enum Response {
         /// Which.
         grant_id: GrantId,
         /// Whether it had been revoked before.
+        already: bool,
+    },
+    /// A partner of a grant was cut off.
+    PartnerRevoked {
+        /// Which grant.
+        grant_id: GrantId,
+        /// The partner.
+        audience: String,
+        /// Whether it had been cut off before.
         already: bool,
     },
     /// A preview.
@@ -360,6 +381,10 @@ pub enum Response {
         bundle: Box<GrantBundle>,
         /// The request, approved.
         request: Box<RequestView>,
+        /// What the grant would share now, summed up before it was stored; absent when that
+        /// could not be worked out.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        would_share: Option<WouldShare>,
     },
     /// A consent request was denied.
     Denied {
@@ -426,6 +451,72 @@ pub struct GrantView {
     /// Where its events are pushed and how that goes, for a push grant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push: Option<PushView>,
+    /// What it has served, from the audit log.
+    #[serde(default)]
+    pub usage: GrantUsage,
+    /// Partners cut off with `optin revoke --partner`, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partners_revoked: Vec<String>,
+}
+
+/// What a grant has served, counted from the `served` records of the audit log: who received
+/// what, and through whom.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantUsage {
+    /// When it last served a slice, to anyone.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::store::record::opt_time")]
+    pub last_used: Option<OffsetDateTime>,
+    /// Slices served, pulled or pushed, to the marketer and its partners.
+    pub slices: usize,
+    /// Items in those slices.
+    pub items: usize,
+    /// The partners the marketer's tokens named, each with what it received, by name; a
+    /// partner cut off before it received anything is listed too.
+    pub partners: Vec<PartnerUsage>,
+}
+
+/// What one partner of a grant received.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartnerUsage {
+    /// The partner, as the token's `aud` caveat named it.
+    pub audience: String,
+    /// Slices it received.
+    pub slices: usize,
+    /// Items in them.
+    pub items: usize,
+    /// When it last received one.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::store::record::opt_time")]
+    pub last_used: Option<OffsetDateTime>,
+    /// Whether the person cut it off.
+    pub revoked: bool,
+}
+
+impl GrantUsage {
+    /// Counts one `served` record of the grant, of `items` items, to `audience` (`None`: the
+    /// marketer), at `at`.
+    pub fn count(&mut self, audience: Option<&str>, items: usize, at: OffsetDateTime) {
+        self.slices += 1;
+        self.items += items;
+        self.last_used = self.last_used.max(Some(at));
+        if let Some(audience) = audience {
+            let partner = self.partner(audience);
+            partner.slices += 1;
+            partner.items += items;
+            partner.last_used = partner.last_used.max(Some(at));
+        }
+    }
+
+    /// The partner named `audience`, added when it is not listed yet, the list kept sorted.
+    pub fn partner(&mut self, audience: &str) -> &mut PartnerUsage {
+        let at = match self.partners.binary_search_by(|p| p.audience.as_str().cmp(audience)) {
+            Ok(at) => at,
+            Err(at) => {
+                self.partners.insert(at, PartnerUsage { audience: audience.to_owned(), slices: 0, items: 0, last_used: None, revoked: false });
+                at
+            }
+        };
+        &mut self.partners[at]
+    }
 }
 
 /// A push grant's deliveries, as the person sees them.

@@ -164,10 +164,11 @@ impl Delivery {
     /// Records what became of the slice, once, and lets go of the gate. Its `served` record
     /// was written when it was signed (the slice carries its number); a cut-off adds one.
     fn finish(&mut self, outcome: Outcome) {
-        if let (Some(AuditEvent::Served { grant_id, marketer, asked, slice_id, .. }), Outcome::CutOff) = (self.audit.take(), outcome) {
+        if let (Some(AuditEvent::Served { grant_id, marketer, asked, slice_id, audience, .. }), Outcome::CutOff) = (self.audit.take(), outcome) {
             let refusal = Refusal::Token("grant revoked while the slice was in flight");
             let (status, reason) = (refusal.status(), refusal.audit_reason());
-            self.core.record(AuditEvent::Refused { grant_id: Some(grant_id), marketer: Some(marketer), slice_id: Some(slice_id), asked, status, reason });
+            let refused = AuditEvent::Refused { grant_id: Some(grant_id), marketer: Some(marketer), slice_id: Some(slice_id), asked, status, reason, audience };
+            self.core.record(refused);
         }
         self.pass = None;
     }
@@ -197,6 +198,23 @@ pub struct Admitted {
     pub keys: Arc<GrantKeys>,
     /// Holds the gate open while the request is answered.
     pub pass: Pass,
+}
+
+/// A token turned away: why, and whose it was once it is known to be genuine (never for a
+/// forged one), so the audit names the grant and the partner it was narrowed to.
+pub struct Turned {
+    /// Why.
+    pub refusal: Refusal,
+    /// The grant, when the token is genuine.
+    pub record: Option<GrantRecord>,
+    /// The partner an `aud` caveat named, when not the grant's marketer.
+    pub audience: Option<String>,
+}
+
+impl Turned {
+    fn anonymous(refusal: Refusal) -> Turned {
+        Turned { refusal, record: None, audience: None }
+    }
 }
 
 /// What `GET /v1/grant` answers: the token's effective terms.
@@ -240,28 +258,36 @@ impl Core {
         Ok(keys)
     }
 
-    /// Checks a bearer token: well formed, of a known grant, untampered, not revoked, and
-    /// with room in its grant's gate (the pass is taken on `carrier`, the connection that will
-    /// carry the answer, if revoke should cut it off). On refusal, the grant is returned too
-    /// once the token is known to be genuine, so the audit can name whose token was refused
-    /// (never for a forged one).
-    pub async fn admit(&self, bearer: Option<&str>, carrier: Option<&Carrier>) -> Result<Admitted, (Refusal, Option<GrantRecord>)> {
-        let text = bearer.ok_or((Refusal::Token("no bearer token"), None))?;
-        let token = Token::parse(text).map_err(|_| (Refusal::Token("malformed token"), None))?;
+    /// Checks a bearer token: well formed, of a known grant, untampered, not revoked, not
+    /// narrowed to a partner the person cut off, and with room in its grant's gate (the pass
+    /// is taken on `carrier`, the connection that will carry the answer, if revoke should cut
+    /// it off). On refusal, the grant is returned too once the token is known to be genuine,
+    /// so the audit can name whose token was refused (never for a forged one).
+    pub async fn admit(&self, bearer: Option<&str>, carrier: Option<&Carrier>) -> Result<Admitted, Turned> {
+        let text = bearer.ok_or(Turned::anonymous(Refusal::Token("no bearer token")))?;
+        let token = Token::parse(text).map_err(|_| Turned::anonymous(Refusal::Token("malformed token")))?;
         let id = token.grant().clone();
-        let stored = self.store.grant(&id).map_err(|e| (internal(e), None))?.ok_or((Refusal::Token("unknown grant"), None))?;
-        let keys = self.grant_keys(&id).map_err(|r| (r, None))?;
-        let terms = token.verify(&keys.token_secret, &stored.terms).map_err(|_| (Refusal::Token("token does not verify"), None))?;
+        let stored = self.store.grant(&id).map_err(|e| Turned::anonymous(internal(e)))?.ok_or(Turned::anonymous(Refusal::Token("unknown grant")))?;
+        let keys = self.grant_keys(&id).map_err(Turned::anonymous)?;
+        let terms = token.verify(&keys.token_secret, &stored.terms).map_err(|_| Turned::anonymous(Refusal::Token("token does not verify")))?;
+        let audience = (terms.audience != stored.marketer).then(|| terms.audience.clone());
+        let turned = |refusal, record| Turned { refusal, record: Some(record), audience: audience.clone() };
         // The gate is entered only for verified tokens of real grants (bounded memory), and
         // the grant is re-read inside it so a revoke that raced the first read is seen.
         let pass = match self.gates.enter(&id, carrier) {
             Ok(pass) => pass,
-            Err(gate::Closed::Revoked) => return Err((Refusal::Token("grant revoked"), Some(stored))),
-            Err(gate::Closed::Full) => return Err((Refusal::Busy, Some(stored))),
+            Err(gate::Closed::Revoked) => return Err(turned(Refusal::Token("grant revoked"), stored)),
+            Err(gate::Closed::Full) => return Err(turned(Refusal::Busy, stored)),
         };
-        let record = self.store.grant(&id).map_err(|e| (internal(e), None))?.ok_or((Refusal::Token("unknown grant"), None))?;
+        let record = self.store.grant(&id).map_err(|e| Turned::anonymous(internal(e)))?.ok_or(Turned::anonymous(Refusal::Token("unknown grant")))?;
         if record.revoked_at.is_some() {
-            return Err((Refusal::Token("grant revoked"), Some(record)));
+            return Err(turned(Refusal::Token("grant revoked"), record));
+        }
+        // Read inside the gate like the revocation, so a partner cut off before this request
+        // began is refused. However the token was narrowed further, its audience stays the
+        // partner's: a second, different `aud` caveat is refused by `Token::verify`.
+        if audience.as_ref().is_some_and(|a| record.partners_revoked.contains(a)) {
+            return Err(turned(Refusal::Token("partner revoked"), record));
         }
         Ok(Admitted { record, terms, keys, pass })
     }
@@ -272,9 +298,9 @@ impl Core {
         let asked = request.asked;
         let admitted = match self.admit(request.bearer, request.carrier).await {
             Ok(a) => a,
-            Err((refusal, record)) => {
-                self.audit_refusal(record.as_ref(), asked, &refusal, now);
-                return Err(refusal);
+            Err(turned) => {
+                self.audit_refusal(turned.record.as_ref(), turned.audience.as_deref(), asked, &turned.refusal, now);
+                return Err(turned.refusal);
             }
         };
         // Cutting and signing a large page takes milliseconds of CPU and store reads.
@@ -286,7 +312,7 @@ impl Core {
         match result {
             Ok((jws, audit)) => Ok(Served { jws, pass: admitted.pass, audit, core: self.clone() }),
             Err(refusal) => {
-                self.audit_refusal(Some(&admitted.record), asked, &refusal, now);
+                self.audit_refusal(Some(&admitted.record), partner(&admitted), asked, &refusal, now);
                 Err(refusal)
             }
         }
@@ -324,14 +350,14 @@ impl Core {
     pub async fn grant_info(&self, bearer: Option<&str>, asked: &str, now: OffsetDateTime) -> Result<GrantInfo, Refusal> {
         let admitted = match self.admit(bearer, None).await {
             Ok(a) => a,
-            Err((refusal, record)) => {
-                self.audit_refusal(record.as_ref(), asked, &refusal, now);
-                return Err(refusal);
+            Err(turned) => {
+                self.audit_refusal(turned.record.as_ref(), turned.audience.as_deref(), asked, &turned.refusal, now);
+                return Err(turned.refusal);
             }
         };
         if now >= admitted.terms.expires_at {
             let refusal = Refusal::Token("grant expired");
-            self.audit_refusal(Some(&admitted.record), asked, &refusal, now);
+            self.audit_refusal(Some(&admitted.record), partner(&admitted), asked, &refusal, now);
             return Err(refusal);
         }
         let paused = self.store.paused().map_err(internal)?;
@@ -400,7 +426,7 @@ impl Core {
         self.anonymous_refusals.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn audit_refusal(&self, record: Option<&GrantRecord>, asked: &str, refusal: &Refusal, now: OffsetDateTime) {
+    fn audit_refusal(&self, record: Option<&GrantRecord>, audience: Option<&str>, asked: &str, refusal: &Refusal, now: OffsetDateTime) {
         let Some(record) = record else {
             self.anonymous_refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return;
@@ -418,6 +444,7 @@ impl Core {
             asked: bounded_asked(asked),
             status: refusal.status(),
             reason: refusal.audit_reason(),
+            audience: audience.map(str::to_owned),
         };
         if let Err(e) = self.store.append_audit(now, event) {
             tracing::error!(error = %e, "cannot write audit record");
@@ -488,6 +515,11 @@ impl RecordBudget {
 /// long URLs.
 fn bounded_asked(asked: &str) -> String {
     asked.chars().take(512).collect()
+}
+
+/// The partner an admitted token was narrowed to, when not the grant's marketer.
+fn partner(admitted: &Admitted) -> Option<&str> {
+    Some(admitted.terms.audience.as_str()).filter(|a| *a != admitted.record.marketer)
 }
 
 fn internal(e: StoreError) -> Refusal {

@@ -5,17 +5,17 @@
 use optin_protocol::bundle::{self, GrantBundle};
 use optin_protocol::receipt::ConsentState;
 use optin_protocol::request::{limits as request_limits, Choices, HttpsUrl, NarrowError, RequestedTerms};
-use optin_protocol::scope::{self, GrantId, SliceQuery, Terms};
+use optin_protocol::scope::{self, Caveat, GrantId, SliceQuery, Terms};
 use optin_protocol::signal::{Kind, Kinds};
 use optin_protocol::token::Token;
 use ring::rand::{SecureRandom, SystemRandom};
 use time::OffsetDateTime;
 
 use super::audit::{self, AuditEvent};
-use super::command::{GrantFilters, AuditEntry, CountedRefusals, GrantState, GrantView, PushView, Request, Response, SignalView, Status, AUDIT_PAGE, AUDIT_PAGE_MAX};
+use super::command::{GrantFilters, AuditEntry, CountedRefusals, GrantState, GrantUsage, GrantView, PushView, Request, Response, SignalView, Status, AUDIT_PAGE, AUDIT_PAGE_MAX};
 use super::marketer::Refusal;
 use super::{blocking, slicer, Core, CoreError};
-use crate::store::{Forget, GrantRecord, PushTo, Seal, StoredGrant};
+use crate::store::{Forget, GrantRecord, PartnerCut, PushTo, Seal, StoredGrant};
 
 /// Bounds on what the owner types.
 const MARKETER_CHARS: usize = 128;
@@ -58,25 +58,34 @@ impl Core {
                     request_id: None,
                     purpose_code: None,
                     push,
+                    partners_revoked: Vec::new(),
                 };
                 let created = match record.push {
                     Some(_) => Some(self.created_event(&record, None, now)?),
                     None => None,
                 };
+                // Summed up before the grant is stored, so before anything of it can be shared.
+                let would_share = self.share_summary(&record, now).map_err(|e| tracing::warn!(error = %e, "cannot sum up what a grant shares")).ok();
                 self.store.put_grant_pushing(&record, created.as_ref())?;
                 self.audit_granted(&record, now)?;
                 self.store.flush()?;
-                Ok(Response::Granted { bundle: Box::new(self.bundle(&record)?) })
+                Ok(Response::Granted { bundle: Box::new(self.bundle(&record)?), would_share })
             }
             Request::Grants => {
+                let mut usage = self.usage()?;
                 let mut grants = Vec::new();
                 for stored in self.store.grants()? {
                     let push = self.push_view(&stored.record)?;
-                    grants.push(GrantView { push, ..view_stored(stored, now) });
+                    let mut used = usage.remove(&stored.record.id).unwrap_or_default();
+                    for cut in &stored.record.partners_revoked {
+                        used.partner(cut).revoked = true;
+                    }
+                    grants.push(GrantView { push, usage: used, ..view_stored(stored, now) });
                 }
                 Ok(Response::Grants { grants })
             }
             Request::Revoke { .. } => Err(CoreError::Internal("revoke runs in `handle`".into())),
+            Request::RevokePartner { grant_id, audience } => self.revoke_partner(&grant_id, &audience, now),
             Request::Preview { grant_id, limit, cursor } => {
                 let record = self.intact_grant(&grant_id)?;
                 // A preview shows what the marketer would receive now; for a revoked grant
@@ -208,6 +217,42 @@ impl Core {
         Ok(Response::Revoked { grant_id: id.clone(), already })
     }
 
+    /// Cuts one partner of a grant off. Stored (and flushed) before the answer, and read by
+    /// every token admission inside the grant's gate, so a request of the partner that
+    /// starts after this returns is refused.
+    fn revoke_partner(&self, id: &GrantId, audience: &str, now: OffsetDateTime) -> Result<Response, CoreError> {
+        let audience = match format!("aud={audience}").parse::<Caveat>() {
+            Ok(Caveat::Audience(a)) => a,
+            _ => {
+                return Err(CoreError::Invalid(
+                    "partner: a partner is named as its tokens' aud caveat names it, a lowercase host name like partner.example".into(),
+                ))
+            }
+        };
+        // A grant's marketer never changes, so it is checked before anything is stored: a
+        // marketer is never its own partner.
+        let found = self.store.grant_as_found(id)?.ok_or_else(|| CoreError::NoGrant(id.clone()))?;
+        if audience == found.record.marketer {
+            return Err(CoreError::Invalid(format!("{audience} is the grant's marketer, not a partner: `optin revoke {id}` revokes the whole grant")));
+        }
+        let (record, already) = match self.store.revoke_partner(id, &audience)? {
+            PartnerCut::Cut(record) => (record, false),
+            PartnerCut::Already(record) => (record, true),
+            PartnerCut::NoGrant => return Err(CoreError::NoGrant(id.clone())),
+            PartnerCut::GrantRevoked => return Err(CoreError::Invalid(format!("{id} is revoked: it serves no partner already"))),
+            PartnerCut::Damaged => {
+                return Err(CoreError::Invalid(format!(
+                    "{id} is damaged: its record was changed behind optin's back (it fails its MAC), so it serves no one; `optin revoke {id}` settles it"
+                )))
+            }
+        };
+        if !already {
+            self.store.append_audit(now, AuditEvent::PartnerRevoked { grant_id: id.clone(), marketer: record.marketer.clone(), audience: audience.clone() })?;
+            self.store.flush()?;
+        }
+        Ok(Response::PartnerRevoked { grant_id: id.clone(), audience, already })
+    }
+
     fn status(&self, now: OffsetDateTime) -> Result<Status, CoreError> {
         let day_ago = now - time::Duration::DAY;
         let mut served_last_24h = 0;
@@ -226,6 +271,19 @@ impl Core {
             active_grants: self.store.grants()?.into_iter().filter(|g| view_stored(g.clone(), now).state == GrantState::Active).count(),
             served_last_24h,
         })
+    }
+
+    /// What each grant has served, from the `served` records of the audit log: one pass
+    /// over the log, whose records are the person's own account of every slice.
+    fn usage(&self) -> Result<std::collections::HashMap<GrantId, GrantUsage>, CoreError> {
+        let mut usage: std::collections::HashMap<GrantId, GrantUsage> = std::collections::HashMap::new();
+        for record in self.store.audit_newest_first() {
+            let record = record?;
+            if let AuditEvent::Served { grant_id, audience, items, .. } = record.event {
+                usage.entry(grant_id).or_default().count(audience.as_deref(), items, record.at);
+            }
+        }
+        Ok(usage)
     }
 
     /// How a push grant's deliveries go; `None` for a grant that does not push.
@@ -344,6 +402,8 @@ fn view(g: GrantRecord, now: OffsetDateTime) -> GrantView {
         revoked_at: g.revoked_at,
         request_id: g.request_id,
         push: None,
+        usage: GrantUsage::default(),
+        partners_revoked: g.partners_revoked,
     }
 }
 

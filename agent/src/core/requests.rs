@@ -359,18 +359,21 @@ impl Core {
             request_id: Some(asked.id.clone()),
             purpose_code: Some(asked.purpose.code.as_str().to_owned()),
             push: Core::push_to(asked),
+            partners_revoked: Vec::new(),
         };
         let created = match grant.push {
             Some(_) => Some(self.created_event(&grant, Some(asked), now)?),
             None => None,
         };
+        // Summed up before the grant is stored, so before anything of it can be shared.
+        let would_share = self.share_summary(&grant, now).map_err(|e| tracing::warn!(error = %e, "cannot sum up what a grant shares")).ok();
         record.decision = Decision::Approved { grant_id: grant.id.clone(), at: now };
         self.store.decide_request(&record, Some(&grant), created.as_ref())?;
         self.audit_granted(&grant, now)?;
         self.store.flush()?;
         let bundle = self.bundle(&grant)?;
         let view = RequestView::of(StoredRequest { record, seal: Seal::Valid }, now);
-        Ok(Response::Approved { bundle: Box::new(bundle), request: Box::new(view) })
+        Ok(Response::Approved { bundle: Box::new(bundle), request: Box::new(view), would_share })
     }
 
     /// Denies a request that waits for a decision (an expired one too, to settle it).
@@ -440,25 +443,32 @@ impl Core {
     fn would_share(&self, request: &Request, now: OffsetDateTime) -> Result<WouldShare, CoreError> {
         let asked = request.terms.narrow(&Choices::default()).map_err(|e| CoreError::Internal(e.to_string()))?;
         let terms = asked.terms(&request.marketer.domain, now).ok_or_else(|| CoreError::Internal("the request's duration overflows".into()))?;
-        let id = new_grant_id()?;
-        let keys = self.keys.grant(&id).map_err(|e| CoreError::Internal(e.to_string()))?;
         let record = GrantRecord {
             v: 1,
-            id,
+            id: new_grant_id()?,
             marketer: request.marketer.domain.clone(),
             purpose: request.purpose.text.clone(),
-            terms: terms.clone(),
+            terms,
             created_at: now,
             revoked_at: None,
             request_id: Some(request.id.clone()),
             purpose_code: Some(request.purpose.code.as_str().to_owned()),
             push: None,
+            partners_revoked: Vec::new(),
         };
+        self.share_summary(&record, now)
+    }
+
+    /// What a grant `record` would share now, as its marketer would receive it: cut as a
+    /// preview is ([`Core::claims`]), page after page, and counted. The record need not be
+    /// stored, so a grant is summed up before it exists.
+    pub(super) fn share_summary(&self, record: &GrantRecord, now: OffsetDateTime) -> Result<WouldShare, CoreError> {
+        let (terms, keys) = (&record.terms, self.keys.grant(&record.id).map_err(|e| CoreError::Internal(e.to_string()))?);
         let mut summary = ShareSummary::default();
         let mut cursor = None;
         loop {
             let query = SliceQuery { limit: Some(MAX_LIMIT), cursor, ..SliceQuery::default() };
-            let claims = match self.claims(&record, &terms, &keys, &query, now) {
+            let claims = match self.claims(record, terms, &keys, &query, now) {
                 Ok(claims) => claims,
                 Err(Refusal::Paused) => return Ok(WouldShare::Paused),
                 Err(other) => return Err(CoreError::Internal(format!("cannot preview the request: {other:?}"))),

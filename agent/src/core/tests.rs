@@ -12,6 +12,7 @@ mod forget;
 mod ingest;
 mod pause;
 mod push;
+mod receipt;
 mod requests;
 mod revoke;
 mod scope;
@@ -102,7 +103,7 @@ impl World {
             filters: Default::default(),
             noise: Default::default(),
         };
-        let Response::Granted { bundle } = self.run(request).await else { panic!("not a grant answer") };
+        let Response::Granted { bundle, .. } = self.run(request).await else { panic!("not a grant answer") };
         *bundle
     }
 

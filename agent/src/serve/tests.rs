@@ -118,7 +118,7 @@ impl Api {
             filters: Default::default(),
             noise: Default::default(),
         };
-        let Response::Granted { bundle } = self.run(request).await else { panic!("not a grant answer") };
+        let Response::Granted { bundle, .. } = self.run(request).await else { panic!("not a grant answer") };
         *bundle
     }
 

@@ -588,6 +588,37 @@ impl Store {
         self.flush()
     }
 
+    /// Adds `audience` to the partners a grant refuses, in one transaction that reads the
+    /// grant as stored: a grant revoked meanwhile, or one that fails its MAC, is left as it
+    /// is, and two partners cut off at once are both kept. Durable on return.
+    pub fn revoke_partner(&self, id: &GrantId, audience: &str) -> Result<PartnerCut> {
+        let mac = self.mac()?;
+        let cut = (&self.grants, &self.grant_macs)
+            .transaction(|(grants, macs)| {
+                let Some(value) = grants.get(id.as_str())? else { return Ok(PartnerCut::NoGrant) };
+                if mac.check_grant(id, &value, macs.get(id.as_str())?.as_deref()) != Seal::Valid {
+                    return Ok(PartnerCut::Damaged);
+                }
+                let mut record: GrantRecord =
+                    serde_json::from_slice(&value).map_err(|e| ConflictableTransactionError::Abort(corrupt("grants", format!("{id}: {e}"))))?;
+                if record.revoked_at.is_some() {
+                    return Ok(PartnerCut::GrantRevoked);
+                }
+                if record.partners_revoked.iter().any(|p| p == audience) {
+                    return Ok(PartnerCut::Already(record));
+                }
+                record.partners_revoked.push(audience.to_owned());
+                record.partners_revoked.sort();
+                let value = serde_json::to_vec(&record).map_err(|e| ConflictableTransactionError::Abort(corrupt("grants", e)))?;
+                grants.insert(id.as_str(), value.as_slice())?;
+                macs.insert(id.as_str(), &mac.grant(id, &value)[..])?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(PartnerCut::Cut(record))
+            })
+            .map_err(tx_error)?;
+        self.flush()?;
+        Ok(cut)
+    }
+
     /// One grant, if it is stored and carries its MAC: a grant that fails its MAC is as good
     /// as unknown, so it serves nothing.
     pub fn grant(&self, id: &GrantId) -> Result<Option<GrantRecord>> {
@@ -818,6 +849,21 @@ impl Store {
     pub fn audit_newest_first(&self) -> impl Iterator<Item = Result<AuditRecord>> + '_ {
         self.audit.iter().values().rev().map(|v| serde_json::from_slice(&v?).map_err(|e| corrupt("audit", e)))
     }
+}
+
+/// What [`Store::revoke_partner`] found and did.
+#[derive(Debug)]
+pub enum PartnerCut {
+    /// The partner is cut off from now on; the grant as stored now.
+    Cut(GrantRecord),
+    /// It was cut off before; nothing changed.
+    Already(GrantRecord),
+    /// No grant has this id.
+    NoGrant,
+    /// The grant is revoked: it serves no one already.
+    GrantRevoked,
+    /// The grant fails its MAC: it serves no one, and `revoke` settles it.
+    Damaged,
 }
 
 fn grant_key(key: &[u8]) -> Result<GrantId> {

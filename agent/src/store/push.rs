@@ -298,6 +298,7 @@ mod tests {
             request_id: None,
             purpose_code: None,
             push: None,
+            partners_revoked: Vec::new(),
         }
     }
 

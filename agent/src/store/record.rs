@@ -40,6 +40,11 @@ pub struct GrantRecord {
     /// for every other grant, whose bytes, and so MACs, stay as they were.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push: Option<PushTo>,
+    /// Partners cut off with `optin revoke --partner`: every token of the grant whose `aud`
+    /// caveat names one is refused. Sorted, each once; absent while there is none, so the
+    /// bytes, and so MACs, of every other grant stay as they were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partners_revoked: Vec<String>,
 }
 
 /// Where a grant's events go and how often a slice does (SPEC.md, "Push events").
@@ -258,6 +263,10 @@ pub enum AuditEvent {
         status: u16,
         /// Why.
         reason: String,
+        /// The partner the token was narrowed to, when a genuine token named one; absent in
+        /// records of older optins.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        audience: Option<String>,
     },
     /// A grant was made.
     Granted {
@@ -292,6 +301,17 @@ pub enum AuditEvent {
         grant_id: GrantId,
         /// Whose.
         marketer: String,
+    },
+    /// One partner of a grant was cut off (`optin revoke --partner`): every token of the
+    /// grant narrowed to it is refused from then on, and the grant serves everyone else.
+    #[serde(rename = "partner-revoked")]
+    PartnerRevoked {
+        /// The grant.
+        grant_id: GrantId,
+        /// Whose.
+        marketer: String,
+        /// The partner, as its tokens' `aud` caveat names it.
+        audience: String,
     },
     /// A push event was delivered or given up on; retries are counted in `attempts`, not
     /// recorded one by one, so an inbox that is down does not grow the log.

@@ -227,7 +227,7 @@ async fn approval_makes_a_grant_bound_to_the_request() {
     world.ingest(&mixed()).await;
     world.add(&signed("acme.example", "shoes-1", |_| {}), None).await.expect("added");
     let choices = ApprovalChoices { window: Some(span("4d")), merchants: Some(vec!["shoes.example".into()]), ..ApprovalChoices::default() };
-    let Response::Approved { bundle, request } = world.approve("shoes-1", choices, T).await.expect("approved") else { panic!("not approved") };
+    let Response::Approved { bundle, request, .. } = world.approve("shoes-1", choices, T).await.expect("approved") else { panic!("not approved") };
     assert_eq!((request.state, request.grant_id.as_ref()), (RequestState::Approved, Some(&bundle.grant_id)));
     assert_eq!(bundle.marketer, "acme.example", "the audience is the marketer's domain");
     assert_eq!(bundle.purpose, "Show you running-shoe offers that fit what you look for.");

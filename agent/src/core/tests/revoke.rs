@@ -29,6 +29,7 @@ fn events(records: &[crate::core::command::AuditEntry]) -> Vec<String> {
             AuditEvent::Refused { status, reason, .. } => format!("refused {status} {reason}"),
             AuditEvent::Granted { .. } => "granted".to_owned(),
             AuditEvent::Revoked { .. } => "revoked".to_owned(),
+            AuditEvent::PartnerRevoked { audience, .. } => format!("partner-revoked {audience}"),
             AuditEvent::Forgot { .. } => "forgot".to_owned(),
             AuditEvent::Sharing { paused } => format!("sharing paused={paused}"),
             AuditEvent::Sealed { .. } => "sealed".to_owned(),
