@@ -69,6 +69,8 @@ problem_types! {
     UnsupportedMediaType = "unsupported-media-type", "Unsupported media type";
     /// Too many requests of one grant at once (429).
     TooManyRequests = "too-many-requests", "Too many requests";
+    /// The grant's rate is used up for now (429); `retry_after` says for how long.
+    RateLimited = "rate-limited", "Rate limit reached";
     /// The agent could not answer; the detail is in its log (500).
     Internal = "internal", "Internal error";
     /// The store cannot take a batch now (503).
@@ -107,13 +109,22 @@ pub struct Problem {
     /// The 1-based line of an NDJSON body at fault.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<usize>,
+    /// For a 429: seconds until the request may succeed, as the `Retry-After` header says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
     /// A problem of type `kind`, with its title. Only a [`ProblemType`] makes one, so the
     /// agent sends no type that SPEC.md does not list.
     pub fn new(status: u16, kind: ProblemType, detail: impl Into<String>) -> Problem {
-        Problem { type_: kind.urn(), title: kind.title().into(), status, detail: detail.into(), field: None, line: None }
+        Problem { type_: kind.urn(), title: kind.title().into(), status, detail: detail.into(), field: None, line: None, retry_after: None }
+    }
+
+    /// The same problem, saying when to retry.
+    pub fn with_retry_after(mut self, seconds: u64) -> Problem {
+        self.retry_after = Some(seconds);
+        self
     }
 
     /// The same problem, naming the field at fault.

@@ -43,7 +43,7 @@ fn slice_jws_vector() {
 
 #[test]
 fn token_vectors() {
-    for name in ["token-root.txt", "token-attenuated.txt"] {
+    for name in ["token-root.txt", "token-attenuated.txt", "token-filters.txt"] {
         let v = vector(name);
         let grant = GrantId::parse(&v["grant_id"]).unwrap();
         let mut token = Token::mint(&hex::decode(&v["secret"]).unwrap(), &grant);
@@ -53,6 +53,27 @@ fn token_vectors() {
         check(name, &token.encode(), &v["expect"]);
         assert_eq!(Token::parse(&v["expect"]).unwrap(), token, "{name}: parse(expect) differs");
     }
+}
+
+#[test]
+fn filter_caveats_narrow_as_the_vector_says() {
+    let v = vector("token-filters.txt");
+    let grant = GrantId::parse(&v["grant_id"]).unwrap();
+    let secret = hex::decode(&v["secret"]).unwrap();
+    let terms: optin_protocol::scope::Terms = serde_json::from_str(&v["grant_terms"]).unwrap();
+    let token = Token::parse(&v["expect"]).unwrap();
+    assert_eq!(token.grant(), &grant);
+    let narrowed = token.verify(&secret, &terms).unwrap();
+    let expected: serde_json::Value = serde_json::from_str(&v["narrowed"]).unwrap();
+    let got = serde_json::json!({
+        "categories": narrowed.categories,
+        "merchants": narrowed.merchants,
+        "fields": narrowed.fields,
+        "rate": narrowed.rate.map(|r| r.to_string()),
+    });
+    assert_eq!(got, expected, "token-filters.txt: the grant's terms narrowed");
+    // A token with the same caveats on a grant of another secret does not verify.
+    assert!(token.verify(&[7u8; 32], &terms).is_err());
 }
 
 /// `refuse:` lines, each with the `because:` line after it, in file order.

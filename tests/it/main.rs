@@ -21,6 +21,7 @@ mod browser;
 mod carts;
 mod cli;
 mod fetch;
+mod filters;
 mod forget;
 mod hostile;
 mod import;

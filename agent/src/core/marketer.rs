@@ -44,6 +44,11 @@ pub enum Refusal {
     /// As many slices of the grant as the agent holds at once are in flight
     /// ([`gate::MAX_IN_FLIGHT`]); the client may try again shortly.
     Busy,
+    /// The token's rate is used up for the current hour or day.
+    RateLimited {
+        /// Seconds until the next slice may be served.
+        retry_after: u64,
+    },
     /// The grant's privacy budget cannot pay for one more aggregate answer: it never will
     /// again (SPEC.md, "Aggregate slices").
     BudgetExhausted,
@@ -59,7 +64,7 @@ impl Refusal {
             Refusal::Token(_) => 401,
             Refusal::Exceeds { .. } | Refusal::Paused | Refusal::BudgetExhausted => 403,
             Refusal::Invalid { .. } => 400,
-            Refusal::Busy => 429,
+            Refusal::Busy | Refusal::RateLimited { .. } => 429,
             Refusal::Internal(_) => 500,
         }
     }
@@ -72,6 +77,7 @@ impl Refusal {
             Refusal::Invalid { field, reason } => format!("{field}: {reason}"),
             Refusal::Paused => "sharing paused".to_owned(),
             Refusal::Busy => "too many slices of the grant in flight".to_owned(),
+            Refusal::RateLimited { retry_after } => format!("rate limit reached; next slice in {retry_after} s"),
             Refusal::BudgetExhausted => "privacy budget exhausted".to_owned(),
             Refusal::Internal(_) => "internal error".to_owned(),
         }
@@ -306,6 +312,9 @@ impl Core {
         // Cutting and signing a large page takes milliseconds of CPU and store reads.
         let result = blocking(|| {
             let query = request.query?;
+            // A request refused for its scope is no slice, and takes none of the rate.
+            self.applied(&admitted.terms, &query, now)?;
+            self.take_rate(&admitted.record.id, &admitted.terms, now)?;
             let claims = self.served_claims(&admitted.record, &admitted.terms, &admitted.keys, &query, now)?;
             self.sign_on_record(&admitted, claims, asked, now)
         });
@@ -413,6 +422,19 @@ impl Core {
         Ok(Applied { never_share: self.never_share().map_err(internal)?, ..applied })
     }
 
+    /// Counts a slice against the rate of `terms` (the grant's, or a token's narrower one),
+    /// or refuses it until the period ends. Every page counts, a cursor's included: a
+    /// cursor can be presented again and again, and reads what arrived since, so pages that
+    /// did not count would be slices without a limit. Counted per grant, whoever holds the
+    /// token, so that tokens minted from one grant share its rate.
+    pub(super) fn take_rate(&self, grant: &GrantId, terms: &Terms, now: OffsetDateTime) -> Result<(), Refusal> {
+        let Some(rate) = terms.rate else { return Ok(()) };
+        match self.store.take_slice(grant, rate, now.unix_timestamp()).map_err(internal)? {
+            crate::store::rate::Take::Taken => Ok(()),
+            crate::store::rate::Take::Limited { retry_after } => Err(Refusal::RateLimited { retry_after }),
+        }
+    }
+
     /// Appends an audit record now; a failure is logged, never shown to the marketer.
     fn record(&self, event: AuditEvent) {
         if let Err(e) = self.store.append_audit(now(), event) {
@@ -470,6 +492,7 @@ impl Core {
             Refusal::BudgetExhausted => return Some("privacy budget exhausted"),
             Refusal::Token(reason) => *reason,
             Refusal::Exceeds { .. } => "asked beyond the grant",
+            Refusal::RateLimited { .. } => "rate limit reached",
             Refusal::Invalid { .. } => "malformed request",
             Refusal::Internal(_) => "internal error",
         };

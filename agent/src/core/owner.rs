@@ -104,6 +104,8 @@ impl Core {
                     Refusal::Paused => CoreError::Invalid("sharing is paused: the grant serves nothing until `optin resume`".into()),
                     // A preview takes no pass, so it is never turned away for want of one.
                     Refusal::Busy => CoreError::Internal("a preview found the grant busy".into()),
+                    // A preview counts against no rate.
+                    Refusal::RateLimited { .. } => CoreError::Internal("a preview found the grant rate-limited".into()),
                     // A preview counts exactly and spends nothing.
                     Refusal::BudgetExhausted => CoreError::Internal("a preview spent a budget".into()),
                     Refusal::Internal(e) => CoreError::Internal(e),

@@ -116,7 +116,10 @@ impl Core {
             },
         };
         let keys = self.keys.grant(&grant.id).map_err(|e| CoreError::Internal(e.to_string()))?;
-        let receipt = given(grant, request.as_ref(), &keys).ended(state, now).sign(&keys.signing);
+        // Ended on the day the grant reached its end, not the day an agent noticed, so the
+        // inbox holds the same receipt as `optin receipt` shows (`core/receipt.rs`).
+        let on = if state == ConsentState::Expired { grant.terms.expires_at } else { now };
+        let receipt = given(grant, request.as_ref(), &keys).ended(state, on).sign(&keys.signing);
         let data = match state {
             ConsentState::Expired => Data::GrantExpired { grant_id: grant.id.clone(), receipt },
             _ => Data::GrantRevoked { grant_id: grant.id.clone(), receipt },
@@ -188,6 +191,8 @@ impl Core {
                 s.next_slice_at = Some(next);
             })?,
             Cut::Nothing { through: None } => self.store.queue_push_state(&grant.id, |s| s.next_slice_at = Some(next))?,
+            // The signals wait, watermark and all, for the period that allows the next slice.
+            Cut::Limited { until } => self.store.queue_push_state(&grant.id, |s| s.next_slice_at = Some(until))?,
         }
         Ok(())
     }
@@ -206,6 +211,15 @@ impl Core {
         let page = slicer::cut_arrived(&self.store, &applied, after, &keys, self.config.abandon_after, now)?;
         if page.items.is_empty() {
             return Ok(Cut::Nothing { through: page.through });
+        }
+        // A pushed slice counts against the grant's rate as a pulled one does, so a push
+        // grant is sent no more slices per hour or day than its rate, pages included.
+        match self.take_rate(&grant.id, &grant.terms, now) {
+            Ok(()) => {}
+            Err(Refusal::RateLimited { retry_after }) => {
+                return Ok(Cut::Limited { until: now + time::Duration::seconds(i64::try_from(retry_after).unwrap_or(i64::MAX)) })
+            }
+            Err(refusal) => return Err(CoreError::Internal(format!("cannot count a pushed slice: {}", refusal.status()))),
         }
         let more = page.more;
         let claims = slice_claims(grant, &grant.terms, &keys, applied, page.items, None, now)
@@ -391,6 +405,8 @@ enum Cut {
     Slice { item: PendingPush, more: bool },
     /// No slice, the watermark moved past `through` if given.
     Nothing { through: Option<u64> },
+    /// A slice is due but the grant's rate allows none before `until`.
+    Limited { until: OffsetDateTime },
 }
 
 fn pending(grant: &GrantRecord, event: &Event, now: OffsetDateTime, through: Option<u64>) -> PendingPush {

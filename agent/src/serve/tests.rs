@@ -564,6 +564,7 @@ async fn every_problem_type_is_listed_in_the_spec_and_the_document() {
         Refusal::Paused,
         Refusal::BudgetExhausted,
         Refusal::Busy,
+        Refusal::RateLimited { retry_after: 61 },
         Refusal::Internal("a detail".into()),
     ];
     for refusal in refusals {

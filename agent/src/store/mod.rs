@@ -21,6 +21,7 @@
 //! | `push_state`  | grant id                                    | [`PushState`] JSON       |
 //! | `budgets`     | grant id                                    | epsilon spent ([`budget`]) |
 //! | `answers`     | grant id · 0x00 · query hash                | [`budget::Answer`] JSON  |
+//! | `rates`       | grant id                                    | slices this hour and day ([`rate`]) |
 //! | `meta`        | name                                        | value                    |
 //!
 //! Time is microseconds since the Unix epoch with the sign bit flipped, so signals of one
@@ -49,6 +50,7 @@ pub mod budget;
 pub mod key;
 pub mod meta;
 pub mod push;
+pub mod rate;
 pub mod record;
 pub mod seal;
 

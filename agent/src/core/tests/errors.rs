@@ -44,6 +44,7 @@ fn every_refusal_has_its_status() {
         (Refusal::Paused, 403),
         (Refusal::BudgetExhausted, 403),
         (Refusal::Busy, 429),
+        (Refusal::RateLimited { retry_after: 60 }, 429),
         (Refusal::Invalid { field: "limit".into(), reason: "too big".into() }, 400),
         (Refusal::Internal("disk".into()), 500),
     ];

@@ -34,6 +34,7 @@ fn outcome(refusal: &Refusal) -> Expect {
         Refusal::Invalid { field, .. } => field.clone(),
         Refusal::Paused => "paused".into(),
         Refusal::Busy => "busy".into(),
+        Refusal::RateLimited { retry_after } => format!("rate-limited for {retry_after} s"),
         Refusal::BudgetExhausted => "budget exhausted".into(),
         Refusal::Internal(detail) => format!("internal: {detail}"),
     };
