@@ -122,6 +122,8 @@ pub fn bundle(data: &[u8]) {
         Err(e) => panic!("an accepted bundle, written out, is refused: {e}"),
     }
     assert!(Token::parse(&bundle.token).is_ok(), "an accepted bundle's token parses");
+    let receipt_of_its_grant = bundle.consent().map_or(true, |r| r.is_ok_and(|r| r.record.record_id == bundle.grant_id));
+    assert!(receipt_of_its_grant, "an accepted bundle's receipt verifies and is its grant's");
 }
 
 /// A compact JWS on the verify path, against the pinned key of the vectors' seed: what verifies
