@@ -257,17 +257,17 @@ mod tests {
 
     #[test]
     fn noise_is_chosen_only_for_aggregate_grants_and_within_its_budget() {
-        let e = |t: &str| Some(t.parse::<Epsilon>().unwrap());
+        let e = |t: &str| Some(t.parse::<Epsilon>().expect("in a test"));
         let invalid = |choice: NoiseChoice, g, pushed| match choice.decide(g, pushed) {
             Err(CoreError::Invalid(message)) => message,
             other => panic!("{other:?}"),
         };
-        assert_eq!(NoiseChoice::default().decide(Granularity::Aggregate, false).unwrap(), Some(DEFAULT_NOISE));
-        assert_eq!(NoiseChoice::default().decide(Granularity::Raw, false).unwrap(), None);
+        assert_eq!(NoiseChoice::default().decide(Granularity::Aggregate, false).expect("in a test"), Some(DEFAULT_NOISE));
+        assert_eq!(NoiseChoice::default().decide(Granularity::Raw, false).expect("in a test"), None);
         let chosen = NoiseChoice { epsilon: e("1"), budget: e("1"), min_count: Some(0) };
         assert_eq!(
-            chosen.decide(Granularity::Aggregate, false).unwrap(),
-            Some(Noise { epsilon: "1".parse().unwrap(), min_count: 0, budget: "1".parse().unwrap() })
+            chosen.decide(Granularity::Aggregate, false).expect("in a test"),
+            Some(Noise { epsilon: "1".parse().expect("in a test"), min_count: 0, budget: "1".parse().expect("in a test") })
         );
         assert!(invalid(NoiseChoice { epsilon: e("2"), budget: e("1"), min_count: None }, Granularity::Aggregate, false).contains("--epsilon"));
         assert!(
@@ -283,11 +283,11 @@ mod tests {
     fn buckets_below_the_minimum_after_noise_are_left_out() {
         let bucket = |category: &str, count| Count { kind: Kind::Search, category: Some(category.into()), count };
         let exact = [bucket("A", 1000), bucket("B", 0), bucket("C", 3)];
-        let noise = Noise { epsilon: "100".parse().unwrap(), min_count: 500, budget: "100".parse().unwrap() };
+        let noise = Noise { epsilon: "100".parse().expect("in a test"), min_count: 500, budget: "100".parse().expect("in a test") };
         // At epsilon 100 the noise is zero but for a chance of e^-100: the counts stay.
-        let noisy = add_noise(&exact, &noise, &mut Counter(0)).unwrap();
+        let noisy = add_noise(&exact, &noise, &mut Counter(0)).expect("in a test");
         assert_eq!(noisy, [bucket("A", 1000)]);
         let none = Noise { min_count: 0, ..noise };
-        assert_eq!(add_noise(&exact, &none, &mut Counter(0)).unwrap(), exact, "a minimum of 0 keeps every bucket, zero counts too");
+        assert_eq!(add_noise(&exact, &none, &mut Counter(0)).expect("in a test"), exact, "a minimum of 0 keeps every bucket, zero counts too");
     }
 }

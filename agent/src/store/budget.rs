@@ -118,13 +118,13 @@ mod tests {
     use optin_protocol::slice::Mechanism;
 
     fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
+        let dir = tempfile::tempdir().expect("in a test");
+        let store = Store::open(&dir.path().join("db")).expect("in a test");
         (dir, store)
     }
 
     fn noise(epsilon: &str, budget: &str) -> Noise {
-        Noise { epsilon: epsilon.parse().unwrap(), min_count: 0, budget: budget.parse().unwrap() }
+        Noise { epsilon: epsilon.parse().expect("in a test"), min_count: 0, budget: budget.parse().expect("in a test") }
     }
 
     fn answer(count: u64, noise: &Noise) -> Answer {
@@ -136,36 +136,36 @@ mod tests {
         let (_dir, store) = store();
         let grant = GrantId::from_bytes([1; 12]);
         let n = noise("0.4", "1");
-        assert_eq!(store.spend(&grant, &[1; 32], &answer(10, &n), &n).unwrap(), Spend::Spent(Spent(400)));
-        assert_eq!(store.spend(&grant, &[1; 32], &answer(99, &n), &n).unwrap(), Spend::Cached(answer(10, &n)), "the first answer, not the new draw");
-        assert_eq!(store.spend(&grant, &[2; 32], &answer(11, &n), &n).unwrap(), Spend::Spent(Spent(800)));
-        assert_eq!(store.spend(&grant, &[3; 32], &answer(12, &n), &n).unwrap(), Spend::Exhausted(Spent(800)));
-        assert_eq!(store.answer(&grant, &[3; 32]).unwrap(), None, "an answer refused is not kept");
-        assert_eq!(store.spend(&grant, &[2; 32], &answer(13, &n), &n).unwrap(), Spend::Cached(answer(11, &n)), "answers given stay free");
-        assert_eq!(store.spent(&grant).unwrap(), Spent(800));
-        assert_eq!(store.spent(&GrantId::from_bytes([2; 12])).unwrap(), Spent(0), "each grant has its own budget");
+        assert_eq!(store.spend(&grant, &[1; 32], &answer(10, &n), &n).expect("in a test"), Spend::Spent(Spent(400)));
+        assert_eq!(store.spend(&grant, &[1; 32], &answer(99, &n), &n).expect("in a test"), Spend::Cached(answer(10, &n)), "the first answer, not the new draw");
+        assert_eq!(store.spend(&grant, &[2; 32], &answer(11, &n), &n).expect("in a test"), Spend::Spent(Spent(800)));
+        assert_eq!(store.spend(&grant, &[3; 32], &answer(12, &n), &n).expect("in a test"), Spend::Exhausted(Spent(800)));
+        assert_eq!(store.answer(&grant, &[3; 32]).expect("in a test"), None, "an answer refused is not kept");
+        assert_eq!(store.spend(&grant, &[2; 32], &answer(13, &n), &n).expect("in a test"), Spend::Cached(answer(11, &n)), "answers given stay free");
+        assert_eq!(store.spent(&grant).expect("in a test"), Spent(800));
+        assert_eq!(store.spent(&GrantId::from_bytes([2; 12])).expect("in a test"), Spent(0), "each grant has its own budget");
         assert_eq!(answer(1, &n).noise.mechanism, Mechanism::TwoSidedGeometric);
     }
 
     #[test]
     fn a_spend_outlives_the_store_being_opened_again() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("in a test");
         let grant = GrantId::from_bytes([1; 12]);
         let n = noise("0.5", "1");
         {
-            let store = Store::open(&dir.path().join("db")).unwrap();
-            store.spend(&grant, &[1; 32], &answer(10, &n), &n).unwrap();
+            let store = Store::open(&dir.path().join("db")).expect("in a test");
+            store.spend(&grant, &[1; 32], &answer(10, &n), &n).expect("in a test");
         }
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        assert_eq!(store.spent(&grant).unwrap(), Spent(500));
-        assert_eq!(store.answer(&grant, &[1; 32]).unwrap(), Some(answer(10, &n)));
+        let store = Store::open(&dir.path().join("db")).expect("in a test");
+        assert_eq!(store.spent(&grant).expect("in a test"), Spent(500));
+        assert_eq!(store.answer(&grant, &[1; 32]).expect("in a test"), Some(answer(10, &n)));
     }
 
     #[test]
     fn rejects_a_damaged_spend_rather_than_reading_it_as_less() {
         let (_dir, store) = store();
         let grant = GrantId::from_bytes([1; 12]);
-        store.db.open_tree("budgets").unwrap().insert(grant.as_str(), &[1u8, 2][..]).unwrap();
+        store.db.open_tree("budgets").expect("in a test").insert(grant.as_str(), &[1u8, 2][..]).expect("in a test");
         let n = noise("0.5", "1");
         assert!(matches!(store.spend(&grant, &[1; 32], &answer(1, &n), &n), Err(StoreError::Corrupt { tree: "budgets", .. })));
         assert!(matches!(store.spent(&grant), Err(StoreError::Corrupt { tree: "budgets", .. })));
