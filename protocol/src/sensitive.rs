@@ -408,6 +408,16 @@ impl NeverShare {
     pub fn withholds(&self, signal: &Signal) -> bool {
         !self.withheld(signal).is_empty()
     }
+
+    /// The list as one line of text, the same for the same list: for a key of anything
+    /// kept per scope (an aggregate's answer), which must not outlive a change of the list,
+    /// since [`crate::scope::Applied`] does not serialize it. Topic ids and the person's
+    /// paths hold no line break (paths are refused with control characters), so the two
+    /// parts cannot run into each other.
+    pub fn canonical(&self) -> String {
+        let join = |set: &BTreeSet<String>| set.iter().map(String::as_str).collect::<Vec<_>>().join("\t");
+        format!("included={}\ncategories={}", join(&self.included), join(&self.categories))
+    }
 }
 
 #[cfg(test)]
@@ -524,6 +534,18 @@ mod tests {
         for (name, list, signal, withheld) in cases {
             assert_eq!(list.withholds(&signal), withheld, "{name}");
         }
+    }
+
+    #[test]
+    fn the_canonical_text_tells_lists_apart() {
+        let list = |included: &[&str], categories: &[&str]| NeverShare {
+            included: included.iter().map(|s| (*s).to_owned()).collect(),
+            categories: categories.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        let lists = [list(&[], &[]), list(&["health"], &[]), list(&[], &["health"]), list(&["health", "religion"], &[]), list(&["health"], &["A > B"])];
+        let texts: BTreeSet<String> = lists.iter().map(NeverShare::canonical).collect();
+        assert_eq!(texts.len(), lists.len(), "{texts:?}");
+        assert_eq!(list(&["religion", "health"], &[]).canonical(), list(&["health", "religion"], &[]).canonical());
     }
 
     #[test]

@@ -172,3 +172,30 @@ async fn rejects_bad_entries_and_changes_nothing() {
     let agent = home.serve(&[]).await;
     assert_eq!(exclusions(&agent).await, before);
 }
+
+/// A request of acme.example for searches and carts with no filter, signed.
+fn request(id: &str) -> String {
+    let key = ring::signature::Ed25519KeyPair::from_seed_unchecked(&[9u8; 32]).expect("a key");
+    let document = json!({
+        "version": 1, "id": id, "issued_at": ts(now() - Duration::hours(1)), "expires_at": ts(now() + Duration::days(30)),
+        "marketer": {"name": "Acme", "domain": "acme.example", "contact": "privacy@acme.example", "privacy_policy": "https://acme.example/privacy"},
+        "purpose": {"code": "dpv:PersonalisedAdvertising", "text": "Offers that fit what you look for."},
+        "terms": {"kinds": ["search", "cart"], "granularity": "raw", "window": "30d", "duration": "90d"},
+        "offer": "10% off",
+        "delivery": {"method": "pull"},
+    });
+    optin_protocol::request::sign(&key, document.to_string().as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requests_live_preview_counts_only_what_may_be_shared() {
+    let agent = agent_with_signals().await;
+    let file = agent.home().scratch("request.jws");
+    std::fs::write(&file, request("all-1")).expect("write the request");
+    agent.cli(&["requests", "add", file.to_str().expect("a UTF-8 path")]).await.ok();
+    let items = |json: Value| json["would_share"]["items"].clone();
+    // Five signals stored; the search and the cart about health are not counted.
+    assert_eq!(items(agent.cli(&["requests", "show", "all-1", "--json"]).await.json()), json!(3));
+    agent.cli(&["include", "health"]).await.ok();
+    assert_eq!(items(agent.cli(&["requests", "show", "all-1", "--json"]).await.json()), json!(5));
+}
