@@ -16,6 +16,7 @@
 //! parallel. The harness that starts them is this package's library (`src/`), which the
 //! slice benchmark shares.
 
+mod aggregate;
 mod audit;
 mod browser;
 mod carts;

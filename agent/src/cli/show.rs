@@ -96,6 +96,9 @@ const GRANT_COLUMNS: &[GrantColumn] = &[
     ("SLICES", 6, |g| Cell::new(g.usage.slices.to_string())),
     ("ITEMS", 6, |g| Cell::new(g.usage.items.to_string())),
     ("PARTNERS", 8, |g| Cell::new(if g.usage.partners.is_empty() { "-".to_owned() } else { g.usage.partners.len().to_string() })),
+    // What an aggregate grant has left of its privacy budget, in epsilon; `-` for a grant
+    // without noise.
+    ("BUDGET LEFT", 11, |g| Cell::new(g.budget.as_ref().map_or_else(|| "-".to_owned(), |b| format!("{} of {}", b.left, b.total)))),
     ("PURPOSE", 40, |g| Cell::new(&g.purpose)),
 ];
 

@@ -457,6 +457,9 @@ pub struct GrantView {
     /// Partners cut off with `optin revoke --partner`, sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub partners_revoked: Vec<String>,
+    /// For an aggregate grant with noise: its privacy budget, spent and left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<super::aggregate::BudgetView>,
 }
 
 /// What a grant has served, counted from the `served` records of the audit log: who received

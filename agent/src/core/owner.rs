@@ -82,6 +82,9 @@ impl Core {
                     }
                     grants.push(GrantView { push, usage: used, ..view_stored(stored, now) });
                 }
+                for g in &mut grants {
+                    g.budget = self.budget_view(&g.grant_id, &g.terms)?;
+                }
                 Ok(Response::Grants { grants })
             }
             Request::Revoke { .. } => Err(CoreError::Internal("revoke runs in `handle`".into())),
@@ -406,6 +409,7 @@ fn view(g: GrantRecord, now: OffsetDateTime) -> GrantView {
         push: None,
         usage: GrantUsage::default(),
         partners_revoked: g.partners_revoked,
+        budget: None,
     }
 }
 
