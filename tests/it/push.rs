@@ -352,3 +352,22 @@ async fn a_grant_made_unasked_pushes_with_a_receipt_that_names_no_request() {
     let withdrawn = optin_protocol::receipt::verify(receipt, &bundle.jwk).expect("the withdrawal verifies");
     assert_eq!(withdrawn.state(), Some(optin_protocol::receipt::ConsentState::Withdrawn));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_slice_holds_nothing_the_never_share_list_withholds() {
+    let inbox = Inbox::start(&[]).await;
+    let agent = serve_with(Home::new(), &inbox).await;
+    let at = ago(now(), 5);
+    let signals = [
+        fixture::search("s-1", at, "running shoes", "duckduckgo.com", "Apparel & Accessories > Shoes"),
+        fixture::search("s-2", at, "payday loans near me", "duckduckgo.com", "Apparel & Accessories > Shoes"),
+    ];
+    agent.ingest(&fixture::ndjson(&signals)).await;
+    let bundle = approve(&agent, "push-sensitive", &inbox).await;
+    let got = inbox.wait_for(2).await;
+    let Data::SliceDelivered { slice: jws, .. } = &verified(&got[1], Some(&bundle)).event.data else { panic!("not a slice: {:?}", kinds(&got)) };
+    let claims = bundle.verify_slice(jws).expect("the slice verifies");
+    let queries: Vec<String> =
+        claims.items.iter().map(|item| serde_json::to_value(item).expect("an item")["query"].as_str().unwrap_or("?").to_owned()).collect();
+    assert_eq!(queries, ["running shoes"], "the search about a payday loan is not pushed");
+}
