@@ -13,6 +13,7 @@
 use std::collections::BTreeSet;
 
 use optin_protocol::scope::{category_within, Caveat, GrantId, Granularity, SliceQuery, Terms};
+use optin_protocol::sensitive::NeverShare;
 use optin_protocol::signal::{parse_value, Kind, Kinds, Signal};
 use optin_protocol::span::Span;
 use optin_protocol::token::Token;
@@ -25,6 +26,18 @@ const NOW: OffsetDateTime = datetime!(2026-11-23 12:34:56 UTC);
 const PATHS: [&str; 6] =
     ["Apparel & Accessories", "Apparel & Accessories > Shoes", "Apparel & Accessories > Shoes > Boots", "Electronics", "Electronics > Audio", "Home & Garden"];
 const MERCHANTS: [&str; 3] = ["a.example", "b.example", "c.example"];
+/// Paths of the shipped sensitive list, with their topic: withheld unless the person
+/// included the topic.
+const SENSITIVE_PATHS: [(&str, &str); 2] = [("Health & Beauty > Health Care", "health"), ("Religious & Ceremonial > Religious Items", "religion")];
+/// Queries, with the shipped topic each matches.
+const QUERIES: [(&str, Option<&str>); 5] = [
+    ("trail running shoes", None),
+    ("hiv test", Some("health")),
+    ("payday loan", Some("financial-hardship")),
+    ("church near me", Some("religion")),
+    ("divorce lawyer", Some("personal-hardship")),
+];
+const TOPICS: [&str; 4] = ["health", "financial-hardship", "religion", "personal-hardship"];
 const SECRET: &[u8] = b"a grant secret of thirty-two b.";
 
 fn kinds() -> impl Strategy<Value = Kinds> {
@@ -76,13 +89,16 @@ fn caveat() -> impl Strategy<Value = Caveat> {
 
 /// A signal of any kind, dated from 100 days back to a day ahead, in or out of the pools.
 fn signal() -> impl Strategy<Value = Signal> {
-    let category = proptest::option::of(proptest::sample::select(PATHS.to_vec()));
-    let item_category = proptest::option::of(proptest::sample::select(PATHS.to_vec()));
+    let paths: Vec<&str> = PATHS.iter().copied().chain(SENSITIVE_PATHS.iter().map(|(p, _)| *p)).collect();
+    let category = proptest::option::of(proptest::sample::select(paths.clone()));
+    let item_category = proptest::option::of(proptest::sample::select(paths));
     let items = proptest::collection::vec(item_category, 1..3);
-    (0u8..3, -24 * 3600i64..100 * 86_400, category, proptest::sample::select(MERCHANTS.to_vec()), items).prop_map(|(kind, back, category, merchant, items)| {
+    let query = proptest::sample::select(QUERIES.iter().map(|(q, _)| *q).collect::<Vec<_>>());
+    let merchant = proptest::sample::select(MERCHANTS.to_vec());
+    (0u8..3, -24 * 3600i64..100 * 86_400, category, merchant, items, query).prop_map(|(kind, back, category, merchant, items, query)| {
         let items: Vec<_> = items.iter().map(|c| json!({"name": "thing", "price": "1.00", "quantity": 1, "category": c})).collect();
         let mut v = match kind {
-            0 => json!({"kind": "search", "query": "q", "engine": "duckduckgo.com"}),
+            0 => json!({"kind": "search", "query": query, "engine": "duckduckgo.com"}),
             1 => json!({"kind": "cart", "merchant": merchant, "currency": "EUR", "items": items}),
             _ => json!({"kind": "purchase", "merchant": merchant, "currency": "EUR", "total": "1.00", "items": items}),
         };
@@ -101,14 +117,61 @@ fn signal() -> impl Strategy<Value = Signal> {
     })
 }
 
-/// Which of `signals` (by place) `terms` admits in a slice cut now with the default query.
+/// A never-share list: some shipped topics switched off, some paths of the person's own.
+fn never_share() -> impl Strategy<Value = NeverShare> {
+    let set = |pool: &[&'static str]| proptest::sample::subsequence(pool.to_vec(), 0..=pool.len()).prop_map(|v| v.into_iter().map(String::from).collect());
+    (set(&TOPICS), set(&PATHS)).prop_map(|(included, categories)| NeverShare { included, categories })
+}
+
+/// Which of `signals` (by place) `terms` admits in a slice cut now with the default query,
+/// under the shipped never-share list as it stands by default.
 fn admitted(terms: &Terms, signals: &[Signal]) -> Option<BTreeSet<usize>> {
-    let applied = terms.evaluate(&SliceQuery::default(), NOW).ok()?;
+    admitted_under(terms, &NeverShare::default(), signals)
+}
+
+fn admitted_under(terms: &Terms, never: &NeverShare, signals: &[Signal]) -> Option<BTreeSet<usize>> {
+    let mut applied = terms.evaluate(&SliceQuery::default(), NOW).ok()?;
+    applied.never_share = never.clone();
     Some(signals.iter().enumerate().filter(|(_, s)| applied.admits(s)).map(|(i, _)| i).collect())
 }
 
-/// SPEC.md "Grants and scope", written out again: whether `terms` may show `s` now.
+/// The categories a signal shows: its own, and a cart's or purchase's items' (an item
+/// without one shows its signal's).
+fn shown(s: &Signal) -> Vec<Option<&str>> {
+    match &s.body {
+        optin_protocol::signal::Body::Search { .. } => vec![s.category.as_deref()],
+        optin_protocol::signal::Body::Cart { items, .. } | optin_protocol::signal::Body::Purchase { items, .. } => {
+            let mut shown = vec![];
+            if s.category.is_some() {
+                shown.push(s.category.as_deref());
+            }
+            shown.extend(items.iter().map(|i| i.category.as_deref().or(s.category.as_deref())));
+            shown
+        }
+    }
+}
+
+/// SPEC.md "Sensitive topics", written out again for the pools above: whether the list
+/// keeps `s` in the agent.
+fn withheld(never: &NeverShare, s: &Signal) -> bool {
+    let on = |topic: &str| !never.included.contains(topic);
+    let query_topic = match &s.body {
+        optin_protocol::signal::Body::Search { query, .. } => QUERIES.iter().find(|(q, _)| q == query).and_then(|(_, t)| *t),
+        _ => None,
+    };
+    let categories = shown(s).into_iter().flatten().collect::<Vec<_>>();
+    let sensitive_path = categories.iter().any(|c| SENSITIVE_PATHS.iter().any(|(p, topic)| category_within(c, p) && on(topic)));
+    let own_path = categories.iter().any(|c| never.categories.iter().any(|p| category_within(c, p)));
+    query_topic.is_some_and(on) || sensitive_path || own_path
+}
+
+/// SPEC.md "Grants and scope", written out again: whether `terms` may show `s` now, under the
+/// default never-share list.
 fn inside(terms: &Terms, s: &Signal) -> bool {
+    inside_under(terms, &NeverShare::default(), s)
+}
+
+fn inside_under(terms: &Terms, never: &NeverShare, s: &Signal) -> bool {
     if NOW >= terms.expires_at || !terms.kinds.contains(s.kind()) {
         return false;
     }
@@ -125,20 +188,10 @@ fn inside(terms: &Terms, s: &Signal) -> bool {
     if s.at < earliest || s.at >= latest {
         return false;
     }
-    let shown: Vec<Option<&str>> = match &s.body {
-        optin_protocol::signal::Body::Search { .. } => vec![s.category.as_deref()],
-        optin_protocol::signal::Body::Cart { items, .. } | optin_protocol::signal::Body::Purchase { items, .. } => {
-            let mut shown = vec![];
-            if s.category.is_some() {
-                shown.push(s.category.as_deref());
-            }
-            shown.extend(items.iter().map(|i| i.category.as_deref().or(s.category.as_deref())));
-            shown
-        }
-    };
-    let categories_ok = terms.categories.as_ref().is_none_or(|paths| shown.iter().all(|c| c.is_some_and(|c| paths.iter().any(|p| category_within(c, p)))));
-    let merchants_ok = terms.merchants.as_ref().is_none_or(|m| s.body.merchant().is_some_and(|x| m.iter().any(|y| y == x)));
-    categories_ok && merchants_ok
+    let shown = shown(s);
+    let categories_ok = terms.categories.as_ref().map_or(true, |paths| shown.iter().all(|c| c.is_some_and(|c| paths.iter().any(|p| category_within(c, p)))));
+    let merchants_ok = terms.merchants.as_ref().map_or(true, |m| s.body.merchant().is_some_and(|x| m.iter().any(|y| y == x)));
+    categories_ok && merchants_ok && !withheld(never, s)
 }
 
 proptest! {
@@ -149,6 +202,13 @@ proptest! {
     fn every_admitted_signal_is_inside_the_grant(t in terms(), signals in proptest::collection::vec(signal(), 0..24)) {
         let Some(ids) = admitted(&t, &signals) else { return Ok(()) };
         let expected: BTreeSet<usize> = signals.iter().enumerate().filter(|(_, s)| inside(&t, s)).map(|(i, _)| i).collect();
+        prop_assert_eq!(ids, expected);
+    }
+
+    #[test]
+    fn nothing_on_the_never_share_list_is_admitted(t in terms(), never in never_share(), signals in proptest::collection::vec(signal(), 0..24)) {
+        let Some(ids) = admitted_under(&t, &never, &signals) else { return Ok(()) };
+        let expected: BTreeSet<usize> = signals.iter().enumerate().filter(|(_, s)| inside_under(&t, &never, s)).map(|(i, _)| i).collect();
         prop_assert_eq!(ids, expected);
     }
 
