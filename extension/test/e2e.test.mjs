@@ -247,6 +247,22 @@ describe('extension end to end (Chromium)', { skip: skip ?? false }, () => {
     await popup.waitForSelector('[data-testid="masked"] [data-word="Jane Roe"]', { state: 'detached' });
   });
 
+  test('a sensitive search is labelled in the popup, and stored marked by the agent', async () => {
+    const t = token();
+    await page.goto(`http://www.google.com/search?q=${encodeURIComponent(`HIV test ${t}`)}`);
+    const [s] = await waitStored((x) => x.kind === 'search' && x.query.includes(t), 'the sensitive search');
+    assert.deepEqual(s.sensitive, ['health']);
+    const plain = token();
+    await page.goto(`http://www.google.com/search?q=running+shoes+${plain}`);
+    await waitStored((x) => x.kind === 'search' && x.query.includes(plain), 'the plain search');
+    const label = `[data-testid="recent"] li:has-text("${t}") [data-testid="sensitive"]`;
+    await popup.waitForSelector(label);
+    assert.equal(await popup.textContent(label), 'sensitive: not shared');
+    assert.match(await popup.getAttribute(label, 'title'), /health/);
+    await popup.waitForSelector(`[data-testid="recent"] li:has-text("${plain}")`);
+    assert.equal(await popup.locator(`[data-testid="recent"] li:has-text("${plain}") [data-testid="sensitive"]`).count(), 0);
+  });
+
   test('review delay: pending signals can be discarded; the rest are sent when due', async () => {
     await popup.fill('[data-testid="delay"]', '5');
     await popup.locator('[data-testid="delay"]').blur();
