@@ -213,6 +213,8 @@ async fn a_partner_fetches_and_verifies_a_narrower_slice_the_marketer_derived_of
     assert!(listed.ok().contains(&format!("{} through acme.example to {PARTNER}: 2 slices of 6 items", bundle.grant_id)), "{}", listed.stdout);
     let served: Vec<Value> = audit(&agent).await.into_iter().filter(|e| e["type"] == "served").collect();
     assert!(served.len() == 2 && served.iter().all(|e| e["audience"] == PARTNER && e["marketer"] == "acme.example"), "{served:#?}");
+    let summary = agent.cli(&["audit", "--summary"]).await;
+    assert!(summary.ok().contains(&format!("acme.example passed on to {PARTNER}: 2 slices of 6 items")), "{}", summary.stdout);
 
     // Cut off, the partner's next fetch is refused; the marketer is still served.
     agent.cli(&["revoke", "--partner", PARTNER, bundle.grant_id.as_str()]).await.ok();

@@ -290,15 +290,21 @@ pub fn audit_summary(p: &mut Printer, records: &[AuditEntry], counted: &[Counted
         last: Option<OffsetDateTime>,
     }
     let mut by: BTreeMap<&str, Marketer> = BTreeMap::new();
+    // Slices and items a marketer's partners received through it, by marketer and partner.
+    let mut through: BTreeMap<(&str, &str), (usize, usize)> = BTreeMap::new();
     for entry in records {
         let at = entry.record.at;
         match &entry.record.event {
             AuditEvent::Granted { marketer, .. } => by.entry(marketer).or_default().grants += 1,
-            AuditEvent::Served { marketer, items, .. } => {
+            AuditEvent::Served { marketer, items, audience, .. } => {
                 let m = by.entry(marketer).or_default();
                 (m.slices, m.items) = (m.slices + 1, m.items + items);
                 m.first = Some(m.first.map_or(at, |f| f.min(at)));
                 m.last = Some(m.last.map_or(at, |l| l.max(at)));
+                if let Some(partner) = audience {
+                    let (slices, n) = through.entry((marketer, partner)).or_default();
+                    (*slices, *n) = (*slices + 1, *n + items);
+                }
             }
             AuditEvent::Refused { marketer: Some(marketer), .. } => by.entry(marketer).or_default().refused += 1,
             _ => {}
@@ -324,6 +330,9 @@ pub fn audit_summary(p: &mut Printer, records: &[AuditEntry], counted: &[Counted
         ]);
     }
     table.write(p)?;
+    for ((marketer, partner), (slices, items)) in &through {
+        writeln!(p, "{} passed on to {}: {} of {}", inert(marketer), inert(partner), count(*slices, "slice", "slices"), count(*items, "item", "items"))?;
+    }
     writeln!(p, "{}", count(by.len(), "marketer", "marketers"))
 }
 
