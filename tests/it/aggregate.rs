@@ -95,6 +95,14 @@ async fn an_aggregate_grant_serves_noisy_counts_spends_once_per_query_and_then_r
         )
         .await;
     assert_eq!(budget(agent.home(), &bundle).await, ("0".into(), "5".into(), 2), "nothing spent before the first answer");
+    // The person's preview shows the exact counts the noise will be added to, and spends nothing.
+    let preview = agent.cli(&["preview", bundle.grant_id.as_str()]).await;
+    for line in
+        ["would receive counts of search,cart per category", "search       20  Apparel & Accessories > Shoes", "cart          6  Apparel & Accessories > Shoes"]
+    {
+        assert!(preview.ok().contains(line), "preview shows {line:?}: {}", preview.stdout);
+    }
+    assert_eq!(budget(agent.home(), &bundle).await, ("0".into(), "5".into(), 2), "a preview spends nothing");
 
     let (jws, first) = answer(&agent, &bundle, "").await;
     assert!(first.items.is_empty() && first.next_cursor.is_none(), "no items and no cursor: {first:?}");

@@ -89,7 +89,7 @@ const GRANT_COLUMNS: &[GrantColumn] = &[
     }),
     ("MARKETER", NAME, |g| Cell::new(&g.marketer)),
     ("KINDS", 21, |g| Cell::new(g.terms.kinds.to_string())),
-    ("LEVEL", 8, |g| Cell::new(g.terms.granularity.to_string())),
+    ("LEVEL", 9, |g| Cell::new(g.terms.granularity.to_string())),
     ("WINDOW", 6, |g| Cell::new(g.terms.window.to_string())),
     ("EXPIRES", TIME, |g| Cell::new(time(g.terms.expires_at))),
     ("LAST USED", TIME, |g| Cell::new(g.usage.last_used.map_or_else(|| "never".to_owned(), time))),
@@ -336,9 +336,35 @@ pub fn audit_summary(p: &mut Printer, records: &[AuditEntry], counted: &[Counted
     writeln!(p, "{}", count(by.len(), "marketer", "marketers"))
 }
 
+/// `optin preview` of an aggregate scope: the exact counts the marketer's answer would be
+/// drawn from. The noise is drawn only when the marketer asks, so the person sees no draw
+/// that the marketer does not.
+fn aggregate_preview(p: &mut Printer, claims: &SliceClaims, counts: &[optin_protocol::slice::Count]) -> io::Result<()> {
+    writeln!(
+        p,
+        "{} would receive counts of {} per category ({} to {}), each with the grant's noise added, for: {}",
+        inert(&claims.aud),
+        claims.scope.kinds,
+        time(claims.scope.since),
+        time(claims.scope.until),
+        inert(&claims.grant.purpose)
+    )?;
+    if counts.is_empty() {
+        return writeln!(p, "  nothing to count: no stored signal fits these terms now");
+    }
+    writeln!(p, "the exact counts beneath:")?;
+    for bucket in counts {
+        writeln!(p, "  {:<8} {:>6}  {}", bucket.kind.as_str(), bucket.count, inert(bucket.category.as_deref().unwrap_or("(no category)")))?;
+    }
+    Ok(())
+}
+
 /// `optin preview`: what the marketer would receive, page by page as it would fetch them.
 pub fn preview(p: &mut Printer, pages: &[SliceClaims]) -> io::Result<()> {
     let Some(first) = pages.first() else { return writeln!(p, "nothing to preview") };
+    if let Some(counts) = &first.counts {
+        return aggregate_preview(p, first, counts);
+    }
     let items: usize = pages.iter().map(|page| page.items.len()).sum();
     writeln!(
         p,

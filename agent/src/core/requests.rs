@@ -240,6 +240,18 @@ pub struct ShareSummary {
 }
 
 impl ShareSummary {
+    /// Counts `bucket.count` signals of its kind and category, as that many items would be.
+    fn count_bucket(&mut self, bucket: &optin_protocol::slice::Count) {
+        let n = usize::try_from(bucket.count).unwrap_or(usize::MAX);
+        self.items = self.items.saturating_add(n);
+        *self.kinds.entry(bucket.kind).or_default() += n;
+        match bucket.category.as_deref() {
+            None => self.uncategorised += n,
+            Some(c) if self.categories.contains_key(c) || self.categories.len() < PREVIEW_CATEGORIES => *self.categories.entry(c.to_owned()).or_default() += n,
+            Some(_) => self.other_categories += n,
+        }
+    }
+
     fn count(&mut self, item: &SliceItem) {
         self.items += 1;
         let (kind, category, state) = match item {
@@ -478,6 +490,11 @@ impl Core {
             summary.until = Some(claims.scope.until);
             for item in &claims.items {
                 summary.count(item);
+            }
+            // An aggregate grant's preview holds exact counts (the person's own view, never
+            // served): each bucket stands for that many signals.
+            for bucket in claims.counts.iter().flatten() {
+                summary.count_bucket(bucket);
             }
             cursor = claims.next_cursor;
             if cursor.is_none() {
