@@ -167,10 +167,20 @@ async fn rejects_bad_entries_and_changes_nothing() {
         agent.cli(&args).await.fails(1, needle);
         assert_eq!(exclusions(&agent).await, before, "{args:?} changed the list");
     }
-    // The list is the same after a restart: it is in the store.
+    // The list is the same after a restart: it is in the store. With no agent running, a
+    // change goes to the store itself, and the agent started next applies it.
     let home = agent.stop();
+    home.cli(&["include", "religion"]).await.ok();
     let agent = home.serve(&[]).await;
-    assert_eq!(exclusions(&agent).await, before);
+    let after = exclusions(&agent).await;
+    assert_eq!(after["categories"], before["categories"]);
+    let religion = after["topics"].as_array().expect("topics").iter().find(|t| t["id"] == "religion").cloned();
+    assert_eq!(religion.map(|t| t["withheld"].clone()), Some(json!(false)));
+    let text = agent.cli(&["exclusions"]).await;
+    let lines: Vec<&str> = text.ok().lines().collect();
+    assert!(lines.iter().any(|l| l.starts_with("health ") && l.contains("never") && l.contains("Health and medical conditions")), "{}", text.stdout);
+    assert!(lines.iter().any(|l| l.starts_with("religion ") && l.contains("allowed")), "{}", text.stdout);
+    assert!(lines.contains(&"  Some > Category"), "{}", text.stdout);
 }
 
 /// A request of acme.example for searches and carts with no filter, signed.
