@@ -210,3 +210,50 @@ async fn a_category_excluded_after_an_answer_makes_the_same_query_a_new_one_with
     assert!(counts(&after).contains_key(&("search".to_owned(), Some(SHOES.to_owned()))), "{after:?}");
     assert_eq!(budget(agent.home(), &bundle).await, ("2".into(), "3".into(), 3), "a new question, so a new spend");
 }
+
+/// A consent request of acme.example for counts, signed, as `edit` changes it.
+fn request(id: &str, edit: impl FnOnce(&mut Value)) -> String {
+    let now = now();
+    let mut v = serde_json::json!({
+        "version": 1, "id": id, "issued_at": optin_tests::ts(now - time::Duration::hours(1)), "expires_at": optin_tests::ts(now + time::Duration::days(30)),
+        "marketer": {"name": "Acme Shoes", "domain": "acme.example", "contact": "privacy@acme.example", "privacy_policy": "https://acme.example/privacy"},
+        "purpose": {"code": "dpv:PersonalisedAdvertising", "text": "Know how much interest there is in shoes."},
+        "terms": {"kinds": ["search", "cart"], "granularity": "aggregate", "window": "30d", "duration": "90d"},
+        "offer": "10% off your next pair",
+        "delivery": {"method": "pull"},
+    });
+    edit(&mut v);
+    let key = ring::signature::Ed25519KeyPair::from_seed_unchecked(&[7u8; 32]).expect("a key");
+    optin_protocol::request::sign(&key, v.to_string().as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_counts_is_approved_with_the_noise_the_person_chooses_and_never_pushed() {
+    let agent = Agent::start().await;
+    agent.ingest(&fixture::ndjson(&signals())).await;
+    let add = |id: &str, jws: String| {
+        let file = agent.home().scratch(&format!("{id}.jws"));
+        std::fs::write(&file, jws).expect("write the request");
+        file
+    };
+    let counts_file = add("counts-1", request("counts-1", |_| {}));
+    agent.cli(&["requests", "add", counts_file.to_str().expect("UTF-8")]).await.ok();
+    let pushed_file = add(
+        "pushed-1",
+        request("pushed-1", |v| v["delivery"] = serde_json::json!({"method": "push", "inbox": "https://inbox.acme.example/optin", "every": "1d"})),
+    );
+    agent.cli(&["requests", "add", pushed_file.to_str().expect("UTF-8")]).await.ok();
+
+    agent.cli(&["approve", "counts-1", "--epsilon", "3", "--budget", "2"]).await.fails(1, "epsilon (--epsilon) 3 is more than the budget (--budget) 2");
+    agent.cli(&["approve", "pushed-1"]).await.fails(1, "an aggregate grant is not pushed");
+    assert_eq!(agent.cli(&["grants", "--json"]).await.json(), serde_json::json!([]), "nothing was approved");
+
+    let approved = agent.cli(&["approve", "counts-1", "--epsilon", "1", "--budget", "2"]).await;
+    let out = approved.ok();
+    let bundle = GrantBundle::parse(&out[out.find('{').expect("the bundle")..]).expect("a bundle");
+    let noise = serde_json::to_value(bundle.terms.noise.expect("noise")).expect("JSON");
+    assert_eq!(noise, serde_json::json!({"epsilon": "1", "min_count": 5, "budget": "2"}), "the person's epsilon and budget, the default minimum");
+    let (_, claims) = answer(&agent, &bundle, "").await;
+    assert_eq!(claims.noise.as_ref().map(|n| n.epsilon.to_string()), Some("1".to_owned()));
+    assert_eq!(budget(agent.home(), &bundle).await, ("1".into(), "1".into(), 1));
+}
