@@ -109,9 +109,10 @@ pub struct Problem {
     /// The 1-based line of an NDJSON body at fault.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<usize>,
-    /// For a 429: seconds until the request may succeed, as the `Retry-After` header says.
+    /// For a 429: seconds until the request may succeed, as the `Retry-After` header says
+    /// (at least 1; non-zero so that a problem stays small enough to return by value).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_after: Option<u64>,
+    pub retry_after: Option<std::num::NonZeroU32>,
 }
 
 impl Problem {
@@ -122,8 +123,8 @@ impl Problem {
     }
 
     /// The same problem, saying when to retry.
-    pub fn with_retry_after(mut self, seconds: u64) -> Problem {
-        self.retry_after = Some(seconds);
+    pub fn with_retry_after(mut self, seconds: u32) -> Problem {
+        self.retry_after = std::num::NonZeroU32::new(seconds.max(1));
         self
     }
 

@@ -25,9 +25,9 @@ use time::OffsetDateTime;
 use crate::jws::Jwk;
 // Receipts sign and open their JWS through this path too.
 use crate::jws::compact;
+use crate::rate::Rate;
 use crate::scope::{self, Granularity, Terms};
 use crate::signal::{Kind, Kinds};
-use crate::rate::Rate;
 use crate::span::Span;
 use crate::timestamp;
 
@@ -1200,8 +1200,9 @@ pub(crate) mod tests {
         assert_eq!((asked.fields.as_ref().map(Vec::len), asked.rate.map(|r| r.to_string())), (Some(5), Some("2/hour".to_string())));
         let rate = |r: &str| Some(r.parse::<Rate>().unwrap());
         let fields = |l: &[&str]| Some(l.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
-        // (choices, the fields and rate approved, or the term refused and whether as widened)
-        let cases: Vec<(Choices, Result<(Option<Vec<String>>, Option<Rate>), (&str, bool)>)> = vec![
+        /// The fields and rate approved, or the term refused and whether as widened.
+        type Outcome = Result<(Option<Vec<String>>, Option<Rate>), (&'static str, bool)>;
+        let cases: Vec<(Choices, Outcome)> = vec![
             (Choices::default(), Ok((asked.fields.clone(), rate("2/hour")))),
             (Choices { fields: fields(&["merchant", "items.name"]), ..Choices::default() }, Ok((fields(&["items.name", "merchant"]), rate("2/hour")))),
             (Choices { rate: rate("1/day"), ..Choices::default() }, Ok((asked.fields.clone(), rate("1/day")))),
@@ -1225,10 +1226,14 @@ pub(crate) mod tests {
             ("unknown field", &(|v: &mut Value| v["terms"]["fields"] = serde_json::json!(["price"])) as &dyn Fn(&mut Value), "terms.fields"),
             ("total alone", &|v: &mut Value| v["terms"]["fields"] = serde_json::json!(["total"]), "terms.fields"),
             ("a bad rate", &|v: &mut Value| v["terms"]["rate"] = "2/week".into(), "terms.rate"),
-            ("fields at category", &|v: &mut Value| {
-                v["terms"]["fields"] = serde_json::json!(["merchant"]);
-                v["terms"]["granularity"] = "category".into();
-            }, "terms.fields"),
+            (
+                "fields at category",
+                &|v: &mut Value| {
+                    v["terms"]["fields"] = serde_json::json!(["merchant"]);
+                    v["terms"]["granularity"] = "category".into();
+                },
+                "terms.fields",
+            ),
         ] {
             assert_eq!(raw(extra).unwrap_err().field(), Some(field), "{name}");
         }

@@ -159,7 +159,7 @@ struct PartialJson {
 impl TryFrom<PartialJson> for PartialItem {
     type Error = String;
     fn try_from(j: PartialJson) -> Result<PartialItem, String> {
-        let top = |key: &str| key == "items" || crate::fields::NAMES.iter().any(|n| *n == key);
+        let top = |key: &str| key == "items" || crate::fields::NAMES.contains(&key);
         if let Some(key) = j.fields.keys().find(|k| !top(k)) {
             return Err(format!("`{}` is not a field of an item", key.chars().take(32).collect::<String>()));
         }

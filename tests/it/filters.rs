@@ -61,10 +61,8 @@ async fn a_merchant_grant_serves_only_that_merchants_carts_and_purchases() {
     let bundle = grant(&agent, &["--kinds", "search,cart,purchase", "--granularity", "raw", "--merchants", "trailshoes.example"]).await;
     assert_eq!(bundle.terms.merchants, Some(vec!["trailshoes.example".to_string()]));
     // Searches name no merchant: none of the three is shared, nor the other shops' carts.
-    let mut expected = vec![
-        (fixture::key(fixture::by_id(&signals, "c1")), Some("purchased".to_string())),
-        (fixture::key(fixture::by_id(&signals, "p1")), None),
-    ];
+    let mut expected =
+        vec![(fixture::key(fixture::by_id(&signals, "c1")), Some("purchased".to_string())), (fixture::key(fixture::by_id(&signals, "p1")), None)];
     expected.sort();
     let pages = fetch(&agent, &bundle, "").await;
     let got: Vec<_> = pages.iter().flat_map(|(_, c)| raw_items(c)).collect();
@@ -121,11 +119,9 @@ async fn caveats_narrow_a_tokens_filters_and_fields_and_never_widen_them() {
         fixture::cart("cart", at, "trailshoes.example", "Ridgeline GTX", "139.00"),
     ];
     let agent = started(&signals).await;
-    let bundle = grant(
-        &agent,
-        &["--kinds", "search,cart", "--granularity", "raw", "--categories", "Apparel & Accessories", "--fields", "query,merchant,items.name"],
-    )
-    .await;
+    let bundle =
+        grant(&agent, &["--kinds", "search,cart", "--granularity", "raw", "--categories", "Apparel & Accessories", "--fields", "query,merchant,items.name"])
+            .await;
     let only = |claims: &SliceClaims| -> Vec<Value> {
         let mut v: Vec<Value> = claims.items.iter().map(|i| serde_json::to_value(i).expect("serializes")).collect();
         for item in &mut v {
@@ -141,7 +137,10 @@ async fn caveats_narrow_a_tokens_filters_and_fields_and_never_widen_them() {
         (
             &["categories=Apparel & Accessories > Shoes"],
             json!([["Apparel & Accessories > Shoes"], ["items.name", "merchant", "query"]]),
-            vec![json!({"kind": "cart", "merchant": "trailshoes.example", "items": [{"name": "Ridgeline GTX"}]}), json!({"kind": "search", "query": "trail running shoes"})],
+            vec![
+                json!({"kind": "cart", "merchant": "trailshoes.example", "items": [{"name": "Ridgeline GTX"}]}),
+                json!({"kind": "search", "query": "trail running shoes"}),
+            ],
         ),
         (
             &["categories=Apparel & Accessories > Shoes", "fields=query"],
@@ -190,7 +189,7 @@ async fn a_rate_of_two_a_day_answers_429_with_retry_after_and_still_does_after_a
         let retry: i64 = response.header("retry-after").and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{what}: a Retry-After in seconds"));
         assert!((after..=before).contains(&retry), "{what}: Retry-After {retry} is not the time to midnight ({after}..={before})");
         let problem = response.problem().unwrap_or_else(|| panic!("{what}: a problem"));
-        assert_eq!((problem.type_.as_str(), problem.retry_after), ("urn:optin:problem:rate-limited", Some(retry as u64)), "{what}");
+        assert_eq!((problem.type_.as_str(), problem.retry_after.map(|n| i64::from(n.get()))), ("urn:optin:problem:rate-limited", Some(retry)), "{what}");
     };
     let before = to_midnight(now());
     let third = agent.get("/v1/slice", Some(&bundle.token)).await;

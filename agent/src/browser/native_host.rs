@@ -328,8 +328,9 @@ fn choices(raw: &RawValue) -> Result<ApprovalChoices, String> {
         // one is one of ours, so it is.
         if e.starts_with("unknown field") {
             format!("`choices` may hold only {MEMBERS}")
-        } else if let Some(name) =
-            ["kinds", "granularity", "window", "expires", "categories", "merchants", "fields", "rate"].iter().find(|n| e.starts_with(&format!("duplicate field `{n}`")))
+        } else if let Some(name) = ["kinds", "granularity", "window", "expires", "categories", "merchants", "fields", "rate"]
+            .iter()
+            .find(|n| e.starts_with(&format!("duplicate field `{n}`")))
         {
             format!("`choices.{name}` is given more than once")
         } else {

@@ -12,7 +12,9 @@ use ring::rand::{SecureRandom, SystemRandom};
 use time::OffsetDateTime;
 
 use super::audit::{self, AuditEvent};
-use super::command::{GrantFilters, AuditEntry, CountedRefusals, GrantState, GrantUsage, GrantView, PushView, Request, Response, SignalView, Status, AUDIT_PAGE, AUDIT_PAGE_MAX};
+use super::command::{
+    AuditEntry, CountedRefusals, GrantFilters, GrantState, GrantUsage, GrantView, PushView, Request, Response, SignalView, Status, AUDIT_PAGE, AUDIT_PAGE_MAX,
+};
 use super::marketer::Refusal;
 use super::{blocking, slicer, Core, CoreError};
 use crate::store::{Forget, GrantRecord, PartnerCut, PushTo, Seal, StoredGrant};

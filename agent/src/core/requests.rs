@@ -12,10 +12,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use optin_protocol::rate::Rate;
 use optin_protocol::request::{self, Choices, Request, RequestId};
 use optin_protocol::scope::{GrantId, Granularity, SliceQuery, MAX_LIMIT};
 use optin_protocol::signal::{Kind, Kinds};
-use optin_protocol::rate::Rate;
 use optin_protocol::slice::SliceItem;
 use optin_protocol::span::Span;
 use serde::{Deserialize, Serialize};

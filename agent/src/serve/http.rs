@@ -70,7 +70,7 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer error="invalid_token""#));
         }
         if status == StatusCode::TOO_MANY_REQUESTS {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(self.0.retry_after.unwrap_or(u64::from(RETRY_AFTER_SECS))));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(self.0.retry_after.map_or(RETRY_AFTER_SECS, std::num::NonZeroU32::get)));
         }
         response
     }
@@ -96,12 +96,10 @@ impl From<Refusal> for ApiError {
                 ProblemType::TooManyRequests,
                 format!("{MAX_IN_FLIGHT} requests of this grant are already being answered; try again after {RETRY_AFTER_SECS} s"),
             ),
-            Refusal::RateLimited { retry_after } => Problem::new(
-                status,
-                ProblemType::RateLimited,
-                format!("the grant's rate allows no more slices now; the next in {retry_after} s"),
-            )
-            .with_retry_after(retry_after),
+            Refusal::RateLimited { retry_after } => {
+                Problem::new(status, ProblemType::RateLimited, format!("the grant's rate allows no more slices now; the next in {retry_after} s"))
+                    .with_retry_after(u32::try_from(retry_after).unwrap_or(u32::MAX))
+            }
             Refusal::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 Problem::new(status, ProblemType::Internal, "the agent could not answer; the owner can read its log")
