@@ -754,6 +754,12 @@ mod tests {
             assert_eq!(signal, again, "{line}");
             let stored = Signal::from_stored_json(&serde_json::to_vec(&signal).unwrap()).unwrap();
             assert_eq!(signal, stored, "{line}");
+            // A mark the agent set is kept in its store's record, and read back.
+            let marked = Signal { sensitive: vec!["health".into()], ..signal.clone() };
+            let json = serde_json::to_value(&marked).unwrap();
+            assert_eq!(json["sensitive"], serde_json::json!(["health"]), "{line}");
+            assert_eq!(Signal::from_stored_json(json.to_string().as_bytes()).unwrap(), marked, "{line}");
+            assert!(serde_json::to_value(&signal).unwrap().get("sensitive").is_none(), "no mark, no member: {line}");
         }
     }
 
@@ -793,6 +799,8 @@ mod tests {
             (r#"{"kind":"purchase","at":"2026-11-20T10:00:00Z","merchant":"s.example","currency":"EUR","total":"1","items":[]}"#, "items"),
             (r#"{"kind":"purchase","at":"2026-11-20T10:00:00Z","merchant":"s.example","currency":"EUR","items":[{"name":"x","price":"1"}]}"#, "total"),
             (r#"{"kind":"search","at":"2026-11-20T10:00:00Z","query":"q","engine":"bing.com","merchant":"s.example"}"#, "merchant"),
+            // The agent marks sensitive topics at ingest; a feeder cannot.
+            (r#"{"kind":"search","at":"2026-11-20T10:00:00Z","query":"q","engine":"bing.com","sensitive":[]}"#, "sensitive"),
         ] {
             let err = parse(line).expect_err(line);
             assert_eq!(err.field.as_deref(), Some(field), "{line}: {err}");
