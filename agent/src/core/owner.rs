@@ -349,7 +349,13 @@ impl Core {
             terms: record.terms.clone(),
             // A pushed grant's `grant.created` carries the receipt beside its bundle, once.
             receipt: match record.push {
-                None => Some(self.given_receipt(record)?.sign(&keys.signing)),
+                None => match self.given_receipt(record) {
+                    Ok(receipt) => Some(receipt.sign(&keys.signing)),
+                    Err(e) => {
+                        tracing::warn!(grant = %record.id, error = %e, "a bundle without its receipt");
+                        None
+                    }
+                },
                 Some(_) => None,
             },
         })

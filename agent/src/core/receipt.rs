@@ -32,8 +32,9 @@ impl Core {
     pub(super) fn given_receipt(&self, grant: &GrantRecord) -> Result<Receipt, CoreError> {
         let request = match &grant.request_id {
             None => None,
+            // Not a passing failure: asking again will not bring the request back.
             Some(id) => Some(self.request_of(grant)?.ok_or_else(|| {
-                CoreError::Internal(format!("{} was approved from request {id}, which is no longer stored: its receipt cannot be made", grant.id))
+                CoreError::Invalid(format!("{} was approved from request {id}, which is no longer stored intact: its receipt cannot be made", grant.id))
             })?),
         };
         let keys = self.keys.grant(&grant.id).map_err(|e| CoreError::Internal(e.to_string()))?;
