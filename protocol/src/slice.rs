@@ -400,6 +400,24 @@ mod tests {
         assert!(matches!(check(&not_a_slice, ISSUER, "acme.example", GRANT, &jwk), Err(SliceError::Payload(_))));
     }
 
+    /// The aggregate slice vector, computed from SPEC.md in Python by
+    /// tests/jose/slice_aggregate_vector.py.
+    const AGGREGATE: &str = include_str!("../tests/vectors/slice-aggregate-jws.txt");
+
+    #[test]
+    fn reproduces_and_reads_the_aggregate_vector() {
+        let field = |name: &str| AGGREGATE.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(": ")).unwrap();
+        let payload = field("payload");
+        assert_eq!(jws::sign(&key(), payload.as_bytes()), field("expect"), "the same JWS, byte for byte");
+        let jwk = Jwk::ed25519(key().public_key().as_ref());
+        assert_eq!(jwk.kid.as_deref(), Some(field("kid")));
+        let claims = check(field("expect"), ISSUER, "acme.example", GRANT, &jwk).unwrap();
+        assert_eq!(serde_json::to_string(&claims).unwrap(), payload, "written back as the agent writes it");
+        let counts: Vec<_> = claims.counts.iter().flatten().map(|c| (c.kind, c.category.as_deref(), c.count)).collect();
+        assert_eq!(counts, [(Kind::Search, Some("Apparel & Accessories > Shoes"), 12), (Kind::Cart, None, 7)]);
+        assert_eq!(claims.noise.map(|n| (n.mechanism, n.epsilon.milli(), n.min_count)), Some((Mechanism::TwoSidedGeometric, 500, 5)));
+    }
+
     /// An aggregate slice's payload for the vector's grant, with `edit` applied to its JSON.
     fn aggregate(edit: impl FnOnce(&mut serde_json::Value)) -> String {
         let mut v: serde_json::Value = serde_json::from_str(field("payload")).unwrap();
