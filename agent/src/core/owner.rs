@@ -348,6 +348,8 @@ impl Core {
             token: Token::mint(&keys.token_secret, &record.id).encode(),
             terms: record.terms.clone(),
             // A pushed grant's `grant.created` carries the receipt beside its bundle, once.
+            // A receipt that cannot be made (its request no longer stored intact) leaves the
+            // bundle without one, which readers take as a bundle of an older agent.
             receipt: match record.push {
                 None => match self.given_receipt(record) {
                     Ok(receipt) => Some(receipt.sign(&keys.signing)),
