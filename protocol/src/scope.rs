@@ -158,11 +158,10 @@ pub struct Terms {
     pub noise: Option<crate::noise::Noise>,
 }
 
-/// Whether category path `inner` lies within `outer`: the same path, or one below it
-/// (`A > B` is within `A`; `A2` is not).
-pub fn category_within(inner: &str, outer: &str) -> bool {
-    inner == outer || inner.strip_prefix(outer).is_some_and(|rest| rest.starts_with(" > "))
-}
+// Defined with the signals whose categories it compares, so that `sensitive`, which this
+// module builds on for the never-share list, matches categories by the same rule without
+// depending back on this module.
+pub use crate::signal::category_within;
 
 /// The category and merchant filters of a grant, and the one rule for which signals they
 /// admit. Each filter that is present must admit a signal; a filter admits only what it can

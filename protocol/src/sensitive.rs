@@ -18,8 +18,7 @@ use std::sync::OnceLock;
 
 use serde::Deserialize;
 
-use crate::scope::category_within;
-use crate::signal::{limits, Body, Signal};
+use crate::signal::{category_within, limits, Body, Signal};
 
 /// The shipped list, as the crate is built with it.
 pub const SHIPPED: &str = include_str!("../../extension/sensitive-topics.json");

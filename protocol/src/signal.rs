@@ -425,6 +425,13 @@ impl BatchError {
 /// offers [`plain_domain`].
 pub type MerchantFn<'a> = &'a dyn Fn(&str) -> Result<String, String>;
 
+/// Whether category path `inner` lies within `outer`: the same path, or one below it
+/// (`A > B` is within `A`; `A2` is not). Grant filters and sensitive topics both compare
+/// categories by it.
+pub fn category_within(inner: &str, outer: &str) -> bool {
+    inner == outer || inner.strip_prefix(outer).is_some_and(|rest| rest.starts_with(" > "))
+}
+
 /// Lowercases a host name and checks its syntax, without public-suffix knowledge.
 pub fn plain_domain(text: &str) -> Result<String, String> {
     let host = text.trim_end_matches('.').to_ascii_lowercase();
