@@ -30,7 +30,9 @@
 //! - Secrets are compared in constant time (ring's HMAC verification).
 //! - Modules depend one way, so each reads without its callers: [`bundle`] builds on
 //!   [`slice`](mod@slice), [`token`] and [`jws`]; [`slice`](mod@slice) and [`token`] on
-//!   [`scope`]; [`scope`] on [`signal`], [`span`], [`noise`] and [`rate`]; [`hex`](mod@hex) and the helpers in
+//!   [`scope`]; [`scope`] on [`signal`], [`span`], [`noise`], [`rate`] and [`sensitive`]
+//!   (the never-share list every scope carries); [`sensitive`] on [`signal`];
+//!   [`hex`](mod@hex) and the helpers in
 //!   this file on nothing of ours. A check that needs a bundle's fields takes them as
 //!   arguments ([`slice::Expected`]).
 
