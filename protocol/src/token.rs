@@ -383,6 +383,19 @@ mod tests {
             ("a space in a caveat", chained(&["kinds= search"]).encode(), Err("a caveat is not written as it prints")),
             ("an expiry with an offset", chained(&["expires=2027-01-01T01:00:00+01:00"]).encode(), Err("a caveat is not written as it prints")),
             ("an expiry in lowercase", chained(&["expires=2027-01-01t00:00:00z"]).encode(), Err("a caveat is not written as it prints")),
+            ("categories out of order", chained(&["categories=Toys,Apparel"]).encode(), Err("a caveat is not written as it prints")),
+            ("a repeated category", chained(&["categories=Toys,Toys"]).encode(), Err("a caveat is not written as it prints")),
+            ("a comma escaped in lowercase", chained(&["categories=Food%2c Drink"]).encode(), Err("`%` is written only as")),
+            ("an escape that needs none", chained(&["categories=Food%20Drink"]).encode(), Err("`%` is written only as")),
+            ("merchants out of order", chained(&["merchants=b.example,a.example"]).encode(), Err("a caveat is not written as it prints")),
+            ("a repeated merchant", chained(&["merchants=a.example,a.example"]).encode(), Err("a caveat is not written as it prints")),
+            ("fields out of order", chained(&["fields=query,merchant"]).encode(), Err("a caveat is not written as it prints")),
+            ("a rate with a leading zero", chained(&["rate=02/day"]).encode(), Err("is not a rate")),
+            (
+                "filters canonical",
+                chained(&["categories=Apparel,Food%2C Drink", "merchants=a.example,b.example", "fields=merchant,query", "rate=2/day"]).encode(),
+                Ok(()),
+            ),
         ];
         for (what, text, expected) in table {
             match (Token::parse(&text), expected) {
