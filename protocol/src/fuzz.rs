@@ -43,6 +43,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("webhook", webhook),
     ("receipt", receipt),
     ("sensitive", sensitive),
+    ("slice", slice),
 ];
 
 /// The grant secret and the slice-signing key's seed of the test vectors (bytes 0x00..0x1f),
@@ -475,4 +476,27 @@ pub fn sensitive(data: &[u8]) {
             assert!(!path.is_empty() && !path.chars().any(is_hidden_or_control), "an entry holds no hidden character: {text:?}");
         }
     }
+}
+
+/// A slice as a marketer verifies it, against the pinned key of the vectors' seed and the
+/// vectors' issuer, audience and grant: what verifies has the shape its granularity says
+/// (counts and no items or cursor at `aggregate`, no counts or noise elsewhere), and its
+/// claims written out and read back are the same claims.
+pub fn slice(data: &[u8]) {
+    use crate::scope::{GrantId, Granularity};
+    use crate::slice::{self, Expected};
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(key) = Ed25519KeyPair::from_seed_unchecked(&SECRET) else { return };
+    let jwk = jws::Jwk::ed25519(key.public_key().as_ref());
+    let Some(grant_id) = GrantId::parse("g_000102030405060708090a0b") else { return };
+    let expected = Expected { issuer: "urn:optin:agent:p_00000000000000000000000000000000", audience: DOMAIN, grant_id: &grant_id, jwk: &jwk };
+    let Ok(claims) = slice::verify(text, expected) else { return };
+    if claims.scope.granularity == Granularity::Aggregate {
+        assert!(claims.counts.is_some() && claims.items.is_empty() && claims.next_cursor.is_none(), "an aggregate slice holds counts only");
+    } else {
+        assert!(claims.counts.is_none() && claims.noise.is_none(), "only an aggregate slice holds counts");
+    }
+    let written = serde_json::to_vec(&claims).unwrap_or_default();
+    let again: Result<slice::SliceClaims, _> = serde_json::from_slice(&written);
+    assert_eq!(again.ok().as_ref(), Some(&claims), "claims written out read back the same");
 }
