@@ -302,3 +302,29 @@ async fn an_inbox_that_lost_the_grant_is_sent_it_again_and_then_the_slice() {
     assert_eq!(slices.iter().map(Vec::len).collect::<Vec<_>>(), [1]);
     assert_eq!(world.pushed(), ["grant.created delivered 1", "slice.delivered failed 1", "grant.created delivered 1", "slice.delivered delivered 1"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_grant_is_sent_no_more_slices_than_its_rate() {
+    let world = World::new();
+    world.ingest(&mixed()).await;
+    world.push_grant_of(|v| v["terms"]["rate"] = "1/day".into()).await;
+    let [created] = <[PendingPush; 1]>::try_from(world.due(T)).expect("one event");
+    world.core.push_settle(&created, PushOutcome::Delivered { status: 200 }, T).expect("settled");
+    world.core.push_schedule(T).expect("scheduled");
+    let [slice] = <[PendingPush; 1]>::try_from(world.due(T)).expect("the day's slice");
+    world.core.push_settle(&slice, PushOutcome::Delivered { status: 200 }, T).expect("settled");
+    // Something new arrives, and the schedule is due again an hour later: the day's one
+    // slice is spent, so nothing is cut, and the signal waits for the next day.
+    let new = json!({"id": "c-new", "kind": "cart", "at": "2026-11-20T10:30:00Z", "category": "Apparel > Shoes", "merchant": "shoes.example",
+        "currency": "EUR", "items": [{"name": "shoe", "price": "99.00"}]});
+    world.ingest(&[new]).await;
+    let later = T + Duration::hours(1);
+    world.core.push_schedule(later).expect("scheduled");
+    assert_eq!(world.due(later).len(), 0, "no second slice the same UTC day");
+    let midnight = time::macros::datetime!(2026-11-21 0:00 UTC);
+    world.core.push_schedule(midnight - Duration::seconds(1)).expect("scheduled");
+    assert_eq!(world.due(midnight - Duration::seconds(1)).len(), 0, "not before the day ends");
+    world.core.push_schedule(midnight).expect("scheduled");
+    let [next] = <[PendingPush; 1]>::try_from(world.due(midnight)).expect("the next day's slice");
+    assert_eq!(next.kind, "slice.delivered");
+}
