@@ -251,4 +251,37 @@ mod tests {
         store.set_meta(EXTENSION_DAY, "many").expect("write");
         assert!(matches!(store.extension_signals(time::macros::date!(2026 - 11 - 20)), Err(crate::store::StoreError::Corrupt { tree: "meta", .. })));
     }
+
+    #[test]
+    fn the_never_share_list_is_the_default_until_changed_and_survives_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("store");
+        {
+            let store = Store::open(&path).expect("open");
+            assert_eq!(store.never_share().expect("list"), NeverShare::default(), "every topic withheld, no path of one's own");
+            let (before, after) = store
+                .update_never_share(|list| {
+                    list.included.insert("health".into());
+                    list.categories.insert("Toys > Dolls".into());
+                })
+                .expect("changed");
+            assert_eq!(before, NeverShare::default());
+            assert_eq!((after.included.len(), after.categories.len()), (1, 1));
+        }
+        let store = Store::open(&path).expect("reopen");
+        let list = store.never_share().expect("list");
+        assert!(list.included.contains("health") && list.categories.contains("Toys > Dolls"), "{list:?}");
+    }
+
+    #[test]
+    fn rejects_a_damaged_never_share_list_rather_than_reading_the_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("store")).expect("open");
+        for damaged in ["", "[]", r#"{"v":2,"included":[]}"#, r#"{"v":1,"included":"health"}"#, r#"{"v":1,"excluded":[]}"#] {
+            store.set_meta(NEVER_SHARE, damaged).expect("write");
+            assert!(matches!(store.never_share(), Err(crate::store::StoreError::Corrupt { tree: "meta", .. })), "{damaged:?}");
+            // Nor is a change made over it: what the person meant by the rest is unknown.
+            assert!(store.update_never_share(|list| list.categories.clear()).is_err(), "{damaged:?}");
+        }
+    }
 }
