@@ -6,6 +6,7 @@
 use std::io::Write;
 
 use anyhow::Result;
+use optin_protocol::sensitive::{self, Entry};
 
 use super::print::{inert, Cell, Printer, Style, Table};
 use super::{execute, unexpected};
@@ -26,9 +27,9 @@ pub(super) async fn change(home: &Home, request: Request, p: &mut Printer) -> Re
         Some(topic) if excluding => format!("{} ({}) is withheld from every grant{already}", topic.id, topic.label),
         Some(topic) => format!("{} ({}) may be shared by the grants whose terms reach it{already}", topic.id, topic.label),
         None => {
-            // The path as the list keeps it: its parts trimmed and joined by ` > `.
-            let path: Vec<&str> = entry.split('>').map(str::trim).collect();
-            let path = inert(&path.join(" > ")).into_owned();
+            // The path as the list keeps it (the agent took it, so it parses).
+            let path = Entry::parse(&entry, sensitive::Table::shipped()).map_or(entry.clone(), |e| e.to_string());
+            let path = inert(&path).into_owned();
             if excluding {
                 format!("\"{path}\" and every category below it are withheld from every grant{already}")
             } else {
