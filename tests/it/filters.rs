@@ -236,3 +236,51 @@ async fn rejects_bad_filters_fields_and_rates_naming_them_and_grants_nothing() {
     }
     assert_eq!(agent.cli(&["grants", "--json"]).await.json(), json!([]), "nothing was granted");
 }
+
+/// A consent request of acme.example for raw searches and carts, asking for `fields` and
+/// `rate`, signed by the marketer's key.
+fn request(id: &str, fields: &[&str], rate: &str) -> String {
+    let now = now();
+    let document = json!({
+        "version": 1, "id": id, "issued_at": fixture::ts(now - time::Duration::hours(1)), "expires_at": fixture::ts(now + time::Duration::days(30)),
+        "marketer": {"name": "Acme Shoes", "domain": "acme.example", "contact": "privacy@acme.example", "privacy_policy": "https://acme.example/privacy"},
+        "purpose": {"code": "dpv:PersonalisedAdvertising", "text": "Show you running-shoe offers that fit what you look for."},
+        "terms": {"kinds": ["search", "cart"], "granularity": "raw", "window": "30d", "duration": "90d", "fields": fields, "rate": rate},
+        "offer": "10% off your next pair",
+        "delivery": {"method": "pull"},
+    });
+    let key = ring::signature::Ed25519KeyPair::from_seed_unchecked(&[7u8; 32]).expect("a key");
+    optin_protocol::request::sign(&key, document.to_string().as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_narrows_a_requests_fields_and_rate_and_never_widens_them() {
+    let agent = started(&fixture::walkthrough(now())).await;
+    let file = agent.home().scratch("request.jws");
+    std::fs::write(&file, request("fields-1", &["query", "merchant", "items.name"], "2/day")).expect("write the request");
+    agent.cli(&["requests", "add", file.to_str().expect("a UTF-8 path")]).await.ok();
+    let shown = agent.cli(&["requests", "show", "fields-1"]).await;
+    assert!(shown.ok().contains("query, merchant, items.name") && shown.ok().contains("2 slices a day"), "{}", shown.stdout);
+    // (choices, the term a refusal names)
+    for (choices, refused) in [
+        (&["--fields", "query,order_id"][..], "`fields` would widen the request"),
+        (&["--rate", "3/day"], "`rate` would widen the request"),
+        // One an hour is 24 a day: not within two a day.
+        (&["--rate", "1/hour"], "`rate` would widen the request"),
+        (&["--fields", "price"], "`fields`: unknown field `price`"),
+    ] {
+        let mut args = vec!["approve", "fields-1"];
+        args.extend_from_slice(choices);
+        agent.cli(&args).await.fails(1, refused);
+    }
+    assert_eq!(agent.cli(&["grants", "--json"]).await.json(), json!([]), "nothing was granted");
+    let approved = agent.cli(&["approve", "fields-1", "--fields", "query", "--rate", "1/day"]).await;
+    let out = approved.ok();
+    let bundle = GrantBundle::parse(&out[out.find('{').expect("the bundle")..]).expect("a bundle");
+    assert_eq!((bundle.terms.fields.clone(), bundle.terms.rate.map(|r| r.to_string())), (Some(vec!["query".to_string()]), Some("1/day".to_string())));
+    let claims = first_page(&agent, &bundle, &bundle.token).await;
+    let kept: Vec<Vec<String>> =
+        claims.items.iter().map(|i| serde_json::to_value(i).expect("serializes").as_object().expect("object").keys().cloned().collect()).collect();
+    assert!(kept.iter().all(|k| k.iter().all(|f| ["id", "kind", "at", "query"].contains(&f.as_str()))), "{kept:?}");
+    assert_eq!(agent.get("/v1/slice", Some(&bundle.token)).await.status.as_u16(), 429, "one slice a day: the first page was it");
+}
