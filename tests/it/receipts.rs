@@ -131,6 +131,33 @@ async fn rejects_receipts_of_grants_that_are_not_there() {
     assert!(!missing.path().exists(), "asking for a receipt makes no home");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_whose_request_fails_its_mac_keeps_a_bundle_without_a_receipt() {
+    let home = Home::new();
+    home.command(&["requests", "add", "-"]).stdin(request("shoes-1").as_bytes()).run().await.ok();
+    let out = home.cli(&["approve", "shoes-1"]).await;
+    let bundle = GrantBundle::parse(&out.ok()[out.stdout.find('{').expect("the bundle")..]).expect("a bundle");
+    assert!(bundle.receipt.is_some());
+    let grant = bundle.grant_id.as_str();
+
+    // The request's stored record changed behind optin's back: it fails its MAC.
+    let db = sled::open(home.path().join("store")).expect("the store");
+    {
+        let requests = db.open_tree("requests").expect("the requests tree");
+        let (key, value) = requests.iter().next().expect("one request").expect("readable");
+        let edited = String::from_utf8(value.to_vec()).expect("JSON").replace("10% off your next pair", "90% off your next pair");
+        requests.insert(key, edited.as_bytes()).expect("write");
+    }
+    db.flush().expect("flush");
+    drop(db);
+
+    // The bundle is printed still, without a receipt nobody can vouch for; the receipt itself
+    // is refused, saying why.
+    let again = GrantBundle::parse(home.cli(&["bundle", grant]).await.ok()).expect("a bundle");
+    assert_eq!((again.receipt.as_deref(), again.token.as_str()), (None, bundle.token.as_str()));
+    home.cli(&["receipt", grant]).await.fails(1, "which is no longer stored intact: its receipt cannot be made");
+}
+
 const SETUP: &str = "set OPTIN_PYTHON to a Python with jwcrypto: \
     python3 -m venv .venv && .venv/bin/pip install -r tests/jose/requirements.txt, \
     then OPTIN_PYTHON=.venv/bin/python (or OPTIN_SKIP_JOSE=1 to skip this test)";
