@@ -128,6 +128,8 @@ export function describe(item) {
   lines.push(['asks for', `${list(kinds)}, ${granularity}, from the last ${spanWords(terms.window)}, for ${spanWords(terms.duration)}`]);
   if (Array.isArray(terms.categories)) lines.push(['categories', terms.categories.map(inert).join('; ')]);
   if (Array.isArray(terms.merchants)) lines.push(['merchants', terms.merchants.map(inert).join(', ')]);
+  if (Array.isArray(terms.fields)) lines.push(['only fields', terms.fields.map(inert).join(', ')]);
+  if (typeof terms.rate === 'string') lines.push(['at most', `${inert(terms.rate)} slices`]);
   lines.push(['offer', inert(r.offer)]);
   lines.push([
     'delivery',
