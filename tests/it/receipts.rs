@@ -82,6 +82,27 @@ async fn a_pull_bundle_carries_the_receipt_and_revoking_signs_its_withdrawal() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_grants_receipts_share_nothing_the_agent_made_but_the_day() {
+    let agent = Agent::start().await;
+    let first = agent.grant("acme.example", "search", "raw", "30d").await;
+    let second = agent.grant("globex.example", "search", "raw", "30d").await;
+    let [a, b] = [&first, &second].map(|bundle| bundle.consent().expect("a receipt").expect("verified"));
+    // Each names its own grant and its own pseudonym, the bundle's `sub`, signed with its own key.
+    for (bundle, receipt) in [(&first, &a), (&second, &b)] {
+        assert_eq!(bundle.issuer, format!("urn:optin:agent:{}", receipt.record.pii_principal_id));
+    }
+    assert_ne!(a.record.pii_principal_id, b.record.pii_principal_id);
+    assert!(receipt::verify(second.receipt.as_deref().expect("a receipt"), &first.jwk).is_err(), "one grant's key verifies another's receipt");
+    // Neither receipt holds an identifier of the other grant: its id, pseudonym or key.
+    let payload = serde_json::to_string(&a).expect("JSON");
+    for other in [second.grant_id.as_str(), b.record.pii_principal_id.as_str(), second.jwk.thumbprint().as_str()] {
+        assert!(!payload.contains(other), "the first grant's receipt names the second's {other}");
+    }
+    // The one time in each is the day of approval.
+    assert_eq!(a.event.iter().map(|e| e.event_time).collect::<Vec<_>>(), b.event.iter().map(|e| e.event_time).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receipt_of_an_approved_request_names_it_and_its_marketer() {
     let agent = Agent::start().await;
     agent.ingest(&fixture::ndjson(&fixture::walkthrough(now()))).await;
