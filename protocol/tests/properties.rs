@@ -12,6 +12,7 @@
 
 use std::collections::BTreeSet;
 
+use optin_protocol::request::{Choices, RequestedTerms};
 use optin_protocol::scope::{category_within, Caveat, GrantId, Granularity, SliceQuery, Terms};
 use optin_protocol::sensitive::NeverShare;
 use optin_protocol::signal::{parse_value, Kind, Kinds, Signal};
@@ -71,6 +72,38 @@ prop_compose! {
             fields: None,
             rate: None,
             noise: None,
+        }
+    }
+}
+
+prop_compose! {
+    fn requested()(t in terms(), days in 1u64..200) -> RequestedTerms {
+        RequestedTerms {
+            kinds: t.kinds,
+            granularity: t.granularity,
+            window: t.window,
+            duration: Span::from_seconds(days * 86_400).expect("in range"),
+            categories: t.categories,
+            merchants: t.merchants,
+            fields: None,
+            rate: None,
+        }
+    }
+}
+
+prop_compose! {
+    /// What a person might choose when approving, inside the request or not.
+    fn choices()(kinds in proptest::option::of(kinds()), granularity in proptest::option::of(granularity()),
+                 window in proptest::option::of(window()), days in proptest::option::of(1u64..200),
+                 categories in subset(&PATHS), merchants in subset(&MERCHANTS)) -> Choices {
+        Choices {
+            kinds,
+            granularity,
+            window,
+            expires: days.map(|d| Span::from_seconds(d * 86_400).expect("in range")),
+            categories,
+            merchants,
+            ..Choices::default()
         }
     }
 }
@@ -210,6 +243,19 @@ proptest! {
         let Some(ids) = admitted_under(&t, &never, &signals) else { return Ok(()) };
         let expected: BTreeSet<usize> = signals.iter().enumerate().filter(|(_, s)| inside_under(&t, &never, s)).map(|(i, _)| i).collect();
         prop_assert_eq!(ids, expected);
+    }
+
+    #[test]
+    fn an_approval_never_shares_more_than_its_request(r in requested(), c in choices(), signals in proptest::collection::vec(signal(), 0..24)) {
+        let asked = r.narrow(&Choices::default()).expect("the request's own terms").terms("acme.example", NOW).expect("an expiry");
+        let Ok(approved) = r.narrow(&c) else { return Ok(()) };
+        let approved = approved.terms("acme.example", NOW).expect("an expiry");
+        prop_assert!(approved.kinds.is_subset(&asked.kinds));
+        prop_assert!(!approved.granularity.is_finer_than(asked.granularity));
+        prop_assert!(approved.window <= asked.window && approved.expires_at <= asked.expires_at);
+        if let (Some(narrow), Some(wide)) = (admitted(&approved, &signals), admitted(&asked, &signals)) {
+            prop_assert!(narrow.is_subset(&wide), "approving {c:?} widened the request");
+        }
     }
 
     #[test]
