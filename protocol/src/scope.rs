@@ -1103,4 +1103,26 @@ mod tests {
         assert_eq!(t.evaluate(&coarse, NOW).unwrap().fields, None);
         assert_eq!(terms().evaluate(&SliceQuery::default(), NOW).unwrap().fields, None);
     }
+
+    #[test]
+    fn every_scope_withholds_by_default_and_applies_the_list_it_is_given() {
+        // Terms read as a grant stores them, so members added later keep their defaults.
+        let terms: Terms =
+            serde_json::from_str(r#"{"audience":"acme","kinds":["search"],"granularity":"raw","window":"30d","expires_at":"2027-01-01T00:00:00Z"}"#).unwrap();
+        let now = datetime!(2026-11-23 12:00 UTC);
+        let applied = terms.evaluate(&SliceQuery::default(), now).unwrap();
+        let search = |query: &str| {
+            let v = serde_json::json!({"id": "x-1", "at": "2026-11-20T10:00:00Z", "kind": "search", "query": query, "engine": "bing.com"});
+            Signal::from_stored_json(v.to_string().as_bytes()).unwrap()
+        };
+        assert!(applied.admits(&search("running shoes")));
+        assert!(!applied.admits(&search("payday loans")), "a scope nobody filled in withholds every shipped topic");
+        let included = crate::sensitive::NeverShare { included: ["financial-hardship".to_owned()].into(), ..crate::sensitive::NeverShare::default() };
+        let applied = Applied { never_share: included, ..applied };
+        assert!(applied.admits(&search("payday loans")));
+        assert!(!applied.admits(&search("payday loans after divorce")), "every topic matched must be included");
+        // The list is the person's: a slice's scope does not show it.
+        let json = serde_json::to_value(&applied).unwrap();
+        assert!(json.get("never_share").is_none() && !json.to_string().contains("financial"), "{json}");
+    }
 }
