@@ -235,6 +235,9 @@ async fn rejects_bad_filters_fields_and_rates_naming_them_and_grants_nothing() {
         agent.cli(&extra).await.fails(code, needle);
     }
     assert_eq!(agent.cli(&["grants", "--json"]).await.json(), json!([]), "nothing was granted");
+    // A good one is granted, and the person reads what narrows it.
+    let granted = agent.cli(&with(&["--granularity", "raw", "--merchants", "trailshoes.example", "--fields", "merchant,items.name", "--rate", "2/day"])).await;
+    assert!(granted.ok().contains("\nfilters: only at trailshoes.example, only the fields items.name, merchant, at most 2/day slices\n"), "{}", granted.stdout);
 }
 
 /// A consent request of acme.example for raw searches and carts, asking for `fields` and

@@ -504,6 +504,7 @@ async fn grant(dir: &Path, args: GrantArgs, p: &mut Printer) -> Result<()> {
         write_bundle(path, &bundle, args.output.force)
             .with_context(|| format!("{} was granted, but its bundle was not written (`optin bundle {0} --output FILE` writes it)", bundle.grant_id))?;
         show::grant_summary(p, &bundle)?;
+        show::filters_line(p, &bundle.terms)?;
         show::now_shares(p, would_share.as_ref(), &bundle.terms)?;
         show::delivery(p, args.push.as_deref().map(|inbox| (inbox, args.push_every)))?;
         return sent_privately(p, path, &bundle);
@@ -511,6 +512,7 @@ async fn grant(dir: &Path, args: GrantArgs, p: &mut Printer) -> Result<()> {
     let json = serde_json::to_string_pretty(&bundle)?;
     if !args.json {
         show::grant_summary(p, &bundle)?;
+        show::filters_line(p, &bundle.terms)?;
         show::now_shares(p, would_share.as_ref(), &bundle.terms)?;
         show::delivery(p, args.push.as_deref().map(|inbox| (inbox, args.push_every)))?;
         show::hand_over(p, &bundle)?;

@@ -275,7 +275,24 @@ pub fn filters(terms: &optin_protocol::scope::Terms) -> String {
     if let Some(m) = &terms.merchants {
         out.push_str(&format!(", only at {}", m.join(", ")));
     }
+    match terms.fields.as_deref() {
+        None => {}
+        Some([]) => out.push_str(", no field but kind, time and id"),
+        Some(f) => out.push_str(&format!(", only the fields {}", f.join(", "))),
+    }
+    if let Some(rate) = terms.rate {
+        out.push_str(&format!(", at most {rate} slices"));
+    }
     out
+}
+
+/// `filters: …` when a new grant has any filter, fields or rate.
+pub fn filters_line(p: &mut Printer, terms: &optin_protocol::scope::Terms) -> io::Result<()> {
+    let filters = filters(terms);
+    match filters.strip_prefix(", ") {
+        Some(words) => writeln!(p, "filters: {}", inert(words)),
+        None => Ok(()),
+    }
 }
 
 /// `optin audit --summary`: per marketer, what the records and counts say.
