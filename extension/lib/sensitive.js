@@ -36,13 +36,29 @@ export function parseTopics(json) {
 const INVISIBLE = /[\u00ad\u034f\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/u;
 const COMBINING = /[\u0300-\u036f]/u;
 
-/** `text` as compared: full-width ASCII as ASCII, lowercase, invisible characters and accents removed, letters folded. */
+/**
+ * `c` as the ASCII letter or digit it is drawn as: full-width forms, mathematical
+ * alphanumeric symbols (13 alphabets of A-Z a-z from U+1D400, digits from U+1D7CE) and
+ * circled letters. Any other character is itself. The same ranges as the agent's `plain`.
+ */
+function plain(c) {
+  const n = c.codePointAt(0);
+  if (n >= 0xff01 && n <= 0xff5e) return String.fromCodePoint(n - 0xfee0);
+  if (n >= 0x1d400 && n <= 0x1d6a3) {
+    const i = (n - 0x1d400) % 52;
+    return String.fromCodePoint(i < 26 ? 0x41 + i : 0x61 + i - 26);
+  }
+  if (n >= 0x1d7ce && n <= 0x1d7ff) return String.fromCodePoint(0x30 + ((n - 0x1d7ce) % 10));
+  if (n >= 0x24b6 && n <= 0x24cf) return String.fromCodePoint(0x41 + n - 0x24b6);
+  if (n >= 0x24d0 && n <= 0x24e9) return String.fromCodePoint(0x61 + n - 0x24d0);
+  return c;
+}
+
+/** `text` as compared: styled letters as ASCII, lowercase, invisible characters and accents removed, letters folded. */
 export function foldText(text, table) {
   let out = '';
-  for (let c of text) {
-    const code = c.codePointAt(0);
-    if (code >= 0xff01 && code <= 0xff5e) c = String.fromCodePoint(code - 0xfee0);
-    for (const l of c.toLowerCase()) {
+  for (const c of text) {
+    for (const l of plain(c).toLowerCase()) {
       if (INVISIBLE.test(l) || COMBINING.test(l)) continue;
       out += table.fold.get(l) ?? l;
     }

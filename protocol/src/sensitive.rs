@@ -166,18 +166,14 @@ impl Table {
         self.topics.iter().find(|t| t.id == id)
     }
 
-    /// `text` as it is compared: lowercase, with full-width ASCII read as ASCII, invisible
-    /// characters and combining marks removed, and accented letters folded to their base
-    /// letters as the list's `fold` says. Nothing else is changed.
+    /// `text` as it is compared: lowercase, with full-width, mathematical and circled
+    /// letters and digits read as ASCII ([`plain`]), invisible characters and combining
+    /// marks removed, and accented letters folded to their base letters as the list's `fold`
+    /// says. Nothing else is changed.
     pub fn fold(&self, text: &str) -> String {
         let mut out = String::with_capacity(text.len());
         for c in text.chars() {
-            let c = match c as u32 {
-                // Full-width forms of ASCII `!` to `~`.
-                0xFF01..=0xFF5E => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
-                _ => c,
-            };
-            for c in c.to_lowercase() {
+            for c in plain(c).to_lowercase() {
                 if is_invisible(c) || is_combining(c) {
                     continue;
                 }
@@ -252,6 +248,29 @@ fn categories(signal: &Signal) -> impl Iterator<Item = &str> {
         Body::Cart { items, .. } | Body::Purchase { items, .. } => &items[..],
     };
     signal.category.as_deref().into_iter().chain(items.iter().filter_map(|i| i.category.as_deref()))
+}
+
+/// `c` as the ASCII letter or digit it is drawn as, for the styled alphabets that text
+/// generators offer to slip words past filters: full-width forms of ASCII `!` to `~`,
+/// mathematical alphanumeric symbols (bold, italic, script, fraktur, double-struck,
+/// sans-serif and monospace letters, U+1D400 to U+1D6A3, 13 alphabets of `A`–`Z` and
+/// `a`–`z`; digits U+1D7CE to U+1D7FF) and circled letters (U+24B6 to U+24E9). Any other
+/// character is itself.
+fn plain(c: char) -> char {
+    let n = c as u32;
+    let from = |base: char, offset: u32| char::from_u32(base as u32 + offset);
+    let mapped = match n {
+        0xFF01..=0xFF5E => char::from_u32(n - 0xFEE0),
+        0x1D400..=0x1D6A3 => match (n - 0x1D400) % 52 {
+            i @ 0..=25 => from('A', i),
+            i => from('a', i - 26),
+        },
+        0x1D7CE..=0x1D7FF => from('0', (n - 0x1D7CE) % 10),
+        0x24B6..=0x24CF => from('A', n - 0x24B6),
+        0x24D0..=0x24E9 => from('a', n - 0x24D0),
+        _ => None,
+    };
+    mapped.unwrap_or(c)
 }
 
 /// Characters that show nothing and that a person could slip into a word unseen: soft
