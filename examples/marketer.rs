@@ -115,6 +115,18 @@ fn print_human(bundle: &GrantBundle, pages: &[&SliceClaims]) {
     );
     println!("issuer    {} (key {})", first.iss, bundle.jwk.thumbprint());
     println!();
+    if let Some(counts) = &first.counts {
+        // An aggregate slice is one answer: counts per kind and category, never an item.
+        for c in counts {
+            println!("{:<9} {:>5}  {}", c.kind.as_str(), c.count, c.category.as_deref().unwrap_or("(no category)"));
+        }
+        println!();
+        match &first.noise {
+            Some(n) => println!("{} buckets of noisy counts (epsilon {}, smaller than {} left out) in 1 verified slice", counts.len(), n.epsilon, n.min_count),
+            None => println!("{} buckets of exact counts in 1 verified slice", counts.len()),
+        }
+        return;
+    }
     let mut count = 0;
     for page in pages {
         for item in &page.items {
