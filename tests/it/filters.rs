@@ -204,6 +204,11 @@ async fn a_rate_of_two_a_day_answers_429_with_retry_after_and_still_does_after_a
     let agent = home.serve(&[]).await;
     let before = to_midnight(now());
     check_limited(&agent.get("/v1/slice", Some(&bundle.token)).await, before, to_midnight(now()), "after a restart");
+    // The person sees the rate used up: two slices served today, the refusals not counted.
+    let grants = agent.cli(&["grants", "--json"]).await.json();
+    assert_eq!(grants[0]["rate"], json!({"rate": "2/day", "used": 2}), "{grants:#}");
+    let table = agent.cli(&["grants"]).await;
+    assert!(table.ok().contains(" 2 of 2/day "), "{}", table.stdout);
 
     // Each refusal is audited under the grant, with its status.
     let audit = agent.cli(&["audit", "--json"]).await.json();

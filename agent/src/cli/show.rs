@@ -98,6 +98,8 @@ const GRANT_COLUMNS: &[GrantColumn] = &[
     ("PARTNERS", 8, |g| Cell::new(if g.usage.partners.is_empty() { "-".to_owned() } else { g.usage.partners.len().to_string() })),
     // What an aggregate grant has left of its privacy budget, in epsilon; `-` for a grant
     // without noise.
+    // What a grant with a rate served in the rate's current hour or day.
+    ("RATE USED", 11, |g| Cell::new(g.rate.map_or_else(|| "-".to_owned(), |r| format!("{} of {}", r.used, r.rate)))),
     ("BUDGET LEFT", 11, |g| Cell::new(g.budget.as_ref().map_or_else(|| "-".to_owned(), |b| format!("{} of {}", b.left, b.total)))),
     ("PURPOSE", 40, |g| Cell::new(&g.purpose)),
 ];

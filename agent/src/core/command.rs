@@ -460,6 +460,19 @@ pub struct GrantView {
     /// For an aggregate grant with noise: its privacy budget, spent and left.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<super::aggregate::BudgetView>,
+    /// For a grant with a rate: the slices it served in the rate's current period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<RateView>,
+}
+
+/// What a grant with a rate has used of it: the slices served, pulled or pushed, in the
+/// current UTC hour or day, the period the rate counts over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateView {
+    /// The grant's rate.
+    pub rate: optin_protocol::rate::Rate,
+    /// Slices served in its current period.
+    pub used: u64,
 }
 
 /// What a grant has served, counted from the `served` records of the audit log: who received

@@ -3,6 +3,7 @@
 //! came over the admin socket, from the native host or from the offline CLI.
 
 use optin_protocol::bundle::{self, GrantBundle};
+use optin_protocol::rate::Per;
 use optin_protocol::receipt::ConsentState;
 use optin_protocol::request::{limits as request_limits, Choices, HttpsUrl, NarrowError, RequestedTerms};
 use optin_protocol::scope::{self, Caveat, GrantId, SliceQuery, Terms};
@@ -13,7 +14,8 @@ use time::OffsetDateTime;
 
 use super::audit::{self, AuditEvent};
 use super::command::{
-    AuditEntry, CountedRefusals, GrantFilters, GrantState, GrantUsage, GrantView, PushView, Request, Response, SignalView, Status, AUDIT_PAGE, AUDIT_PAGE_MAX,
+    AuditEntry, CountedRefusals, GrantFilters, GrantState, GrantUsage, GrantView, PushView, RateView, Request, Response, SignalView, Status, AUDIT_PAGE,
+    AUDIT_PAGE_MAX,
 };
 use super::marketer::Refusal;
 use super::{blocking, slicer, Core, CoreError};
@@ -86,6 +88,7 @@ impl Core {
                 }
                 for g in &mut grants {
                     g.budget = self.budget_view(&g.grant_id, &g.terms)?;
+                    g.rate = self.rate_view(&g.grant_id, &g.terms, now)?;
                 }
                 Ok(Response::Grants { grants })
             }
@@ -389,6 +392,19 @@ fn bounded(field: &str, text: &str, max: usize) -> Result<String, CoreError> {
     Ok(text.to_owned())
 }
 
+impl Core {
+    /// What `optin grants` shows of a grant's rate: the slices served in its current period.
+    fn rate_view(&self, grant: &GrantId, terms: &Terms, now: OffsetDateTime) -> Result<Option<RateView>, CoreError> {
+        let Some(rate) = terms.rate else { return Ok(None) };
+        let (hour, day) = self.store.slices_used(grant, now.unix_timestamp())?;
+        let used = match rate.per {
+            Per::Hour => hour,
+            Per::Day => day,
+        };
+        Ok(Some(RateView { rate, used }))
+    }
+}
+
 /// A stored grant as the owner sees it: one that fails its MAC is damaged, whatever it says.
 fn view_stored(g: StoredGrant, now: OffsetDateTime) -> GrantView {
     let damaged = g.seal != Seal::Valid;
@@ -420,6 +436,7 @@ fn view(g: GrantRecord, now: OffsetDateTime) -> GrantView {
         usage: GrantUsage::default(),
         partners_revoked: g.partners_revoked,
         budget: None,
+        rate: None,
     }
 }
 
