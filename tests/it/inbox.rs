@@ -454,25 +454,9 @@ fn init_and_request_new_refuse_bad_input_and_write_nothing() {
     assert!(missing.stderr.contains("no optin-inbox home at"), "{}", missing.stderr);
 }
 
-const JOSE_SETUP: &str = "set OPTIN_PYTHON to a Python with jwcrypto: \
-    python3 -m venv .venv && .venv/bin/pip install -r tests/jose/requirements.txt, \
-    then OPTIN_PYTHON=.venv/bin/python (or OPTIN_SKIP_JOSE=1 to skip this test)";
-
-/// The Python to run, or `None` when the test is explicitly skipped (as in `jose.rs`).
-fn python() -> Option<PathBuf> {
-    match std::env::var_os("OPTIN_PYTHON") {
-        Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
-        _ if std::env::var("OPTIN_SKIP_JOSE").is_ok_and(|v| v == "1") => {
-            eprintln!("skipping the jwcrypto check of the inbox's export: OPTIN_SKIP_JOSE=1");
-            None
-        }
-        _ => panic!("{JOSE_SETUP}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exported_slice_verifies_with_jwcrypto_from_the_export_alone() {
-    let Some(python) = python() else { return };
+    let Some(python) = optin_tests::python("the jwcrypto check of the inbox's export") else { return };
     let (inbox, _agent, grant) = approved_through_an_agent().await;
     let export = inbox.ndjson("export");
     assert_eq!(export.len(), 1, "{export:?}");
@@ -488,7 +472,7 @@ async fn an_exported_slice_verifies_with_jwcrypto_from_the_export_alone() {
         .arg(&bundle_file)
         .arg(&jws_file)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}; {JOSE_SETUP}", python.display()));
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}; {}", python.display(), optin_tests::PYTHON_SETUP));
     assert_eq!(out.status.code(), Some(0), "jwcrypto refused the exported slice: {}", String::from_utf8_lossy(&out.stderr));
     let payload: Value = serde_json::from_slice(&out.stdout).expect("verify.py prints the payload");
     assert_eq!((payload["grant"]["id"].as_str(), payload["jti"].as_str()), (Some(grant.as_str()), line["jti"].as_str()));

@@ -8,22 +8,6 @@ use serde_json::Value;
 
 use optin_tests::{fixture, now, Agent};
 
-const SETUP: &str = "set OPTIN_PYTHON to a Python with jwcrypto: \
-    python3 -m venv .venv && .venv/bin/pip install -r tests/jose/requirements.txt, \
-    then OPTIN_PYTHON=.venv/bin/python (or OPTIN_SKIP_JOSE=1 to skip this test)";
-
-/// The Python to run, or `None` when the test is explicitly skipped.
-fn python() -> Option<PathBuf> {
-    match std::env::var_os("OPTIN_PYTHON") {
-        Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
-        _ if std::env::var("OPTIN_SKIP_JOSE").is_ok_and(|v| v == "1") => {
-            eprintln!("skipping the jwcrypto test: OPTIN_SKIP_JOSE=1");
-            None
-        }
-        _ => panic!("{SETUP}"),
-    }
-}
-
 fn verify_py() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("jose").join("verify.py")
 }
@@ -39,13 +23,13 @@ fn run(python: &PathBuf, bundle: &str, jws: &str, dir: &optin_tests::Home) -> (O
         .arg(&bundle_file)
         .arg(&jws_file)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}; {SETUP}", python.display()));
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}; {}", python.display(), optin_tests::PYTHON_SETUP));
     (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slices_verify_with_jwcrypto() {
-    let Some(python) = python() else { return };
+    let Some(python) = optin_tests::python("the jwcrypto test") else { return };
     let agent = Agent::start().await;
     agent.ingest(&fixture::ndjson(&fixture::walkthrough(now()))).await;
     let mut bundles = Vec::new();

@@ -21,22 +21,6 @@ use optin_tests::{now, ts, Home};
 const MARKETER: &str = "acme.example";
 const INBOX: &str = "inbox.acme.example";
 
-const SETUP: &str = "set OPTIN_PYTHON to a Python with jwcrypto: \
-    python3 -m venv .venv && .venv/bin/pip install -r tests/jose/requirements.txt, \
-    then OPTIN_PYTHON=.venv/bin/python (or OPTIN_SKIP_JOSE=1 to skip this test)";
-
-/// The Python to run, or `None` when the test is explicitly skipped (as in `jose.rs`).
-fn python() -> Option<PathBuf> {
-    match std::env::var_os("OPTIN_PYTHON") {
-        Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
-        _ if std::env::var("OPTIN_SKIP_JOSE").is_ok_and(|v| v == "1") => {
-            eprintln!("skipping the Python inbox test: OPTIN_SKIP_JOSE=1");
-            None
-        }
-        _ => panic!("{SETUP}"),
-    }
-}
-
 /// `inbox.py` on a port of 127.0.0.1 it picked itself, with a certificate for [`INBOX`]
 /// from the test's authority. Stopped by its PID when dropped.
 struct PythonInbox {
@@ -64,7 +48,7 @@ impl PythonInbox {
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).expect("create the inbox's log"))
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}; {SETUP}", python.display()));
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}; {}", python.display(), optin_tests::PYTHON_SETUP));
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().expect("a piped stdout");
         // Reads the ready line, then keeps draining so the inbox never blocks on its output.
@@ -242,7 +226,7 @@ fn unix_now() -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_inbox_verifies_every_push_from_the_spec() {
-    let Some(python) = python() else { return };
+    let Some(python) = optin_tests::python("the Python inbox test") else { return };
     let ca = TestCa::new();
     let home = Home::new();
     let inbox = PythonInbox::start(&python, &ca, &home.scratch(""));

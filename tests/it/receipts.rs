@@ -179,22 +179,6 @@ async fn a_grant_whose_request_fails_its_mac_keeps_a_bundle_without_a_receipt() 
     home.cli(&["receipt", grant]).await.fails(1, "which is no longer stored intact: its receipt cannot be made");
 }
 
-const SETUP: &str = "set OPTIN_PYTHON to a Python with jwcrypto: \
-    python3 -m venv .venv && .venv/bin/pip install -r tests/jose/requirements.txt, \
-    then OPTIN_PYTHON=.venv/bin/python (or OPTIN_SKIP_JOSE=1 to skip this test)";
-
-/// The Python to run, or `None` when the test is explicitly skipped.
-fn python() -> Option<PathBuf> {
-    match std::env::var_os("OPTIN_PYTHON") {
-        Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
-        _ if std::env::var("OPTIN_SKIP_JOSE").is_ok_and(|v| v == "1") => {
-            eprintln!("skipping the jwcrypto receipt test: OPTIN_SKIP_JOSE=1");
-            None
-        }
-        _ => panic!("{SETUP}"),
-    }
-}
-
 /// Runs `tests/jose/receipt.py BUNDLE RECEIPT STATE`: its exit code, stdout and stderr.
 fn jwcrypto(python: &PathBuf, home: &Home, bundle: &str, jws: &str, state: &str) -> (Option<i32>, String, String) {
     let name = state.trim_start_matches("dpv:");
@@ -208,13 +192,13 @@ fn jwcrypto(python: &PathBuf, home: &Home, bundle: &str, jws: &str, state: &str)
         .arg(&jws_file)
         .arg(state)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}; {SETUP}", python.display()));
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}; {}", python.display(), optin_tests::PYTHON_SETUP));
     (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipts_verify_with_jwcrypto() {
-    let Some(python) = python() else { return };
+    let Some(python) = optin_tests::python("the jwcrypto receipt test") else { return };
     let agent = Agent::start().await;
     agent.ingest(&fixture::ndjson(&fixture::walkthrough(now()))).await;
     let text = agent

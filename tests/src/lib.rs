@@ -101,6 +101,25 @@ pub fn optin_bin() -> PathBuf {
     find_optin_bin().unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// How to give the Python tests their interpreter, for the message of a test that has none.
+pub const PYTHON_SETUP: &str = "set OPTIN_PYTHON to a Python with jwcrypto: \
+    python3 -m venv .venv && .venv/bin/pip install -r tests/jose/requirements.txt, \
+    then OPTIN_PYTHON=.venv/bin/python (or OPTIN_SKIP_JOSE=1 to skip this test)";
+
+/// The Python with jwcrypto that checks `what` (`$OPTIN_PYTHON`), or `None` when the Python
+/// tests are skipped on purpose (`OPTIN_SKIP_JOSE=1`); panics with [`PYTHON_SETUP`] when
+/// neither is set, so a machine without it fails loudly rather than passing untested.
+pub fn python(what: &str) -> Option<PathBuf> {
+    match std::env::var_os("OPTIN_PYTHON") {
+        Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
+        _ if std::env::var("OPTIN_SKIP_JOSE").is_ok_and(|v| v == "1") => {
+            eprintln!("skipping {what}: OPTIN_SKIP_JOSE=1");
+            None
+        }
+        _ => panic!("{PYTHON_SETUP}"),
+    }
+}
+
 /// The `optin-inbox` binary, the marketer's inbox: `$OPTIN_INBOX_BIN`, or `optin-inbox` next
 /// to `optin` in the profile directory of the running test; panics when there is none.
 pub fn optin_inbox_bin() -> PathBuf {
