@@ -257,3 +257,34 @@ async fn a_request_for_counts_is_approved_with_the_noise_the_person_chooses_and_
     assert_eq!(claims.noise.as_ref().map(|n| n.epsilon.to_string()), Some("1".to_owned()));
     assert_eq!(budget(agent.home(), &bundle).await, ("1".into(), "1".into(), 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn granting_counts_says_they_are_counts_and_what_each_answer_costs() {
+    let agent = Agent::start().await;
+    agent.ingest(&fixture::ndjson(&signals())).await;
+    let made = agent
+        .cli(&[
+            "grant",
+            "acme.example",
+            "--kinds",
+            "search",
+            "--granularity",
+            "aggregate",
+            "--window",
+            "30d",
+            "--epsilon",
+            "0.5",
+            "--budget",
+            "2",
+            "--expires",
+            "30d",
+            "--purpose",
+            "which categories sell",
+        ])
+        .await;
+    // The person reads counts of what is stored, not "24 searches" as if they were sent.
+    let out = made.ok();
+    let sentence = "now it would share counts, never the signals, of 24 searches in Apparel & Accessories > Shoes (20), Home & Garden (4) over 30d (";
+    assert!(out.contains(sentence), "{out}");
+    assert!(out.contains("; each count with noise of epsilon 0.5, each answer spending it from a budget of 2\n"), "{out}");
+}

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use optin_protocol::bundle::GrantBundle;
-use optin_protocol::scope::{GrantId, Terms};
+use optin_protocol::scope::{GrantId, Granularity, Terms};
 use optin_protocol::signal::{Body, Kind};
 use optin_protocol::slice::{CartState, SliceClaims};
 use optin_protocol::span::Span;
@@ -495,6 +495,14 @@ pub fn shared(s: &ShareSummary, window: Span, searches_filtered_out: bool) -> St
 pub fn now_shares(p: &mut Printer, would_share: Option<&WouldShare>, terms: &Terms) -> io::Result<()> {
     let searches_filtered_out = terms.merchants.is_some() && terms.kinds.contains(Kind::Search);
     match would_share {
+        // An aggregate grant shares counts of these, never the signals: the sentence says
+        // so, and what each answer costs, or it would read as the signals themselves.
+        Some(WouldShare::Items(summary)) if terms.granularity == Granularity::Aggregate => {
+            let noise = terms.noise.map_or_else(String::new, |n| {
+                format!("; each count with noise of epsilon {}, each answer spending it from a budget of {}", n.epsilon, n.budget)
+            });
+            writeln!(p, "now it would share counts, never the signals, of {}{noise}", shared(summary, terms.window, searches_filtered_out))
+        }
         Some(WouldShare::Items(summary)) => writeln!(p, "now it would share {}", shared(summary, terms.window, searches_filtered_out)),
         Some(WouldShare::Paused) => writeln!(p, "now it would share nothing: sharing is paused until `optin resume`"),
         None => Ok(()),
