@@ -77,6 +77,15 @@ export function foldCategory(path, table) {
   return parts.some((p) => p === '') ? '' : parts.join(' > ');
 }
 
+/**
+ * A category a signal shows, as compared: as foldCategory, but a part left empty (a stray `>`,
+ * a part of spaces or invisible characters) is dropped rather than emptying the whole path;
+ * '' when no part is left. The same rule as the agent's `fold_shown`.
+ */
+export function foldShown(path, table) {
+  return foldText(path, table).split('>').map((s) => s.split(/\s+/u).filter((w) => w !== '').join(' ')).filter((p) => p !== '').join(' > ');
+}
+
 function within(inner, outer) {
   return inner === outer || (inner.startsWith(outer) && inner.slice(outer.length).startsWith(' > '));
 }
@@ -101,7 +110,7 @@ export function queryTopics(query, table) {
 
 /** The ids of the topics one of whose paths `category` lies within, sorted. */
 export function categoryTopics(category, table) {
-  const folded = foldCategory(category, table);
+  const folded = foldShown(category, table);
   if (folded === '') return [];
   return table.topics.filter((t) => t.categories.some((p) => within(folded, p))).map((t) => t.id).sort();
 }

@@ -218,9 +218,20 @@ impl Table {
         found
     }
 
+    /// A category a signal shows, as it is compared: as [`Table::fold_category`], but a part
+    /// left empty (a stray `>`, a part of spaces or invisible characters) is dropped rather
+    /// than emptying the whole path. A signal's category is page data, not a list entry:
+    /// read as nothing, it would match no topic and no path of the person's, so a trailing
+    /// `>` would be enough to share what the list withholds. Empty when no part is left.
+    pub fn fold_shown(&self, category: &str) -> String {
+        let parts = self.fold(category);
+        let parts: Vec<String> = parts.split('>').map(|s| s.split_whitespace().collect::<Vec<_>>().join(" ")).filter(|s| !s.is_empty()).collect();
+        parts.join(" > ")
+    }
+
     /// The ids of the topics one of whose paths `category` lies within.
     pub fn category_topics(&self, category: &str) -> BTreeSet<&str> {
-        let folded = self.fold_category(category);
+        let folded = self.fold_shown(category);
         if folded.is_empty() {
             return BTreeSet::new();
         }
@@ -411,7 +422,7 @@ impl NeverShare {
         let topics = topics.into_iter().filter(|t| self.topic_on(t)).collect();
         let mut paths = Vec::new();
         if !self.categories.is_empty() {
-            let shown: Vec<String> = categories(signal).map(|c| table.fold_category(c)).filter(|c| !c.is_empty()).collect();
+            let shown: Vec<String> = categories(signal).map(|c| table.fold_shown(c)).filter(|c| !c.is_empty()).collect();
             for path in &self.categories {
                 let folded = table.fold_category(path);
                 if shown.iter().any(|c| category_within(c, &folded)) {

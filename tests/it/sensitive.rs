@@ -209,3 +209,29 @@ async fn a_requests_live_preview_counts_only_what_may_be_shared() {
     agent.cli(&["include", "health"]).await.ok();
     assert_eq!(items(agent.cli(&["requests", "show", "all-1", "--json"]).await.json()), json!(5));
 }
+
+/// A category with a part left empty (a trailing `>`, two in a row, a part of only an
+/// invisible character) is compared as the path its other parts name: stored as the owner
+/// or a page wrote it, it is withheld and marked as the plain path would be, by the shipped
+/// topics and by the person's own paths, rather than read as no category at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_category_with_an_empty_part_is_withheld_as_the_path_it_names() {
+    let agent = Agent::start().await;
+    let at = now() - Duration::hours(3);
+    let signals = vec![
+        cart("c-trailing", "pharmacy.example", "Health & Beauty > Health Care >"),
+        cart("c-doubled", "clinic.example", "Health & Beauty >> Health Care > Medicine & Drugs"),
+        cart("c-invisible", "drugs.example", "Health & Beauty > Health Care > \u{200b}"),
+        fixture::search("s-doll", at, "dollhouse", "duckduckgo.com", "Toys & Games > Toys > Dolls >"),
+        fixture::search("s-shoes", at, "running shoes", "duckduckgo.com", "Apparel & Accessories > Shoes"),
+    ];
+    agent.ingest(&fixture::ndjson(&signals)).await;
+    agent.cli(&["exclude", "Toys & Games > Toys > Dolls"]).await.ok();
+    let bundle = agent.grant("acme.example", "search,cart", "raw", "30d").await;
+    assert_eq!(served(&agent, &bundle).await, set(&["search:running shoes"]));
+    assert_eq!(previewed(&agent, &bundle).await, set(&["search:running shoes"]));
+    let listed = agent.cli(&["signals", "--json"]).await.json();
+    let marked: BTreeSet<String> =
+        listed.as_array().expect("a list").iter().filter(|s| s["sensitive"] == json!(["health"])).map(|s| s["id"].as_str().unwrap_or("?").to_owned()).collect();
+    assert_eq!(marked, set(&["c-doubled", "c-invisible", "c-trailing"]));
+}
