@@ -114,6 +114,15 @@ pub struct ConsentedTerms {
     /// Merchants, if the approval had them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merchants: Option<Vec<String>>,
+    /// At `raw`, the only fields of each signal shared, if the approval named them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<String>>,
+    /// At most this many slices an hour or a day, if the approval set a rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<crate::rate::Rate>,
+    /// At `aggregate`, the noise each count is made with and the budget the grant spends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<crate::noise::Noise>,
 }
 
 /// A party: the marketer.
@@ -253,6 +262,9 @@ impl Receipt {
                         expires_at: terms.expires_at,
                         categories: terms.categories.clone(),
                         merchants: terms.merchants.clone(),
+                        fields: terms.fields.clone(),
+                        rate: terms.rate,
+                        noise: terms.noise,
                     },
                 }],
             },
@@ -367,7 +379,7 @@ impl Receipt {
     /// Every text of the record a person or a marketer may read.
     fn texts(&self) -> impl Iterator<Item = &str> {
         let purposes = self.pii_processing.purposes.iter().flat_map(|p| {
-            let filters = p.terms.categories.iter().chain(&p.terms.merchants).flatten();
+            let filters = p.terms.categories.iter().chain(&p.terms.merchants).chain(&p.terms.fields).flatten();
             [p.purpose.as_str()].into_iter().chain(p.pii_controllers.iter().map(String::as_str)).chain(filters.map(String::as_str))
         });
         let parties = self
@@ -425,9 +437,9 @@ pub(crate) mod tests {
                 expires_at: t.expires_at,
                 categories: t.categories.clone(),
                 merchants: t.merchants.clone(),
-                fields: None,
-                rate: None,
-                noise: None,
+                fields: t.fields.clone(),
+                rate: t.rate,
+                noise: t.noise,
             }
         }
     }

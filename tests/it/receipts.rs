@@ -230,3 +230,33 @@ async fn receipts_verify_with_jwcrypto() {
     assert_eq!(code, Some(1), "a changed signature verifies: {stderr}");
     assert!(stderr.contains("signature does not verify"), "{stderr}");
 }
+
+/// A receipt states every term its grant enforces: the fields it shares and its rate, and at
+/// `aggregate` the noise and budget its counts are made with, as the bundle's terms hold
+/// them, and `optin receipt` says them in words. A receipt without them would tell the
+/// holder, and anyone it shows the receipt to, that the person agreed to every field at any
+/// rate, or to exact counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_states_the_fields_rate_and_noise_its_grant_was_made_with() {
+    let agent = Agent::start().await;
+    let narrowed = ["--kinds", "cart", "--granularity", "raw", "--window", "30d", "--expires", "90d", "--fields", "merchant,items.name", "--rate", "2/day"];
+    let raw = agent.grant_with("acme.example", &narrowed).await;
+    let noisy = ["--kinds", "search", "--granularity", "aggregate", "--window", "30d", "--expires", "90d", "--epsilon", "0.25", "--budget", "1"];
+    let counts = agent.grant_with("acme.example", &noisy).await;
+    for bundle in [&raw, &counts] {
+        let given = bundle.consent().expect("a pull bundle carries its receipt").expect("GrantBundle::parse verified it");
+        let stated = serde_json::to_value(&given.pii_processing.purposes[0].terms).expect("JSON");
+        let agreed = serde_json::to_value(&bundle.terms).expect("JSON");
+        for term in ["granularity", "window", "expires_at", "fields", "rate", "noise"] {
+            assert_eq!(stated.get(term), agreed.get(term), "{term} of {}", bundle.grant_id);
+        }
+        let (_, payload) = receipt_json(agent.home(), bundle.grant_id.as_str()).await;
+        assert_eq!(payload, serde_json::to_value(&given).expect("JSON"), "optin receipt --json states the same terms");
+    }
+    let shown = agent.cli(&["receipt", raw.grant_id.as_str()]).await;
+    for needle in ["items.name, merchant", "2/day slices"] {
+        assert!(shown.ok().contains(needle), "should say {needle:?}:\n{}", shown.stdout);
+    }
+    let shown = agent.cli(&["receipt", counts.grant_id.as_str()]).await;
+    assert!(shown.ok().contains("epsilon 0.25 per new answer, 1 in all"), "{}", shown.stdout);
+}

@@ -74,6 +74,18 @@ fn words(p: &mut Printer, r: &Receipt) -> std::io::Result<()> {
         if let Some(m) = &t.merchants {
             lines.push(("only at", m.iter().map(|m| inert(m).into_owned()).collect::<Vec<_>>().join(", ")));
         }
+        match t.fields.as_deref() {
+            None => {}
+            Some([]) => lines.push(("fields", "none but kind, time and id".to_owned())),
+            Some(f) => lines.push(("fields", f.iter().map(|f| inert(f).into_owned()).collect::<Vec<_>>().join(", "))),
+        }
+        if let Some(rate) = t.rate {
+            lines.push(("at most", format!("{rate} slices")));
+        }
+        if let Some(n) = &t.noise {
+            let words = format!("counts only, epsilon {} per new answer, {} in all, a count under {} left out", n.epsilon, n.budget, n.min_count);
+            lines.push(("noise", words));
+        }
         lines.push(("basis", format!("{} ({})", inert(&purpose.lawful_basis), inert(&r.event[0].type_))));
     }
     lines.push(("you are", format!("{} to this holder, a name no other grant of yours shares", inert(&r.record.pii_principal_id))));
