@@ -31,9 +31,12 @@ export function parseTopics(json) {
   return table;
 }
 
-// Characters that show nothing: soft hyphen, zero-width and joiner characters, word
-// joiners, bidirectional marks, the byte order mark. Combining accents (U+0300 to U+036F).
-const INVISIBLE = /[\u00ad\u034f\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/u;
+// Characters that show nothing: Unicode's default-ignorable code points (soft hyphen,
+// zero-width and joiner characters, word joiners, bidirectional marks, the byte order mark,
+// variation selectors, tag characters, Hangul fillers, …), the same set as the agent's
+// `is_invisible`. Combining accents (U+0300 to U+036F).
+const INVISIBLE =
+  /[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\u{1bca0}-\u{1bca3}\u{1d173}-\u{1d17a}\u{e0000}-\u{e0fff}]/u;
 const COMBINING = /[\u0300-\u036f]/u;
 
 /**

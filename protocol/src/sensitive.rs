@@ -284,11 +284,18 @@ fn plain(c: char) -> char {
     mapped.unwrap_or(c)
 }
 
-/// Characters that show nothing and that a person could slip into a word unseen: soft
-/// hyphen, zero-width and joiner characters, word joiners, bidirectional marks, the byte
-/// order mark.
+/// Characters that show nothing and that a person could slip into a word unseen: Unicode's
+/// default-ignorable code points (DerivedCoreProperties.txt), which a renderer draws as
+/// nothing. Soft hyphen, zero-width and joiner characters, word joiners, bidirectional
+/// marks and the byte order mark, and also variation selectors, tag characters, Hangul
+/// fillers (letters that show nothing) and the other format characters of the property:
+/// any one left in a word would split it from the term it spells.
 fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}'..='\u{1160}' | '\u{17B4}'..='\u{17B5}' | '\u{180B}'..='\u{180F}'
+        | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}'
+        | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF0}'..='\u{FFF8}' | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0000}'..='\u{E0FFF}')
 }
 
 /// Combining diacritical marks (U+0300 to U+036F), which put accents on the letter before.
