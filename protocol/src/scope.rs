@@ -564,6 +564,14 @@ impl Terms {
             }
             Some(g) => g,
         };
+        // A `category` item and a count show each signal's category: terms whose fields
+        // leave it out are never cut that coarse, or the category they keep back would show.
+        if granularity != Granularity::Raw && !self.shares("category") {
+            return Err(ScopeError::Exceeds {
+                field: "granularity",
+                reason: format!("`{granularity}` shows each signal's category, which the grant's fields leave out"),
+            });
+        }
         let window_edge = now - self.window.duration();
         let (earliest, latest) = match granularity {
             Granularity::Raw => (window_edge, now),
@@ -618,6 +626,44 @@ impl Terms {
             fields: self.fields.clone().filter(|_| granularity == Granularity::Raw),
             never_share: crate::sensitive::NeverShare::default(),
         })
+    }
+
+    /// The field that a filter caveat among `caveats` reads and that items cut under these
+    /// terms (the grant's, narrowed by those caveats) do not show, if there is one; the agent
+    /// refuses such a token. A holder chooses its caveats and can try one after another, and
+    /// every token of a grant sees the same item ids and days: were `merchants=` honoured
+    /// where items leave the merchant out, the items each caveat keeps would tell every
+    /// item's merchant. A `categories` caveat reads `category`, and for carts and purchases
+    /// `items.category`; a `merchants` caveat reads `merchant`. Noisy counts are the
+    /// exception: every new filter is a new answer, which spends the grant's budget.
+    pub fn unshown_filter_field(&self, caveats: &[Caveat]) -> Option<&'static str> {
+        if self.noise.is_some() {
+            return None;
+        }
+        let with_items = self.kinds.contains(Kind::Cart) || self.kinds.contains(Kind::Purchase);
+        caveats.iter().find_map(|caveat| {
+            let reads: &[&'static str] = match caveat {
+                Caveat::Categories(_) if with_items => &["category", "items.category"],
+                Caveat::Categories(_) => &["category"],
+                Caveat::Merchants(_) => &["merchant"],
+                _ => &[],
+            };
+            reads.iter().copied().find(|field| !self.shows(field))
+        })
+    }
+
+    /// Whether the terms' `fields` share `field` (absent: every field).
+    fn shares(&self, field: &str) -> bool {
+        self.fields.as_ref().map_or(true, |shared| shared.iter().any(|f| f == field))
+    }
+
+    /// Whether an item cut under these terms shows `field`: at `raw` when the fields share
+    /// it; a `category` item, or an exact count, shows the signal's own `category` only.
+    fn shows(&self, field: &str) -> bool {
+        match self.granularity {
+            Granularity::Raw => self.shares(field),
+            Granularity::Category | Granularity::Aggregate => field == "category" && self.shares(field),
+        }
     }
 
     /// Whether a signal of `kind` at `at` lies inside `applied` (used when re-checking items).
@@ -1096,12 +1142,57 @@ mod tests {
     }
 
     #[test]
-    fn fields_apply_at_raw_only() {
+    fn fields_apply_at_raw_and_a_coarser_slice_needs_the_category_shared() {
         let t = filtered(None, None, Some(&["query"]), None);
         assert_eq!(t.evaluate(&SliceQuery::default(), NOW).unwrap().fields, Some(vec!["query".to_string()]));
+        // A category item and a count show each signal's category, which these fields leave
+        // out: asked for by the request or by a token's caveat, neither is cut.
+        for g in [Granularity::Category, Granularity::Aggregate] {
+            let coarse = SliceQuery { granularity: Some(g), ..SliceQuery::default() };
+            assert!(matches!(t.evaluate(&coarse, NOW), Err(ScopeError::Exceeds { field: "granularity", .. })), "{g}");
+            let by_caveat = t.narrow(&Caveat::Granularity(g)).unwrap();
+            assert!(matches!(by_caveat.evaluate(&SliceQuery::default(), NOW), Err(ScopeError::Exceeds { field: "granularity", .. })), "a {g} caveat");
+        }
+        let with_category = filtered(None, None, Some(&["category", "query"]), None);
         let coarse = SliceQuery { granularity: Some(Granularity::Category), ..SliceQuery::default() };
-        assert_eq!(t.evaluate(&coarse, NOW).unwrap().fields, None);
+        assert_eq!(with_category.evaluate(&coarse, NOW).unwrap().fields, None, "a coarser item shows no other field");
         assert_eq!(terms().evaluate(&SliceQuery::default(), NOW).unwrap().fields, None);
+    }
+
+    /// Terms at `granularity` of `kinds` with the fields given (`None` for every field).
+    fn shown(granularity: Granularity, fields: Option<&[&str]>, kinds: &str) -> Terms {
+        Terms { granularity, kinds: kinds.parse().unwrap(), ..filtered(None, None, fields, None) }
+    }
+
+    #[test]
+    fn rejects_filter_caveats_that_read_a_field_the_items_do_not_show() {
+        let categories: Caveat = "categories=Apparel".parse().unwrap();
+        let merchants: Caveat = "merchants=shoes.example".parse().unwrap();
+        let noise = crate::noise::Noise { epsilon: "0.5".parse().unwrap(), min_count: 5, budget: "3".parse().unwrap() };
+        let noisy = Terms { noise: Some(noise), ..shown(Granularity::Aggregate, None, "search,cart") };
+        // (terms after the caveats, the caveat, the field it would tell)
+        let cases: Vec<(Terms, &Caveat, Option<&str>)> = vec![
+            (shown(Granularity::Raw, None, "search,cart"), &categories, None),
+            (shown(Granularity::Raw, None, "search,cart"), &merchants, None),
+            (shown(Granularity::Raw, Some(&["merchant", "query"]), "search"), &categories, Some("category")),
+            (shown(Granularity::Raw, Some(&["category", "query"]), "search"), &categories, None),
+            (shown(Granularity::Raw, Some(&["category", "merchant"]), "search,cart"), &categories, Some("items.category")),
+            (shown(Granularity::Raw, Some(&["category", "items.category"]), "search,cart"), &categories, None),
+            (shown(Granularity::Raw, Some(&["category", "items.category"]), "cart"), &merchants, Some("merchant")),
+            (shown(Granularity::Raw, Some(&[]), "search"), &categories, Some("category")),
+            // A category item, and an exact count, show a signal's own category and nothing else.
+            (shown(Granularity::Category, None, "search"), &categories, None),
+            (shown(Granularity::Category, None, "search,cart"), &categories, Some("items.category")),
+            (shown(Granularity::Category, None, "cart"), &merchants, Some("merchant")),
+            (shown(Granularity::Aggregate, None, "cart"), &merchants, Some("merchant")),
+            // Noisy counts: a new filter is a new answer, which spends the budget.
+            (noisy, &merchants, None),
+        ];
+        for (terms, caveat, field) in cases {
+            assert_eq!(terms.unshown_filter_field(std::slice::from_ref(caveat)), field, "{caveat} at {} with {:?}", terms.granularity, terms.fields);
+        }
+        let kinds: Caveat = "kinds=search".parse().unwrap();
+        assert_eq!(shown(Granularity::Category, Some(&[]), "search").unshown_filter_field(&[kinds]), None, "other caveats read no field");
     }
 
     #[test]

@@ -119,9 +119,21 @@ async fn caveats_narrow_a_tokens_filters_and_fields_and_never_widen_them() {
         fixture::cart("cart", at, "trailshoes.example", "Ridgeline GTX", "139.00"),
     ];
     let agent = started(&signals).await;
-    let bundle =
-        grant(&agent, &["--kinds", "search,cart", "--granularity", "raw", "--categories", "Apparel & Accessories", "--fields", "query,merchant,items.name"])
-            .await;
+    // The category is shared: a categories caveat reads it (and the items' too).
+    let bundle = grant(
+        &agent,
+        &[
+            "--kinds",
+            "search,cart",
+            "--granularity",
+            "raw",
+            "--categories",
+            "Apparel & Accessories",
+            "--fields",
+            "category,items.category,query,merchant,items.name",
+        ],
+    )
+    .await;
     let only = |claims: &SliceClaims| -> Vec<Value> {
         let mut v: Vec<Value> = claims.items.iter().map(|i| serde_json::to_value(i).expect("serializes")).collect();
         for item in &mut v {
@@ -133,30 +145,36 @@ async fn caveats_narrow_a_tokens_filters_and_fields_and_never_widen_them() {
         v
     };
     // (caveats, the slice's categories and fields, what its items hold)
+    const SHOES: &str = "Apparel & Accessories > Shoes";
     let cases: Vec<(&[&str], Value, Vec<Value>)> = vec![
         (
             &["categories=Apparel & Accessories > Shoes"],
-            json!([["Apparel & Accessories > Shoes"], ["items.name", "merchant", "query"]]),
+            json!([[SHOES], ["category", "items.category", "items.name", "merchant", "query"]]),
             vec![
-                json!({"kind": "cart", "merchant": "trailshoes.example", "items": [{"name": "Ridgeline GTX"}]}),
-                json!({"kind": "search", "query": "trail running shoes"}),
+                json!({"kind": "cart", "category": SHOES, "merchant": "trailshoes.example", "items": [{"name": "Ridgeline GTX"}]}),
+                json!({"kind": "search", "category": SHOES, "query": "trail running shoes"}),
             ],
         ),
         (
-            &["categories=Apparel & Accessories > Shoes", "fields=query"],
-            json!([["Apparel & Accessories > Shoes"], ["query"]]),
-            vec![json!({"kind": "cart"}), json!({"kind": "search", "query": "trail running shoes"})],
+            &["categories=Apparel & Accessories > Shoes", "fields=category,items.category,query"],
+            json!([[SHOES], ["category", "items.category", "query"]]),
+            vec![json!({"kind": "cart", "category": SHOES, "items": [{}]}), json!({"kind": "search", "category": SHOES, "query": "trail running shoes"})],
         ),
         // A wider path keeps the grant's; fields the grant never shared stay out.
         (
-            &["categories=Apparel & Accessories,Health", "fields=engine,order_id,query"],
-            json!([["Apparel & Accessories"], ["query"]]),
-            vec![json!({"kind": "cart"}), json!({"kind": "search", "query": "hip bag"}), json!({"kind": "search", "query": "trail running shoes"})],
+            &["categories=Apparel & Accessories,Health", "fields=category,engine,items.category,order_id,query"],
+            json!([["Apparel & Accessories"], ["category", "items.category", "query"]]),
+            vec![
+                json!({"kind": "cart", "category": SHOES, "items": [{}]}),
+                json!({"kind": "search", "category": "Apparel & Accessories > Handbags", "query": "hip bag"}),
+                json!({"kind": "search", "category": SHOES, "query": "trail running shoes"}),
+            ],
         ),
     ];
-    for (caveats, scope, expected) in cases {
+    for (caveats, scope, mut expected) in cases {
         let claims = first_page(&agent, &bundle, &narrowed(&bundle, caveats)).await;
         assert_eq!(json!([claims.scope.categories, claims.scope.fields]), scope, "{caveats:?}");
+        expected.sort_by_key(|x| x.to_string());
         assert_eq!(only(&claims), expected, "{caveats:?}");
     }
     // Caveats that leave no category or merchant in common serve nothing at all.
@@ -164,6 +182,46 @@ async fn caveats_narrow_a_tokens_filters_and_fields_and_never_widen_them() {
         let response = agent.get("/v1/slice", Some(&narrowed(&bundle, caveats))).await;
         optin_tests::assert_unauthorized(&response, &format!("{caveats:?}"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_left_out_is_told_by_no_coarser_slice_and_no_filter_caveat() {
+    // Two days ago, so that category slices and counts, which end at the start of today, reach them.
+    let at = now() - time::Duration::days(2);
+    let signals = vec![
+        fixture::search("shoes", at, "trail running shoes", "duckduckgo.com", "Apparel & Accessories > Shoes"),
+        fixture::search("plasters", at, "blister plasters", "duckduckgo.com", "Health > Pharmacy"),
+        fixture::cart("cart", at, "trailshoes.example", "Ridgeline GTX", "139.00"),
+    ];
+    let agent = started(&signals).await;
+    // The person shares queries and item names: no category, no merchant.
+    let bundle = grant(&agent, &["--kinds", "search,cart", "--granularity", "raw", "--fields", "query,items.name"]).await;
+    let raw = first_page(&agent, &bundle, &bundle.token).await;
+    assert_eq!(raw.items.len(), 3, "{:?}", raw.items);
+    let shown = serde_json::to_string(&raw.items).expect("items serialize");
+    assert!(!shown.contains("Apparel") && !shown.contains("Health") && !shown.contains("trailshoes"), "{shown}");
+
+    // A category item and a count show each signal's category: asked for, or by a caveat.
+    for (what, token, path) in [
+        ("granularity=category", bundle.token.clone(), "/v1/slice?granularity=category"),
+        ("granularity=aggregate", bundle.token.clone(), "/v1/slice?granularity=aggregate"),
+        ("a granularity=category caveat", narrowed(&bundle, &["granularity=category"]), "/v1/slice"),
+        ("a granularity=aggregate caveat", narrowed(&bundle, &["granularity=aggregate"]), "/v1/slice"),
+    ] {
+        optin_tests::assert_problem(&agent.get(path, Some(&token)).await, 403, "granularity", what);
+    }
+    // A filter caveat keeps the items that pass it, under the ids every token of the grant
+    // sees: tried one after another, they would tell each item's category or merchant.
+    for caveats in [&["categories=Health"][..], &["categories=Apparel & Accessories"], &["merchants=trailshoes.example"]] {
+        optin_tests::assert_unauthorized(&agent.get("/v1/slice", Some(&narrowed(&bundle, caveats))).await, &format!("{caveats:?}"));
+    }
+
+    // A grant that shares the category serves it coarser, and a filter caveat on it.
+    let shared = grant(&agent, &["--kinds", "search", "--granularity", "raw", "--fields", "category,query"]).await;
+    let response = agent.get("/v1/slice?granularity=category", Some(&shared.token)).await;
+    assert_eq!(response.status.as_u16(), 200, "{}", response.text());
+    let health = first_page(&agent, &shared, &narrowed(&shared, &["categories=Health"])).await;
+    assert_eq!(health.items.len(), 1, "{:?}", health.items);
 }
 
 /// Seconds from `at` to the next UTC midnight.

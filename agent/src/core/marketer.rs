@@ -278,6 +278,12 @@ impl Core {
         let terms = token.verify(&keys.token_secret, &stored.terms).map_err(|_| Turned::anonymous(Refusal::Token("token does not verify")))?;
         let audience = (terms.audience != stored.marketer).then(|| terms.audience.clone());
         let turned = |refusal, record| Turned { refusal, record: Some(record), audience: audience.clone() };
+        // A filter caveat that reads a field the token's items do not show would tell it, item
+        // by item, to a holder who tries one caveat after another (SPEC.md, "Tokens").
+        let caveats = token.caveats().map_err(|_| Turned::anonymous(Refusal::Token("token does not verify")))?;
+        if terms.unshown_filter_field(&caveats).is_some() {
+            return Err(turned(Refusal::Token("a filter caveat reads a field the token's items do not show"), stored));
+        }
         // The gate is entered only for verified tokens of real grants (bounded memory), and
         // the grant is re-read inside it so a revoke that raced the first read is seen.
         let pass = match self.gates.enter(&id, carrier) {
