@@ -288,3 +288,47 @@ async fn granting_counts_says_they_are_counts_and_what_each_answer_costs() {
     assert!(out.contains(sentence), "{out}");
     assert!(out.contains("; each count with noise of epsilon 0.5, each answer spending it from a budget of 2\n"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_query_the_budget_cannot_pay_for_takes_none_of_the_rate() {
+    // Every answer and refusal below must fall in one UTC day: not in its last minute.
+    let t = now();
+    let midnight = (t.date() + time::Duration::days(1)).midnight().assume_utc();
+    if (midnight - t).whole_seconds() < 60 {
+        tokio::time::sleep(std::time::Duration::from_secs(61)).await;
+    }
+    let agent = Agent::start().await;
+    agent.ingest(&fixture::ndjson(&signals())).await;
+    let bundle = agent
+        .grant_with(
+            "acme.example",
+            &[
+                "--kinds",
+                "search,cart",
+                "--granularity",
+                "aggregate",
+                "--window",
+                "30d",
+                "--expires",
+                "90d",
+                "--epsilon",
+                "1",
+                "--budget",
+                "1",
+                "--min-count",
+                "0",
+                "--rate",
+                "2/day",
+            ],
+        )
+        .await;
+    let (_, first) = answer(&agent, &bundle, "").await;
+    // A new question past the budget is refused for what it asks: it is no slice, and
+    // SPEC.md ("Rate") counts nothing against the rate for it.
+    let refused = agent.get("/v1/slice?kinds=search", Some(&bundle.token)).await;
+    assert_eq!(refused.problem().map(|p| p.type_), Some("urn:optin:problem:budget-exhausted".to_owned()), "{}", refused.text());
+    let (_, again) = answer(&agent, &bundle, "").await;
+    assert_eq!(again.counts, first.counts, "the kept answer, the grant's second slice today");
+    let third = agent.get("/v1/slice", Some(&bundle.token)).await;
+    assert_eq!(third.status.as_u16(), 429, "the rate still holds: {}", third.text());
+}

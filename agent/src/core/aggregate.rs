@@ -209,6 +209,26 @@ impl Core {
         Ok(SliceClaims { counts: Some(answer.counts), noise: Some(answer.noise), ..claims })
     }
 
+    /// Refuses, before the rate counts the request, a new aggregate question that the
+    /// grant's budget cannot pay for: refused for what it asks, it is no slice (SPEC.md,
+    /// "Rate"). [`Store::spend`] decides again, atomically, when the answer is kept; two
+    /// requests racing for the last epsilon may both pass here, and the one refused there
+    /// has taken a slice of the rate, never the other way round.
+    pub(super) fn refuse_unaffordable(&self, record: &GrantRecord, applied: &Applied) -> Result<(), Refusal> {
+        let Some(noise) = record.terms.noise else { return Ok(()) };
+        if applied.granularity != Granularity::Aggregate {
+            return Ok(());
+        }
+        let internal = |e: StoreError| Refusal::Internal(e.to_string());
+        if self.store.answer(&record.id, &query_key(applied)?).map_err(internal)?.is_some() {
+            return Ok(());
+        }
+        match self.store.spent(&record.id).map_err(internal)?.after(&noise) {
+            Some(_) => Ok(()),
+            None => Err(Refusal::BudgetExhausted),
+        }
+    }
+
     /// What `optin grants` shows of a grant's budget: `None` for a grant without noise.
     pub(super) fn budget_view(&self, grant: &GrantId, terms: &Terms) -> Result<Option<BudgetView>, CoreError> {
         let Some(noise) = terms.noise else { return Ok(None) };

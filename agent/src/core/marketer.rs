@@ -318,8 +318,10 @@ impl Core {
         // Cutting and signing a large page takes milliseconds of CPU and store reads.
         let result = blocking(|| {
             let query = request.query?;
-            // A request refused for its scope is no slice, and takes none of the rate.
-            self.applied(&admitted.terms, &query, now)?;
+            // A request refused for its scope is no slice, and takes none of the rate; nor is
+            // a new aggregate question the grant's budget cannot pay for.
+            let applied = self.applied(&admitted.terms, &query, now)?;
+            self.refuse_unaffordable(&admitted.record, &applied)?;
             self.take_rate(&admitted.record.id, &admitted.terms, now)?;
             let claims = self.served_claims(&admitted.record, &admitted.terms, &admitted.keys, &query, now)?;
             self.sign_on_record(&admitted, claims, asked, now)
