@@ -201,11 +201,9 @@ async fn receipts_verify_with_jwcrypto() {
     let Some(python) = optin_tests::python("the jwcrypto receipt test") else { return };
     let agent = Agent::start().await;
     agent.ingest(&fixture::ndjson(&fixture::walkthrough(now()))).await;
-    let text = agent
-        .cli(&["grant", "acme.example", "--kinds", "search", "--granularity", "raw", "--window", "30d", "--expires", "90d", "--purpose", "offers", "--json"])
-        .await
-        .ok()
-        .to_owned();
+    // With fields and a rate, so the schema jwcrypto's side checks reaches the newer terms.
+    let args = ["--kinds", "search", "--granularity", "raw", "--window", "30d", "--expires", "90d", "--fields", "query", "--rate", "2/day"];
+    let text = agent.cli(&[&["grant", "acme.example"][..], &args, &["--purpose", "offers", "--json"]].concat()).await.ok().to_owned();
     let bundle = GrantBundle::parse(&text).expect("a bundle");
     let grant = bundle.grant_id.as_str();
     let issued = bundle.receipt.clone().expect("a receipt");
@@ -217,6 +215,8 @@ async fn receipts_verify_with_jwcrypto() {
         assert_eq!(code, Some(0), "jwcrypto refused the {state} receipt: {stderr}");
         let theirs: Value = serde_json::from_str(&stdout).expect("receipt.py prints JSON");
         assert_eq!(theirs, serde_json::to_value(verified(&bundle, jws)).expect("JSON"), "both libraries read the same payload");
+        let terms = &theirs["pii_processing"]["purposes"][0]["terms"];
+        assert_eq!((&terms["fields"], &terms["rate"]), (&serde_json::json!(["query"]), &serde_json::json!("2/day")), "{theirs}");
     }
     assert_eq!(serde_json::to_value(verified(&bundle, &withdrawn)).expect("JSON"), ours);
 
