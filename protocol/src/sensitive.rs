@@ -367,6 +367,11 @@ impl Entry {
             return Err(bad("every part between `>` must name something"));
         }
         let path = segments.join(" > ");
+        // A part the matcher folds away (only marks or invisible characters) would be a path
+        // that is listed and withholds nothing: refused, so the list shows only what it does.
+        if table.fold_category(&path).is_empty() {
+            return Err(bad("every part between `>` must name something visible"));
+        }
         if path.chars().count() > limits::CATEGORY_CHARS {
             return Err(bad(&format!("longer than {} characters", limits::CATEGORY_CHARS)));
         }
@@ -614,6 +619,9 @@ mod tests {
             ("Some > Thing\n", "control or invisible"),
             ("Heal\u{200b}th", "control or invisible"),
             ("Some \u{202e}Thing", "control or invisible"),
+            // Parts the matcher folds away: listed, they would withhold nothing.
+            ("Toys > \u{FE0F}", "name something visible"),
+            ("Toys > \u{301}", "name something visible"),
         ] {
             match Entry::parse(text, table) {
                 Err(e) => assert!(e.to_string().contains(says), "{text:?}: {e}"),
