@@ -68,6 +68,11 @@ impl FromStr for Epsilon {
         if whole.is_empty() || whole.len() > 3 || frac.len() > 3 || !digits(whole) || !digits(frac) || (text.contains('.') && frac.is_empty()) {
             return Err(err());
         }
+        // One spelling per value, the one Display writes: `0.5`, never `0.50` or `00.5`, so
+        // that terms, slices and receipts stating an epsilon compare as text.
+        if (whole.len() > 1 && whole.starts_with('0')) || frac.ends_with('0') {
+            return Err(err());
+        }
         let whole: u32 = whole.parse().map_err(|_| err())?;
         let frac: u32 = if frac.is_empty() { 0 } else { format!("{frac:0<3}").parse().map_err(|_| err())? };
         Epsilon::from_milli(whole * 1000 + frac).ok_or_else(err)
@@ -289,6 +294,10 @@ mod tests {
             assert_eq!(text.parse::<Epsilon>().unwrap().to_string(), text);
         }
         for bad in ["", "0", "0.0", "0.0001", "100.001", "1.", ".5", "-1", "+1", "1e3", "NaN", "1,5", "1000"] {
+            assert!(bad.parse::<Epsilon>().is_err(), "{bad:?} accepted");
+        }
+        // Other spellings of values that have one: a leading zero, a trailing one.
+        for bad in ["0.50", "00.5", "01", "1.0", "2.250", "100.000", "007.5"] {
             assert!(bad.parse::<Epsilon>().is_err(), "{bad:?} accepted");
         }
     }
