@@ -74,10 +74,16 @@ impl Store {
         })
     }
 
-    /// The answer `grant` gave to the query hashed `query`, if it gave one.
+    /// The answer `grant` gave to the query hashed `query`, if it gave one, durable before
+    /// it is returned.
     pub fn answer(&self, grant: &GrantId, query: &[u8; 32]) -> Result<Option<Answer>> {
         let (_, answers) = self.budget_trees()?;
-        answers.get(key::answer(grant.as_str(), query))?.map(|v| decode_answer(&v)).transpose()
+        let Some(kept) = answers.get(key::answer(grant.as_str(), query))? else { return Ok(None) };
+        // The answer may be one another request kept a moment ago and is still flushing: it
+        // must be on disk before it is served, or a crash would forget its spend while the
+        // marketer holds it, and the same question would be answered with fresh noise.
+        self.flush()?;
+        decode_answer(&kept).map(Some)
     }
 
     /// Keeps `answer` as `grant`'s answer to the query hashed `query` and spends `noise`'s
@@ -106,7 +112,11 @@ impl Store {
                 Ok(Spend::Spent(after))
             }
             Ok(other) => Ok(other),
-            Err(kept) => Ok(Spend::Cached(decode_answer(&kept)?)),
+            Err(kept) => {
+                // As in `answer`: kept by a request that may not have flushed yet.
+                self.flush()?;
+                Ok(Spend::Cached(decode_answer(&kept)?))
+            }
         }
     }
 }
