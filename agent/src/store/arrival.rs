@@ -139,7 +139,7 @@ mod tests {
         assert_eq!(store.arrival_of.len(), 2, "nothing of the forgotten signal is left");
         // Numbers are not reused after a forget or a reopen.
         drop(store);
-        let store = Store::open(dir.path()).expect("reopened");
+        let store = Store::open_waiting(dir.path(), std::time::Duration::from_secs(10)).expect("reopened");
         store.insert_signals(&[search("c", "2026-11-21T00:00:00Z")]).expect("stored");
         assert_eq!(arrived(&store, Some(2)), [(3, "c".into())]);
     }
@@ -155,7 +155,7 @@ mod tests {
         store.meta.remove(super::NEXT).expect("removed");
         store.flush().expect("flushed");
         drop(store);
-        let store = Store::open(dir.path()).expect("reopened");
+        let store = Store::open_waiting(dir.path(), std::time::Duration::from_secs(10)).expect("reopened");
         assert_eq!(arrived(&store, None), [(0, "a".into()), (1, "b".into())], "in key order, that is time order");
         store.insert_signals(&[search("c", "2026-11-19T00:00:00Z")]).expect("stored");
         assert_eq!(arrived(&store, Some(1)), [(2, "c".into())]);

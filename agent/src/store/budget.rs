@@ -166,7 +166,7 @@ mod tests {
             let store = Store::open(&dir.path().join("db")).expect("in a test");
             store.spend(&grant, &[1; 32], &answer(10, &n), &n).expect("in a test");
         }
-        let store = Store::open(&dir.path().join("db")).expect("in a test");
+        let store = Store::open_waiting(&dir.path().join("db"), std::time::Duration::from_secs(10)).expect("in a test");
         assert_eq!(store.spent(&grant).expect("in a test"), Spent(500));
         assert_eq!(store.answer(&grant, &[1; 32]).expect("in a test"), Some(answer(10, &n)));
     }

@@ -217,7 +217,7 @@ mod tests {
             store.set_address(&address).expect("address");
             store.set_abandon_after(delay).expect("delay");
         }
-        let store = Store::open(&path).expect("reopen");
+        let store = Store::open_waiting(&path, std::time::Duration::from_secs(10)).expect("reopen");
         assert!(store.paused().expect("paused"));
         assert_eq!(store.address().expect("address"), Some(address));
         assert_eq!(store.abandon_after().expect("delay"), Some(delay));
@@ -268,7 +268,7 @@ mod tests {
             assert_eq!(before, NeverShare::default());
             assert_eq!((after.included.len(), after.categories.len()), (1, 1));
         }
-        let store = Store::open(&path).expect("reopen");
+        let store = Store::open_waiting(&path, std::time::Duration::from_secs(10)).expect("reopen");
         let list = store.never_share().expect("list");
         assert!(list.included.contains("health") && list.categories.contains("Toys > Dolls"), "{list:?}");
     }

@@ -272,7 +272,9 @@ mod tests {
     const NOW: OffsetDateTime = datetime!(2026-11-23 12:00 UTC);
 
     fn store(dir: &std::path::Path) -> Store {
-        Store::open(dir).expect("test setup").keyed(StoreMac::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[7; 32])))
+        Store::open_waiting(dir, std::time::Duration::from_secs(10))
+            .expect("test setup")
+            .keyed(StoreMac::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[7; 32])))
     }
 
     fn grant(id: &str) -> GrantRecord {

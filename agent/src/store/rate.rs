@@ -153,7 +153,7 @@ mod tests {
             let store = Store::open(&dir.path().join("store")).expect("store opens");
             assert_eq!(store.take_slice(&g, rate, MIDNIGHT).expect("take"), Take::Taken);
         }
-        let store = Store::open(&dir.path().join("store")).expect("store opens again");
+        let store = Store::open_waiting(&dir.path().join("store"), std::time::Duration::from_secs(10)).expect("store opens again");
         assert_eq!(store.take_slice(&g, rate, MIDNIGHT + 1).expect("take"), Take::Limited { retry_after: 86_399 });
     }
 }
