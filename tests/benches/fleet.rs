@@ -403,8 +403,7 @@ fn cpu_split(inbox: &Inbox) -> [u64; 3] {
 }
 
 fn vm_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0)
+    optin_tests::proc_status_kib(pid, "VmRSS")
 }
 
 /// One agent's grant: its key, its bundle and its receipt, answering the inbox's request.

@@ -200,6 +200,8 @@ async fn run(settings: &Settings) -> Result<(), Box<dyn Error>> {
         cli(home, &["ingest", path, "--json"]).await?;
     }
     println!("ingested {} signals in {:.2} s", signals.len(), started.elapsed().as_secs_f64());
+    let pid = agent.pid().unwrap_or(0);
+    let rss_ingested = optin_tests::proc_status_kib(pid, "VmRSS");
 
     let out = cli(
         home,
@@ -249,6 +251,7 @@ async fn run(settings: &Settings) -> Result<(), Box<dyn Error>> {
         }
     }
     let store_after = dir_size(&home.path().join("store"));
+    let (rss_after, rss_peak) = (optin_tests::proc_status_kib(pid, "VmRSS"), optin_tests::proc_status_kib(pid, "VmHWM"));
 
     let total = |name: &str| Measured::merge(results.iter().filter(|(n, _)| *n == name).map(|(_, m)| m));
     let (base, agent_total) = (total("baseline"), total("agent"));
@@ -266,6 +269,14 @@ async fn run(settings: &Settings) -> Result<(), Box<dyn Error>> {
         store_before as f64 / 1048576.0,
         store_after as f64 / 1048576.0,
         agent_total.requests,
+    );
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!(
+        "agent memory: VmRSS {:.1} MiB with {} signals stored, {:.1} MiB after the load, peak (VmHWM) {:.1} MiB",
+        mib(rss_ingested),
+        signals.len(),
+        mib(rss_after),
+        mib(rss_peak),
     );
 
     drop(baseline);

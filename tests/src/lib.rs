@@ -101,6 +101,14 @@ pub fn optin_bin() -> PathBuf {
     find_optin_bin().unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A size in KiB from `/proc/PID/status` (`VmRSS`, `VmHWM`, …), for the benchmarks' memory
+/// figures; 0 when the process or the line is not there.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let prefix = format!("{field}:");
+    status.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
 /// How to give the Python tests their interpreter, for the message of a test that has none.
 pub const PYTHON_SETUP: &str = "set OPTIN_PYTHON to a Python with jwcrypto: \
     python3 -m venv .venv && .venv/bin/pip install -r tests/jose/requirements.txt, \
