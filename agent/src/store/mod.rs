@@ -238,10 +238,15 @@ fn decode_signal(bytes: &[u8]) -> Result<Signal> {
     Signal::from_stored_json(bytes).map_err(|e| corrupt("signals", e))
 }
 
+/// The most sled keeps of the store in memory. Its default, 1 GiB, is for a database server:
+/// the agent runs on the person's laptop beside their browser, and what a slice reads is the
+/// recent end of a few trees, so a small cache serves it (BENCHMARKS.md, "Agent memory").
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 impl Store {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> Result<Store> {
-        let db = sled::Config::new().path(path).open().map_err(|e| match e {
+        let db = sled::Config::new().path(path).cache_capacity(CACHE_BYTES).open().map_err(|e| match e {
             sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => StoreError::Locked(path.display().to_string()),
             other => StoreError::Sled(other),
         })?;
