@@ -70,16 +70,16 @@ use optin_protocol::jws::Jwk;
 use optin_protocol::push::{Data, Event};
 use optin_protocol::receipt::{Basis, Receipt};
 use optin_protocol::request::Request;
-use optin_protocol::scope::{Applied, GrantId, Granularity, Terms};
-use optin_protocol::slice::{GrantClaim, SliceClaims, SliceItem};
+use optin_protocol::scope::{GrantId, Granularity, Terms};
+use optin_protocol::slice::SliceItem;
 use optin_protocol::webhook::{self, WebhookId};
 use optin_tests::inbox as harness;
+use optin_tests::inbox::PRINCIPAL;
 use optin_tests::proxy::free_port;
 use optin_tests::{now, optin_inbox_bin};
 
 const DOMAIN: &str = "acme.example";
 const REQUEST_ID: &str = "fleet-1";
-const PRINCIPAL: &str = "p_0123456789abcdef0123456789abcdef";
 /// How long one push may take before it counts as unanswered.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one CLI command may take.
@@ -462,30 +462,7 @@ impl Grant {
     /// A `raw` slice of this grant's items under the fresh id `jti`, as the agent pushes it.
     fn slice(&self, jti: &str) -> Result<Push, String> {
         let at = now();
-        let claims = SliceClaims {
-            audit_seq: None,
-            iss: self.bundle.issuer.clone(),
-            sub: PRINCIPAL.into(),
-            aud: self.bundle.marketer.clone(),
-            iat: at.unix_timestamp(),
-            jti: jti.to_owned(),
-            grant: GrantClaim { id: self.bundle.grant_id.clone(), purpose: self.bundle.purpose.clone(), expires_at: self.bundle.terms.expires_at },
-            scope: Applied {
-                kinds: self.bundle.terms.kinds.clone(),
-                granularity: Granularity::Raw,
-                since: at - time::Duration::days(30),
-                until: at,
-                limit: 1000,
-                categories: None,
-                merchants: None,
-                fields: None,
-                never_share: Default::default(),
-            },
-            items: self.items.clone(),
-            next_cursor: None,
-            counts: None,
-            noise: None,
-        };
+        let claims = optin_tests::inbox::raw_slice_claims(&self.bundle, jti, self.items.clone(), at);
         let payload = serde_json::to_vec(&claims).map_err(|e| e.to_string())?;
         let jws = optin_protocol::jws::sign(&self.key, &payload);
         let id = WebhookId::parse(jti).ok_or("a slice id")?;

@@ -80,21 +80,8 @@ impl Inbox {
 
     /// Sends SIGTERM to `serve` by its PID and checks it exits 0 within 15 s.
     fn stop(&mut self) {
-        let mut child = self.serving.take().expect("a serving inbox");
-        let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let exit = loop {
-            if let Some(exit) = child.try_wait().expect("wait for optin-inbox serve") {
-                break exit;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("optin-inbox serve did not exit within 15 s of SIGTERM: {}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert_eq!(exit.code(), Some(0), "optin-inbox serve should exit 0 on SIGTERM: {}", self.log());
+        let child = self.serving.take().expect("a serving inbox");
+        optin_tests::inbox::stop(child, || self.log());
     }
 
     fn log(&self) -> String {

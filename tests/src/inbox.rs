@@ -143,6 +143,25 @@ fn command(home: &Path, engine: Option<&str>) -> Command {
     command
 }
 
+/// Stops `optin-inbox serve` by its PID with SIGTERM and checks it exits 0 within 15 s;
+/// panics otherwise, with what `log` returns (the server's log).
+pub fn stop(mut child: Child, log: impl Fn() -> String) {
+    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("run kill");
+    assert!(status.success(), "kill -TERM failed");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait for optin-inbox serve") {
+            break exit;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("optin-inbox serve did not exit within 15 s of SIGTERM: {}", log());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(exit.code(), Some(0), "optin-inbox serve should exit 0 on SIGTERM: {}", log());
+}
+
 /// One POST: the webhook headers and the body.
 #[derive(Clone, Debug)]
 pub struct Push {
@@ -167,7 +186,7 @@ pub struct Stranger {
     pub receipt: Receipt,
 }
 
-/// The pseudonym of the person in every stranger's grant.
+/// The pseudonym of the person in every grant a test or the fleet signs itself.
 pub const PRINCIPAL: &str = "p_0123456789abcdef0123456789abcdef";
 
 impl Stranger {
@@ -224,30 +243,7 @@ impl Stranger {
     pub fn slice(&self, n: u8) -> Event {
         let now = now();
         let jti = format!("s_{n:032x}");
-        let claims = SliceClaims {
-            audit_seq: None,
-            iss: self.bundle.issuer.clone(),
-            sub: PRINCIPAL.into(),
-            aud: self.bundle.marketer.clone(),
-            iat: now.unix_timestamp(),
-            jti: jti.clone(),
-            grant: GrantClaim { id: self.bundle.grant_id.clone(), purpose: self.bundle.purpose.clone(), expires_at: self.bundle.terms.expires_at },
-            scope: Applied {
-                kinds: self.bundle.terms.kinds.clone(),
-                granularity: Granularity::Raw,
-                since: now - time::Duration::days(30),
-                until: now,
-                limit: 1000,
-                categories: None,
-                merchants: None,
-                fields: None,
-                never_share: Default::default(),
-            },
-            items: Vec::<SliceItem>::new(),
-            next_cursor: None,
-            counts: None,
-            noise: None,
-        };
+        let claims = raw_slice_claims(&self.bundle, &jti, Vec::new(), now);
         let jws = optin_protocol::jws::sign(&self.key, &serde_json::to_vec(&claims).expect("claims"));
         Event { timestamp: now, data: Data::SliceDelivered { grant_id: self.bundle.grant_id.clone(), jti: WebhookId::parse(&jti).expect("an id"), slice: jws } }
     }
@@ -261,6 +257,35 @@ impl Stranger {
     /// `event` as the agent would push it now, signed with this grant's key.
     pub fn push(&self, event: &Event) -> Push {
         sign(&self.key, event.webhook_id().as_str(), &event.to_json(), now())
+    }
+}
+
+/// The claims of a `raw` slice of `bundle`'s grant holding `items`, cut at `at` under the
+/// id `jti` over the 30 days before it, as the agent pushes one.
+pub fn raw_slice_claims(bundle: &GrantBundle, jti: &str, items: Vec<SliceItem>, at: OffsetDateTime) -> SliceClaims {
+    SliceClaims {
+        audit_seq: None,
+        iss: bundle.issuer.clone(),
+        sub: PRINCIPAL.into(),
+        aud: bundle.marketer.clone(),
+        iat: at.unix_timestamp(),
+        jti: jti.to_owned(),
+        grant: GrantClaim { id: bundle.grant_id.clone(), purpose: bundle.purpose.clone(), expires_at: bundle.terms.expires_at },
+        scope: Applied {
+            kinds: bundle.terms.kinds.clone(),
+            granularity: Granularity::Raw,
+            since: at - time::Duration::days(30),
+            until: at,
+            limit: 1000,
+            categories: None,
+            merchants: None,
+            fields: None,
+            never_share: Default::default(),
+        },
+        items,
+        next_cursor: None,
+        counts: None,
+        noise: None,
     }
 }
 
