@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::ops::ControlFlow;
 use std::sync::OnceLock;
 
 use serde::Deserialize;
@@ -64,6 +65,9 @@ pub struct Table {
     by_first: HashMap<String, Vec<(usize, usize)>>,
     /// Terms whose first word is a prefix.
     by_prefix: Vec<(usize, usize)>,
+    /// Whether `fold` maps an ASCII character. Without, ASCII text folds to its lowercase,
+    /// which is most text and the most of the time a slice spends here.
+    folds_ascii: bool,
 }
 
 /// Why a list was refused.
@@ -112,7 +116,8 @@ impl Table {
                 }
             }
         }
-        let mut table = Table { topics: Vec::new(), fold, by_first: HashMap::new(), by_prefix: Vec::new() };
+        let folds_ascii = fold.keys().any(char::is_ascii);
+        let mut table = Table { topics: Vec::new(), fold, by_first: HashMap::new(), by_prefix: Vec::new(), folds_ascii };
         for t in file.topics {
             if !looks_like_topic_id(&t.id) || table.topic(&t.id).is_some() {
                 return Err(TableError(format!("topic id `{}` is malformed or given twice", t.id)));
@@ -171,6 +176,15 @@ impl Table {
     /// marks removed, and accented letters folded to their base letters as the list's `fold`
     /// says. Nothing else is changed.
     pub fn fold(&self, text: &str) -> String {
+        // ASCII has no styled, invisible or combining characters: only case is left to fold.
+        if text.is_ascii() && !self.folds_ascii {
+            return text.to_ascii_lowercase();
+        }
+        self.fold_each(text)
+    }
+
+    /// [`Table::fold`], a character at a time.
+    fn fold_each(&self, text: &str) -> String {
         let mut out = String::with_capacity(text.len());
         for c in text.chars() {
             for c in plain(c).to_lowercase() {
@@ -204,18 +218,28 @@ impl Table {
 
     /// The ids of the topics whose terms `query` holds.
     pub fn query_topics(&self, query: &str) -> BTreeSet<&str> {
-        let words = self.words(query);
         let mut found = BTreeSet::new();
+        let _ = self.each_query_topic(query, &mut |id| {
+            found.insert(id);
+            ControlFlow::<()>::Continue(())
+        });
+        found
+    }
+
+    /// Calls `visit` with the id of each topic whose terms `query` holds (a topic may come
+    /// more than once), until it breaks.
+    fn each_query_topic<'t, B>(&'t self, query: &str, visit: &mut impl FnMut(&'t str) -> ControlFlow<B>) -> ControlFlow<B> {
+        let words = self.words(query);
         let holds = |at: usize, term: &[Word]| term.len() <= words.len() - at && term.iter().zip(&words[at..]).all(|(t, w)| t.matches(w));
         for (at, word) in words.iter().enumerate() {
             let exact = self.by_first.get(word).into_iter().flatten();
             for &(topic, term) in exact.chain(&self.by_prefix) {
                 if holds(at, &self.topics[topic].terms[term]) {
-                    found.insert(self.topics[topic].id.as_str());
+                    visit(self.topics[topic].id.as_str())?;
                 }
             }
         }
-        found
+        ControlFlow::Continue(())
     }
 
     /// A category a signal shows, as it is compared: as [`Table::fold_category`], but a part
@@ -231,24 +255,48 @@ impl Table {
 
     /// The ids of the topics one of whose paths `category` lies within.
     pub fn category_topics(&self, category: &str) -> BTreeSet<&str> {
-        let folded = self.fold_shown(category);
+        let mut found = BTreeSet::new();
+        let _ = self.each_category_topic(&self.fold_shown(category), &mut |id| {
+            found.insert(id);
+            ControlFlow::<()>::Continue(())
+        });
+        found
+    }
+
+    /// Calls `visit` with the id of each topic one of whose paths the folded category
+    /// `folded` lies within, until it breaks.
+    fn each_category_topic<'t, B>(&'t self, folded: &str, visit: &mut impl FnMut(&'t str) -> ControlFlow<B>) -> ControlFlow<B> {
         if folded.is_empty() {
-            return BTreeSet::new();
+            return ControlFlow::Continue(());
         }
-        self.topics.iter().filter(|t| t.folded_categories.iter().any(|p| category_within(&folded, p))).map(|t| t.id.as_str()).collect()
+        for topic in self.topics.iter().filter(|t| t.folded_categories.iter().any(|p| category_within(folded, p))) {
+            visit(topic.id.as_str())?;
+        }
+        ControlFlow::Continue(())
     }
 
     /// The ids of the topics `signal` matches, by its query and every category it shows,
     /// in order.
     pub fn signal_topics(&self, signal: &Signal) -> Vec<String> {
         let mut found = BTreeSet::new();
+        let _ = self.each_signal_topic(signal, &mut |id| {
+            found.insert(id);
+            ControlFlow::<()>::Continue(())
+        });
+        found.into_iter().map(str::to_owned).collect()
+    }
+
+    /// Calls `visit` with the id of each topic `signal` matches, by every category it shows
+    /// and then its query (a topic may come more than once), until it breaks: a slice asks
+    /// only whether one topic still on matches, and most signals match none.
+    fn each_signal_topic<'t, B>(&'t self, signal: &Signal, visit: &mut impl FnMut(&'t str) -> ControlFlow<B>) -> ControlFlow<B> {
         for c in categories(signal) {
-            found.extend(self.category_topics(c));
+            self.each_category_topic(&self.fold_shown(c), visit)?;
         }
         if let Body::Search { query, .. } = &signal.body {
-            found.extend(self.query_topics(query));
+            self.each_query_topic(query, visit)?;
         }
-        found.into_iter().map(str::to_owned).collect()
+        ControlFlow::Continue(())
     }
 }
 
@@ -432,22 +480,29 @@ impl NeverShare {
         let mut topics: BTreeSet<String> = table.signal_topics(signal).into_iter().collect();
         topics.extend(signal.sensitive.iter().cloned());
         let topics = topics.into_iter().filter(|t| self.topic_on(t)).collect();
-        let mut paths = Vec::new();
-        if !self.categories.is_empty() {
-            let shown: Vec<String> = categories(signal).map(|c| table.fold_shown(c)).filter(|c| !c.is_empty()).collect();
-            for path in &self.categories {
-                let folded = table.fold_category(path);
-                if shown.iter().any(|c| category_within(c, &folded)) {
-                    paths.push(path.clone());
-                }
-            }
-        }
-        Withheld { topics, categories: paths }
+        let categories = self.categories.iter().filter(|path| self.path_holds(table, path, signal)).cloned().collect();
+        Withheld { topics, categories }
     }
 
-    /// Whether `signal` may not leave the agent.
+    /// Whether `signal` may not leave the agent: [`NeverShare::withheld`] is not empty.
+    /// Answered at the first reason found, since every slice asks it of every signal it
+    /// reads.
     pub fn withholds(&self, signal: &Signal) -> bool {
-        !self.withheld(signal).is_empty()
+        if signal.sensitive.iter().any(|t| self.topic_on(t)) {
+            return true;
+        }
+        let table = Table::shipped();
+        let on = table.each_signal_topic(signal, &mut |id| if self.topic_on(id) { ControlFlow::Break(()) } else { ControlFlow::Continue(()) });
+        on.is_break() || self.categories.iter().any(|path| self.path_holds(table, path, signal))
+    }
+
+    /// Whether a category `signal` shows lies within the person's `path`.
+    fn path_holds(&self, table: &Table, path: &str, signal: &Signal) -> bool {
+        let folded = table.fold_category(path);
+        categories(signal).any(|c| {
+            let shown = table.fold_shown(c);
+            !shown.is_empty() && category_within(&shown, &folded)
+        })
     }
 
     /// The list as one line of text, the same for the same list: for a key of anything
@@ -491,6 +546,29 @@ mod tests {
             _ => panic!("a case has a query or a category: {case}"),
         };
         assert_eq!(got, expected, "{case}");
+        // The same case as a stored search, through the never-share list that withholds
+        // every shipped topic: the quick answer agrees with the reasons.
+        let mut signal = json!({"id": "x-1", "at": "2026-11-20T10:00:00Z", "kind": "search", "query": "x", "engine": "bing.com"});
+        match (case.get("query"), case.get("category")) {
+            (Some(q), _) => signal["query"] = q.clone(),
+            (_, c) => signal["category"] = c.cloned().unwrap_or_default(),
+        }
+        let signal = Signal::from_stored_json(signal.to_string().as_bytes()).unwrap();
+        let list = NeverShare::default();
+        let withheld: BTreeSet<String> = list.withheld(&signal).topics.into_iter().collect();
+        let expected_from_query: BTreeSet<String> = table.signal_topics(&signal).into_iter().collect();
+        assert_eq!(withheld, expected_from_query, "{case}");
+        assert_eq!(list.withholds(&signal), !withheld.is_empty(), "{case}");
+    }
+
+    #[test]
+    fn ascii_folds_as_each_character_does() {
+        let table = Table::shipped();
+        let every: String = (0u8..128).map(char::from).collect();
+        assert_eq!(table.fold(&every), table.fold_each(&every));
+        for c in every.chars() {
+            assert_eq!(table.fold(&c.to_string()), table.fold_each(&c.to_string()), "{c:?}");
+        }
     }
 
     #[test]
@@ -574,6 +652,8 @@ mod tests {
         ];
         for (name, list, signal, withheld) in cases {
             assert_eq!(list.withholds(&signal), withheld, "{name}");
+            // The quick answer and the reasons say the same.
+            assert_eq!(list.withheld(&signal).is_empty(), !withheld, "{name}");
         }
     }
 
