@@ -9,9 +9,11 @@
 //!   `slicer`, `gate` (revocation gates) and `audit` (the hash chain) serve those two.
 //! - [`store`]: the only module that knows sled. `key` is the one store-key codec, `meta`
 //!   the typed settings, `record` the on-disk records, `arrival` the order signals were
-//!   stored in, which pushed slices follow.
+//!   stored in, which pushed slices follow, `audit` the audit log, pruned behind a
+//!   checkpoint.
 //! - [`serve`]: `optin serve`. `http` is the only module that knows HTTP; `listener` the
-//!   TLS connections, caps and timeouts; `admin` the admin socket's server.
+//!   TLS connections, caps and timeouts; `admin` the admin socket's server; `prune` keeps
+//!   the audit log within its bound.
 //!   [`serve::serve`] runs in-process on given listeners.
 //! - [`push`]: the sender `optin serve` runs, which posts push grants' queued events to
 //!   their inboxes through [`outbound`]; what to send and what an answer does is the

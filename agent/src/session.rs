@@ -98,5 +98,5 @@ pub fn open_offline(home: &Home) -> Result<Core> {
         Some(delay) => delay,
         None => crate::core::DEFAULT_ABANDON_AFTER.parse().context("the default abandonment delay")?,
     };
-    Ok(Core::new(store, keys, CoreConfig { abandon_after, agent_url, cert_sha256 }))
+    Ok(Core::new(store, keys, CoreConfig { abandon_after, agent_url, cert_sha256, audit_keep: Default::default() }))
 }

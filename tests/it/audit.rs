@@ -521,3 +521,139 @@ async fn the_log_can_be_narrowed_to_a_grant_a_marketer_or_a_time_and_summed_up_p
     assert!(only_globex.ok().ends_with("1 marketer\n"), "{only_globex:?}");
     agent.cli(&["audit", "--verify", "--grant", acme.grant_id.as_str()]).await.fails(2, "cannot be used with");
 }
+
+/// The records a log pruned to `--audit-keep-records 50` keeps.
+const KEPT: u64 = 50;
+
+/// Slices served through an agent that keeps [`KEPT`] records: far more than it keeps.
+const SERVED: u64 = 400;
+
+/// The records of `optin audit --json`, and its checkpoint.
+async fn log_of(agent: &Agent) -> (Vec<u64>, Value) {
+    let audit = agent.cli(&["audit", "--json"]).await.json();
+    let seqs = audit["records"].as_array().expect("records").iter().map(|r| r["seq"].as_u64().expect("a seq")).collect();
+    (seqs, audit["checkpoint"].clone())
+}
+
+/// A stopped agent's home whose log was pruned to its last [`KEPT`] records, after a grant
+/// and [`SERVED`] slices, with the bundle of that grant.
+async fn pruned() -> (Home, GrantBundle) {
+    let agent = Home::new().serve(&["--audit-keep-records", &KEPT.to_string()]).await;
+    agent.ingest(&fixture::ndjson(&fixture::walkthrough(now()))).await;
+    let bundle = agent.grant("acme.example", "search", "category", "30d").await;
+    let statuses = flood(&agent, "/v1/slice", &bundle.token, SERVED as usize).await;
+    assert!(statuses.iter().all(|s| *s == 200), "every slice is served");
+    // The agent prunes in the background, in batches: wait for it to reach the bound.
+    let head = SERVED + 1;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (seqs, checkpoint) = loop {
+        let (seqs, checkpoint) = log_of(&agent).await;
+        if seqs.len() as u64 == KEPT || std::time::Instant::now() > deadline {
+            break (seqs, checkpoint);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(seqs, (head - KEPT + 1..=head).collect::<Vec<_>>(), "the last {KEPT} records are kept, in order");
+    assert_eq!(checkpoint["seq"], head - KEPT, "the checkpoint stands for every record before them: {checkpoint:#}");
+    (agent.stop(), bundle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pruned_log_stays_bounded_and_still_verifies_and_counts_every_slice() {
+    let (home, bundle) = pruned().await;
+    let first_kept = SERVED + 1 - KEPT + 1;
+    let out = home.cli(&["audit", "--verify"]).await;
+    assert_eq!(out.ok().trim(), format!("audit chain intact ({KEPT} records after the checkpoint at record {})", first_kept - 1));
+    // What was pruned still counts: the grant's slices, and the summary per marketer.
+    let grants = home.cli(&["grants", "--json"]).await.json();
+    assert_eq!(grants[0]["usage"]["slices"], SERVED, "{grants:#}");
+    let summary = home.cli(&["audit", "--summary"]).await;
+    let line = summary.ok().lines().find(|l| l.starts_with("acme.example")).unwrap_or_else(|| panic!("{summary:?}"));
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&cells[1..3], ["1", &SERVED.to_string()], "one grant and every slice: {line}");
+    let table = home.cli(&["audit"]).await;
+    assert!(table.ok().contains(&format!("records 1 to {} were pruned", first_kept - 1)), "{table:?}");
+    let of_grant = home.cli(&["audit", "--json", "--grant", bundle.grant_id.as_str()]).await.json();
+    assert_eq!(of_grant["checkpoint"]["grants"][0]["slices"], SERVED - KEPT, "{of_grant:#}");
+    // And the log keeps its bound as the agent serves on, across a restart.
+    let agent = home.serve(&["--audit-keep-records", &KEPT.to_string()]).await;
+    let statuses = flood(&agent, "/v1/slice", &bundle.token, 100).await;
+    assert!(statuses.iter().all(|s| *s == 200));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while log_of(&agent).await.0.len() as u64 > KEPT && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(log_of(&agent).await.0.len() as u64, KEPT);
+    assert_eq!(agent.cli(&["grants", "--json"]).await.json()[0]["usage"]["slices"], SERVED + 100);
+    let home = agent.stop();
+    home.cli(&["audit", "--verify"]).await.ok();
+}
+
+/// A change to a pruned log, made with no agent running.
+#[derive(Clone, Copy, Debug)]
+enum Prune {
+    /// Lowers the slices the checkpoint counts for the grant.
+    EditCheckpoint,
+    /// Moves the checkpoint on past the first kept record, as if it were pruned too.
+    ForgeCheckpoint,
+    /// Removes the checkpoint's MAC.
+    UnsealCheckpoint,
+    /// Removes the checkpoint.
+    RemoveCheckpoint,
+    /// Removes the first record kept.
+    RemoveFirstKept,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejects_a_pruned_log_whose_checkpoint_or_first_record_was_changed() {
+    let (original, _) = pruned().await;
+    let first = SERVED + 1 - KEPT + 1;
+    let cases = [
+        (Prune::EditCheckpoint, "checkpoint".to_owned()),
+        (Prune::ForgeCheckpoint, "checkpoint".to_owned()),
+        (Prune::UnsealCheckpoint, "checkpoint".to_owned()),
+        (Prune::RemoveCheckpoint, "record 1:".to_owned()),
+        (Prune::RemoveFirstKept, format!("record {first}:")),
+    ];
+    for (how, named) in cases {
+        let home = copy_of(&original);
+        with_store(&home, |db| {
+            let meta = db.open_tree("meta").expect("the meta tree");
+            let log = db.open_tree("audit").expect("the audit tree");
+            let stored = meta.get("audit_checkpoint").expect("read").expect("a checkpoint");
+            let mut checkpoint: Value = serde_json::from_slice(&stored).expect("a JSON checkpoint");
+            match how {
+                Prune::EditCheckpoint => {
+                    checkpoint["grants"][0]["slices"] = 1.into();
+                    meta.insert("audit_checkpoint", serde_json::to_vec(&checkpoint).expect("JSON")).expect("write");
+                }
+                Prune::ForgeCheckpoint => {
+                    let bytes = log.remove(key(first)).expect("remove").expect("the first kept record");
+                    checkpoint["seq"] = first.into();
+                    checkpoint["hash"] = optin_protocol::hex(&optin_protocol::sha256(&bytes)).into();
+                    meta.insert("audit_checkpoint", serde_json::to_vec(&checkpoint).expect("JSON")).expect("write");
+                }
+                Prune::UnsealCheckpoint => {
+                    meta.remove("audit_checkpoint_mac").expect("remove").expect("the checkpoint's MAC");
+                }
+                Prune::RemoveCheckpoint => {
+                    meta.remove("audit_checkpoint").expect("remove");
+                    meta.remove("audit_checkpoint_mac").expect("remove");
+                }
+                Prune::RemoveFirstKept => {
+                    log.remove(key(first)).expect("remove").expect("the first kept record");
+                }
+            }
+        });
+        let out = home.cli(&["audit", "--verify"]).await;
+        out.fails(1, &named);
+        assert!(!out.stdout.contains("intact"), "{how:?}: {out:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejects_an_audit_bound_that_keeps_nothing() {
+    let home = Home::new();
+    home.cli(&["serve", "--audit-keep-records", "0"]).await.fails(2, "--audit-keep-records <N>': the audit log keeps at least 1 record");
+    home.cli(&["serve", "--audit-keep-age", "23h"]).await.fails(2, "--audit-keep-age <SPAN>': the audit log keeps records for at least 1d");
+}

@@ -215,6 +215,29 @@ pub struct ServeArgs {
     /// How pushes reach marketers' inboxes.
     #[command(flatten)]
     pub outbound: OutboundArgs,
+    /// Most audit records kept. Beyond it the oldest are pruned, behind a checkpoint that
+    /// keeps what they counted per grant and from which the rest of the log verifies.
+    #[arg(long, default_value_t = crate::store::audit::DEFAULT_KEEP_RECORDS, value_name = "N", value_parser = parse_keep_records)]
+    pub audit_keep_records: u64,
+    /// How long audit records are kept (1d or more); older ones are pruned the same way.
+    #[arg(long, default_value = crate::store::audit::DEFAULT_KEEP_AGE, value_name = "SPAN", value_parser = parse_keep_age)]
+    pub audit_keep_age: Span,
+}
+
+fn parse_keep_records(text: &str) -> Result<u64, String> {
+    let records: u64 = text.parse().map_err(|_| format!("`{text}` is not a number of records"))?;
+    match records {
+        0 => Err(crate::store::KeepError::NoRecords.to_string()),
+        n => Ok(n),
+    }
+}
+
+fn parse_keep_age(text: &str) -> Result<Span, String> {
+    let age: Span = text.parse().map_err(|e: optin_protocol::span::SpanError| e.to_string())?;
+    if age.seconds() < crate::store::audit::MIN_KEEP_AGE_SECONDS {
+        return Err(crate::store::KeepError::TooShort.to_string());
+    }
+    Ok(age)
 }
 
 /// How optin reaches a marketer's site and inbox over HTTPS, for the commands that connect

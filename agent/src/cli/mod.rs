@@ -39,7 +39,7 @@ use print::{count, inert, inert_lines, is_stdout_closed, paint, Printer, Style};
 use show::StatusView;
 
 use crate::browser::LastConnection;
-use crate::core::command::{AuditEntry, CountedRefusals, Forget, PushTo, Reply, Request, Response};
+use crate::core::command::{AuditEntry, CheckpointView, CountedRefusals, Forget, PushTo, Reply, Request, Response};
 use crate::home::{self, Home, IfExists};
 use crate::keys::Keys;
 use crate::session::{self, Failed};
@@ -232,7 +232,12 @@ async fn run(cli: Cli, p: &mut Printer) -> Result<()> {
             let mut log = read_audit(&home, verify).await?;
             if verify {
                 let n = log.chain.map_err(|broken| anyhow!("the audit chain is broken: {broken}"))?;
-                writeln!(p, "audit chain intact ({})", count(usize::try_from(n).unwrap_or(usize::MAX), "record", "records"))?;
+                let pruned = log.checkpoint.as_ref().map_or(0, |c| c.checkpoint.seq);
+                let kept = count(usize::try_from(n - pruned.min(n)).unwrap_or(usize::MAX), "record", "records");
+                match pruned {
+                    0 => writeln!(p, "audit chain intact ({kept})")?,
+                    seq => writeln!(p, "audit chain intact ({kept} after the checkpoint at record {seq})")?,
+                }
                 return Ok(());
             }
             let since = only.since.map(|m| m.resolve(crate::core::now()));
@@ -243,13 +248,23 @@ async fn run(cli: Cli, p: &mut Printer) -> Result<()> {
                     && only.marketer.as_ref().map_or(true, |m| *m == n.marketer)
                     && since.map_or(true, |t| n.last >= t)
             });
+            // The checkpoint's counts are of records before it: they belong to what is shown
+            // unless `--since` starts after its first record.
+            if let Some(view) = &mut log.checkpoint {
+                view.checkpoint.grants.retain(|g| {
+                    only.grant.as_ref().map_or(true, |id| *id == g.grant_id)
+                        && only.marketer.as_ref().map_or(true, |m| *m == g.marketer)
+                        && since.map_or(true, |t| t <= view.checkpoint.first_at)
+                });
+            }
             if summary {
-                show::audit_summary(p, &log.records, &log.counted)?;
+                show::audit_summary(p, &log.records, &log.counted, log.checkpoint.as_deref())?;
             } else if json {
-                let all = AuditJson { records: &log.records, counted: &log.counted, anonymous_refusals: log.anonymous_refusals };
+                let checkpoint = log.checkpoint.as_ref().map(|c| CheckpointJson { checkpoint: &c.checkpoint, intact: c.intact });
+                let all = AuditJson { checkpoint, records: &log.records, counted: &log.counted, anonymous_refusals: log.anonymous_refusals };
                 p.json(&serde_json::to_string_pretty(&all)?)?;
             } else {
-                show::audit(p, &log.records, &log.counted, log.anonymous_refusals)?;
+                show::audit(p, log.checkpoint.as_deref(), &log.records, &log.counted, log.anonymous_refusals)?;
             }
             Ok(())
         }
@@ -305,14 +320,28 @@ async fn preview_pages(home: &Home, grant_id: GrantId, limit: Option<u32>) -> Re
 /// that a reader of the JSON misses nothing the table shows.
 #[derive(serde::Serialize)]
 struct AuditJson<'a> {
+    /// What stands for the records pruned, when some were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkpoint: Option<CheckpointJson<'a>>,
     records: &'a [AuditEntry],
     counted: &'a [CountedRefusals],
     /// Refusals of unknown or forged tokens since the agent started.
     anonymous_refusals: u64,
 }
 
+/// The checkpoint as `optin audit --json` prints it: its own fields, and whether it carries
+/// its MAC.
+#[derive(serde::Serialize)]
+struct CheckpointJson<'a> {
+    #[serde(flatten)]
+    checkpoint: &'a crate::store::AuditCheckpoint,
+    intact: bool,
+}
+
 /// The audit log, read page by page and verified as it is read.
 struct AuditRead {
+    /// The checkpoint, as the last page read saw it.
+    checkpoint: Option<Box<CheckpointView>>,
     records: Vec<AuditEntry>,
     /// The verdict: the first page that fails, or the last page's.
     chain: Result<u64, String>,
@@ -324,12 +353,16 @@ struct AuditRead {
 /// long the log). With `verify_only`, records are checked but not kept, and reading stops at
 /// the first break.
 async fn read_audit(home: &Home, verify_only: bool) -> Result<AuditRead> {
-    let mut read = AuditRead { records: Vec::new(), chain: Ok(0), counted: Vec::new(), anonymous_refusals: 0 };
+    let mut read = AuditRead { checkpoint: None, records: Vec::new(), chain: Ok(0), counted: Vec::new(), anonymous_refusals: 0 };
     let mut since_seq = 0;
     loop {
-        let Response::Audit { records, chain, next, counted, anonymous_refusals } = execute(home, Request::Audit { since_seq, limit: None }).await? else {
+        let Response::Audit { records, chain, next, counted, anonymous_refusals, checkpoint } =
+            execute(home, Request::Audit { since_seq, limit: None }).await?
+        else {
             return unexpected();
         };
+        // Records pruned between pages are not read again: the next page starts after them.
+        read.checkpoint = checkpoint;
         if !verify_only {
             read.records.extend(records);
         }
@@ -363,6 +396,7 @@ async fn serve(dir: PathBuf, args: ServeArgs) -> Result<()> {
         max_connections: args.max_connections as usize,
         public_url: args.public_url,
         outbound: args.outbound.config(),
+        audit_keep: crate::store::AuditKeep::new(args.audit_keep_records, args.audit_keep_age)?,
     };
     crate::serve::run(config).await
 }

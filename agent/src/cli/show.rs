@@ -14,7 +14,9 @@ use time::OffsetDateTime;
 
 use super::print::{count, inert, time, Cell, Printer, Style, Table};
 use crate::browser::LastSeen;
-use crate::core::command::{AuditEntry, CountedRefusals, GrantState, GrantView, PartnerUsage, PushView, ShareSummary, SignalView, Status, WouldShare};
+use crate::core::command::{
+    AuditEntry, CheckpointView, CountedRefusals, GrantState, GrantView, PartnerUsage, PushView, ShareSummary, SignalView, Status, WouldShare,
+};
 use crate::store::AuditEvent;
 
 /// Widest a free-text column gets before it is cut with `…`.
@@ -160,7 +162,22 @@ fn pushes(p: &mut Printer, g: &GrantView, push: &PushView) -> io::Result<()> {
 }
 
 /// `optin audit`.
-pub fn audit(p: &mut Printer, records: &[AuditEntry], counted: &[CountedRefusals], anonymous_refusals: u64) -> io::Result<()> {
+pub fn audit(
+    p: &mut Printer,
+    checkpoint: Option<&CheckpointView>,
+    records: &[AuditEntry],
+    counted: &[CountedRefusals],
+    anonymous_refusals: u64,
+) -> io::Result<()> {
+    if let Some(view) = checkpoint {
+        let c = &view.checkpoint;
+        let events = c.events.iter().map(|(name, n)| format!("{n} {name}")).collect::<Vec<_>>().join(", ");
+        let span = format!("from {} to {}", time(c.first_at), time(c.last_at));
+        writeln!(p, "records 1 to {} were pruned at {} ({span}: {events}); `optin audit --summary` still counts them", c.seq, time(c.pruned_at))?;
+        if !view.intact {
+            writeln!(p, "{}", p.paint("the checkpoint that stands for them fails its MAC: it was changed behind optin's back", Style::Red))?;
+        }
+    }
     if records.is_empty() {
         writeln!(p, "the audit log is empty: grants, slices served, refusals, revocations and forgetting are recorded here")?;
     } else {
@@ -297,8 +314,9 @@ pub fn filters_line(p: &mut Printer, terms: &optin_protocol::scope::Terms) -> io
     }
 }
 
-/// `optin audit --summary`: per marketer, what the records and counts say.
-pub fn audit_summary(p: &mut Printer, records: &[AuditEntry], counted: &[CountedRefusals]) -> io::Result<()> {
+/// `optin audit --summary`: per marketer, what the records, the checkpoint of those pruned
+/// and the counts say.
+pub fn audit_summary(p: &mut Printer, records: &[AuditEntry], counted: &[CountedRefusals], checkpoint: Option<&CheckpointView>) -> io::Result<()> {
     #[derive(Default)]
     struct Marketer {
         grants: usize,
@@ -311,6 +329,21 @@ pub fn audit_summary(p: &mut Printer, records: &[AuditEntry], counted: &[Counted
     let mut by: BTreeMap<&str, Marketer> = BTreeMap::new();
     // Slices and items a marketer's partners received through it, by marketer and partner.
     let mut through: BTreeMap<(&str, &str), (usize, usize)> = BTreeMap::new();
+    let wide = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    for g in checkpoint.map_or(&[][..], |c| &c.checkpoint.grants[..]) {
+        let m = by.entry(&g.marketer).or_default();
+        m.grants += wide(g.granted);
+        (m.slices, m.items, m.refused) = (m.slices + wide(g.slices), m.items + wide(g.items), m.refused + g.refused);
+        m.first = match (m.first, g.first_served) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        m.last = m.last.max(g.last_served);
+        for partner in &g.partners {
+            let (slices, n) = through.entry((&g.marketer, &partner.audience)).or_default();
+            (*slices, *n) = (*slices + wide(partner.slices), *n + wide(partner.items));
+        }
+    }
     for entry in records {
         let at = entry.record.at;
         match &entry.record.event {

@@ -10,9 +10,15 @@
 //! The chain alone holds no secret, so each record and the head also carry a MAC under a key
 //! derived from the identity key (see `store::seal`): a log rewritten whole, with new
 //! hashes and a new head, fails at the first record the agent did not write as it is.
+//!
+//! The log is kept within a bound ([`AuditKeep`]): the agent prunes its oldest records
+//! ([`super::Core::prune_audit`]) behind a checkpoint ([`AuditCheckpoint`]) that names the
+//! last record removed and its hash, and says per grant what the removed records held. The
+//! checkpoint carries a MAC too, and verification starts from it: the first record kept
+//! must chain to it, as record 1 chains to 64 zeros.
 
-pub use crate::store::record::{AuditEvent, AuditHead, AuditRecord};
-pub use crate::store::{AuditPage, RefusalCount, Seal, StoredRecord};
+pub use crate::store::record::{AuditCheckpoint, AuditEvent, AuditHead, AuditRecord, GrantSummary, PartnerSummary};
+pub use crate::store::{AuditKeep, AuditPage, KeepError, Pruned, RefusalCount, Seal, StoredRecord};
 
 /// Where the chain breaks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +40,14 @@ pub enum ChainError {
         /// Why.
         reason: String,
     },
+    /// The checkpoint that stands for the records pruned is not one this optin wrote.
+    #[error("audit checkpoint at record {seq} broken: {reason}")]
+    Checkpoint {
+        /// The last record it stands for.
+        seq: u64,
+        /// Why.
+        reason: String,
+    },
     /// A count of refusals is not as the agent counted it.
     #[error("refusals of {grant_id} counted as `{reason}` do not carry their MAC: the count was changed behind optin's back")]
     Count {
@@ -48,7 +62,7 @@ impl ChainError {
     /// The record named.
     pub fn seq(&self) -> Option<u64> {
         match self {
-            ChainError::Record { seq, .. } | ChainError::Head { seq, .. } => Some(*seq),
+            ChainError::Record { seq, .. } | ChainError::Head { seq, .. } | ChainError::Checkpoint { seq, .. } => Some(*seq),
             ChainError::Count { .. } => None,
         }
     }
@@ -59,11 +73,16 @@ fn broken(seq: u64, reason: impl Into<String>) -> ChainError {
 }
 
 /// Checks one page of a log read in pages ([`crate::store::Store::audit_page`]), from
-/// record `since_seq` on; returns how many records are verified so far. The last page
+/// record `since_seq` on (or from the checkpoint, when that is later); returns how many
+/// records are verified so far, counting those the checkpoint stands for. The last page
 /// (`next` is `None`) also checks the head, and that every count of refusals carries its
 /// MAC: its result is the verdict on the whole log.
 pub fn verify_page(since_seq: u64, page: &AuditPage, counts: &[(RefusalCount, Seal)]) -> Result<u64, ChainError> {
-    let mut chain = match (since_seq, page.before) {
+    let floor = match &page.checkpoint {
+        None => 0,
+        Some((checkpoint, seal)) => checked(checkpoint, *seal)?.seq,
+    };
+    let mut chain = match (since_seq.max(floor), page.before) {
         (0, _) => Verifier::default(),
         (seq, Some(hash)) => Verifier::after(seq, hash),
         (seq, None) => return Err(broken(seq, "missing: the page was asked for after it, and it is not stored")),
@@ -91,11 +110,46 @@ pub fn verify_page(since_seq: u64, page: &AuditPage, counts: &[(RefusalCount, Se
 /// `prev`, or the head for the last record). Then the head must carry its MAC, or records
 /// after the last were removed and the head rebuilt.
 pub fn verify(records: impl IntoIterator<Item = StoredRecord>, head: (AuditHead, Seal)) -> Result<u64, ChainError> {
-    let mut chain = Verifier::default();
+    verify_after(None, records, head)
+}
+
+/// [`verify`] for a log pruned behind `checkpoint`: the checkpoint must carry its MAC, and
+/// the first record kept must be the one after it and chain to it.
+pub fn verify_after(
+    checkpoint: Option<(&AuditCheckpoint, Seal)>,
+    records: impl IntoIterator<Item = StoredRecord>,
+    head: (AuditHead, Seal),
+) -> Result<u64, ChainError> {
+    let mut chain = match checkpoint {
+        None => Verifier::default(),
+        Some((checkpoint, seal)) => {
+            let checkpoint = checked(checkpoint, seal)?;
+            Verifier::after(checkpoint.seq, checkpoint.hash)
+        }
+    };
     for record in records {
         chain.check(&record)?;
     }
     chain.finish(head)
+}
+
+/// The checkpoint, if it carries its MAC.
+fn checked(checkpoint: &AuditCheckpoint, seal: Seal) -> Result<&AuditCheckpoint, ChainError> {
+    let reason = match seal {
+        Seal::Valid => return Ok(checkpoint),
+        Seal::Missing => "it has no MAC: it was written behind optin's back, and the records it stands for may have been removed by hand",
+        Seal::Invalid => "its MAC does not verify: it was written or changed without the identity key",
+    };
+    Err(ChainError::Checkpoint { seq: checkpoint.seq, reason: reason.into() })
+}
+
+impl super::Core {
+    /// Prunes the oldest records beyond the bound the agent runs with, one batch of at most
+    /// [`crate::store::audit::PRUNE_BATCH`]: what the agent does in the background
+    /// (`serve::prune`), never on a slice's way out.
+    pub fn prune_audit(&self, now: time::OffsetDateTime) -> Result<Pruned, super::CoreError> {
+        Ok(self.store.prune_audit(&self.config.audit_keep, now, crate::store::audit::PRUNE_BATCH)?)
+    }
 }
 
 /// The chain checked record by record, so that a log read in pages is verified as it is

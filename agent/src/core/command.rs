@@ -340,6 +340,9 @@ pub enum Response {
         /// recorded one by one (see `Core::anonymous_refusals`).
         #[serde(default)]
         anonymous_refusals: u64,
+        /// What stands for the records pruned from the front of the log, if any were.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checkpoint: Option<Box<CheckpointView>>,
     },
     /// Sharing state.
     Sharing {
@@ -619,6 +622,16 @@ pub struct AuditEntry {
     pub record: AuditRecord,
     /// Hex SHA-256 of its stored bytes.
     pub hash: String,
+}
+
+/// The checkpoint of a pruned audit log, as the person sees it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointView {
+    /// What the records pruned left behind.
+    pub checkpoint: crate::store::AuditCheckpoint,
+    /// Whether it carries its MAC: one that does not is not this optin's, and its counts
+    /// are shown but not trusted.
+    pub intact: bool,
 }
 
 /// The state of optin, for `optin status`.

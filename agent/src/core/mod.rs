@@ -64,6 +64,8 @@ pub struct CoreConfig {
     pub agent_url: String,
     /// Hex SHA-256 of the TLS certificate, for bundles.
     pub cert_sha256: String,
+    /// How much of the audit log is kept ([`audit`]).
+    pub audit_keep: crate::store::AuditKeep,
 }
 
 /// The store, the keys and the revocation gates.

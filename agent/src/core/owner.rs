@@ -14,8 +14,8 @@ use time::OffsetDateTime;
 
 use super::audit::{self, AuditEvent};
 use super::command::{
-    AuditEntry, CountedRefusals, GrantFilters, GrantState, GrantUsage, GrantView, PushView, RateView, Request, Response, SignalView, Status, AUDIT_PAGE,
-    AUDIT_PAGE_MAX,
+    AuditEntry, CheckpointView, CountedRefusals, GrantFilters, GrantState, GrantUsage, GrantView, PushView, RateView, Request, Response, SignalView, Status,
+    AUDIT_PAGE, AUDIT_PAGE_MAX,
 };
 use super::marketer::Refusal;
 use super::{blocking, slicer, Core, CoreError};
@@ -162,7 +162,9 @@ impl Core {
         let page = self.store.audit_page(since_seq, limit)?;
         let counts = self.store.refusal_counts()?;
         let chain = audit::verify_page(since_seq, &page, &counts).map_err(|e| e.to_string());
+        let checkpoint = page.checkpoint.map(|(checkpoint, seal)| Box::new(CheckpointView { checkpoint, intact: seal == Seal::Valid }));
         Ok(Response::Audit {
+            checkpoint,
             records: page.records.into_iter().map(|r| AuditEntry { record: r.record, hash: optin_protocol::hex(&r.hash) }).collect(),
             chain,
             next: page.next,
@@ -283,15 +285,32 @@ impl Core {
         })
     }
 
-    /// What each grant has served, from the `served` records of the audit log: one pass
-    /// over the log, whose records are the person's own account of every slice.
+    /// What each grant has served, from the `served` records of the audit log, the person's
+    /// own account of every slice: what the checkpoint counts of the records pruned, and one
+    /// pass over the records kept, which the log's bound keeps short. A checkpoint that fails
+    /// its MAC counts nothing here (`optin audit --verify` names it).
     fn usage(&self) -> Result<std::collections::HashMap<GrantId, GrantUsage>, CoreError> {
         let mut usage: std::collections::HashMap<GrantId, GrantUsage> = std::collections::HashMap::new();
-        for record in self.store.audit_newest_first() {
-            let record = record?;
-            if let AuditEvent::Served { grant_id, audience, items, .. } = record.event {
-                usage.entry(grant_id).or_default().count(audience.as_deref(), items, record.at);
+        let crate::store::audit::SinceCheckpoint { checkpoint, kept: served } = self.store.audit_since_checkpoint(|record| match record.event {
+            AuditEvent::Served { grant_id, audience, items, .. } => Some((grant_id, audience, items, record.at)),
+            _ => None,
+        })?;
+        if let Some((checkpoint, Seal::Valid)) = checkpoint {
+            for g in checkpoint.grants {
+                let used = usage.entry(g.grant_id).or_default();
+                used.slices += usize::try_from(g.slices).unwrap_or(usize::MAX);
+                used.items += usize::try_from(g.items).unwrap_or(usize::MAX);
+                used.last_used = used.last_used.max(g.last_served);
+                for p in g.partners {
+                    let partner = used.partner(&p.audience);
+                    partner.slices += usize::try_from(p.slices).unwrap_or(usize::MAX);
+                    partner.items += usize::try_from(p.items).unwrap_or(usize::MAX);
+                    partner.last_used = partner.last_used.max(p.last_served);
+                }
             }
+        }
+        for (grant_id, audience, items, at) in served {
+            usage.entry(grant_id).or_default().count(audience.as_deref(), items, at);
         }
         Ok(usage)
     }

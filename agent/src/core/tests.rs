@@ -56,7 +56,8 @@ impl World {
         // sled's own threads may hold a closed store's file, and its lock, a moment longer;
         // a reopen waits for it, as every way in does.
         let store = Store::open_waiting(&home.store(), std::time::Duration::from_secs(10)).expect("a store");
-        let config = CoreConfig { abandon_after: span("24h"), agent_url: "https://127.0.0.1:7676".into(), cert_sha256: "ab".repeat(32) };
+        let config =
+            CoreConfig { abandon_after: span("24h"), agent_url: "https://127.0.0.1:7676".into(), cert_sha256: "ab".repeat(32), audit_keep: Default::default() };
         Arc::new(Core::new(store, keys, config))
     }
 

@@ -10,13 +10,15 @@
 //! - [`listener`]: TLS connections, their cap and their timeouts;
 //! - [`admin`]: the admin socket's server side.
 //!
-//! Beside them runs the push sender ([`crate::push`]), which only connects out.
+//! Beside them run the push sender ([`crate::push`]), which only connects out, and the audit
+//! pruner ([`prune`]), which keeps the audit log within the person's bound.
 //!
 //! The certificate comes from [`crate::tls`], which the offline session uses too.
 
 pub mod admin;
 pub mod http;
 pub mod listener;
+pub mod prune;
 
 #[cfg(test)]
 mod tests;
@@ -60,6 +62,8 @@ pub struct ServeConfig {
     pub public_url: Option<String>,
     /// How pushes reach inboxes.
     pub outbound: crate::outbound::OutboundConfig,
+    /// How much of the audit log is kept.
+    pub audit_keep: crate::store::AuditKeep,
 }
 
 /// What [`serve`] listens on.
@@ -83,6 +87,7 @@ pub async fn serve(listeners: Listeners, core: Arc<Core>, shutdown: impl Future<
     let admin = listeners.admin.map(|(socket, owner)| tokio::spawn(admin::serve(socket, owner, core.clone(), stop_rx.clone())));
     let acceptor = TlsAcceptor::from(listeners.tls);
     let pushes = listeners.pushes.map(|client| tokio::spawn(crate::push::run(core.clone(), client, stop_rx.clone())));
+    let pruner = tokio::spawn(prune::run(core.clone(), stop_rx.clone()));
     let https = tokio::spawn(listener::accept_loop(listeners.https, acceptor, http::app(core.clone()), listeners.max_connections, stop_rx));
     shutdown.await;
     tracing::info!("shutting down");
@@ -94,6 +99,7 @@ pub async fn serve(listeners: Listeners, core: Arc<Core>, shutdown: impl Future<
     if let Some(admin) = admin {
         admin.await.context("admin task failed")??;
     }
+    pruner.await.context("audit pruner failed")?;
     core.flush()?;
     Ok(())
 }
@@ -149,7 +155,8 @@ pub async fn run(config: ServeConfig) -> Result<()> {
     store.set_address(&Address { url: public.clone(), cert_sha256: identity.sha256.clone() })?;
     // The offline CLI and native host derive cart states with the same delay.
     store.set_abandon_after(config.abandon_after)?;
-    let core = CoreConfig { abandon_after: config.abandon_after, agent_url: public.clone(), cert_sha256: identity.sha256.clone() };
+    let core =
+        CoreConfig { abandon_after: config.abandon_after, agent_url: public.clone(), cert_sha256: identity.sha256.clone(), audit_keep: config.audit_keep };
     let core = Arc::new(Core::new(store, keys, core));
 
     // Listen for signals before announcing readiness: a SIGTERM right after the ready line

@@ -73,7 +73,12 @@ impl Api {
         let home = Home::open_or_create(&dir.path().join("home")).expect("a home");
         let keys = Keys::load_or_create(&home).expect("an identity key");
         let store = Store::open(&home.store()).expect("a store");
-        let config = CoreConfig { abandon_after: "24h".parse().expect("a span"), agent_url: "https://127.0.0.1:7676".into(), cert_sha256: "ab".repeat(32) };
+        let config = CoreConfig {
+            abandon_after: "24h".parse().expect("a span"),
+            agent_url: "https://127.0.0.1:7676".into(),
+            cert_sha256: "ab".repeat(32),
+            audit_keep: Default::default(),
+        };
         Api { _dir: dir, core: Arc::new(Core::new(store, keys, config)) }
     }
 
@@ -408,7 +413,8 @@ async fn serve_runs_in_process_until_its_shutdown_future() {
     let url = format!("https://{}", https.local_addr().expect("an address"));
     let admin = super::admin::bind(&home).expect("the admin socket");
     let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(home.root()).expect("the home"));
-    let config = CoreConfig { abandon_after: "24h".parse().expect("a span"), agent_url: url, cert_sha256: identity.sha256.clone() };
+    let config =
+        CoreConfig { abandon_after: "24h".parse().expect("a span"), agent_url: url, cert_sha256: identity.sha256.clone(), audit_keep: Default::default() };
     let core = Arc::new(Core::new(Store::open(&home.store()).expect("a store"), Keys::load_or_create(&home).expect("a key"), config));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let listeners = super::Listeners { https, tls: identity.config, max_connections: 4, admin: Some((admin, owner)), pushes: None };

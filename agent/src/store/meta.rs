@@ -10,6 +10,8 @@
 //! | `abandon_after` | its cart abandonment delay, like `24h`                 |
 //! | `audit_head`    | `SEQ:HEX`, the last audit record and its hash          |
 //! | `audit_head_mac`| hex MAC of the head (see [`super::seal`])              |
+//! | `audit_checkpoint` | what the records pruned leave behind ([`super::audit`]) |
+//! | `audit_checkpoint_mac` | its hex MAC                                    |
 //! | `extension_day` | `YYYY-MM-DD COUNT`: signals the browser extension stored that UTC day |
 //! | `never_share`   | the person's never-share list, `{"v":1,"included":[…],"categories":[…]}` |
 //!

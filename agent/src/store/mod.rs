@@ -29,6 +29,9 @@
 //! version is refused rather than misread. Writes the caller acknowledges are flushed
 //! (fsync) before the call returns.
 //!
+//! The audit log is pruned behind a checkpoint kept in `meta` ([`audit`]), so it stays
+//! within the bound the person sets however many slices are served.
+//!
 //! Grants, audit records and the audit chain's head carry MACs ([`seal`]) under a key the
 //! store is given ([`Store::keyed`]) and does not keep: a grant that fails its MAC serves
 //! nothing, and the audit names the first record that fails its own. A store written by an
@@ -36,7 +39,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock};
 
 use optin_protocol::scope::GrantId;
 use optin_protocol::signal::{Kind, Signal};
@@ -46,6 +49,7 @@ use sled::Transactional;
 use time::OffsetDateTime;
 
 pub mod arrival;
+pub mod audit;
 pub mod budget;
 pub mod key;
 pub mod meta;
@@ -54,9 +58,12 @@ pub mod rate;
 pub mod record;
 pub mod seal;
 
+pub use audit::{AuditKeep, AuditLog, AuditPage, KeepError, Pruned, StoredRecord};
 pub use meta::{Address, Quota};
 pub use push::{MAX_QUEUED, MAX_QUEUED_PER_GRANT};
-pub use record::{AuditEvent, AuditHead, AuditRecord, Decision, GrantRecord, LastPush, PendingPush, PushState, PushTo, RefusalCount, RequestRecord};
+pub use record::{
+    AuditCheckpoint, AuditEvent, AuditHead, AuditRecord, Decision, GrantRecord, LastPush, PendingPush, PushState, PushTo, RefusalCount, RequestRecord,
+};
 pub use seal::{Seal, StoreMac};
 
 /// The on-disk format version.
@@ -128,43 +135,6 @@ pub enum Forget {
     All,
 }
 
-/// The audit log as read at one moment ([`Store::audit_log`]).
-#[derive(Clone, Debug)]
-pub struct AuditLog {
-    /// Every record in stored order.
-    pub records: Vec<StoredRecord>,
-    /// The head, which commits to the last record, and whether it carries its MAC.
-    pub head: (AuditHead, Seal),
-}
-
-/// A page of the audit log as read at one moment ([`Store::audit_page`]).
-#[derive(Clone, Debug)]
-pub struct AuditPage {
-    /// The SHA-256 of the stored bytes of the record the page follows (`since_seq`), or
-    /// `None` when the page starts at the first record or that record is not stored.
-    pub before: Option<[u8; 32]>,
-    /// The records after `since_seq`, in stored order, at most the limit.
-    pub records: Vec<StoredRecord>,
-    /// The `since_seq` of the next page, when more records are stored after these: the key
-    /// of the last record read (not the number it says it has, which could send a reader
-    /// round in circles).
-    pub next: Option<u64>,
-    /// The head, which commits to the last record, and whether it carries its MAC.
-    pub head: (AuditHead, Seal),
-}
-
-/// An audit record as read: the record, the SHA-256 of its stored bytes and whether its MAC
-/// holds for its place in the log.
-#[derive(Clone, Debug)]
-pub struct StoredRecord {
-    /// The record.
-    pub record: AuditRecord,
-    /// The SHA-256 of its stored bytes.
-    pub hash: [u8; 32],
-    /// Its MAC, checked for the place it is stored at.
-    pub seal: Seal,
-}
-
 /// A grant as read, and whether it carries its MAC.
 #[derive(Clone, Debug)]
 pub struct StoredGrant {
@@ -221,6 +191,9 @@ pub struct Store {
     sealed: AtomicBool,
     /// Serializes audit appends: each record names the hash of the one before it.
     chain: Mutex<Chain>,
+    /// Held to read while the audit log is read with its checkpoint, and to write while a
+    /// batch is pruned, so no reader sees a batch half gone ([`audit`]).
+    pruning: RwLock<()>,
 }
 
 fn corrupt(tree: &'static str, detail: impl ToString) -> StoreError {
@@ -299,6 +272,7 @@ impl Store {
             sealed: AtomicBool::new(false),
             // Checked against its MAC once the store is keyed.
             chain: Mutex::new(Chain { head, seal: Seal::Missing }),
+            pruning: RwLock::new(()),
             db,
         };
         store.number_unnumbered()?;
@@ -652,94 +626,6 @@ impl Store {
         Ok(all)
     }
 
-    /// Appends an audit record chained to the previous one, with its MAC.
-    pub fn append_audit(&self, at: OffsetDateTime, event: AuditEvent) -> Result<AuditRecord> {
-        let (mut chain, mac) = self.chain()?;
-        self.append(&mut chain, mac, at, event)
-    }
-
-    /// Appends the record that `make` returns for the sequence number it will have, so that
-    /// what the record commits to can name the record (a slice carries the number of its
-    /// `served` record). Other appends wait while `make` runs; if it fails, nothing is
-    /// appended and the number stays free.
-    pub fn append_audit_with<T, E>(&self, at: OffsetDateTime, make: impl FnOnce(u64) -> Result<(AuditEvent, T), E>) -> Result<Result<(AuditRecord, T), E>> {
-        let (mut chain, mac) = self.chain()?;
-        let (event, made) = match make(chain.head.seq + 1) {
-            Ok(made) => made,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(Ok((self.append(&mut chain, mac, at, event)?, made)))
-    }
-
-    fn append(&self, chain: &mut Chain, mac: &StoreMac, at: OffsetDateTime, event: AuditEvent) -> Result<AuditRecord> {
-        let seq = chain.head.seq + 1;
-        let record = AuditRecord { seq, at, prev: optin_protocol::hex(&chain.head.hash), event };
-        let bytes = serde_json::to_vec(&record).map_err(|e| corrupt("audit", e))?;
-        let next = AuditHead { seq, hash: optin_protocol::sha256(&bytes) };
-        // Onto a head that does not carry its MAC (records after it removed, or the log
-        // rewritten while optin was stopped), the record goes without one: MACing it would
-        // vouch for what it chains to, and verification names it as the first record this
-        // optin cannot vouch for.
-        let record_tag = (chain.seal == Seal::Valid).then(|| mac.record(seq, &next.hash));
-        let head_tag = optin_protocol::hex(&mac.head(&next));
-        // One transaction, so the head never names a record that is not there, nor lags
-        // behind one that is.
-        (&self.audit, &self.audit_macs, &self.meta)
-            .transaction(|(audit, macs, meta)| {
-                audit.insert(&key::audit(seq)[..], bytes.as_slice())?;
-                match &record_tag {
-                    Some(tag) => macs.insert(&key::audit(seq)[..], &tag[..])?,
-                    // Not even a MAC left there by what was removed.
-                    None => macs.remove(&key::audit(seq)[..])?,
-                };
-                meta.insert(AUDIT_HEAD, next.encode().as_str())?;
-                meta.insert(AUDIT_HEAD_MAC, head_tag.as_str())?;
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
-            })
-            .map_err(tx_error)?;
-        *chain = Chain { head: next, seal: Seal::Valid };
-        Ok(record)
-    }
-
-    /// The audit log as one consistent snapshot (appends wait while it is read), each record
-    /// and the head checked against their MACs.
-    pub fn audit_log(&self) -> Result<AuditLog> {
-        let page = self.audit_page(0, usize::MAX)?;
-        Ok(AuditLog { records: page.records, head: page.head })
-    }
-
-    /// At most `limit` records after record `since_seq`, read with the head as one
-    /// consistent snapshot (appends wait while it is read), each record and the head checked
-    /// against their MACs. A log too long for one answer is read in pages, and verified as
-    /// it is read (see `core::audit::Verifier`).
-    pub fn audit_page(&self, since_seq: u64, limit: usize) -> Result<AuditPage> {
-        let (_appends, mac) = self.chain()?;
-        let head = stored_head(&self.meta)?.unwrap_or(AuditHead::EMPTY);
-        let head_tag = self.meta.get(AUDIT_HEAD_MAC)?;
-        let head_tag = head_tag.as_deref().and_then(|t| std::str::from_utf8(t).ok()).and_then(|hex| optin_protocol::hex::decode(hex).ok());
-        let before = match since_seq {
-            0 => None,
-            seq => self.audit.get(key::audit(seq))?.map(|v| optin_protocol::sha256(&v)),
-        };
-        let start = since_seq.checked_add(1).map(key::audit);
-        let mut records = Vec::new();
-        let (mut last, mut next) = (since_seq, None);
-        for row in start.into_iter().flat_map(|start| self.audit.range(start..)) {
-            if records.len() == limit {
-                next = Some(last);
-                break;
-            }
-            let (k, v) = row?;
-            let seq = key::decode_audit(&k).ok_or_else(|| corrupt("audit", "a key that is not a sequence number"))?;
-            last = seq;
-            let record = serde_json::from_slice(&v).map_err(|e| corrupt("audit", format!("record {seq}: {e}")))?;
-            let hash = optin_protocol::sha256(&v);
-            let seal = mac.check_record(seq, &hash, self.audit_macs.get(&k)?.as_deref());
-            records.push(StoredRecord { record, hash, seal });
-        }
-        Ok(AuditPage { before, records, next, head: (head, mac.check_head(&head, head_tag.as_deref())) })
-    }
-
     /// Counts one more refusal of `grant_id` for `reason` at `at`, with its MAC. Not flushed:
     /// a count is what a flood of requests updates, and losing the last moments of one in a
     /// crash loses no consent.
@@ -849,12 +735,6 @@ impl Store {
     /// How many signals of each kind are stored, for every kind.
     pub fn signal_counts(&self) -> Result<Vec<(Kind, usize)>> {
         Kind::ALL.into_iter().map(|k| Ok((k, self.signals.scan_prefix(key::kind_prefix(k)).keys().try_fold(0, |n, found| found.map(|_| n + 1))?))).collect()
-    }
-
-    /// Audit records from the newest back (for "what happened lately" without reading the
-    /// whole log).
-    pub fn audit_newest_first(&self) -> impl Iterator<Item = Result<AuditRecord>> + '_ {
-        self.audit.iter().values().rev().map(|v| serde_json::from_slice(&v?).map_err(|e| corrupt("audit", e)))
     }
 }
 

@@ -358,6 +358,181 @@ pub enum AuditEvent {
     },
 }
 
+impl AuditEvent {
+    /// Its `type`, as the record's JSON names it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AuditEvent::Served { .. } => "served",
+            AuditEvent::Refused { .. } => "refused",
+            AuditEvent::Granted { .. } => "granted",
+            AuditEvent::Denied { .. } => "denied",
+            AuditEvent::Revoked { .. } => "revoked",
+            AuditEvent::PartnerRevoked { .. } => "partner-revoked",
+            AuditEvent::Pushed { .. } => "pushed",
+            AuditEvent::Forgot { .. } => "forgot",
+            AuditEvent::Sharing { .. } => "sharing",
+            AuditEvent::Sealed { .. } => "sealed",
+        }
+    }
+}
+
+/// What the records pruned from the front of the audit log leave behind (`meta` key
+/// `audit_checkpoint`, with its MAC beside it; see `store::audit`). Every record up to `seq`
+/// is gone; the first record kept chains to `hash`, and verification starts here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditCheckpoint {
+    /// Record version, 1.
+    pub v: u32,
+    /// The last record pruned.
+    pub seq: u64,
+    /// The SHA-256 of its stored bytes, hex: the `prev` of the first record kept.
+    #[serde(with = "hex32")]
+    pub hash: [u8; 32],
+    /// When the first record pruned (record 1, unless the log began otherwise) happened.
+    #[serde(with = "optin_protocol::timestamp::serde")]
+    pub first_at: OffsetDateTime,
+    /// When the last record pruned happened.
+    #[serde(with = "optin_protocol::timestamp::serde")]
+    pub last_at: OffsetDateTime,
+    /// When the log was last pruned up to here.
+    #[serde(with = "optin_protocol::timestamp::serde")]
+    pub pruned_at: OffsetDateTime,
+    /// Records pruned, by event type.
+    pub events: std::collections::BTreeMap<String, u64>,
+    /// Per grant, what its records pruned said; sorted by grant id.
+    pub grants: Vec<GrantSummary>,
+}
+
+/// What the pruned records of one grant said: enough for `optin grants` and
+/// `optin audit --summary` to count what they no longer read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantSummary {
+    /// The grant.
+    pub grant_id: GrantId,
+    /// Its marketer, as the first of its records pruned named it.
+    pub marketer: String,
+    /// Its `granted` records pruned (0 or 1).
+    pub granted: u64,
+    /// Slices served, to the marketer and its partners.
+    pub slices: u64,
+    /// Items in them.
+    pub items: u64,
+    /// When the first of them was served.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_time")]
+    pub first_served: Option<OffsetDateTime>,
+    /// When the last of them was served.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_time")]
+    pub last_served: Option<OffsetDateTime>,
+    /// Its `refused` records.
+    pub refused: u64,
+    /// The partners a caveat named, each with what it received; sorted by name.
+    pub partners: Vec<PartnerSummary>,
+}
+
+/// What the pruned records say one partner of a grant received.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerSummary {
+    /// The partner, as the token's `aud` caveat named it.
+    pub audience: String,
+    /// Slices it received.
+    pub slices: u64,
+    /// Items in them.
+    pub items: u64,
+    /// When it last received one.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_time")]
+    pub last_served: Option<OffsetDateTime>,
+}
+
+impl AuditCheckpoint {
+    /// An empty checkpoint before `first`, the first record pruned.
+    pub fn start(first: &AuditRecord) -> AuditCheckpoint {
+        AuditCheckpoint {
+            v: 1,
+            seq: 0,
+            hash: [0; 32],
+            first_at: first.at,
+            last_at: first.at,
+            pruned_at: first.at,
+            events: std::collections::BTreeMap::new(),
+            grants: Vec::new(),
+        }
+    }
+
+    /// Moves the checkpoint on over `record`, the next record pruned, whose stored bytes
+    /// hash to `hash`.
+    pub fn fold(&mut self, record: &AuditRecord, hash: [u8; 32]) {
+        (self.seq, self.hash, self.last_at) = (record.seq, hash, record.at);
+        *self.events.entry(record.event.name().to_owned()).or_default() += 1;
+        match &record.event {
+            AuditEvent::Served { grant_id, marketer, audience, items, .. } => {
+                self.grant(grant_id, marketer).serve(audience.as_deref(), *items as u64, record.at);
+            }
+            AuditEvent::Granted { grant_id, marketer, .. } => self.grant(grant_id, marketer).granted += 1,
+            AuditEvent::Refused { grant_id: Some(grant_id), marketer: Some(marketer), .. } => self.grant(grant_id, marketer).refused += 1,
+            _ => {}
+        }
+    }
+
+    /// The summary of `grant`, added when it is not listed yet, the list kept sorted.
+    fn grant(&mut self, grant: &GrantId, marketer: &str) -> &mut GrantSummary {
+        let at = match self.grants.binary_search_by(|g| g.grant_id.as_str().cmp(grant.as_str())) {
+            Ok(at) => at,
+            Err(at) => {
+                let summary = GrantSummary {
+                    grant_id: grant.clone(),
+                    marketer: marketer.to_owned(),
+                    granted: 0,
+                    slices: 0,
+                    items: 0,
+                    first_served: None,
+                    last_served: None,
+                    refused: 0,
+                    partners: Vec::new(),
+                };
+                self.grants.insert(at, summary);
+                at
+            }
+        };
+        &mut self.grants[at]
+    }
+}
+
+impl GrantSummary {
+    fn serve(&mut self, audience: Option<&str>, items: u64, at: OffsetDateTime) {
+        (self.slices, self.items) = (self.slices + 1, self.items + items);
+        self.first_served = Some(self.first_served.map_or(at, |f| f.min(at)));
+        self.last_served = self.last_served.max(Some(at));
+        let Some(audience) = audience else { return };
+        let at_place = match self.partners.binary_search_by(|p| p.audience.as_str().cmp(audience)) {
+            Ok(place) => place,
+            Err(place) => {
+                self.partners.insert(place, PartnerSummary { audience: audience.to_owned(), slices: 0, items: 0, last_served: None });
+                place
+            }
+        };
+        let partner = &mut self.partners[at_place];
+        (partner.slices, partner.items) = (partner.slices + 1, partner.items + items);
+        partner.last_served = partner.last_served.max(Some(at));
+    }
+}
+
+/// Serde of a SHA-256 as 64 hex digits.
+mod hex32 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(hash: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&optin_protocol::hex(hash))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let text = String::deserialize(d)?;
+        optin_protocol::hex::decode(&text).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| serde::de::Error::custom("not 64 hex digits"))
+    }
+}
+
 /// Refusals of one grant for one reason, counted rather than recorded one by one: a holder
 /// of a revoked or expired grant's token could otherwise write a record per request, as fast
 /// as it can send them.

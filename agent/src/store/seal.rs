@@ -10,6 +10,7 @@
 //! |---------------|--------------------------------------------------------------------|
 //! | audit record  | `optin-audit-record-v1` 0x00 · seq (8) · SHA-256(stored bytes)     |
 //! | chain head    | `optin-audit-head-v1` 0x00 · seq (8) · hash (32)                   |
+//! | checkpoint    | `optin-audit-checkpoint-v1` 0x00 · stored bytes                    |
 //! | grant         | `optin-grant-v1` 0x00 · grant id · 0x00 · stored bytes             |
 //! | refusal count | `optin-refusal-count-v1` 0x00 · its key · 0x00 · stored bytes      |
 //! | request       | `optin-request-v1` 0x00 · its key · 0x00 · stored bytes            |
@@ -108,6 +109,21 @@ impl StoreMac {
         self.check(&Self::head_input(head), stored)
     }
 
+    fn checkpoint_input(bytes: &[u8]) -> Vec<u8> {
+        Self::input("optin-audit-checkpoint-v1", &[bytes])
+    }
+
+    /// The MAC of the audit checkpoint stored as `bytes` (its JSON names its place: the
+    /// record it stands in for).
+    pub fn checkpoint(&self, bytes: &[u8]) -> Tag {
+        self.tag(&Self::checkpoint_input(bytes))
+    }
+
+    /// Checks the stored MAC of the audit checkpoint.
+    pub fn check_checkpoint(&self, bytes: &[u8], stored: Option<&[u8]>) -> Seal {
+        self.check(&Self::checkpoint_input(bytes), stored)
+    }
+
     fn count_input(key: &[u8], bytes: &[u8]) -> Vec<u8> {
         Self::input("optin-refusal-count-v1", &[key, &[0], bytes])
     }
@@ -195,6 +211,11 @@ mod tests {
         assert_eq!(ours.check_request(b"acme.example\0r1", b"{}", Some(&request)), Seal::Valid);
         assert_eq!(ours.check_request(b"acme.example\0r2", b"{}", Some(&request)), Seal::Invalid, "another request's");
         assert_eq!(ours.check_count(b"acme.example\0r1", b"{}", Some(&request)), Seal::Invalid, "a request's MAC is no count's");
+        let checkpoint = ours.checkpoint(b"{}");
+        assert_eq!(ours.check_checkpoint(b"{}", Some(&checkpoint)), Seal::Valid);
+        assert_eq!(ours.check_checkpoint(b"{ }", Some(&checkpoint)), Seal::Invalid, "an edited checkpoint");
+        assert_eq!(theirs.check_checkpoint(b"{}", Some(&checkpoint)), Seal::Invalid, "another key");
+        assert_eq!(ours.check_request(b"", b"{}", Some(&checkpoint)), Seal::Invalid, "a checkpoint's MAC is no request's");
         let push = ours.push(b"k1", b"{}");
         assert_eq!(ours.check_push(b"k1", b"{}", Some(&push)), Seal::Valid);
         assert_eq!(ours.check_push(b"k2", b"{}", Some(&push)), Seal::Invalid, "another place in the queue");

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use time::Duration;
 
 use super::{search, week, CoreError, World, T};
-use crate::core::audit::{self, AuditHead, ChainError, Seal, StoredRecord};
+use crate::core::audit::{self, AuditHead, AuditKeep, ChainError, Pruned, Seal, StoredRecord};
 use crate::core::command::{AuditEntry, Request, Response};
 use crate::core::Refusal;
 use crate::store::AuditRecord;
@@ -214,7 +214,7 @@ async fn five_records() -> World {
 #[tokio::test(flavor = "multi_thread")]
 async fn rejects_tampered_logs_naming_the_first_bad_record() {
     let world = five_records().await.reopen();
-    let crate::store::AuditLog { records: written, head } = world.core.store().audit_log().expect("the log reads");
+    let crate::store::AuditLog { records: written, head, .. } = world.core.store().audit_log().expect("the log reads");
     assert_eq!(audit::verify(written.clone(), head), Ok(5), "the log verifies before it is tampered with");
     assert_eq!(head, (AuditHead { seq: 5, hash: written[4].hash }, Seal::Valid), "the head names the last record, across a reopen");
     for r in &written {
@@ -455,4 +455,40 @@ async fn live_grants_refusals_are_recorded_while_their_budget_lasts() {
     let (records, chain) = world.audit().await;
     assert_eq!(refused(&records), 22);
     assert_eq!(chain, Ok(records.len() as u64));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pruned_log_verifies_from_its_checkpoint_and_still_counts_every_slice() {
+    let world = World::new();
+    world.ingest(&week()).await;
+    let bundle = world.grant("search,cart", "raw", "7d").await;
+    for _ in 0..30 {
+        world.slice(&bundle.token, "", T).await.expect("served").deliver().expect("handed over");
+    }
+    let keep = AuditKeep::new(10, "90d".parse().expect("a span")).expect("a bound");
+    while let Pruned::Records(1..) = world.core.store().prune_audit(&keep, T, 7).expect("pruned") {}
+    // Granted, then 30 served: records 1 to 21 pruned, 22 to 31 kept.
+    for limit in [1, 3, 10_000] {
+        let (records, chain) = world.audit_in_pages_of(Some(limit)).await;
+        assert_eq!(chain, Ok(31), "pages of {limit}");
+        assert_eq!(records.iter().map(|r| r.record.seq).collect::<Vec<_>>(), (22..=31).collect::<Vec<_>>(), "pages of {limit}");
+    }
+    let Response::Grants { grants } = world.run(Request::Grants).await else { panic!("not grants") };
+    assert_eq!((grants[0].usage.slices, grants[0].usage.last_used), (30, Some(T)), "the pruned slices still count");
+
+    let log = world.core.store().audit_log().expect("the log");
+    let (checkpoint, seal) = log.checkpoint.clone().expect("a checkpoint");
+    assert_eq!((checkpoint.seq, seal), (21, Seal::Valid));
+    assert_eq!(audit::verify_after(Some((&checkpoint, seal)), log.records.clone(), log.head), Ok(31));
+    for forged in [Seal::Missing, Seal::Invalid] {
+        let broken = audit::verify_after(Some((&checkpoint, forged)), log.records.clone(), log.head).expect_err("a forged checkpoint is found");
+        assert!(matches!(broken, ChainError::Checkpoint { seq: 21, .. }), "{broken}");
+    }
+    // The checkpoint removed, the first record kept stands where record 1 should.
+    assert_eq!(audit::verify_after(None, log.records.clone(), log.head).map_err(|e| e.seq()), Err(Some(1)));
+    // The first record kept removed, the checkpoint names a record that is not there.
+    assert_eq!(audit::verify_after(Some((&checkpoint, seal)), log.records[1..].to_vec(), log.head).map_err(|e| e.seq()), Err(Some(22)));
+    // A checkpoint moved on by one, over the first record kept: it no longer chains.
+    let moved = crate::store::AuditCheckpoint { seq: 22, ..checkpoint.clone() };
+    assert_eq!(audit::verify_after(Some((&moved, seal)), log.records[1..].to_vec(), log.head).map_err(|e| e.seq()), Err(Some(22)));
 }

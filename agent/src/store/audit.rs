@@ -1,0 +1,497 @@
+//! The audit log as stored: appends, pages, and pruning behind a checkpoint.
+//!
+//! Records are appended one at a time under the chain's lock, each with its MAC and the new
+//! chain head in one transaction (`core::audit` describes the chain). Left alone, the log
+//! grows by a record per slice served, for ever, so the agent prunes it
+//! ([`Store::prune_audit`]): once it holds more records than [`AuditKeep::records`], or
+//! records older than [`AuditKeep::age`], the oldest go, at most [`PRUNE_BATCH`] at a time.
+//! Each batch is removed in the transaction that writes the checkpoint that stands for it
+//! and every record removed before ([`AuditCheckpoint`], kept in `meta` with its MAC):
+//!
+//! - the sequence number and hash of the last record removed, so the first record kept
+//!   still verifies against what it chains to, and verification starts from there;
+//! - per grant, what the removed records said (slices and items served, to whom, refusals),
+//!   so `optin grants` and `optin audit --summary` stay true.
+//!
+//! Its MAC names what it is for (`store::seal`), so a checkpoint edited, moved on past
+//! records removed behind optin's back, or taken from another store fails it; one removed
+//! leaves the first record kept where record 1 should be, which verification names.
+//!
+//! Pruning never removes what it cannot vouch for: each record is checked against its MAC
+//! and the chain before it goes, and pruning stops at the first that fails, so a break stays
+//! in view instead of being folded into a checkpoint this optin MACs. The last record is
+//! never removed, so the first record kept always has a predecessor that was checked.
+
+use std::sync::PoisonError;
+
+use sled::transaction::ConflictableTransactionError;
+use sled::Transactional;
+use time::OffsetDateTime;
+
+use super::record::{AuditCheckpoint, AuditEvent, AuditHead, AuditRecord};
+use super::seal::{Seal, StoreMac};
+use super::{corrupt, key, stored_head, tx_error, Chain, Result, Store, StoreError, AUDIT_HEAD, AUDIT_HEAD_MAC};
+
+/// The `meta` key of the checkpoint ([`AuditCheckpoint`] JSON).
+const AUDIT_CHECKPOINT: &str = "audit_checkpoint";
+
+/// The `meta` key of the checkpoint's MAC, in hex.
+const AUDIT_CHECKPOINT_MAC: &str = "audit_checkpoint_mac";
+
+/// Most records one call of [`Store::prune_audit`] removes: appends wait while a batch is
+/// removed, so a batch is kept to a few milliseconds.
+pub const PRUNE_BATCH: usize = 128;
+
+/// Records kept unless the person says otherwise: at about 0.6 KB a record, some 60 MB.
+pub const DEFAULT_KEEP_RECORDS: u64 = 100_000;
+
+/// How long a record is kept unless the person says otherwise.
+pub const DEFAULT_KEEP_AGE: &str = "90d";
+
+/// The shortest time a record may be kept: the person must have a day at least to read
+/// what was served.
+pub const MIN_KEEP_AGE_SECONDS: u64 = 24 * 3600;
+
+/// How much of the audit log is kept: at most `records` records, none older than `age`.
+/// Made through [`AuditKeep::new`], so a bound that keeps nothing cannot exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditKeep {
+    records: u64,
+    age: time::Duration,
+}
+
+/// A bound on the audit log that cannot be kept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeepError {
+    /// No record would be kept.
+    #[error("the audit log keeps at least 1 record")]
+    NoRecords,
+    /// Records would go before the person could read them.
+    #[error("the audit log keeps records for at least 1d")]
+    TooShort,
+}
+
+impl AuditKeep {
+    /// At most `records` records (1 or more), none older than `age` (a day or more).
+    pub fn new(records: u64, age: optin_protocol::span::Span) -> Result<AuditKeep, KeepError> {
+        if records == 0 {
+            return Err(KeepError::NoRecords);
+        }
+        if age.seconds() < MIN_KEEP_AGE_SECONDS {
+            return Err(KeepError::TooShort);
+        }
+        Ok(AuditKeep { records, age: age.duration() })
+    }
+
+    /// Most records kept.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// The oldest a record kept may be.
+    pub fn age(&self) -> time::Duration {
+        self.age
+    }
+}
+
+impl Default for AuditKeep {
+    fn default() -> AuditKeep {
+        AuditKeep { records: DEFAULT_KEEP_RECORDS, age: time::Duration::days(90) }
+    }
+}
+
+/// What one call of [`Store::prune_audit`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pruned {
+    /// This many records were removed (0: the log is within its bound).
+    Records(usize),
+    /// Nothing: the record named (or the checkpoint, at its number) is not as the chain
+    /// committed to it, and it stays in view.
+    Broken(u64),
+}
+
+/// The audit log as read at one moment ([`Store::audit_log`]).
+#[derive(Clone, Debug)]
+pub struct AuditLog {
+    /// The checkpoint that stands for the records pruned, if any were, and whether it
+    /// carries its MAC.
+    pub checkpoint: Option<(AuditCheckpoint, Seal)>,
+    /// Every record kept, in stored order.
+    pub records: Vec<StoredRecord>,
+    /// The head, which commits to the last record, and whether it carries its MAC.
+    pub head: (AuditHead, Seal),
+}
+
+/// A page of the audit log as read at one moment ([`Store::audit_page`]).
+#[derive(Clone, Debug)]
+pub struct AuditPage {
+    /// The checkpoint that stands for the records pruned, if any were, and whether it
+    /// carries its MAC. A page asked for from before it starts at it.
+    pub checkpoint: Option<(AuditCheckpoint, Seal)>,
+    /// The SHA-256 of the stored bytes of the record the page follows (`since_seq`, or the
+    /// checkpoint's record when that is later), or `None` when the page starts at the first
+    /// record or that record is not stored.
+    pub before: Option<[u8; 32]>,
+    /// The records after `since_seq`, in stored order, at most the limit.
+    pub records: Vec<StoredRecord>,
+    /// The `since_seq` of the next page, when more records are stored after these: the key
+    /// of the last record read (not the number it says it has, which could send a reader
+    /// round in circles).
+    pub next: Option<u64>,
+    /// The head, which commits to the last record, and whether it carries its MAC.
+    pub head: (AuditHead, Seal),
+}
+
+/// The log as [`Store::audit_since_checkpoint`] reads it.
+#[derive(Clone, Debug)]
+pub struct SinceCheckpoint<T> {
+    /// The checkpoint, if records were pruned, and whether it carries its MAC.
+    pub checkpoint: Option<(AuditCheckpoint, Seal)>,
+    /// What was kept of each record after it.
+    pub kept: Vec<T>,
+}
+
+/// An audit record as read: the record, the SHA-256 of its stored bytes and whether its MAC
+/// holds for its place in the log.
+#[derive(Clone, Debug)]
+pub struct StoredRecord {
+    /// The record.
+    pub record: AuditRecord,
+    /// SHA-256 of its stored bytes.
+    pub hash: [u8; 32],
+    /// Whether its MAC holds.
+    pub seal: Seal,
+}
+
+impl Store {
+    /// Appends an audit record chained to the previous one, with its MAC.
+    pub fn append_audit(&self, at: OffsetDateTime, event: AuditEvent) -> Result<AuditRecord> {
+        let (mut chain, mac) = self.chain()?;
+        self.append(&mut chain, mac, at, event)
+    }
+
+    /// Appends the record that `make` returns for the sequence number it will have, so that
+    /// what the record commits to can name the record (a slice carries the number of its
+    /// `served` record). Other appends wait while `make` runs; if it fails, nothing is
+    /// appended and the number stays free.
+    pub fn append_audit_with<T, E>(&self, at: OffsetDateTime, make: impl FnOnce(u64) -> Result<(AuditEvent, T), E>) -> Result<Result<(AuditRecord, T), E>> {
+        let (mut chain, mac) = self.chain()?;
+        let (event, made) = match make(chain.head.seq + 1) {
+            Ok(made) => made,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(Ok((self.append(&mut chain, mac, at, event)?, made)))
+    }
+
+    pub(super) fn append(&self, chain: &mut Chain, mac: &StoreMac, at: OffsetDateTime, event: AuditEvent) -> Result<AuditRecord> {
+        let seq = chain.head.seq + 1;
+        let record = AuditRecord { seq, at, prev: optin_protocol::hex(&chain.head.hash), event };
+        let bytes = serde_json::to_vec(&record).map_err(|e| corrupt("audit", e))?;
+        let next = AuditHead { seq, hash: optin_protocol::sha256(&bytes) };
+        // Onto a head that does not carry its MAC (records after it removed, or the log
+        // rewritten while optin was stopped), the record goes without one: MACing it would
+        // vouch for what it chains to, and verification names it as the first record this
+        // optin cannot vouch for.
+        let record_tag = (chain.seal == Seal::Valid).then(|| mac.record(seq, &next.hash));
+        let head_tag = optin_protocol::hex(&mac.head(&next));
+        // One transaction, so the head never names a record that is not there, nor lags
+        // behind one that is.
+        (&self.audit, &self.audit_macs, &self.meta)
+            .transaction(|(audit, macs, meta)| {
+                audit.insert(&key::audit(seq)[..], bytes.as_slice())?;
+                match &record_tag {
+                    Some(tag) => macs.insert(&key::audit(seq)[..], &tag[..])?,
+                    // Not even a MAC left there by what was removed.
+                    None => macs.remove(&key::audit(seq)[..])?,
+                };
+                meta.insert(AUDIT_HEAD, next.encode().as_str())?;
+                meta.insert(AUDIT_HEAD_MAC, head_tag.as_str())?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(tx_error)?;
+        *chain = Chain { head: next, seal: Seal::Valid };
+        Ok(record)
+    }
+
+    /// The audit log as one consistent snapshot (appends and pruning wait while it is read),
+    /// each record, the checkpoint and the head checked against their MACs.
+    pub fn audit_log(&self) -> Result<AuditLog> {
+        let page = self.audit_page(0, usize::MAX)?;
+        Ok(AuditLog { checkpoint: page.checkpoint, records: page.records, head: page.head })
+    }
+
+    /// At most `limit` records after record `since_seq` (or after the checkpoint, when that
+    /// is later), read with the head and the checkpoint as one consistent snapshot (appends
+    /// and pruning wait while it is read), each checked against its MAC. A log too long for
+    /// one answer is read in pages, and verified as it is read (see
+    /// `core::audit::Verifier`).
+    pub fn audit_page(&self, since_seq: u64, limit: usize) -> Result<AuditPage> {
+        let (_appends, mac) = self.chain()?;
+        let _pruning = self.pruning.read().unwrap_or_else(PoisonError::into_inner);
+        let head = stored_head(&self.meta)?.unwrap_or(AuditHead::EMPTY);
+        let head_tag = self.meta.get(AUDIT_HEAD_MAC)?;
+        let head_tag = head_tag.as_deref().and_then(|t| std::str::from_utf8(t).ok()).and_then(|hex| optin_protocol::hex::decode(hex).ok());
+        let checkpoint = self.checkpoint_as_found(mac)?;
+        let floor = checkpoint.as_ref().map(|(c, _)| c.seq);
+        let from = since_seq.max(floor.unwrap_or(0));
+        let before = match (from, &checkpoint) {
+            (0, _) => None,
+            (seq, Some((c, _))) if seq == c.seq => Some(c.hash),
+            (seq, _) => self.audit.get(key::audit(seq))?.map(|v| optin_protocol::sha256(&v)),
+        };
+        let start = from.checked_add(1).map(key::audit);
+        let mut records = Vec::new();
+        let (mut last, mut next) = (from, None);
+        for row in start.into_iter().flat_map(|start| self.audit.range(start..)) {
+            if records.len() == limit {
+                next = Some(last);
+                break;
+            }
+            let (k, v) = row?;
+            let seq = key::decode_audit(&k).ok_or_else(|| corrupt("audit", "a key that is not a sequence number"))?;
+            last = seq;
+            let record = serde_json::from_slice(&v).map_err(|e| corrupt("audit", format!("record {seq}: {e}")))?;
+            let hash = optin_protocol::sha256(&v);
+            let seal = mac.check_record(seq, &hash, self.audit_macs.get(&k)?.as_deref());
+            records.push(StoredRecord { record, hash, seal });
+        }
+        Ok(AuditPage { checkpoint, before, records, next, head: (head, mac.check_head(&head, head_tag.as_deref())) })
+    }
+
+    /// Audit records from the newest back (for "what happened lately" without reading the
+    /// whole log).
+    pub fn audit_newest_first(&self) -> impl Iterator<Item = Result<AuditRecord>> + '_ {
+        self.audit.iter().values().rev().map(|v| serde_json::from_slice(&v?).map_err(|e| corrupt("audit", e)))
+    }
+
+    /// The checkpoint that stands for the records pruned, if any were, with whether it
+    /// carries its MAC.
+    pub fn audit_checkpoint(&self) -> Result<Option<(AuditCheckpoint, Seal)>> {
+        let mac = self.mac()?;
+        self.checkpoint_as_found(mac)
+    }
+
+    /// The checkpoint, and the records kept after it for which `keep` returns something,
+    /// read as one snapshot: pruning waits while it is read, appends do not. So what the
+    /// checkpoint counts and the records kept are never both missing a record, nor both
+    /// holding one.
+    pub fn audit_since_checkpoint<T>(&self, mut keep: impl FnMut(AuditRecord) -> Option<T>) -> Result<SinceCheckpoint<T>> {
+        let mac = self.mac()?;
+        let _pruning = self.pruning.read().unwrap_or_else(PoisonError::into_inner);
+        let checkpoint = self.checkpoint_as_found(mac)?;
+        let start = key::audit(checkpoint.as_ref().map_or(0, |(c, _)| c.seq).saturating_add(1));
+        let mut kept = Vec::new();
+        for value in self.audit.range(start..).values() {
+            let value = value?;
+            let record = serde_json::from_slice(&value).map_err(|e| corrupt("audit", e))?;
+            kept.extend(keep(record));
+        }
+        Ok(SinceCheckpoint { checkpoint, kept })
+    }
+
+    fn checkpoint_as_found(&self, mac: &StoreMac) -> Result<Option<(AuditCheckpoint, Seal)>> {
+        self.checkpoint_of(mac, self.meta.get(AUDIT_CHECKPOINT)?.as_deref())
+    }
+
+    /// The checkpoint stored as `bytes`, checked against the MAC stored beside it.
+    fn checkpoint_of(&self, mac: &StoreMac, bytes: Option<&[u8]>) -> Result<Option<(AuditCheckpoint, Seal)>> {
+        let Some(bytes) = bytes else { return Ok(None) };
+        let tag = self.meta.get(AUDIT_CHECKPOINT_MAC)?;
+        let tag = tag.as_deref().and_then(|t| std::str::from_utf8(t).ok()).and_then(|hex| optin_protocol::hex::decode(hex).ok());
+        let checkpoint = serde_json::from_slice(&bytes).map_err(|e| corrupt("meta", format!("`{AUDIT_CHECKPOINT}`: {e}")))?;
+        Ok(Some((checkpoint, mac.check_checkpoint(bytes, tag.as_deref()))))
+    }
+
+    /// Removes the oldest records beyond `keep` at `now`, at most `batch`, and moves the
+    /// checkpoint on over them in the same transaction. Records are checked before they go:
+    /// pruning stops at the first that is not as the chain committed to it, or at a
+    /// checkpoint that fails its MAC, and removes nothing from there on.
+    pub fn prune_audit(&self, keep: &AuditKeep, now: OffsetDateTime, batch: usize) -> Result<Pruned> {
+        let mac = self.mac()?;
+        // Read once: the transaction below checks that it is still what was stored.
+        let stored = self.meta.get(AUDIT_CHECKPOINT)?;
+        let (mut checkpoint, floor) = match self.checkpoint_of(mac, stored.as_deref())? {
+            None => (None, AuditHead::EMPTY),
+            Some((c, Seal::Valid)) => {
+                let floor = AuditHead { seq: c.seq, hash: c.hash };
+                (Some(c), floor)
+            }
+            Some((c, Seal::Missing | Seal::Invalid)) => return Ok(Pruned::Broken(c.seq)),
+        };
+        let head = stored_head(&self.meta)?.unwrap_or(AuditHead::EMPTY);
+        let over = head.seq.saturating_sub(floor.seq).saturating_sub(keep.records);
+        let cutoff = now - keep.age;
+        // The batch and the record after it, which must chain to the last one removed.
+        let mut read = Vec::new();
+        let mut last = floor;
+        let mut broken = None;
+        for row in self.audit.range(key::audit(floor.seq + 1)..).take(batch.saturating_add(1)) {
+            let (k, v) = row?;
+            let seq = key::decode_audit(&k).ok_or_else(|| corrupt("audit", "a key that is not a sequence number"))?;
+            let hash = optin_protocol::sha256(&v);
+            let record: Option<AuditRecord> = serde_json::from_slice(&v).ok();
+            let sealed = mac.check_record(seq, &hash, self.audit_macs.get(&k)?.as_deref()) == Seal::Valid;
+            match record {
+                Some(record) if seq == last.seq + 1 && record.seq == seq && sealed && record.prev == optin_protocol::hex(&last.hash) => {
+                    last = AuditHead { seq, hash };
+                    read.push((record, hash));
+                }
+                _ => {
+                    broken = Some(last.seq + 1);
+                    break;
+                }
+            }
+        }
+        // The last record read stays: it is the one the next record chains to.
+        let removable = read.len().saturating_sub(1);
+        let going = read[..removable].iter().enumerate().take_while(|(n, (record, _))| (*n as u64) < over || record.at < cutoff).count();
+        if going == 0 {
+            // Due to go, but not past a record that cannot be vouched for.
+            let due = over > 0 || read.first().is_some_and(|(r, _)| r.at < cutoff);
+            return Ok(match broken {
+                Some(seq) if due => Pruned::Broken(seq),
+                _ => Pruned::Records(0),
+            });
+        }
+        let mut next = checkpoint.take().unwrap_or_else(|| AuditCheckpoint::start(&read[0].0));
+        for (record, hash) in &read[..going] {
+            next.fold(record, *hash);
+        }
+        next.pruned_at = now;
+        let bytes = serde_json::to_vec(&next).map_err(|e| corrupt("meta", e))?;
+        let tag = optin_protocol::hex(&mac.checkpoint(&bytes));
+        let keys: Vec<[u8; 8]> = read[..going].iter().map(|(r, _)| key::audit(r.seq)).collect();
+        // Readers of the log see it before or after the batch, never halfway.
+        let _pruning = self.pruning.write().unwrap_or_else(PoisonError::into_inner);
+        let done = (&self.audit, &self.audit_macs, &self.meta)
+            .transaction(|(audit, macs, meta)| {
+                // Another pruning got here first: this one's batch is stale.
+                if meta.get(AUDIT_CHECKPOINT)? != stored {
+                    return Ok(0);
+                }
+                for k in &keys {
+                    audit.remove(&k[..])?;
+                    macs.remove(&k[..])?;
+                }
+                meta.insert(AUDIT_CHECKPOINT, bytes.as_slice())?;
+                meta.insert(AUDIT_CHECKPOINT_MAC, tag.as_str())?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(keys.len())
+            })
+            .map_err(tx_error)?;
+        Ok(Pruned::Records(done))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::record::GrantSummary;
+    use optin_protocol::scope::GrantId;
+    use ring::hmac;
+
+    const T: OffsetDateTime = time::macros::datetime!(2026-11-20 10:00 UTC);
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Store::open(&dir.path().join("store")).expect("a store");
+        let mac = StoreMac::new(hmac::Key::new(hmac::HMAC_SHA256, &[5; 32]));
+        (dir, store.keyed(mac))
+    }
+
+    fn keep(records: u64) -> AuditKeep {
+        AuditKeep::new(records, "90d".parse().expect("a span")).expect("a bound")
+    }
+
+    fn served(store: &Store, grant: &GrantId, audience: Option<&str>, at: OffsetDateTime) {
+        let event = AuditEvent::Served {
+            grant_id: grant.clone(),
+            marketer: "acme.example".into(),
+            audience: audience.map(str::to_owned),
+            asked: "/v1/slice?".into(),
+            items: 3,
+            slice_id: "s_1".into(),
+            jws_sha256: "00".repeat(32),
+        };
+        store.append_audit(at, event).expect("appended");
+    }
+
+    /// Prunes until nothing more goes; returns how many calls it took.
+    fn prune_all(store: &Store, keep: &AuditKeep, now: OffsetDateTime) -> usize {
+        let mut calls = 0;
+        while let Pruned::Records(1..) = store.prune_audit(keep, now, 10).expect("pruned") {
+            calls += 1;
+            assert!(calls < 1000, "pruning ends");
+        }
+        calls
+    }
+
+    fn seqs(store: &Store) -> Vec<u64> {
+        store.audit_log().expect("the log").records.iter().map(|r| r.record.seq).collect()
+    }
+
+    #[test]
+    fn rejects_a_bound_that_keeps_nothing() {
+        assert_eq!(AuditKeep::new(0, "90d".parse().expect("a span")), Err(KeepError::NoRecords));
+        assert_eq!(AuditKeep::new(1, "23h".parse().expect("a span")), Err(KeepError::TooShort));
+        assert!(AuditKeep::new(1, "1d".parse().expect("a span")).is_ok());
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_records_in_batches_and_counts_the_rest() {
+        let (_dir, store) = store();
+        let grant = GrantId::from_bytes([1; 12]);
+        for n in 0..45 {
+            served(&store, &grant, (n % 3 == 0).then_some("partner.example"), T + time::Duration::seconds(n));
+        }
+        assert_eq!(store.prune_audit(&keep(20), T, 10).expect("pruned"), Pruned::Records(10), "a batch at a time");
+        assert_eq!(prune_all(&store, &keep(20), T), 2);
+        assert_eq!(seqs(&store), (26..=45).collect::<Vec<_>>());
+        let (checkpoint, seal) = store.audit_checkpoint().expect("read").expect("a checkpoint");
+        assert_eq!(seal, Seal::Valid);
+        assert_eq!((checkpoint.seq, checkpoint.first_at, checkpoint.last_at, checkpoint.pruned_at), (25, T, T + time::Duration::seconds(24), T));
+        assert_eq!(checkpoint.events.get("served"), Some(&25));
+        let GrantSummary { slices, items, partners, last_served, .. } = &checkpoint.grants[0];
+        assert_eq!((*slices, *items, *last_served), (25, 75, Some(T + time::Duration::seconds(24))));
+        assert_eq!((partners[0].audience.as_str(), partners[0].slices), ("partner.example", 9));
+        // The checkpoint and the records kept account for every record, read together.
+        let found = store.audit_since_checkpoint(|r| Some(r.seq)).expect("read");
+        assert_eq!((found.checkpoint.map(|(c, _)| c.seq), found.kept), (Some(25), (26..=45).collect::<Vec<_>>()));
+    }
+
+    #[test]
+    fn records_older_than_the_bound_go_and_the_last_record_stays() {
+        let (_dir, store) = store();
+        let grant = GrantId::from_bytes([2; 12]);
+        for n in 0..5 {
+            served(&store, &grant, None, T + time::Duration::days(n));
+        }
+        // On day 94, every record is older than 90 days.
+        let later = T + time::Duration::days(94) + time::Duration::hours(1);
+        prune_all(&store, &keep(100), later);
+        assert_eq!(seqs(&store), [5]);
+        // A year on, the last record still stays: the first record kept is checked against
+        // what came before it.
+        prune_all(&store, &keep(100), later + time::Duration::days(365));
+        assert_eq!(seqs(&store), [5]);
+    }
+
+    #[test]
+    fn pruning_stops_at_a_record_it_cannot_vouch_for() {
+        let (_dir, store) = store();
+        let grant = GrantId::from_bytes([3; 12]);
+        for n in 0..30 {
+            served(&store, &grant, None, T + time::Duration::seconds(n));
+        }
+        // Record 8 edited behind optin's back: it fails its MAC.
+        let mut record: serde_json::Value = serde_json::from_slice(&store.audit.get(key::audit(8)).expect("read").expect("record 8")).expect("JSON");
+        record["event"]["items"] = 0.into();
+        store.audit.insert(key::audit(8), serde_json::to_vec(&record).expect("JSON")).expect("write");
+        prune_all(&store, &keep(5), T);
+        assert_eq!(seqs(&store).first(), Some(&7), "record 7 stays, as what record 8 chains to");
+        assert_eq!(store.prune_audit(&keep(5), T, 10).expect("pruned"), Pruned::Broken(8));
+        // And a checkpoint changed behind optin's back stops pruning too.
+        store.meta.insert(AUDIT_CHECKPOINT_MAC, "00".repeat(32).as_str()).expect("write");
+        assert_eq!(store.prune_audit(&keep(5), T, 10).expect("pruned"), Pruned::Broken(6));
+    }
+}
