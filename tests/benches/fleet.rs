@@ -382,23 +382,13 @@ fn cli(home: &Path, engine: &str, args: &[&str]) -> Result<String, String> {
     Ok(ran.stdout)
 }
 
-/// CPU time a process has used, user and system, in clock ticks (`/proc/PID/stat`).
-fn cpu_ticks(pid: &str) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // After the command name in parentheses: state is field 3, utime 14 and stime 15.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    field(14) + field(15)
-}
-
 /// CPU ticks of the inbox's processes, of this fleet, and of the NATS server if started here.
 fn cpu_split(inbox: &Inbox) -> [u64; 3] {
     let nats = NATS_PID.load(Ordering::SeqCst);
     [
-        inbox.procs.iter().filter(|(_, p)| p.pid() != 0).map(|(_, p)| cpu_ticks(&p.pid().to_string())).sum(),
-        cpu_ticks("self"),
-        if nats == 0 { 0 } else { cpu_ticks(&nats.to_string()) },
+        inbox.procs.iter().filter(|(_, p)| p.pid() != 0).map(|(_, p)| optin_tests::cpu_ticks(&p.pid().to_string())).sum(),
+        optin_tests::cpu_ticks("self"),
+        if nats == 0 { 0 } else { optin_tests::cpu_ticks(&nats.to_string()) },
     ]
 }
 
@@ -530,11 +520,6 @@ fn make_pushes(count: usize, make: impl Fn(usize) -> Result<Push, String> + Sync
         }
         Ok(all)
     })
-}
-
-/// Clock ticks a second, as `/proc/PID/stat` counts CPU time (USER_HZ, 100 on Linux).
-fn clock_ticks() -> u64 {
-    Command::new("getconf").arg("CLK_TCK").output().ok().and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok()).unwrap_or(100)
 }
 
 fn cores() -> usize {
@@ -820,7 +805,7 @@ impl Fleet {
             return Err(format!("{}: a fresh slice {} was answered duplicate", self.inbox.name, pushes[*i].id));
         }
         self.note(&pushes, &drove);
-        let ticks = clock_ticks() as f64;
+        let ticks = optin_tests::clock_ticks() as f64;
         let cpu_ms = [0, 1, 2].map(|k| cpu_after[k].saturating_sub(cpu_before[k]) as f64 / ticks * 1e3 / drove.acked.len().max(1) as f64);
         let round = Round { rate: drove.rate(), ceiling, p50: drove.p(0.5), p99: drove.p(0.99), cpu_ms };
         println!(

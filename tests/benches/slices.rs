@@ -1,24 +1,32 @@
-//! How close slice serving comes to a bare signing HTTPS server, as a ratio measured in one
-//! run.
+//! The agent's figures of issue 16 as one table, each against a ceiling measured in the same
+//! run: how close slice serving comes to a bare signing HTTPS server, what ingest costs, how
+//! much memory and disk the agent takes.
 //!
 //! Two targets, driven by the same load generator in turn:
 //!
 //! - **agent**: the real `optin serve` in a temporary home on `127.0.0.1:0`, holding
 //!   generated signals, answering `GET /v1/slice` for a fresh grant's token;
-//! - **baseline**: a bare hyper + hyper-util + tokio-rustls server in this process, with the
-//!   agent's TLS setup (rcgen self-signed certificate, ring provider, ALPN h2 and http/1.1,
-//!   TLS 1.3 negotiated) and the agent's HTTP/1.1 settings, that answers every request with a
-//!   compact JWS over a payload of the same bytes as the agent's slice, signed with Ed25519
-//!   per request. It does the crypto and the transport, but no store, scope, audit or token
-//!   work.
+//! - **baseline**: a bare hyper + hyper-util + tokio-rustls server in this process (its own
+//!   runtime, threads named `bench-baseline`), with the agent's TLS setup (rcgen self-signed
+//!   certificate, ring provider, ALPN h2 and http/1.1, TLS 1.3 negotiated) and the agent's
+//!   HTTP/1.1 settings, that answers every request with a compact JWS over a payload of the
+//!   same bytes as the agent's slice, signed with Ed25519 per request. It does the crypto and
+//!   the transport, but no store, scope, audit or token work.
+//!
+//! Before the load, the signals go in as the owner's feeder sends them, `POST /v1/signals`
+//! in batches of 1,000 over a few connections; then the agent is killed with SIGKILL and
+//! started again on the same home, and every signal acknowledged must be there (a run that
+//! loses one fails). Memory under load is the restarted agent's; the one that ingested is
+//! reported beside it.
 //!
 //! The load generator opens C keep-alive HTTP/1.1 connections over TLS (pinned to the
 //! target's certificate) and loops requests on each for a fixed time after a warm-up. Targets
-//! alternate in rounds (baseline, agent, baseline, agent, …) so a noisy neighbour hurts both
-//! alike. Every agent answer must be 200; one in 100 is verified with
-//! `GrantBundle::verify_slice` (one in 100 baseline answers with the baseline key, so the
-//! client does the same work for both). Absolute numbers depend on the machine; the ratios
-//! are the result.
+//! alternate in rounds (baseline, agent; agent, baseline; …) so a noisy neighbour hurts both
+//! alike, and each ratio is the median of the rounds' ratios. Over each measured stretch, the
+//! server's CPU time is read from `/proc`: the agent's process, the baseline's threads. Every
+//! agent answer must be 200; one in 100 is verified with `GrantBundle::verify_slice` (one in
+//! 100 baseline answers with the baseline key, so the client does the same work for both).
+//! Absolute numbers depend on the machine; the ratios are the result.
 //!
 //! ```text
 //! cargo build --release -p optin-agent && cargo bench -p optin-tests --bench slices
@@ -28,14 +36,15 @@
 //! release build under `cargo bench`); this package's library finds, starts and stops it as
 //! it does for the end-to-end tests. Settings, by environment variable:
 //!
-//! | variable                  | default                 | meaning                                  |
-//! |---------------------------|-------------------------|------------------------------------------|
-//! | `OPTIN_BENCH_SIGNALS`     | 10000                   | signals ingested (mixed kinds, 30 days)  |
-//! | `OPTIN_BENCH_CONNECTIONS` | 16                      | concurrent keep-alive connections        |
-//! | `OPTIN_BENCH_SECONDS`     | 5                       | measured seconds per target and round    |
-//! | `OPTIN_BENCH_WARMUP`      | 1                       | warm-up seconds before each measurement  |
-//! | `OPTIN_BENCH_ROUNDS`      | 2                       | rounds (each runs both targets)          |
-//! | `OPTIN_BENCH_QUERY`       | `kinds=search&limit=100`| the slice query string                   |
+//! | variable                         | default                 | meaning                                  |
+//! |----------------------------------|-------------------------|------------------------------------------|
+//! | `OPTIN_BENCH_SIGNALS`            | 10000                   | signals ingested (mixed kinds, 30 days)  |
+//! | `OPTIN_BENCH_INGEST_CONNECTIONS` | 4                       | connections posting batches at once      |
+//! | `OPTIN_BENCH_CONNECTIONS`        | 16                      | concurrent keep-alive connections        |
+//! | `OPTIN_BENCH_SECONDS`            | 5                       | measured seconds per target and round    |
+//! | `OPTIN_BENCH_WARMUP`             | 1                       | warm-up seconds before each measurement  |
+//! | `OPTIN_BENCH_ROUNDS`             | 3                       | rounds (each runs both targets)          |
+//! | `OPTIN_BENCH_QUERY`              | `kinds=search&limit=100`| the slice query string                   |
 
 use std::convert::Infallible;
 use std::error::Error;
@@ -69,8 +78,10 @@ const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// One answer in this many is verified.
 const VERIFY_EVERY: u64 = 100;
-/// Most signals per ingested file (the agent's batch limit).
-const BATCH: usize = 10_000;
+/// Signals per `POST /v1/signals`.
+const INGEST_BATCH: usize = 1_000;
+/// The name of the baseline server's threads, whose CPU time is the ceiling's.
+const BASELINE_THREADS: &str = "bench-baseline";
 
 /// The PID of the running agent, for the watchdog (0: none).
 static AGENT_PID: AtomicU32 = AtomicU32::new(0);
@@ -82,6 +93,7 @@ struct Settings {
     warmup: f64,
     rounds: usize,
     query: String,
+    ingest_connections: usize,
 }
 
 impl Settings {
@@ -97,9 +109,13 @@ impl Settings {
             connections: var("OPTIN_BENCH_CONNECTIONS", 16)?,
             seconds: var("OPTIN_BENCH_SECONDS", 5.0)?,
             warmup: var("OPTIN_BENCH_WARMUP", 1.0)?,
-            rounds: var("OPTIN_BENCH_ROUNDS", 2)?,
+            rounds: var("OPTIN_BENCH_ROUNDS", 3)?,
             query: var("OPTIN_BENCH_QUERY", "kinds=search&limit=100".to_owned())?,
+            ingest_connections: var("OPTIN_BENCH_INGEST_CONNECTIONS", 4)?,
         };
+        if settings.ingest_connections == 0 || settings.ingest_connections > 64 {
+            return Err("OPTIN_BENCH_INGEST_CONNECTIONS must be 1..=64".into());
+        }
         if settings.connections == 0 || settings.connections > 256 {
             return Err("OPTIN_BENCH_CONNECTIONS must be 1..=256".into());
         }
@@ -185,23 +201,40 @@ async fn run(settings: &Settings) -> Result<(), Box<dyn Error>> {
     let agent = Home::try_new()?.try_serve(&[]).await?;
     AGENT_PID.store(agent.pid().unwrap_or(0), Ordering::SeqCst);
     println!("agent listening on {}", agent.url);
-    let home = agent.home();
+    let home_before = dir_size(agent.home().path());
 
-    // Signals, through the CLI as a feeder would (the running agent takes them over its
-    // admin socket), in batches the agent accepts.
+    // Signals, as the owner's feeder sends them: `POST /v1/signals`, batches of 1,000 over a
+    // few connections at once. A 200 means stored and flushed, which the kill below checks.
     let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).map_err(|e| e.to_string())?;
-    let signals = generate(settings.signals, now);
-    let started = Instant::now();
-    for (n, chunk) in signals.chunks(BATCH).enumerate() {
-        let file = home.scratch(&format!("batch-{n}.ndjson"));
-        let text: String = chunk.iter().map(|s| format!("{s}\n")).collect();
-        std::fs::write(&file, text).map_err(|e| format!("write {}: {e}", file.display()))?;
-        let path = file.to_str().ok_or("a temporary path that is not UTF-8")?;
-        cli(home, &["ingest", path, "--json"]).await?;
-    }
-    println!("ingested {} signals in {:.2} s", signals.len(), started.elapsed().as_secs_f64());
+    let batches: Vec<String> = generate(settings.signals, now).chunks(INGEST_BATCH).map(|chunk| chunk.iter().map(|s| format!("{s}\n")).collect()).collect();
+    let ndjson_bytes: usize = batches.iter().map(String::len).sum();
+    let token = cli(agent.home(), &["ingest-token"]).await?.trim().to_owned();
+    let ingest_target = Target::new(agent.addr(), &agent.fingerprint, "/v1/signals", Some(&token), Check::Ingest)?;
+    let ingested = ingest(&ingest_target, batches, settings.ingest_connections).await?;
     let pid = agent.pid().unwrap_or(0);
     let rss_ingested = optin_tests::proc_status_kib(pid, "VmRSS");
+    let home_growth = dir_size(agent.home().path()).saturating_sub(home_before);
+    println!(
+        "ingested {} signals ({} bytes of NDJSON) in {:.2} s over {} connection(s): {:.0} signals/s; agent VmRSS {:.1} MiB",
+        ingested.stored,
+        ndjson_bytes,
+        ingested.elapsed.as_secs_f64(),
+        settings.ingest_connections,
+        ingested.stored as f64 / ingested.elapsed.as_secs_f64(),
+        mib(rss_ingested)
+    );
+
+    // Acknowledged means durable: SIGKILL, start again on the same home, count.
+    let agent = agent.kill_hard().try_serve(&[]).await?;
+    AGENT_PID.store(agent.pid().unwrap_or(0), Ordering::SeqCst);
+    let status: Value = serde_json::from_str(&cli(agent.home(), &["status", "--json"]).await?)?;
+    let kept: u64 = status["signals"].as_object().ok_or("`optin status --json` has no signal counts")?.values().filter_map(Value::as_u64).sum();
+    if kept != ingested.stored {
+        return Err(format!("{} signals were acknowledged, {kept} are stored after SIGKILL and a restart", ingested.stored).into());
+    }
+    let pid = agent.pid().unwrap_or(0);
+    let home = agent.home();
+    println!("after SIGKILL and a restart on {}: all {kept} acknowledged signals are stored", agent.url);
 
     let out = cli(
         home,
@@ -242,47 +275,127 @@ async fn run(settings: &Settings) -> Result<(), Box<dyn Error>> {
     println!("baseline listening on https://{}: body {} bytes", baseline.addr, baseline_sample.len());
 
     let store_before = dir_size(&home.path().join("store"));
-    let mut results: Vec<(&str, Measured)> = Vec::new();
+    let mut rounds: Vec<(Measured, Measured)> = Vec::new();
     for round in 1..=settings.rounds {
-        for (name, target) in [("baseline", &baseline_target), ("agent", &agent_target)] {
-            let measured = drive(target, settings).await?;
+        // Alternating which goes first, so neither always follows the other's load.
+        let order = if round % 2 == 1 { [true, false] } else { [false, true] };
+        let (mut base, mut agent) = (None, None);
+        for is_baseline in order {
+            let (name, target, cpu) =
+                if is_baseline { ("baseline", &baseline_target, Cpu::Threads(BASELINE_THREADS)) } else { ("agent", &agent_target, Cpu::Process(pid)) };
+            let measured = drive(target, settings, cpu).await?;
             println!("round {round} {name:<8} {}", measured.line());
-            results.push((name, measured));
+            if is_baseline {
+                base = Some(measured);
+            } else {
+                agent = Some(measured);
+            }
         }
+        rounds.extend(base.zip(agent));
     }
     let store_after = dir_size(&home.path().join("store"));
     let (rss_after, rss_peak) = (optin_tests::proc_status_kib(pid, "VmRSS"), optin_tests::proc_status_kib(pid, "VmHWM"));
 
-    let total = |name: &str| Measured::merge(results.iter().filter(|(n, _)| *n == name).map(|(_, m)| m));
-    let (base, agent_total) = (total("baseline"), total("agent"));
+    let median = |f: &dyn Fn(&Measured, &Measured) -> f64| {
+        let mut all: Vec<f64> = rounds.iter().map(|(b, a)| f(b, a)).collect();
+        all.sort_by(f64::total_cmp);
+        all[all.len() / 2]
+    };
+    let throughput = median(&|b, a| a.rate() / b.rate());
+    let p99 = median(&|b, a| a.percentile(0.99).as_secs_f64() / b.percentile(0.99).as_secs_f64());
+    let cpu = median(&|b, a| a.cpu_per_answer().as_secs_f64() / b.cpu_per_answer().as_secs_f64());
+    let middle = |f: &dyn Fn(&Measured) -> f64, agent: bool| {
+        let mut all: Vec<f64> = rounds.iter().map(|(b, a)| f(if agent { a } else { b })).collect();
+        all.sort_by(f64::total_cmp);
+        all[all.len() / 2]
+    };
+    let slices: u64 = rounds.iter().map(|(_, a)| a.requests).sum();
+    let audit_per_slice = store_after.saturating_sub(store_before) as f64 / slices.max(1) as f64;
+
     println!("---");
-    println!("baseline {}", base.line());
-    println!("agent    {}", agent_total.line());
     println!(
-        "ratio agent/baseline: throughput {:.3}, p50 latency {:.3}, p99 latency {:.3}",
-        agent_total.rate() / base.rate(),
-        agent_total.percentile(0.50).as_secs_f64() / base.percentile(0.50).as_secs_f64(),
-        agent_total.percentile(0.99).as_secs_f64() / base.percentile(0.99).as_secs_f64(),
+        "{} signals, {}, {} connections, median of {} round(s), agent and ceiling alternating",
+        ingested.stored, settings.query, settings.connections, settings.rounds
+    );
+    println!();
+    println!("| figure | measured | target |");
+    println!("|---|---|---|");
+    println!(
+        "| slice req/s ÷ sign-per-response ceiling req/s | {throughput:.3} ({:.0} vs {:.0}) | ≥ 0.8 |",
+        middle(&Measured::rate, true),
+        middle(&Measured::rate, false)
     );
     println!(
-        "agent store: {:.1} MiB before the load, {:.1} MiB after {} slices (each one audited)",
-        store_before as f64 / 1048576.0,
-        store_after as f64 / 1048576.0,
-        agent_total.requests,
+        "| server CPU per slice | {:.0} µs (ceiling {:.0} µs): {cpu:.2}× | ≤ 1.25× the ceiling's |",
+        middle(&|m| m.cpu_per_answer().as_secs_f64() * 1e6, true),
+        middle(&|m| m.cpu_per_answer().as_secs_f64() * 1e6, false)
     );
-    let mib = |kib: u64| kib as f64 / 1024.0;
     println!(
-        "agent memory: VmRSS {:.1} MiB with {} signals stored, {:.1} MiB after the load, peak (VmHWM) {:.1} MiB",
-        mib(rss_ingested),
-        signals.len(),
+        "| slice p99 ÷ ceiling p99 | {p99:.2} ({:.1} ms vs {:.1} ms) | ≤ 2 |",
+        middle(&|m| m.percentile(0.99).as_secs_f64() * 1e3, true),
+        middle(&|m| m.percentile(0.99).as_secs_f64() * 1e3, false)
+    );
+    println!(
+        "| agent VmRSS, {} signals stored, under that load | {:.1} MiB (peak {:.1} MiB; {:.1} MiB in the agent that ingested them, before the restart) | < 100 MB |",
+        ingested.stored,
         mib(rss_after),
         mib(rss_peak),
+        mib(rss_ingested)
     );
+    println!(
+        "| home directory growth ÷ NDJSON ingested | {:.2} ({:.1} MiB for {:.1} MiB) | ≤ 2 |",
+        home_growth as f64 / ndjson_bytes.max(1) as f64,
+        home_growth as f64 / 1048576.0,
+        ndjson_bytes as f64 / 1048576.0
+    );
+    println!(
+        "| durable ingest, POST batches of {INGEST_BATCH}, {} connection(s), all kept after SIGKILL | {:.0} signals/s | ≥ 100 k/s |",
+        settings.ingest_connections,
+        ingested.stored as f64 / ingested.elapsed.as_secs_f64()
+    );
+    println!("| store growth per served slice (the audit record) | {audit_per_slice:.0} bytes ({slices} slices) | bounded |");
 
     drop(baseline);
     agent.try_stop()?;
     AGENT_PID.store(0, Ordering::SeqCst);
     Ok(())
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// What an ingest did: signals the agent said it stored, and how long it took.
+struct Ingested {
+    stored: u64,
+    elapsed: Duration,
+}
+
+/// Posts every batch, `connections` at a time, each connection taking the next batch as soon
+/// as its last is answered.
+async fn ingest(target: &Arc<Target>, batches: Vec<String>, connections: usize) -> Result<Ingested, String> {
+    let queue = Arc::new(std::sync::Mutex::new(batches.into_iter().map(Bytes::from).collect::<std::collections::VecDeque<_>>()));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let (target, queue) = (target.clone(), queue.clone());
+        tasks.spawn(async move {
+            let mut sender = target.connect::<Full<Bytes>>().await?;
+            let mut stored = 0;
+            loop {
+                let Some(batch) = queue.lock().map_err(|_| "the batch queue is poisoned".to_owned())?.pop_front() else { break };
+                let body = target.exchange(&mut sender, target.post(batch)?).await?;
+                let answer: Value = serde_json::from_slice(&body).map_err(|e| format!("the answer to a batch is not JSON: {e}"))?;
+                stored += answer["stored"].as_u64().ok_or_else(|| format!("the answer to a batch has no count: {answer}"))?;
+            }
+            Ok::<u64, String>(stored)
+        });
+    }
+    let mut stored = 0;
+    while let Some(joined) = tasks.join_next().await {
+        stored += joined.map_err(|e| format!("an ingest task failed: {e}"))??;
+    }
+    Ok(Ingested { stored, elapsed: started.elapsed() })
 }
 
 /// Runs `optin --home HOME ARGS…` (bounded) and returns its standard output if it succeeded.
@@ -398,7 +511,7 @@ impl Baseline {
         // are not the server's.
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
-            .thread_name("bench-baseline")
+            .thread_name(BASELINE_THREADS)
             .build()
             .map_err(|e| format!("the baseline's runtime: {e}"))?;
         // Bound here, made a tokio listener inside its runtime (this function runs inside
@@ -457,6 +570,8 @@ enum Check {
     Agent(Arc<GrantBundle>),
     /// A JWS by the baseline's key.
     Baseline(Jwk),
+    /// An ingest's answer (its counts are read where it is sent).
+    Ingest,
 }
 
 impl Check {
@@ -464,6 +579,7 @@ impl Check {
         match self {
             Check::Agent(bundle) => bundle.verify_slice(jws).map(drop).map_err(|e| format!("a slice does not verify: {e}")),
             Check::Baseline(jwk) => optin_protocol::jws::verify(jws, jwk).map(drop).map_err(|e| format!("a baseline answer does not verify: {e}")),
+            Check::Ingest => Ok(()),
         }
     }
 }
@@ -495,7 +611,12 @@ impl Target {
     }
 
     /// A TLS 1.3 + HTTP/1.1 connection, pinned.
-    async fn connect(&self) -> Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>, String> {
+    async fn connect<B>(&self) -> Result<hyper::client::conn::http1::SendRequest<B>, String>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn Error + Send + Sync>>,
+    {
         let tls = self.client.connect().await.map_err(|e| format!("TLS with {}: {e}", self.addr))?;
         let (_, session) = tls.get_ref();
         if session.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) || session.alpn_protocol() != Some(b"http/1.1") {
@@ -516,9 +637,20 @@ impl Target {
         request.body(Empty::new()).map_err(|e| format!("request: {e}"))
     }
 
+    /// `POST` of an NDJSON batch.
+    fn post(&self, batch: Bytes) -> Result<Request<Full<Bytes>>, String> {
+        let mut request = Request::post(&self.path).header(HOST, self.authority.clone()).header(CONTENT_TYPE, "application/x-ndjson");
+        if let Some(value) = &self.authorization {
+            request = request.header(AUTHORIZATION, value.clone());
+        }
+        request.body(Full::new(batch)).map_err(|e| format!("request: {e}"))
+    }
+
     /// One exchange on an open connection: the body, checked to be a 200.
-    async fn exchange(&self, sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>) -> Result<Bytes, String> {
-        let request = self.request()?;
+    async fn exchange<B>(&self, sender: &mut hyper::client::conn::http1::SendRequest<B>, request: Request<B>) -> Result<Bytes, String>
+    where
+        B: hyper::body::Body + Send + 'static,
+    {
         let work = async {
             sender.ready().await.map_err(|e| format!("connection: {e}"))?;
             let response = sender.send_request(request).await.map_err(|e| format!("request: {e}"))?;
@@ -536,7 +668,7 @@ impl Target {
 /// One request on a fresh connection; the body as text, verified.
 async fn single(target: &Target) -> Result<String, String> {
     let mut sender = target.connect().await?;
-    let body = target.exchange(&mut sender).await?;
+    let body = target.exchange(&mut sender, target.request()?).await?;
     let text = String::from_utf8(body.to_vec()).map_err(|_| "a body that is not UTF-8".to_owned())?;
     target.check.verify(&text)?;
     Ok(text)
@@ -548,23 +680,18 @@ struct Measured {
     elapsed: Duration,
     latencies_us: Vec<u32>,
     bytes: u64,
+    /// The server's CPU time over the measured stretch, in clock ticks.
+    cpu_ticks: u64,
 }
 
 impl Measured {
-    fn merge<'a>(all: impl Iterator<Item = &'a Measured>) -> Measured {
-        let mut out = Measured { requests: 0, elapsed: Duration::ZERO, latencies_us: Vec::new(), bytes: 0 };
-        for m in all {
-            out.requests += m.requests;
-            out.elapsed += m.elapsed;
-            out.bytes += m.bytes;
-            out.latencies_us.extend_from_slice(&m.latencies_us);
-        }
-        out.latencies_us.sort_unstable();
-        out
-    }
-
     fn rate(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The server's CPU time per answer.
+    fn cpu_per_answer(&self) -> Duration {
+        Duration::from_secs_f64(self.cpu_ticks as f64 / optin_tests::clock_ticks() as f64 / self.requests.max(1) as f64)
     }
 
     /// Latencies must be sorted.
@@ -578,10 +705,11 @@ impl Measured {
 
     fn line(&self) -> String {
         format!(
-            "{:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  ({} requests in {:.2} s, {:.0} bytes/answer)",
+            "{:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  CPU {:>5.0} µs/answer  ({} requests in {:.2} s, {:.0} bytes/answer)",
             self.rate(),
             self.percentile(0.50).as_secs_f64() * 1e3,
             self.percentile(0.99).as_secs_f64() * 1e3,
+            self.cpu_per_answer().as_secs_f64() * 1e6,
             self.requests,
             self.elapsed.as_secs_f64(),
             self.bytes as f64 / self.requests.max(1) as f64,
@@ -589,14 +717,46 @@ impl Measured {
     }
 }
 
-/// C connections looping requests: a warm-up, then a measured stretch.
-async fn drive(target: &Arc<Target>, settings: &Settings) -> Result<Measured, String> {
+/// Whose CPU time a target's answers cost.
+#[derive(Clone, Copy)]
+enum Cpu {
+    /// The agent's process.
+    Process(u32),
+    /// The threads of this process with this name: the baseline's runtime.
+    Threads(&'static str),
+}
+
+impl Cpu {
+    fn ticks(self) -> u64 {
+        match self {
+            Cpu::Process(pid) => optin_tests::cpu_ticks(&pid.to_string()),
+            Cpu::Threads(name) => {
+                let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+                tasks
+                    .flatten()
+                    .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|comm| comm.trim_end() == name))
+                    .map(|t| optin_tests::cpu_ticks(&format!("self/task/{}", t.file_name().to_string_lossy())))
+                    .sum()
+            }
+        }
+    }
+}
+
+/// C connections looping requests: a warm-up, then a measured stretch, over which `cpu` is
+/// read too.
+async fn drive(target: &Arc<Target>, settings: &Settings, cpu: Cpu) -> Result<Measured, String> {
     let mut senders = Vec::with_capacity(settings.connections);
     for _ in 0..settings.connections {
         senders.push(target.connect().await?);
     }
     let start = tokio::time::Instant::now() + Duration::from_secs_f64(settings.warmup);
     let end = start + Duration::from_secs_f64(settings.seconds);
+    let cpu_read = tokio::spawn(async move {
+        tokio::time::sleep_until(start).await;
+        let before = cpu.ticks();
+        tokio::time::sleep_until(end).await;
+        cpu.ticks().saturating_sub(before)
+    });
     let mut tasks = tokio::task::JoinSet::new();
     for (n, mut sender) in senders.into_iter().enumerate() {
         let target = target.clone();
@@ -608,7 +768,7 @@ async fn drive(target: &Arc<Target>, settings: &Settings) -> Result<Measured, St
                 if began >= end {
                     break;
                 }
-                let body = target.exchange(&mut sender).await?;
+                let body = target.exchange(&mut sender, target.request()?).await?;
                 let finished = tokio::time::Instant::now();
                 answered += 1;
                 if answered % VERIFY_EVERY == 0 {
@@ -623,7 +783,7 @@ async fn drive(target: &Arc<Target>, settings: &Settings) -> Result<Measured, St
             Ok::<_, String>((latencies, bytes))
         });
     }
-    let mut measured = Measured { requests: 0, elapsed: end - start, latencies_us: Vec::new(), bytes: 0 };
+    let mut measured = Measured { requests: 0, elapsed: end - start, latencies_us: Vec::new(), bytes: 0, cpu_ticks: 0 };
     while let Some(joined) = tasks.join_next().await {
         let (latencies, bytes) = joined.map_err(|e| format!("a connection task failed: {e}"))??;
         measured.requests += latencies.len() as u64;
@@ -631,5 +791,6 @@ async fn drive(target: &Arc<Target>, settings: &Settings) -> Result<Measured, St
         measured.latencies_us.extend(latencies);
     }
     measured.latencies_us.sort_unstable();
+    measured.cpu_ticks = cpu_read.await.map_err(|e| format!("the CPU reading failed: {e}"))?;
     Ok(measured)
 }

@@ -109,6 +109,22 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
     status.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
+/// CPU time used, user and system, in clock ticks, from `/proc/WHAT/stat`: `WHAT` is a PID,
+/// `self`, or `self/task/TID` for one thread. 0 when it is not there.
+pub fn cpu_ticks(what: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{what}/stat")).unwrap_or_default();
+    // After the command name in parentheses: state is field 3, utime 14 and stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    field(14) + field(15)
+}
+
+/// Clock ticks a second, as `/proc/…/stat` counts CPU time (USER_HZ, 100 on Linux).
+pub fn clock_ticks() -> u64 {
+    std::process::Command::new("getconf").arg("CLK_TCK").output().ok().and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok()).unwrap_or(100)
+}
+
 /// How to give the Python tests their interpreter, for the message of a test that has none.
 pub const PYTHON_SETUP: &str = "set OPTIN_PYTHON to a Python with jwcrypto: \
     python3 -m venv .venv && .venv/bin/pip install -r tests/jose/requirements.txt, \
