@@ -84,6 +84,9 @@ pub struct Core {
     /// Serializes adding and deciding consent requests, so that a request is approved once
     /// and the bound on waiting requests holds.
     requests: Mutex<()>,
+    /// What each grant has served, as of an audit record: `optin grants` reads only the
+    /// records after it (see `owner::usage`).
+    usage: Mutex<Option<owner::Usage>>,
 }
 
 /// A failed owner command.
@@ -154,6 +157,7 @@ impl Core {
             anonymous_refusals: Default::default(),
             refusal_budgets: Default::default(),
             requests: Mutex::new(()),
+            usage: Mutex::new(None),
         }
     }
 

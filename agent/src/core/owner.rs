@@ -2,6 +2,8 @@
 //! audit, pause and status, and consent requests (in [`super::requests`]). [`Core::handle`] runs each [`Request`] the same way whether it
 //! came over the admin socket, from the native host or from the offline CLI.
 
+use std::collections::HashMap;
+
 use optin_protocol::bundle::{self, GrantBundle};
 use optin_protocol::rate::Per;
 use optin_protocol::receipt::ConsentState;
@@ -12,7 +14,7 @@ use optin_protocol::token::Token;
 use ring::rand::{SecureRandom, SystemRandom};
 use time::OffsetDateTime;
 
-use super::audit::{self, AuditEvent};
+use super::audit::{self, AuditCheckpoint, AuditEvent, AuditRecord};
 use super::command::{
     AuditEntry, CheckpointView, CountedRefusals, GrantFilters, GrantState, GrantUsage, GrantView, PushView, RateView, Request, Response, SignalView, Status,
     AUDIT_PAGE, AUDIT_PAGE_MAX,
@@ -286,33 +288,37 @@ impl Core {
     }
 
     /// What each grant has served, from the `served` records of the audit log, the person's
-    /// own account of every slice: what the checkpoint counts of the records pruned, and one
-    /// pass over the records kept, which the log's bound keeps short. A checkpoint that fails
+    /// own account of every slice: what the checkpoint counts of the records pruned, and the
+    /// records kept. Counted once per agent run and then taken up from the last record
+    /// counted, so `optin grants` reads only what was appended since it last asked; counted
+    /// again from the checkpoint when pruning went past that record. A checkpoint that fails
     /// its MAC counts nothing here (`optin audit --verify` names it).
-    fn usage(&self) -> Result<std::collections::HashMap<GrantId, GrantUsage>, CoreError> {
-        let mut usage: std::collections::HashMap<GrantId, GrantUsage> = std::collections::HashMap::new();
-        let crate::store::audit::SinceCheckpoint { checkpoint, kept: served } = self.store.audit_since_checkpoint(|record| match record.event {
+    fn usage(&self) -> Result<HashMap<GrantId, GrantUsage>, CoreError> {
+        // A poisoned lock guards a count another thread left half made: count again.
+        let mut cached = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counted = cached.take().unwrap_or_default();
+        let served = |record: AuditRecord| match record.event {
             AuditEvent::Served { grant_id, audience, items, .. } => Some((grant_id, audience, items, record.at)),
             _ => None,
-        })?;
-        if let Some((checkpoint, Seal::Valid)) = checkpoint {
-            for g in checkpoint.grants {
-                let used = usage.entry(g.grant_id).or_default();
-                used.slices += usize::try_from(g.slices).unwrap_or(usize::MAX);
-                used.items += usize::try_from(g.items).unwrap_or(usize::MAX);
-                used.last_used = used.last_used.max(g.last_served);
-                for p in g.partners {
-                    let partner = used.partner(&p.audience);
-                    partner.slices += usize::try_from(p.slices).unwrap_or(usize::MAX);
-                    partner.items += usize::try_from(p.items).unwrap_or(usize::MAX);
-                    partner.last_used = partner.last_used.max(p.last_served);
-                }
+        };
+        let mut read = self.store.audit_after(counted.through, served)?;
+        let pruned = read.checkpoint.as_ref().map_or(0, |(c, _)| c.seq);
+        if counted.through == 0 || pruned > counted.through {
+            if counted.through != 0 {
+                read = self.store.audit_after(0, served)?;
+            }
+            counted = Usage::default();
+            if let Some((checkpoint, Seal::Valid)) = &read.checkpoint {
+                counted.pruned(checkpoint);
             }
         }
-        for (grant_id, audience, items, at) in served {
-            usage.entry(grant_id).or_default().count(audience.as_deref(), items, at);
+        for (grant_id, audience, items, at) in read.kept {
+            counted.grants.entry(grant_id).or_default().count(audience.as_deref(), items, at);
         }
-        Ok(usage)
+        counted.through = read.last;
+        let grants = counted.grants.clone();
+        *cached = Some(counted);
+        Ok(grants)
     }
 
     /// How a push grant's deliveries go; `None` for a grant that does not push.
@@ -480,4 +486,29 @@ fn owner_terms(
         other => CoreError::Invalid(other.to_string()),
     })?;
     approved.terms(marketer, now).ok_or_else(|| CoreError::Invalid("expires: too far in the future".into()))
+}
+
+/// What each grant has served, counted up to an audit record ([`Core::usage`]).
+#[derive(Debug, Default)]
+pub(super) struct Usage {
+    /// The last record counted; 0 before any.
+    through: u64,
+    grants: HashMap<GrantId, GrantUsage>,
+}
+
+impl Usage {
+    /// Counts what a checkpoint says its pruned records served.
+    fn pruned(&mut self, checkpoint: &AuditCheckpoint) {
+        let wide = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        for g in &checkpoint.grants {
+            let used = self.grants.entry(g.grant_id.clone()).or_default();
+            (used.slices, used.items) = (used.slices + wide(g.slices), used.items + wide(g.items));
+            used.last_used = used.last_used.max(g.last_served);
+            for p in &g.partners {
+                let partner = used.partner(&p.audience);
+                (partner.slices, partner.items) = (partner.slices + wide(p.slices), partner.items + wide(p.items));
+                partner.last_used = partner.last_used.max(p.last_served);
+            }
+        }
+    }
 }

@@ -143,13 +143,15 @@ pub struct AuditPage {
     pub head: (AuditHead, Seal),
 }
 
-/// The log as [`Store::audit_since_checkpoint`] reads it.
+/// The log as [`Store::audit_after`] reads it.
 #[derive(Clone, Debug)]
 pub struct SinceCheckpoint<T> {
     /// The checkpoint, if records were pruned, and whether it carries its MAC.
     pub checkpoint: Option<(AuditCheckpoint, Seal)>,
-    /// What was kept of each record after it.
+    /// What was kept of each record read.
     pub kept: Vec<T>,
+    /// The last record read: the `after` of a later read that takes up from here.
+    pub last: u64,
 }
 
 /// An audit record as read: the record, the SHA-256 of its stored bytes and whether its MAC
@@ -272,22 +274,23 @@ impl Store {
         self.checkpoint_as_found(mac)
     }
 
-    /// The checkpoint, and the records kept after it for which `keep` returns something,
-    /// read as one snapshot: pruning waits while it is read, appends do not. So what the
-    /// checkpoint counts and the records kept are never both missing a record, nor both
-    /// holding one.
-    pub fn audit_since_checkpoint<T>(&self, mut keep: impl FnMut(AuditRecord) -> Option<T>) -> Result<SinceCheckpoint<T>> {
+    /// The checkpoint, and the records kept after it and after record `after` for which
+    /// `keep` returns something, read as one snapshot: pruning waits while it is read,
+    /// appends do not. So what the checkpoint counts and the records read are never both
+    /// missing a record, nor both holding one.
+    pub fn audit_after<T>(&self, after: u64, mut keep: impl FnMut(AuditRecord) -> Option<T>) -> Result<SinceCheckpoint<T>> {
         let mac = self.mac()?;
         let _pruning = self.pruning.read().unwrap_or_else(PoisonError::into_inner);
         let checkpoint = self.checkpoint_as_found(mac)?;
-        let start = key::audit(checkpoint.as_ref().map_or(0, |(c, _)| c.seq).saturating_add(1));
+        let mut last = after.max(checkpoint.as_ref().map_or(0, |(c, _)| c.seq));
         let mut kept = Vec::new();
-        for value in self.audit.range(start..).values() {
-            let value = value?;
+        for row in self.audit.range(key::audit(last.saturating_add(1))..) {
+            let (k, value) = row?;
+            last = key::decode_audit(&k).ok_or_else(|| corrupt("audit", "a key that is not a sequence number"))?;
             let record = serde_json::from_slice(&value).map_err(|e| corrupt("audit", e))?;
             kept.extend(keep(record));
         }
-        Ok(SinceCheckpoint { checkpoint, kept })
+        Ok(SinceCheckpoint { checkpoint, kept, last })
     }
 
     fn checkpoint_as_found(&self, mac: &StoreMac) -> Result<Option<(AuditCheckpoint, Seal)>> {
@@ -299,7 +302,7 @@ impl Store {
         let Some(bytes) = bytes else { return Ok(None) };
         let tag = self.meta.get(AUDIT_CHECKPOINT_MAC)?;
         let tag = tag.as_deref().and_then(|t| std::str::from_utf8(t).ok()).and_then(|hex| optin_protocol::hex::decode(hex).ok());
-        let checkpoint = serde_json::from_slice(&bytes).map_err(|e| corrupt("meta", format!("`{AUDIT_CHECKPOINT}`: {e}")))?;
+        let checkpoint = serde_json::from_slice(bytes).map_err(|e| corrupt("meta", format!("`{AUDIT_CHECKPOINT}`: {e}")))?;
         Ok(Some((checkpoint, mac.check_checkpoint(bytes, tag.as_deref()))))
     }
 
@@ -455,8 +458,12 @@ mod tests {
         assert_eq!((*slices, *items, *last_served), (25, 75, Some(T + time::Duration::seconds(24))));
         assert_eq!((partners[0].audience.as_str(), partners[0].slices), ("partner.example", 9));
         // The checkpoint and the records kept account for every record, read together.
-        let found = store.audit_since_checkpoint(|r| Some(r.seq)).expect("read");
-        assert_eq!((found.checkpoint.map(|(c, _)| c.seq), found.kept), (Some(25), (26..=45).collect::<Vec<_>>()));
+        let found = store.audit_after(0, |r| Some(r.seq)).expect("read");
+        assert_eq!((found.checkpoint.map(|(c, _)| c.seq), found.kept, found.last), (Some(25), (26..=45).collect::<Vec<_>>(), 45));
+        let found = store.audit_after(40, |r| Some(r.seq)).expect("read");
+        assert_eq!((found.kept, found.last), ((41..=45).collect::<Vec<_>>(), 45), "taken up after a record");
+        let found = store.audit_after(45, |r| Some(r.seq)).expect("read");
+        assert_eq!((found.kept, found.last), (Vec::new(), 45), "nothing new");
     }
 
     #[test]

@@ -491,4 +491,25 @@ async fn a_pruned_log_verifies_from_its_checkpoint_and_still_counts_every_slice(
     // A checkpoint moved on by one, over the first record kept: it no longer chains.
     let moved = crate::store::AuditCheckpoint { seq: 22, ..checkpoint.clone() };
     assert_eq!(audit::verify_after(Some((&moved, seal)), log.records[1..].to_vec(), log.head).map_err(|e| e.seq()), Err(Some(22)));
+    // Counted on from the last record counted, across pruning that stays behind it and
+    // pruning that goes past it.
+    let later = T + Duration::minutes(1);
+    let slices = |world: &World| {
+        let world = world.core.clone();
+        async move {
+            let Response::Grants { grants } = world.handle(Request::Grants, later).await.expect("grants") else { panic!("not grants") };
+            (grants[0].usage.slices, grants[0].usage.last_used)
+        }
+    };
+    for (served, prune_to, expected) in [(5, 10, 35), (3, 1, 38), (0, 1, 38)] {
+        for _ in 0..served {
+            world.slice(&bundle.token, "", later).await.expect("served").deliver().expect("handed over");
+        }
+        let keep = AuditKeep::new(prune_to, "90d".parse().expect("a span")).expect("a bound");
+        while let Pruned::Records(1..) = world.core.store().prune_audit(&keep, later, 7).expect("pruned") {}
+        assert_eq!(slices(&world).await, (expected, Some(later)), "{served} more served, pruned to {prune_to}");
+    }
+    // And from scratch, by an agent that counted nothing yet.
+    let world = world.reopen();
+    assert_eq!(slices(&world).await, (38, Some(later)));
 }
