@@ -203,7 +203,7 @@ impl Table {
     /// The words of `text` after [`Table::fold`]: its runs of letters and digits; anything
     /// else (spaces, punctuation, symbols) separates them.
     pub fn words(&self, text: &str) -> Vec<String> {
-        self.fold(text).split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_owned).collect()
+        split_words(&self.fold(text)).map(str::to_owned).collect()
     }
 
     /// A category path as it is compared: folded, each segment trimmed, joined by ` > `.
@@ -229,10 +229,11 @@ impl Table {
     /// Calls `visit` with the id of each topic whose terms `query` holds (a topic may come
     /// more than once), until it breaks.
     fn each_query_topic<'t, B>(&'t self, query: &str, visit: &mut impl FnMut(&'t str) -> ControlFlow<B>) -> ControlFlow<B> {
-        let words = self.words(query);
+        let folded = self.fold(query);
+        let words: Vec<&str> = split_words(&folded).collect();
         let holds = |at: usize, term: &[Word]| term.len() <= words.len() - at && term.iter().zip(&words[at..]).all(|(t, w)| t.matches(w));
         for (at, word) in words.iter().enumerate() {
-            let exact = self.by_first.get(word).into_iter().flatten();
+            let exact = self.by_first.get(*word).into_iter().flatten();
             for &(topic, term) in exact.chain(&self.by_prefix) {
                 if holds(at, &self.topics[topic].terms[term]) {
                     visit(self.topics[topic].id.as_str())?;
@@ -248,9 +249,21 @@ impl Table {
     /// read as nothing, it would match no topic and no path of the person's, so a trailing
     /// `>` would be enough to share what the list withholds. Empty when no part is left.
     pub fn fold_shown(&self, category: &str) -> String {
-        let parts = self.fold(category);
-        let parts: Vec<String> = parts.split('>').map(|s| s.split_whitespace().collect::<Vec<_>>().join(" ")).filter(|s| !s.is_empty()).collect();
-        parts.join(" > ")
+        let folded = self.fold(category);
+        let mut out = String::with_capacity(folded.len());
+        for part in folded.split('>') {
+            let mut words = part.split_whitespace().peekable();
+            if words.peek().is_some() && !out.is_empty() {
+                out.push_str(" > ");
+            }
+            for (n, word) in words.enumerate() {
+                if n > 0 {
+                    out.push(' ');
+                }
+                out.push_str(word);
+            }
+        }
+        out
     }
 
     /// The ids of the topics one of whose paths `category` lies within.
@@ -298,6 +311,11 @@ impl Table {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// The words of folded text: its runs of letters and digits.
+fn split_words(folded: &str) -> impl Iterator<Item = &str> {
+    folded.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty())
 }
 
 /// Every category `signal` shows: its own and its items'.
