@@ -63,14 +63,25 @@ fn capped(target: &str) -> bool {
 
 /// Logging to standard error: `OPTIN_LOG` (default `warn`), with the caps above.
 fn init_logging() {
-    use tracing_subscriber::filter::{filter_fn, FilterExt};
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
     let asked = tracing_subscriber::EnvFilter::try_from_env("OPTIN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let caps = filter_fn(|meta| !capped(meta.target()) || *meta.level() <= tracing::Level::WARN);
-    let layer = tracing_subscriber::fmt::layer().with_writer(io::stderr).with_filter(asked.and(caps));
+    let layer = tracing_subscriber::fmt::layer().with_writer(io::stderr).with_filter(log_filter(asked));
     tracing_subscriber::registry().with(layer).init();
+}
+
+/// What `OPTIN_LOG` asked for, within the caps. The caps only take away, so they hint no
+/// level of their own (`TRACE`): the filter's hint is then the asked one, and `init` sets the
+/// `log` crate's maximum level from it. Without a hint it was `TRACE`, and every `trace!` of
+/// sled's (several per store operation) was formatted into a record only to be dropped.
+fn log_filter<S>(asked: tracing_subscriber::EnvFilter) -> impl tracing_subscriber::layer::Filter<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::filter::{filter_fn, FilterExt, LevelFilter};
+    let caps = filter_fn(|meta| !capped(meta.target()) || *meta.level() <= tracing::Level::WARN).with_max_level_hint(LevelFilter::TRACE);
+    asked.and(caps)
 }
 
 /// Runs the command line; the binary's `main`.
@@ -637,6 +648,19 @@ mod tests {
             [("sled", true), ("rustls::common_state", true), ("h2::proto", true), ("hyper", true), ("sledgehammer", false), ("optin_agent::serve", false)];
         for (target, is_capped) in table {
             assert_eq!(super::capped(target), is_capped, "{target}");
+        }
+    }
+
+    #[test]
+    fn the_log_filter_hints_the_level_asked_for() {
+        use tracing_subscriber::filter::LevelFilter;
+        use tracing_subscriber::layer::Filter;
+        use tracing_subscriber::EnvFilter;
+        for (asked, hint) in
+            [("warn", LevelFilter::WARN), ("info", LevelFilter::INFO), ("optin_agent=debug,warn", LevelFilter::DEBUG), ("off", LevelFilter::OFF)]
+        {
+            let filter = super::log_filter::<tracing_subscriber::Registry>(EnvFilter::new(asked));
+            assert_eq!(Filter::max_level_hint(&filter), Some(hint), "{asked}");
         }
     }
 
