@@ -45,6 +45,7 @@
 //! | `OPTIN_BENCH_WARMUP`             | 1                       | warm-up seconds before each measurement  |
 //! | `OPTIN_BENCH_ROUNDS`             | 3                       | rounds (each runs both targets)          |
 //! | `OPTIN_BENCH_QUERY`              | `kinds=search&limit=100`| the slice query string                   |
+//! | `OPTIN_BENCH_AUDIT_KEEP`         | the agent's             | `--audit-keep-records` of the agent      |
 
 use std::convert::Infallible;
 use std::error::Error;
@@ -94,6 +95,7 @@ struct Settings {
     rounds: usize,
     query: String,
     ingest_connections: usize,
+    audit_keep: Option<u64>,
 }
 
 impl Settings {
@@ -112,6 +114,10 @@ impl Settings {
             rounds: var("OPTIN_BENCH_ROUNDS", 3)?,
             query: var("OPTIN_BENCH_QUERY", "kinds=search&limit=100".to_owned())?,
             ingest_connections: var("OPTIN_BENCH_INGEST_CONNECTIONS", 4)?,
+            audit_keep: match std::env::var("OPTIN_BENCH_AUDIT_KEEP") {
+                Ok(text) => Some(text.trim().parse().map_err(|_| format!("OPTIN_BENCH_AUDIT_KEEP={text:?} is not a number of records"))?),
+                Err(_) => None,
+            },
         };
         if settings.ingest_connections == 0 || settings.ingest_connections > 64 {
             return Err("OPTIN_BENCH_INGEST_CONNECTIONS must be 1..=64".into());
@@ -225,7 +231,9 @@ async fn run(settings: &Settings) -> Result<(), Box<dyn Error>> {
     );
 
     // Acknowledged means durable: SIGKILL, start again on the same home, count.
-    let agent = agent.kill_hard().try_serve(&[]).await?;
+    let keep = settings.audit_keep.map(|n| n.to_string());
+    let serve_args: Vec<&str> = keep.as_deref().map(|n| vec!["--audit-keep-records", n]).unwrap_or_default();
+    let agent = agent.kill_hard().try_serve(&serve_args).await?;
     AGENT_PID.store(agent.pid().unwrap_or(0), Ordering::SeqCst);
     let status: Value = serde_json::from_str(&cli(agent.home(), &["status", "--json"]).await?)?;
     let kept: u64 = status["signals"].as_object().ok_or("`optin status --json` has no signal counts")?.values().filter_map(Value::as_u64).sum();
@@ -294,6 +302,9 @@ async fn run(settings: &Settings) -> Result<(), Box<dyn Error>> {
         rounds.extend(base.zip(agent));
     }
     let store_after = dir_size(&home.path().join("store"));
+    // The pruner runs once a second: give it the time to reach the bound.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let verified = cli(home, &["audit", "--verify"]).await?;
     let (rss_after, rss_peak) = (optin_tests::proc_status_kib(pid, "VmRSS"), optin_tests::proc_status_kib(pid, "VmHWM"));
 
     let median = |f: &dyn Fn(&Measured, &Measured) -> f64| {
@@ -353,7 +364,11 @@ async fn run(settings: &Settings) -> Result<(), Box<dyn Error>> {
         settings.ingest_connections,
         ingested.stored as f64 / ingested.elapsed.as_secs_f64()
     );
-    println!("| store growth per served slice (the audit record) | {audit_per_slice:.0} bytes ({slices} slices) | bounded |");
+    let bound = settings.audit_keep.map_or("the default bound".to_owned(), |n| format!("a bound of {n} records"));
+    println!(
+        "| audit log after {slices} slices, {bound} | {} (store {audit_per_slice:.0} bytes a slice) | bounded |",
+        verified.trim().trim_start_matches("audit chain intact (").trim_end_matches(')')
+    );
 
     drop(baseline);
     agent.try_stop()?;
