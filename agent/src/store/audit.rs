@@ -467,6 +467,29 @@ mod tests {
     }
 
     #[test]
+    fn a_grant_keeps_a_bounded_number_of_partners_and_counts_the_rest_together() {
+        use crate::store::record::{MAX_PARTNERS_PER_GRANT, OTHER_PARTNERS};
+        let (_dir, store) = store();
+        let grant = GrantId::from_bytes([4; 12]);
+        let asked = MAX_PARTNERS_PER_GRANT + 40;
+        for n in 0..asked {
+            served(&store, &grant, Some(&format!("p{n:04}.example")), T + time::Duration::seconds(n as i64));
+        }
+        served(&store, &grant, None, T + time::Duration::seconds(asked as i64));
+        prune_all(&store, &keep(1), T);
+        let (checkpoint, _) = store.audit_checkpoint().expect("read").expect("a checkpoint");
+        let g = &checkpoint.grants[0];
+        assert_eq!((g.slices, g.items), (asked as u64, 3 * asked as u64), "the grant's totals stay exact");
+        assert_eq!(g.partners.len(), MAX_PARTNERS_PER_GRANT + 1, "the partners named, and one entry for the rest");
+        let other = g.partners.iter().find(|p| p.audience == OTHER_PARTNERS).expect("the rest, together");
+        assert_eq!((other.slices, other.items, other.last_served), (40, 120, Some(T + time::Duration::seconds(asked as i64 - 1))));
+        let slices: u64 = g.partners.iter().map(|p| p.slices).sum();
+        assert_eq!(slices, asked as u64, "every partner's slice is counted once");
+        // A partner already named keeps its own entry.
+        assert!(g.partners.iter().any(|p| p.audience == "p0000.example" && p.slices == 1));
+    }
+
+    #[test]
     fn records_older_than_the_bound_go_and_the_last_record_stays() {
         let (_dir, store) = store();
         let grant = GrantId::from_bytes([2; 12]);

@@ -427,9 +427,22 @@ pub struct GrantSummary {
     pub last_served: Option<OffsetDateTime>,
     /// Its `refused` records.
     pub refused: u64,
-    /// The partners a caveat named, each with what it received; sorted by name.
+    /// The partners a caveat named, each with what it received; sorted by name. At most
+    /// [`MAX_PARTNERS_PER_GRANT`] are named; the rest are counted together as
+    /// [`OTHER_PARTNERS`].
     pub partners: Vec<PartnerSummary>,
 }
+
+/// Most partners a grant's summary names, each with its own entry. A partner is whatever a
+/// marketer writes in a token's `aud` caveat, so a marketer naming a new one per slice would
+/// otherwise add an entry per slice to a checkpoint that is kept for ever, and written and
+/// MACed again with every batch pruned. The partners beyond these are counted together in
+/// one entry, [`OTHER_PARTNERS`], so the counts still add up.
+pub const MAX_PARTNERS_PER_GRANT: usize = 256;
+
+/// The `audience` of the entry that counts together the partners of a grant beyond
+/// [`MAX_PARTNERS_PER_GRANT`]. Not a host name, so no `aud` caveat names it.
+pub const OTHER_PARTNERS: &str = "(other partners)";
 
 /// What the pruned records say one partner of a grant received.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -505,8 +518,15 @@ impl GrantSummary {
         (self.slices, self.items) = (self.slices + 1, self.items + items);
         self.first_served = Some(self.first_served.map_or(at, |f| f.min(at)));
         self.last_served = self.last_served.max(Some(at));
-        let Some(audience) = audience else { return };
-        let at_place = match self.partners.binary_search_by(|p| p.audience.as_str().cmp(audience)) {
+        let Some(mut audience) = audience else { return };
+        let found = self.partners.binary_search_by(|p| p.audience.as_str().cmp(audience));
+        // A partner not named yet, once the summary names as many as it keeps, is counted
+        // with the rest.
+        if found.is_err() && self.partners.iter().filter(|p| p.audience != OTHER_PARTNERS).count() >= MAX_PARTNERS_PER_GRANT {
+            audience = OTHER_PARTNERS;
+        }
+        let found = if audience == OTHER_PARTNERS { self.partners.binary_search_by(|p| p.audience.as_str().cmp(audience)) } else { found };
+        let at_place = match found {
             Ok(place) => place,
             Err(place) => {
                 self.partners.insert(place, PartnerSummary { audience: audience.to_owned(), slices: 0, items: 0, last_served: None });
