@@ -19,8 +19,10 @@
 //!
 //! Pruning never removes what it cannot vouch for: each record is checked against its MAC
 //! and the chain before it goes, and pruning stops at the first that fails, so a break stays
-//! in view instead of being folded into a checkpoint this optin MACs. The last record is
-//! never removed, so the first record kept always has a predecessor that was checked.
+//! in view instead of being folded into a checkpoint this optin MACs. Nor does it prune at
+//! all unless the head, which says how many records there are, and the record it names carry
+//! their MACs. The last record is never removed, so the first record kept always has a
+//! predecessor that was checked.
 
 use std::sync::PoisonError;
 
@@ -306,10 +308,37 @@ impl Store {
         Ok(Some((checkpoint, mac.check_checkpoint(bytes, tag.as_deref()))))
     }
 
+    /// The stored head, when it carries its MAC and the record it names is stored and
+    /// carries its: what pruning counts the records beyond the bound from, and so must not
+    /// take on trust. `None` when it fails, or names no record after `floor` (the
+    /// checkpoint's record) while records are stored there.
+    fn vouched_head(&self, floor: AuditHead) -> Result<Option<AuditHead>> {
+        // Read under the chain's lock, so the head, its MAC and the record it names are all
+        // from before an append or all from after it.
+        let (_appends, mac) = self.chain()?;
+        let head = stored_head(&self.meta)?.unwrap_or(AuditHead::EMPTY);
+        if head.seq <= floor.seq {
+            // Nothing after the checkpoint, as the head says; or the head is not as stored.
+            let more = self.audit.range(key::audit(floor.seq + 1)..).next().is_some();
+            return Ok((head == floor && !more).then_some(head));
+        }
+        let head_tag = self.meta.get(AUDIT_HEAD_MAC)?;
+        let head_tag = head_tag.as_deref().and_then(|t| std::str::from_utf8(t).ok()).and_then(|hex| optin_protocol::hex::decode(hex).ok());
+        if mac.check_head(&head, head_tag.as_deref()) != Seal::Valid {
+            return Ok(None);
+        }
+        let k = key::audit(head.seq);
+        let Some(bytes) = self.audit.get(k)? else { return Ok(None) };
+        let hash = optin_protocol::sha256(&bytes);
+        let sealed = mac.check_record(head.seq, &hash, self.audit_macs.get(k)?.as_deref()) == Seal::Valid;
+        Ok((hash == head.hash && sealed).then_some(head))
+    }
+
     /// Removes the oldest records beyond `keep` at `now`, at most `batch`, and moves the
     /// checkpoint on over them in the same transaction. Records are checked before they go:
     /// pruning stops at the first that is not as the chain committed to it, or at a
-    /// checkpoint that fails its MAC, and removes nothing from there on.
+    /// checkpoint that fails its MAC, and removes nothing from there on; nor anything when the
+    /// head, or the record it names, fails its MAC.
     pub fn prune_audit(&self, keep: &AuditKeep, now: OffsetDateTime, batch: usize) -> Result<Pruned> {
         let mac = self.mac()?;
         // Read once: the transaction below checks that it is still what was stored.
@@ -322,7 +351,9 @@ impl Store {
             }
             Some((c, Seal::Missing | Seal::Invalid)) => return Ok(Pruned::Broken(c.seq)),
         };
-        let head = stored_head(&self.meta)?.unwrap_or(AuditHead::EMPTY);
+        let Some(head) = self.vouched_head(floor)? else {
+            return Ok(Pruned::Broken(stored_head(&self.meta)?.map_or(floor.seq + 1, |h| h.seq)));
+        };
         let over = head.seq.saturating_sub(floor.seq).saturating_sub(keep.records);
         let cutoff = now - keep.age;
         // The batch and the record after it, which must chain to the last one removed.
@@ -487,6 +518,38 @@ mod tests {
         assert_eq!(slices, asked as u64, "every partner's slice is counted once");
         // A partner already named keeps its own entry.
         assert!(g.partners.iter().any(|p| p.audience == "p0000.example" && p.slices == 1));
+    }
+
+    #[test]
+    fn pruning_stops_at_a_head_it_cannot_vouch_for() {
+        let (_dir, store) = store();
+        let grant = GrantId::from_bytes([5; 12]);
+        for n in 0..30 {
+            served(&store, &grant, None, T + time::Duration::seconds(n));
+        }
+        // The head's MAC replaced behind optin's back.
+        let tag = store.meta.get(AUDIT_HEAD_MAC).expect("read").expect("the head's MAC");
+        store.meta.insert(AUDIT_HEAD_MAC, "00".repeat(32).as_str()).expect("write");
+        assert_eq!(store.prune_audit(&keep(5), T, 10).expect("pruned"), Pruned::Broken(30));
+        assert_eq!(seqs(&store).first(), Some(&1), "nothing pruned");
+        store.meta.insert(AUDIT_HEAD_MAC, tag).expect("write");
+        // The last record's MAC removed: the head names a record it cannot vouch for.
+        let record_tag = store.audit_macs.remove(key::audit(30)).expect("write").expect("record 30's MAC");
+        assert_eq!(store.prune_audit(&keep(5), T, 10).expect("pruned"), Pruned::Broken(30));
+        assert_eq!(seqs(&store).first(), Some(&1), "nothing pruned");
+        // The last record replaced: the head no longer names it.
+        let last = store.audit.get(key::audit(30)).expect("read").expect("record 30");
+        store.audit_macs.insert(key::audit(30), record_tag).expect("write");
+        store.audit.insert(key::audit(30), store.audit.get(key::audit(29)).expect("read").expect("record 29")).expect("write");
+        assert_eq!(store.prune_audit(&keep(5), T, 10).expect("pruned"), Pruned::Broken(30));
+        assert_eq!(seqs(&store).first(), Some(&1), "nothing pruned");
+        store.audit.insert(key::audit(30), last).expect("write");
+        // The head removed, records still stored.
+        let head = store.meta.remove(AUDIT_HEAD).expect("write").expect("the head");
+        assert_eq!(store.prune_audit(&keep(5), T, 10).expect("pruned"), Pruned::Broken(1));
+        assert_eq!(seqs(&store).first(), Some(&1), "nothing pruned");
+        store.meta.insert(AUDIT_HEAD, head).expect("write");
+        assert_eq!(store.prune_audit(&keep(5), T, 10).expect("pruned"), Pruned::Records(10), "as stored, it is pruned");
     }
 
     #[test]
