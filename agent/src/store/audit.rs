@@ -231,8 +231,10 @@ impl Store {
     /// one answer is read in pages, and verified as it is read (see
     /// `core::audit::Verifier`).
     pub fn audit_page(&self, since_seq: u64, limit: usize) -> Result<AuditPage> {
-        let (_appends, mac) = self.chain()?;
+        // Pruning first: a pruner waiting for the lock holds up readers that come after it,
+        // and one of them holding the chain's lock meanwhile would hold up every append.
         let _pruning = self.pruning.read().unwrap_or_else(PoisonError::into_inner);
+        let (_appends, mac) = self.chain()?;
         let head = stored_head(&self.meta)?.unwrap_or(AuditHead::EMPTY);
         let head_tag = self.meta.get(AUDIT_HEAD_MAC)?;
         let head_tag = head_tag.as_deref().and_then(|t| std::str::from_utf8(t).ok()).and_then(|hex| optin_protocol::hex::decode(hex).ok());
@@ -550,6 +552,35 @@ mod tests {
         assert_eq!(seqs(&store).first(), Some(&1), "nothing pruned");
         store.meta.insert(AUDIT_HEAD, head).expect("write");
         assert_eq!(store.prune_audit(&keep(5), T, 10).expect("pruned"), Pruned::Records(10), "as stored, it is pruned");
+    }
+
+    #[test]
+    fn a_page_waiting_on_pruning_does_not_hold_up_appends() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+        let (_dir, store) = store();
+        let grant = GrantId::from_bytes([6; 12]);
+        served(&store, &grant, None, T);
+        // A long read of the log, a pruner waiting for it (so later readers wait behind the
+        // pruner), and a page asked for meanwhile.
+        let (store, grant) = (&store, &grant);
+        let reading = store.pruning.read().expect("the lock");
+        let appended = std::thread::scope(|s| {
+            s.spawn(move || drop(store.pruning.write().expect("the lock")));
+            std::thread::sleep(Duration::from_millis(100));
+            s.spawn(move || store.audit_page(0, 10).expect("a page"));
+            std::thread::sleep(Duration::from_millis(100));
+            let (done, appended) = mpsc::channel();
+            s.spawn(move || {
+                served(store, grant, None, T);
+                // The test may have stopped waiting.
+                let _ = done.send(());
+            });
+            let waited = appended.recv_timeout(Duration::from_secs(2));
+            drop(reading);
+            waited
+        });
+        assert!(appended.is_ok(), "a slice's record is appended while the page waits");
     }
 
     #[test]
