@@ -360,6 +360,20 @@ struct AuditRead {
     anonymous_refusals: u64,
 }
 
+impl AuditRead {
+    /// Takes in a page: its checkpoint, and the records to keep.
+    fn page(&mut self, checkpoint: Option<Box<CheckpointView>>, records: Vec<AuditEntry>) {
+        // Records pruned between pages are not read again: the next page starts after them.
+        // Those pruned after an earlier page read them are counted by the page's checkpoint
+        // now, so they go from what was read, or a summary would count them twice.
+        if let Some(pruned) = checkpoint.as_ref().map(|c| c.checkpoint.seq) {
+            self.records.retain(|e| e.record.seq > pruned);
+        }
+        self.checkpoint = checkpoint;
+        self.records.extend(records);
+    }
+}
+
 /// Reads the whole audit log a page at a time (one answer per page keeps each small however
 /// long the log). With `verify_only`, records are checked but not kept, and reading stops at
 /// the first break.
@@ -372,11 +386,7 @@ async fn read_audit(home: &Home, verify_only: bool) -> Result<AuditRead> {
         else {
             return unexpected();
         };
-        // Records pruned between pages are not read again: the next page starts after them.
-        read.checkpoint = checkpoint;
-        if !verify_only {
-            read.records.extend(records);
-        }
+        read.page(checkpoint, if verify_only { Vec::new() } else { records });
         if read.chain.is_ok() {
             read.chain = chain;
         }
@@ -662,6 +672,29 @@ mod tests {
             let filter = super::log_filter::<tracing_subscriber::Registry>(EnvFilter::new(asked));
             assert_eq!(Filter::max_level_hint(&filter), Some(hint), "{asked}");
         }
+    }
+
+    #[test]
+    fn records_pruned_between_pages_are_counted_once() {
+        use crate::core::command::{AuditEntry, CheckpointView};
+        use crate::store::record::{AuditCheckpoint, AuditEvent, AuditRecord};
+        let at = time::macros::datetime!(2026-11-20 10:00 UTC);
+        let entry =
+            |seq| AuditEntry { record: AuditRecord { seq, at, prev: "00".repeat(32), event: AuditEvent::Sharing { paused: false } }, hash: "00".repeat(32) };
+        let pruned_to = |seq| {
+            let mut checkpoint = AuditCheckpoint::start(&entry(1).record);
+            for n in 1..=seq {
+                checkpoint.fold(&entry(n).record, [0; 32]);
+            }
+            Some(Box::new(CheckpointView { checkpoint, intact: true }))
+        };
+        let mut read = super::AuditRead { checkpoint: None, records: Vec::new(), chain: Ok(0), counted: Vec::new(), anonymous_refusals: 0 };
+        read.page(pruned_to(2), (3..=5).map(entry).collect());
+        // Records up to 4 pruned before the next page was read: the checkpoint counts them.
+        read.page(pruned_to(4), (6..=7).map(entry).collect());
+        let seqs: Vec<u64> = read.records.iter().map(|e| e.record.seq).collect();
+        assert_eq!(seqs, [5, 6, 7]);
+        assert_eq!(read.checkpoint.map(|c| c.checkpoint.seq), Some(4));
     }
 
     use clap::ColorChoice;
