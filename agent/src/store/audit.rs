@@ -576,7 +576,9 @@ mod tests {
                 // The test may have stopped waiting.
                 let _ = done.send(());
             });
-            let waited = appended.recv_timeout(Duration::from_secs(2));
+            // Unblocked, the append takes milliseconds; blocked, it waits for the read below
+            // that the test holds until then. The bound only has to be far from both.
+            let waited = appended.recv_timeout(Duration::from_secs(10));
             drop(reading);
             waited
         });
