@@ -59,7 +59,6 @@ use optin_protocol::slice::{self, GrantClaim, SliceClaims, SliceItem};
 use optin_protocol::span::Span;
 use optin_protocol::token::Token;
 use ring::rand::{SecureRandom, SystemRandom};
-use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 /// Signals in the store.
@@ -90,7 +89,7 @@ impl Fixture {
         let keys = Keys::load_or_create(&home).expect("an identity key");
         let store = Store::open(&home.store()).expect("a store").keyed(StoreMac::new(keys.store_mac()));
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is a valid nanosecond");
-        let ndjson: String = generate(SIGNALS, now).iter().map(|s| format!("{s}\n")).collect();
+        let ndjson: String = optin_tests::fixture::mixed(SIGNALS, now).iter().map(|s| format!("{s}\n")).collect();
         let mut batch = signal::parse_batch(&ndjson, &optin_agent::merchant::registrable).expect("the generated signals are valid");
         never_share::mark(&mut batch);
         let (stored, _) = store.insert_signals(&batch).expect("the signals are stored");
@@ -298,60 +297,6 @@ fn micro(c: &mut Criterion) {
     store(c, &f);
     // Last: it grows the audit log, which the other groups do not read.
     audit(c, &f);
-}
-
-/// `n` signals from a fixed seed, the mix and spread of `tests/benches/slices.rs`: half
-/// searches, three tenths carts and a fifth purchases, over the last 29 days.
-fn generate(n: usize, now: OffsetDateTime) -> Vec<Value> {
-    const QUERIES: [&str; 8] = [
-        "trail running shoes wide fit",
-        "ridgeline gtx review",
-        "winter boots waterproof",
-        "noise cancelling headphones",
-        "ultralight tent two person",
-        "espresso machine under 300",
-        "merino base layer",
-        "headlamp rechargeable",
-    ];
-    const ENGINES: [&str; 4] = ["duckduckgo.com", "google.com", "bing.com", "search.brave.com"];
-    const CATEGORIES: [&str; 4] =
-        ["Apparel & Accessories > Shoes", "Electronics > Audio", "Sporting Goods > Outdoor Recreation", "Home & Garden > Kitchen & Dining"];
-    const MERCHANTS: [&str; 6] = ["trailshoes.example", "soundshop.example", "outdoor-gear.example", "kitchen.example", "basecamp.example", "lumen.example"];
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        // xorshift64*: deterministic and good enough to spread fixtures.
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    };
-    let span = 29 * 24 * 3600 - 120;
-    (0..n)
-        .map(|i| {
-            let r = next();
-            let at = optin_protocol::timestamp::format(now - time::Duration::seconds(60 + (next() % span) as i64));
-            let category = CATEGORIES[(r >> 8) as usize % CATEGORIES.len()];
-            let merchant = MERCHANTS[(r >> 16) as usize % MERCHANTS.len()];
-            let price = format!("{}.{:02}", 10 + (r >> 24) % 300, (r >> 40) % 100);
-            match r % 10 {
-                0..=4 => json!({
-                    "id": format!("bench-s-{i}"), "kind": "search", "at": at, "source": "bench", "category": category,
-                    "query": format!("{} {}", QUERIES[(r >> 32) as usize % QUERIES.len()], i % 97),
-                    "engine": ENGINES[(r >> 48) as usize % ENGINES.len()],
-                }),
-                5..=7 => json!({
-                    "id": format!("bench-c-{i}"), "kind": "cart", "at": at, "source": "bench", "category": category,
-                    "merchant": merchant, "currency": "EUR",
-                    "items": [{"name": format!("item {}", i % 113), "sku": format!("SKU-{i}"), "price": price, "quantity": 1}],
-                }),
-                _ => json!({
-                    "id": format!("bench-p-{i}"), "kind": "purchase", "at": at, "source": "bench", "category": category,
-                    "merchant": merchant, "currency": "EUR", "total": price, "order_id": format!("order-{i}"),
-                    "items": [{"name": format!("item {}", i % 113), "price": price, "quantity": 1}],
-                }),
-            }
-        })
-        .collect()
 }
 
 criterion_group! {

@@ -69,7 +69,7 @@ use optin_protocol::jws::Jwk;
 use optin_tests::{find_optin_bin, HarnessError, Home};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -212,7 +212,8 @@ async fn run(settings: &Settings) -> Result<(), Box<dyn Error>> {
     // Signals, as the owner's feeder sends them: `POST /v1/signals`, batches of 1,000 over a
     // few connections at once. A 200 means stored and flushed, which the kill below checks.
     let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).map_err(|e| e.to_string())?;
-    let batches: Vec<String> = generate(settings.signals, now).chunks(INGEST_BATCH).map(|chunk| chunk.iter().map(|s| format!("{s}\n")).collect()).collect();
+    let batches: Vec<String> =
+        optin_tests::fixture::mixed(settings.signals, now).chunks(INGEST_BATCH).map(|chunk| chunk.iter().map(|s| format!("{s}\n")).collect()).collect();
     let ndjson_bytes: usize = batches.iter().map(String::len).sum();
     let token = cli(agent.home(), &["ingest-token"]).await?.trim().to_owned();
     let ingest_target = Target::new(agent.addr(), &agent.fingerprint, "/v1/signals", Some(&token), Check::Ingest)?;
@@ -416,61 +417,6 @@ async fn ingest(target: &Arc<Target>, batches: Vec<String>, connections: usize) 
 /// Runs `optin --home HOME ARGS…` (bounded) and returns its standard output if it succeeded.
 async fn cli(home: &Home, args: &[&str]) -> Result<String, HarnessError> {
     Ok(home.command(args).timeout(CLI_TIMEOUT).try_run().await?.succeeded()?.stdout)
-}
-
-/// `n` signals, half searches, three tenths carts and a fifth purchases, at times spread
-/// over the last 29 days (inside a 30-day window for the whole run), from a fixed seed.
-fn generate(n: usize, now: time::OffsetDateTime) -> Vec<Value> {
-    const QUERIES: [&str; 8] = [
-        "trail running shoes wide fit",
-        "ridgeline gtx review",
-        "winter boots waterproof",
-        "noise cancelling headphones",
-        "ultralight tent two person",
-        "espresso machine under 300",
-        "merino base layer",
-        "headlamp rechargeable",
-    ];
-    const ENGINES: [&str; 4] = ["duckduckgo.com", "google.com", "bing.com", "search.brave.com"];
-    const CATEGORIES: [&str; 4] =
-        ["Apparel & Accessories > Shoes", "Electronics > Audio", "Sporting Goods > Outdoor Recreation", "Home & Garden > Kitchen & Dining"];
-    const MERCHANTS: [&str; 6] = ["trailshoes.example", "soundshop.example", "outdoor-gear.example", "kitchen.example", "basecamp.example", "lumen.example"];
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        // xorshift64*: deterministic and good enough to spread fixtures.
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    };
-    let span = 29 * 24 * 3600 - 120;
-    (0..n)
-        .map(|i| {
-            let r = next();
-            let at = now - time::Duration::seconds(60 + (next() % span) as i64);
-            let at = optin_protocol::timestamp::format(at);
-            let category = CATEGORIES[(r >> 8) as usize % CATEGORIES.len()];
-            let merchant = MERCHANTS[(r >> 16) as usize % MERCHANTS.len()];
-            let price = format!("{}.{:02}", 10 + (r >> 24) % 300, (r >> 40) % 100);
-            match r % 10 {
-                0..=4 => json!({
-                    "id": format!("bench-s-{i}"), "kind": "search", "at": at, "source": "bench", "category": category,
-                    "query": format!("{} {}", QUERIES[(r >> 32) as usize % QUERIES.len()], i % 97),
-                    "engine": ENGINES[(r >> 48) as usize % ENGINES.len()],
-                }),
-                5..=7 => json!({
-                    "id": format!("bench-c-{i}"), "kind": "cart", "at": at, "source": "bench", "category": category,
-                    "merchant": merchant, "currency": "EUR",
-                    "items": [{"name": format!("item {}", i % 113), "sku": format!("SKU-{i}"), "price": price, "quantity": 1}],
-                }),
-                _ => json!({
-                    "id": format!("bench-p-{i}"), "kind": "purchase", "at": at, "source": "bench", "category": category,
-                    "merchant": merchant, "currency": "EUR", "total": price, "order_id": format!("order-{i}"),
-                    "items": [{"name": format!("item {}", i % 113), "price": price, "quantity": 1}],
-                }),
-            }
-        })
-        .collect()
 }
 
 /// Total size of the files under `dir`.
