@@ -316,11 +316,7 @@ async fn run(settings: &Settings) -> Result<(), Box<dyn Error>> {
     let throughput = median(&|b, a| a.rate() / b.rate());
     let p99 = median(&|b, a| a.percentile(0.99).as_secs_f64() / b.percentile(0.99).as_secs_f64());
     let cpu = median(&|b, a| a.cpu_per_answer().as_secs_f64() / b.cpu_per_answer().as_secs_f64());
-    let middle = |f: &dyn Fn(&Measured) -> f64, agent: bool| {
-        let mut all: Vec<f64> = rounds.iter().map(|(b, a)| f(if agent { a } else { b })).collect();
-        all.sort_by(f64::total_cmp);
-        all[all.len() / 2]
-    };
+    let middle = |f: &dyn Fn(&Measured) -> f64, agent: bool| median(&|b, a| f(if agent { a } else { b }));
     let slices: u64 = rounds.iter().map(|(_, a)| a.requests).sum();
     let audit_per_slice = store_after.saturating_sub(store_before) as f64 / slices.max(1) as f64;
 

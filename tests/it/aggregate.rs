@@ -46,6 +46,15 @@ fn counts(claims: &SliceClaims) -> BTreeMap<(String, Option<String>), u64> {
     counts.iter().map(|c| ((c.kind.as_str().to_owned(), c.category.clone()), c.count)).collect()
 }
 
+/// An aggregate grant of acme.example over 30 days, with no minimum count, and `extra`
+/// options.
+async fn aggregate_grant(agent: &Agent, kinds: &str, epsilon: &str, budget: &str, extra: &[&str]) -> GrantBundle {
+    let mut args = vec!["--kinds", kinds, "--granularity", "aggregate", "--window", "30d", "--expires", "90d"];
+    args.extend_from_slice(&["--epsilon", epsilon, "--budget", budget, "--min-count", "0"]);
+    args.extend_from_slice(extra);
+    agent.grant_with("acme.example", &args).await
+}
+
 /// One verified aggregate answer to `query`, and its JWS.
 async fn answer(agent: &Agent, bundle: &GrantBundle, query: &str) -> (String, SliceClaims) {
     let mut pages = fetch(agent, bundle, query).await;
@@ -73,27 +82,7 @@ async fn an_aggregate_grant_serves_noisy_counts_spends_once_per_query_and_then_r
     let agent = Agent::start().await;
     agent.ingest(&fixture::ndjson(&signals())).await;
     // epsilon 2 twice is 4: a third new answer would pass the budget of 5.
-    let bundle = agent
-        .grant_with(
-            "acme.example",
-            &[
-                "--kinds",
-                "search,cart",
-                "--granularity",
-                "aggregate",
-                "--window",
-                "30d",
-                "--expires",
-                "90d",
-                "--epsilon",
-                "2",
-                "--budget",
-                "5",
-                "--min-count",
-                "0",
-            ],
-        )
-        .await;
+    let bundle = aggregate_grant(&agent, "search,cart", "2", "5", &[]).await;
     assert_eq!(budget(agent.home(), &bundle).await, ("0".into(), "5".into(), 2), "nothing spent before the first answer");
     // The person's preview shows the exact counts the noise will be added to, and spends nothing.
     let preview = agent.cli(&["preview", bundle.grant_id.as_str()]).await;
@@ -195,12 +184,7 @@ async fn rejects_noise_that_cannot_hold_and_grants_nothing() {
 async fn a_category_excluded_after_an_answer_makes_the_same_query_a_new_one_without_it() {
     let agent = Agent::start().await;
     agent.ingest(&fixture::ndjson(&signals())).await;
-    let bundle = agent
-        .grant_with(
-            "acme.example",
-            &["--kinds", "search", "--granularity", "aggregate", "--window", "30d", "--expires", "90d", "--epsilon", "1", "--budget", "5", "--min-count", "0"],
-        )
-        .await;
+    let bundle = aggregate_grant(&agent, "search", "1", "5", &[]).await;
     let (_, before) = answer(&agent, &bundle, "").await;
     let garden = ("search".to_owned(), Some(GARDEN.to_owned()));
     assert!(counts(&before).contains_key(&garden), "{before:?}");
@@ -299,29 +283,7 @@ async fn a_new_query_the_budget_cannot_pay_for_takes_none_of_the_rate() {
     }
     let agent = Agent::start().await;
     agent.ingest(&fixture::ndjson(&signals())).await;
-    let bundle = agent
-        .grant_with(
-            "acme.example",
-            &[
-                "--kinds",
-                "search,cart",
-                "--granularity",
-                "aggregate",
-                "--window",
-                "30d",
-                "--expires",
-                "90d",
-                "--epsilon",
-                "1",
-                "--budget",
-                "1",
-                "--min-count",
-                "0",
-                "--rate",
-                "2/day",
-            ],
-        )
-        .await;
+    let bundle = aggregate_grant(&agent, "search,cart", "1", "1", &["--rate", "2/day"]).await;
     let (_, first) = answer(&agent, &bundle, "").await;
     // A new question past the budget is refused for what it asks: it is no slice, and
     // SPEC.md ("Rate") counts nothing against the rate for it.
