@@ -38,7 +38,7 @@
 //! optin that made no MACs is MACed as it is found, once ([`Store::seal_as_found`]).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
 
 use optin_protocol::scope::GrantId;
@@ -189,6 +189,8 @@ pub struct Store {
     mac: Option<StoreMac>,
     /// Whether the records an older optin wrote have been MACed ([`Store::seal_as_found`]).
     sealed: AtomicBool,
+    /// Counts changes to the signals since the store was opened ([`Store::signals_version`]).
+    signals_version: AtomicU64,
     /// Serializes audit appends: each record names the hash of the one before it.
     chain: Mutex<Chain>,
     /// Held to read while the audit log is read with its checkpoint, and to write while a
@@ -270,6 +272,7 @@ impl Store {
             meta,
             mac: None,
             sealed: AtomicBool::new(false),
+            signals_version: AtomicU64::new(0),
             // Checked against its MAC once the store is keyed.
             chain: Mutex::new(Chain { head, seal: Seal::Missing }),
             pruning: RwLock::new(()),
@@ -424,8 +427,23 @@ impl Store {
                 Ok::<_, ConflictableTransactionError<StoreError>>(outcomes)
             })
             .map_err(tx_error)?;
+        if outcomes.contains(&Outcome::Stored) {
+            self.signals_changed();
+        }
         self.flush()?;
         Ok(outcomes)
+    }
+
+    /// A number that changes whenever the signals do (stored, forgotten), in this process: a
+    /// slice cut while it read `n` holds what a cut would hold now only while it still reads
+    /// `n`. It moves after a batch is stored, before it is acknowledged, and both before and
+    /// after a forget, so that nothing cut before a forget ended passes for current after it.
+    pub fn signals_version(&self) -> u64 {
+        self.signals_version.load(Ordering::Acquire)
+    }
+
+    fn signals_changed(&self) {
+        self.signals_version.fetch_add(1, Ordering::AcqRel);
     }
 
     /// What [`Store::insert_signals`] would do with `batch`: (new, duplicates). Writes nothing.
@@ -498,6 +516,13 @@ impl Store {
     }
 
     fn forget_signals(&self, what: &Forget) -> Result<usize> {
+        self.signals_changed();
+        let forgotten = self.remove_signals(what);
+        self.signals_changed();
+        forgotten
+    }
+
+    fn remove_signals(&self, what: &Forget) -> Result<usize> {
         let keys: Vec<sled::IVec> = match what {
             Forget::Id(id) => self.ids.get(id.as_bytes())?.into_iter().collect(),
             Forget::Kind(k) => self.signals.scan_prefix(key::kind_prefix(*k)).keys().collect::<Result<_, _>>()?,
