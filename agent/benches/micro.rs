@@ -265,6 +265,7 @@ fn audit(c: &mut Criterion, f: &Fixture) {
         items: 100,
         slice_id: "s_3f0c2a9b8e7d6c5b4a3f2e1d0c9b8a7f".into(),
         jws_sha256: optin_protocol::hex(&optin_protocol::sha256(signed.as_bytes())),
+        repeat_of: None,
     };
     let mut group = c.benchmark_group("audit");
     group.bench_function("append_served", |b| b.iter(|| f.store.append_audit(f.now, black_box(served.clone())).expect("appended")));

@@ -657,3 +657,41 @@ async fn rejects_an_audit_bound_that_keeps_nothing() {
     home.cli(&["serve", "--audit-keep-records", "0"]).await.fails(2, "--audit-keep-records <N>': the audit log keeps at least 1 record");
     home.cli(&["serve", "--audit-keep-age", "23h"]).await.fails(2, "--audit-keep-age <SPAN>': the audit log keeps records for at least 1d");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slice_served_again_unchanged_is_on_record_once_per_delivery() {
+    let agent = Agent::start().await;
+    agent.ingest(&fixture::ndjson(&fixture::walkthrough(now()))).await;
+    let bundle = agent.grant("acme.example", "search", "raw", "30d").await;
+    let fetch = || async {
+        let answer = agent.get("/v1/slice?kinds=search", Some(&bundle.token)).await;
+        assert_eq!(answer.status.as_u16(), 200);
+        String::from_utf8(answer.body).expect("a JWS is ASCII")
+    };
+    let (first, again) = (fetch().await, fetch().await);
+    assert_eq!(again, first, "nothing changed: the same signed bytes");
+    let claims = bundle.verify_slice(&again).expect("a repeat verifies as the first did");
+    let newer = serde_json::json!({"kind": "search", "at": optin_protocol::timestamp::format(now() - time::Duration::minutes(5)), "query": "one more", "engine": "duckduckgo.com"});
+    agent.ingest(&format!("{newer}\n")).await;
+    let third = fetch().await;
+    let cut = bundle.verify_slice(&third).expect("the new cut verifies");
+    assert_ne!(cut.jti, claims.jti, "a signal stored since: cut and signed again");
+    assert_eq!(cut.items.len(), claims.items.len() + 1, "holding the signal stored");
+
+    let home = agent.stop();
+    verifies(&home, 4).await;
+    let records = home.cli(&["audit", "--json"]).await.json();
+    let served: Vec<(Value, Value)> = records["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| r["event"]["type"] == "served")
+        .map(|r| (r["event"]["slice_id"].clone(), r["event"]["repeat_of"].clone()))
+        .collect();
+    let first_seq = claims.audit_seq.expect("numbered");
+    assert_eq!(
+        served,
+        [(claims.jti.as_str().into(), Value::Null), (claims.jti.as_str().into(), first_seq.into()), (cut.jti.as_str().into(), Value::Null)],
+        "three deliveries, the second naming the first's record"
+    );
+}

@@ -191,8 +191,9 @@ pub fn audit(
                 _ => "-",
             };
             let (event, style, grant, marketer, detail) = match &r.event {
-                AuditEvent::Served { grant_id, marketer, asked, items, slice_id, .. } => {
-                    let detail = format!("{} for {asked} (slice {slice_id})", count(*items, "item", "items"));
+                AuditEvent::Served { grant_id, marketer, asked, items, slice_id, repeat_of, .. } => {
+                    let again = repeat_of.map(|seq| format!(", again: first served at record {seq}")).unwrap_or_default();
+                    let detail = format!("{} for {asked} (slice {slice_id}{again})", count(*items, "item", "items"));
                     ("served", Some(Style::Green), Some(grant_id), Some(marketer), detail)
                 }
                 AuditEvent::Refused { grant_id, marketer, slice_id, asked, status, reason, .. } => {

@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 
 use super::audit::AuditEvent;
 use super::gate::{self, Carrier, Pass};
+use super::repeat::{Asked, Slice};
 use super::slicer::{self, CutError};
 use super::{blocking, now, Core};
 use crate::keys::GrantKeys;
@@ -323,8 +324,19 @@ impl Core {
             let applied = self.applied(&admitted.terms, &query, now)?;
             self.refuse_unaffordable(&admitted.record, &applied)?;
             self.take_rate(&admitted.record.id, &admitted.terms, now)?;
-            let claims = self.served_claims(&admitted.record, &admitted.terms, &admitted.keys, &query, now)?;
-            self.sign_on_record(&admitted, claims, asked, now)
+            let record = &admitted.record;
+            let again = Asked { grant: &record.id, asked, applied: &applied, terms: &admitted.terms, purpose: &record.purpose, now };
+            if let Some(kept) = self.repeats.find(&self.store, &again).map_err(internal)? {
+                return self.repeat_on_record(&admitted, &kept, asked, now);
+            }
+            // Read before the cut: a signal stored while it runs makes the slice out of date.
+            let version = self.store.signals_version();
+            let claims = self.served_claims(record, &admitted.terms, &admitted.keys, &query, now)?;
+            let (claims, jws, audit) = self.sign_on_record(&admitted, claims, asked, now)?;
+            if let AuditEvent::Served { jws_sha256, .. } = &audit {
+                self.repeats.keep(&again, (&claims, &jws, jws_sha256), version, self.config.abandon_after);
+            }
+            Ok((jws, audit))
         });
         match result {
             Ok((jws, audit)) => Ok(Served { jws, pass: admitted.pass, audit, core: self.clone() }),
@@ -342,7 +354,7 @@ impl Core {
     /// slice then cut off by a revocation gets a second record saying so (see [`Delivery`]).
     /// Waiting instead until the slice is written out would hold every other record (the
     /// person's own among them) behind the slowest marketer's connection.
-    fn sign_on_record(&self, admitted: &Admitted, claims: SliceClaims, asked: &str, now: OffsetDateTime) -> Result<(String, AuditEvent), Refusal> {
+    fn sign_on_record(&self, admitted: &Admitted, claims: SliceClaims, asked: &str, now: OffsetDateTime) -> Result<(SliceClaims, String, AuditEvent), Refusal> {
         let record = &admitted.record;
         let signed = self.store.append_audit_with(now, |seq| {
             let claims = SliceClaims { audit_seq: Some(seq), ..claims };
@@ -356,11 +368,32 @@ impl Core {
                 items: claims.items.len(),
                 slice_id: claims.jti.clone(),
                 jws_sha256: optin_protocol::hex(&optin_protocol::sha256(jws.as_bytes())),
+                repeat_of: None,
             };
-            Ok((event.clone(), (jws, event)))
+            Ok((event.clone(), (claims, jws, event)))
         });
         let (_, made) = signed.map_err(internal)??;
         Ok(made)
+    }
+
+    /// Serves a kept slice again ([`repeat`](super::repeat)): the same bytes, so the same
+    /// `jti`, `iat` and `audit_seq`, and a `served` record of this delivery that names the
+    /// record of the first. As with a slice signed now, no byte leaves before the record is
+    /// written.
+    fn repeat_on_record(&self, admitted: &Admitted, kept: &Slice, asked: &str, now: OffsetDateTime) -> Result<(String, AuditEvent), Refusal> {
+        let record = &admitted.record;
+        let event = AuditEvent::Served {
+            grant_id: record.id.clone(),
+            marketer: record.marketer.clone(),
+            audience: partner(admitted).map(str::to_owned),
+            asked: bounded_asked(asked),
+            items: kept.items,
+            slice_id: kept.slice_id.clone(),
+            jws_sha256: kept.jws_sha256.clone(),
+            repeat_of: Some(kept.first_seq),
+        };
+        self.store.append_audit(now, event.clone()).map_err(internal)?;
+        Ok((kept.jws.to_string(), event))
     }
 
     /// Answers `GET /v1/grant`: the token's effective terms.

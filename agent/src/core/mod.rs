@@ -11,7 +11,8 @@
 //! - [`receipt`]: a grant's consent receipt as it stands, given, withdrawn or expired;
 //! - [`never_share`]: the person's never-share list of sensitive topics, which every scope
 //!   applies, and the topics signals are marked with at ingest;
-//! - [`slicer`], [`gate`], [`audit`]: what those use.
+//! - [`slicer`], [`gate`], [`audit`], `repeat` (a slice served again while unchanged): what
+//!   those use.
 //!
 //! Work that blocks a thread (parsing a batch, an fsync, cutting and signing a page) is
 //! moved off the async workers here, in one place ([`blocking`]), not by each caller.
@@ -40,6 +41,7 @@ pub mod never_share;
 pub mod owner;
 pub mod push;
 mod receipt;
+mod repeat;
 pub mod requests;
 pub mod slicer;
 
@@ -87,6 +89,8 @@ pub struct Core {
     /// What each grant has served, as of an audit record: `optin grants` reads only the
     /// records after it (see `owner::usage`).
     usage: Mutex<Option<owner::Usage>>,
+    /// The slices last signed, served again while still current.
+    repeats: repeat::Repeats,
 }
 
 /// A failed owner command.
@@ -158,6 +162,7 @@ impl Core {
             refusal_budgets: Default::default(),
             requests: Mutex::new(()),
             usage: Mutex::new(None),
+            repeats: Default::default(),
         }
     }
 

@@ -228,6 +228,7 @@ impl Core {
         // Stored first, then the gate: a request that starts now reads the revocation from
         // the store, and one already past that check is waited for or cut off.
         self.gates.close(id).await;
+        self.repeats.forget_grant(id);
         Ok(Response::Revoked { grant_id: id.clone(), already })
     }
 

@@ -236,6 +236,7 @@ impl Core {
                 items: claims.items.len(),
                 slice_id: claims.jti.clone(),
                 jws_sha256: optin_protocol::hex(&optin_protocol::sha256(jws.as_bytes())),
+                repeat_of: None,
             };
             Ok::<_, CoreError>((event, (jws, claims.jti)))
         });

@@ -13,6 +13,7 @@ mod ingest;
 mod pause;
 mod push;
 mod receipt;
+mod repeat;
 mod requests;
 mod revoke;
 mod scope;

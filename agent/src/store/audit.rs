@@ -448,6 +448,7 @@ mod tests {
             items: 3,
             slice_id: "s_1".into(),
             jws_sha256: "00".repeat(32),
+            repeat_of: None,
         };
         store.append_audit(at, event).expect("appended");
     }

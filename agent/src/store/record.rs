@@ -245,6 +245,10 @@ pub enum AuditEvent {
         slice_id: String,
         /// Hex SHA-256 of the JWS as sent.
         jws_sha256: String,
+        /// The record that first served this slice, when this delivery served it again
+        /// unchanged (SPEC.md, "Repeated slices"): the slice carries that record's number.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        repeat_of: Option<u64>,
     },
     /// A request was refused.
     Refused {

@@ -319,7 +319,8 @@ async fn every_slice_carries_the_number_of_its_served_record() {
     for n in 0..12 {
         let (core, bundle) = (world.core.clone(), if n % 2 == 0 { acme.clone() } else { globex.clone() });
         cuts.push(tokio::spawn(async move {
-            let asked = "/v1/slice?".to_owned();
+            // Each asked differently, so that none is served again as another's repeat.
+            let asked = format!("/v1/slice?n={n}");
             let request = crate::core::SliceRequest { bearer: Some(&bundle.token), query: Ok(Default::default()), asked: &asked, carrier: None };
             let (jws, delivery) = core.slice(request, T).await.expect("served").deliver().expect("handed over");
             delivery.written();

@@ -112,7 +112,7 @@ async fn a_grant_serves_until_it_expires() {
 }
 
 /// The grant's root token narrowed by `caveats`.
-fn narrowed(bundle: &GrantBundle, caveats: &[&str]) -> String {
+pub(super) fn narrowed(bundle: &GrantBundle, caveats: &[&str]) -> String {
     let mut token = Token::parse(&bundle.token).expect("the bundle's token");
     for caveat in caveats {
         let caveat: Caveat = caveat.parse().expect("a caveat");

@@ -1,0 +1,202 @@
+//! Slices served again. A marketer that asks the same question again and again (a poller,
+//! a dashboard) would have every answer cut and signed afresh although nothing in it changed:
+//! most of a slice's cost. So the last slices signed are kept, and the same request is
+//! answered with the same signed bytes *while a cut made now would hold exactly the same
+//! items*; otherwise it is cut again. Every delivery is still on record, a repeat as a
+//! `served` record naming the record that first served it (SPEC.md, "Repeated slices").
+//!
+//! A kept slice is current at `now` when, since it was cut:
+//! - no signal was stored or forgotten ([`crate::store::Store::signals_version`]);
+//! - the request presents the same terms (a token narrowed otherwise cuts its own) and the
+//!   scope they give now differs only in its time window, which the clock moves;
+//! - no signal the scope admits left the window at its start, or entered it at its end;
+//! - no cart in it changed state: a cart still open at the cut settles at its deadline.
+//!
+//! Aggregate answers are never kept here: they have their own memory (`store::budget`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use optin_protocol::scope::{Applied, GrantId, Granularity, Terms};
+use optin_protocol::signal::Kind;
+use optin_protocol::slice::{SliceClaims, SliceItem};
+use optin_protocol::span::Span;
+use time::OffsetDateTime;
+
+use crate::store::{Store, StoreError};
+
+/// Most slices kept, over all grants.
+const MOST_KEPT: usize = 256;
+/// Most bytes of signed slices kept, over all grants: a page of 1,000 raw items is about
+/// 0.3 MB, so this keeps the slices of a few dozen busy pollers without weighing on the
+/// person's laptop.
+const MOST_BYTES: usize = 32 * 1024 * 1024;
+
+/// The slices kept, by grant and request.
+#[derive(Default)]
+pub(super) struct Repeats {
+    kept: Mutex<Kept>,
+}
+
+#[derive(Default)]
+struct Kept {
+    slices: HashMap<(GrantId, String), Slice>,
+    bytes: usize,
+    /// Counts lookups, so the least recently used slice is the one let go of.
+    clock: u64,
+}
+
+/// A signed slice, with what it was cut from.
+#[derive(Clone)]
+pub(super) struct Slice {
+    /// The JWS as first sent.
+    pub jws: Arc<str>,
+    /// Its `jti`.
+    pub slice_id: String,
+    /// Hex SHA-256 of the JWS, as its records name it.
+    pub jws_sha256: String,
+    /// The audit record that first served it (its `audit_seq`).
+    pub first_seq: u64,
+    /// How many items it holds.
+    pub items: usize,
+    /// The scope it was cut to, never-share list included.
+    applied: Applied,
+    /// The terms it was cut under (the grant's, narrowed by the token), which give the
+    /// claims besides the scope, and its grant's purpose.
+    terms: Terms,
+    purpose: String,
+    /// The signals' version it was cut at.
+    version: u64,
+    /// When its first open cart settles (is abandoned unless a purchase came), if it holds one.
+    settles: Option<OffsetDateTime>,
+    used: u64,
+}
+
+/// What a request gets now, to compare with a kept slice.
+pub(super) struct Asked<'a> {
+    pub grant: &'a GrantId,
+    /// The request's path and query, exactly as sent.
+    pub asked: &'a str,
+    pub applied: &'a Applied,
+    /// The terms the token gives now, and the grant's purpose.
+    pub terms: &'a Terms,
+    pub purpose: &'a str,
+    pub now: OffsetDateTime,
+}
+
+impl Repeats {
+    /// Keeps a slice just signed for `asked` (its claims, JWS and the JWS's hex SHA-256),
+    /// cut when the signals were at `version`.
+    pub(super) fn keep(&self, asked: &Asked<'_>, signed: (&SliceClaims, &str, &str), version: u64, abandon_after: Span) {
+        let (claims, jws, jws_sha256) = signed;
+        if claims.scope.granularity == Granularity::Aggregate || jws.len() > MOST_BYTES / 8 {
+            return;
+        }
+        let Some(first_seq) = claims.audit_seq else { return };
+        let now = OffsetDateTime::from_unix_timestamp(claims.iat).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let slice = Slice {
+            slice_id: claims.jti.clone(),
+            jws_sha256: jws_sha256.to_owned(),
+            first_seq,
+            items: claims.items.len(),
+            applied: claims.scope.clone(),
+            terms: asked.terms.clone(),
+            purpose: asked.purpose.to_owned(),
+            version,
+            settles: settles(&claims.items, abandon_after, now),
+            used: 0,
+            jws: jws.into(),
+        };
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        kept.clock += 1;
+        let slice = Slice { used: kept.clock, ..slice };
+        kept.bytes += slice.jws.len();
+        if let Some(old) = kept.slices.insert((asked.grant.clone(), asked.asked.to_owned()), slice) {
+            kept.bytes -= old.jws.len();
+        }
+        while kept.slices.len() > MOST_KEPT || kept.bytes > MOST_BYTES {
+            let Some(oldest) = kept.slices.iter().min_by_key(|(_, s)| s.used).map(|(k, _)| k.clone()) else { break };
+            if let Some(gone) = kept.slices.remove(&oldest) {
+                kept.bytes -= gone.jws.len();
+            }
+        }
+    }
+
+    /// The kept slice that answers `asked` now, if one is still current (see the module).
+    pub(super) fn find(&self, store: &Store, asked: &Asked<'_>) -> Result<Option<Slice>, StoreError> {
+        let slice = {
+            let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+            kept.clock += 1;
+            let clock = kept.clock;
+            let Some(slice) = kept.slices.get_mut(&(asked.grant.clone(), asked.asked.to_owned())) else { return Ok(None) };
+            slice.used = clock;
+            slice.clone()
+        };
+        Ok(slice.current(store, asked)?.then_some(slice))
+    }
+
+    /// Lets go of a grant's slices (revoked: none will be asked for again).
+    pub(super) fn forget_grant(&self, grant: &GrantId) {
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        let gone: usize = kept.slices.iter().filter(|((g, _), _)| g == grant).map(|(_, s)| s.jws.len()).sum();
+        kept.slices.retain(|(g, _), _| g != grant);
+        kept.bytes -= gone;
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner()).slices.len()
+    }
+}
+
+impl Slice {
+    fn current(&self, store: &Store, asked: &Asked<'_>) -> Result<bool, StoreError> {
+        let (then, now) = (&self.applied, asked.applied);
+        let same_claims = self.version == store.signals_version()
+            && self.settles.map_or(true, |at| asked.now < at)
+            && self.terms == *asked.terms
+            && self.purpose == asked.purpose;
+        // The window only ever moves forward; a clock set back cuts again.
+        if !same_claims || now.since < then.since || now.until < then.until {
+            return Ok(false);
+        }
+        let moved = Applied { since: then.since, until: then.until, ..now.clone() };
+        if moved != *then {
+            return Ok(false);
+        }
+        for kind in then.kinds.iter() {
+            // What left the window at its start was admitted then; what entered at its end
+            // is admitted now.
+            if any_admitted(store, kind, then.since, now.since, then)? || any_admitted(store, kind, then.until, now.until, now)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Whether a signal of `kind` in `since ≤ at < until` is one `applied` admits.
+fn any_admitted(store: &Store, kind: Kind, since: OffsetDateTime, until: OffsetDateTime, applied: &Applied) -> Result<bool, StoreError> {
+    for row in store.scan(kind, since, until, None) {
+        if applied.admits(&row?.1) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// When the first cart of `items` that may still be open at `now` settles: a cart shows its
+/// state (open, abandoned, purchased), and an open one becomes abandoned at its deadline. A
+/// purchase that settles it sooner is a stored signal, which changes the version anyway.
+fn settles(items: &[SliceItem], abandon_after: Span, now: OffsetDateTime) -> Option<OffsetDateTime> {
+    items
+        .iter()
+        .filter_map(|item| match item {
+            SliceItem::Raw(raw) if raw.body.kind() == Kind::Cart => Some(raw.at),
+            SliceItem::Partial(partial) if partial.kind == Kind::Cart => Some(partial.at),
+            _ => None,
+        })
+        .filter_map(|at| at.checked_add(abandon_after.duration()))
+        .filter(|deadline| *deadline > now)
+        .min()
+}
