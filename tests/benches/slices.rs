@@ -2,10 +2,15 @@
 //! run: how close slice serving comes to a bare signing HTTPS server, what ingest costs, how
 //! much memory and disk the agent takes.
 //!
-//! Two targets, driven by the same load generator in turn:
+//! Three loads, driven by the same load generator in turn:
 //!
-//! - **agent**: the real `optin serve` in a temporary home on `127.0.0.1:0`, holding
-//!   generated signals, answering `GET /v1/slice` for a fresh grant's token;
+//! - **agent, cut afresh**: the real `optin serve` in a temporary home on `127.0.0.1:0`,
+//!   holding generated signals, answering `GET /v1/slice` for a fresh grant's token, each
+//!   request with its own `since` (a second later than the last request's), so that every
+//!   answer is cut and signed;
+//! - **agent, served again**: the same agent asked the same query over and over, which it
+//!   answers with the slice it signed first while nothing in it changed (SPEC.md, "Repeated
+//!   slices");
 //! - **baseline**: a bare hyper + hyper-util + tokio-rustls server in this process (its own
 //!   runtime, threads named `bench-baseline`), with the agent's TLS setup (rcgen self-signed
 //!   certificate, ring provider, ALPN h2 and http/1.1, TLS 1.3 negotiated) and the agent's
@@ -20,9 +25,9 @@
 //! reported beside it.
 //!
 //! The load generator opens C keep-alive HTTP/1.1 connections over TLS (pinned to the
-//! target's certificate) and loops requests on each for a fixed time after a warm-up. Targets
-//! alternate in rounds (baseline, agent; agent, baseline; …) so a noisy neighbour hurts both
-//! alike, and each ratio is the median of the rounds' ratios. Over each measured stretch, the
+//! target's certificate) and loops requests on each for a fixed time after a warm-up. Loads
+//! take turns in rounds, each round starting one later (baseline, afresh, again; afresh,
+//! again, baseline; …), so a noisy neighbour hurts all alike, and each ratio is the median of the rounds' ratios. Over each measured stretch, the
 //! server's CPU time is read from `/proc`: the agent's process, the baseline's threads. Every
 //! agent answer must be 200; one in 100 is verified with `GrantBundle::verify_slice` (one in
 //! 100 baseline answers with the baseline key, so the client does the same work for both).
@@ -44,7 +49,7 @@
 //! | `OPTIN_BENCH_SECONDS`            | 5                       | measured seconds per target and round    |
 //! | `OPTIN_BENCH_WARMUP`             | 1                       | warm-up seconds before each measurement  |
 //! | `OPTIN_BENCH_ROUNDS`             | 3                       | rounds (each runs both targets)          |
-//! | `OPTIN_BENCH_QUERY`              | `kinds=search&limit=100`| the slice query string                   |
+//! | `OPTIN_BENCH_QUERY`              | `kinds=search&limit=100`| the slice query string, without `since`  |
 //! | `OPTIN_BENCH_AUDIT_KEEP`         | the agent's             | `--audit-keep-records` of the agent      |
 
 use std::convert::Infallible;
@@ -52,7 +57,7 @@ use std::error::Error;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, ExitCode};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,6 +88,30 @@ const VERIFY_EVERY: u64 = 100;
 const INGEST_BATCH: usize = 1_000;
 /// The name of the baseline server's threads, whose CPU time is the ceiling's.
 const BASELINE_THREADS: &str = "bench-baseline";
+
+/// The loads of a round, in the order of the first round.
+const LOADS: [Load; 3] = [Load::Baseline, Load::Afresh, Load::Again];
+
+/// What the load generator drives.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Load {
+    /// The bare signing server.
+    Baseline,
+    /// The agent, every request with its own `since`, so every slice is cut and signed.
+    Afresh,
+    /// The agent, the same request every time, so an unchanged slice is served again.
+    Again,
+}
+
+impl Load {
+    fn name(self) -> &'static str {
+        match self {
+            Load::Baseline => "baseline",
+            Load::Afresh => "afresh",
+            Load::Again => "again",
+        }
+    }
+}
 
 /// The PID of the running agent, for the watchdog (0: none).
 static AGENT_PID: AtomicU32 = AtomicU32::new(0);
@@ -128,6 +157,9 @@ impl Settings {
         if !(0.1..=600.0).contains(&settings.seconds) || !(0.0..=60.0).contains(&settings.warmup) {
             return Err("OPTIN_BENCH_SECONDS must be 0.1..=600 and OPTIN_BENCH_WARMUP 0..=60".into());
         }
+        if settings.query.split('&').any(|pair| pair.starts_with("since=")) {
+            return Err("OPTIN_BENCH_QUERY must not set `since`: the load that cuts afresh sets its own".into());
+        }
         if settings.rounds == 0 || settings.rounds > 20 {
             return Err("OPTIN_BENCH_ROUNDS must be 1..=20".into());
         }
@@ -136,7 +168,7 @@ impl Settings {
 
     /// A generous bound on the whole run, for the watchdog.
     fn budget(&self) -> Duration {
-        let measuring = (self.seconds + self.warmup + 1.0) * 2.0 * self.rounds as f64;
+        let measuring = (self.seconds + self.warmup + 1.0) * LOADS.len() as f64 * self.rounds as f64;
         let setup = 60.0 + self.signals as f64 / 1000.0;
         Duration::from_secs_f64(2.0 * (measuring + setup))
     }
@@ -277,6 +309,15 @@ async fn run(settings: &Settings) -> Result<(), Box<dyn Error>> {
     let claims = bundle.verify_slice(&sample).map_err(|e| format!("the agent's slice does not verify: {e}"))?;
     let payload = sample.split('.').nth(1).and_then(|p| URL_SAFE_NO_PAD.decode(p).ok()).ok_or("the agent's slice has no payload")?;
     println!("request: GET {path} -> {} items, body {} bytes (payload {} bytes)", claims.items.len(), sample.len(), payload.len());
+    // Cut afresh: every request's window starts a second after the last one's, from the
+    // oldest signal on, so each is a new question over as many signals.
+    let afresh_target = Arc::new(Target {
+        since: Some((now - time::Duration::days(29), AtomicU64::new(0))),
+        ..Target::build(agent.addr(), &agent.fingerprint, &path, Some(&bundle.token), Check::Agent(bundle.clone()))?
+    });
+    let sample = single(&afresh_target).await?;
+    let afresh = bundle.verify_slice(&sample).map_err(|e| format!("the agent's slice does not verify: {e}"))?;
+    println!("afresh: GET {path}&since=… -> {} items, body {} bytes", afresh.items.len(), sample.len());
 
     let baseline = Baseline::start(payload)?;
     let baseline_target = Target::new(baseline.addr, &baseline.fingerprint, &path, Some(&bundle.token), Check::Baseline(baseline.jwk.clone()))?;
@@ -284,23 +325,22 @@ async fn run(settings: &Settings) -> Result<(), Box<dyn Error>> {
     println!("baseline listening on https://{}: body {} bytes", baseline.addr, baseline_sample.len());
 
     let store_before = dir_size(&home.path().join("store"));
-    let mut rounds: Vec<(Measured, Measured)> = Vec::new();
-    for round in 1..=settings.rounds {
-        // Alternating which goes first, so neither always follows the other's load.
-        let order = if round % 2 == 1 { [true, false] } else { [false, true] };
-        let (mut base, mut agent) = (None, None);
-        for is_baseline in order {
-            let (name, target, cpu) =
-                if is_baseline { ("baseline", &baseline_target, Cpu::Threads(BASELINE_THREADS)) } else { ("agent", &agent_target, Cpu::Process(pid)) };
-            let measured = drive(target, settings, cpu).await?;
-            println!("round {round} {name:<8} {}", measured.line());
-            if is_baseline {
-                base = Some(measured);
-            } else {
-                agent = Some(measured);
-            }
+    let mut rounds: Vec<Round> = Vec::new();
+    for round in 0..settings.rounds {
+        // Each round starts one load later, so that none always follows another's load.
+        let mut measured = Round::default();
+        for turn in 0..LOADS.len() {
+            let load = LOADS[(round + turn) % LOADS.len()];
+            let (target, cpu) = match load {
+                Load::Baseline => (&baseline_target, Cpu::Threads(BASELINE_THREADS)),
+                Load::Afresh => (&afresh_target, Cpu::Process(pid)),
+                Load::Again => (&agent_target, Cpu::Process(pid)),
+            };
+            let m = drive(target, settings, cpu).await?;
+            println!("round {} {:<8} {}", round + 1, load.name(), m.line());
+            measured.set(load, m);
         }
-        rounds.extend(base.zip(agent));
+        rounds.push(measured);
     }
     let store_after = dir_size(&home.path().join("store"));
     // The pruner runs once a second: give it the time to reach the bound.
@@ -308,41 +348,53 @@ async fn run(settings: &Settings) -> Result<(), Box<dyn Error>> {
     let verified = cli(home, &["audit", "--verify"]).await?;
     let (rss_after, rss_peak) = (optin_tests::proc_status_kib(pid, "VmRSS"), optin_tests::proc_status_kib(pid, "VmHWM"));
 
-    let median = |f: &dyn Fn(&Measured, &Measured) -> f64| {
-        let mut all: Vec<f64> = rounds.iter().map(|(b, a)| f(b, a)).collect();
+    // The median over the rounds of `f` of a round's measurements.
+    let median = |f: &dyn Fn(&Round) -> Option<f64>| {
+        let mut all: Vec<f64> = rounds.iter().filter_map(f).collect();
         all.sort_by(f64::total_cmp);
-        all[all.len() / 2]
+        all.get(all.len() / 2).copied().unwrap_or(f64::NAN)
     };
-    let throughput = median(&|b, a| a.rate() / b.rate());
-    let p99 = median(&|b, a| a.percentile(0.99).as_secs_f64() / b.percentile(0.99).as_secs_f64());
-    let cpu = median(&|b, a| a.cpu_per_answer().as_secs_f64() / b.cpu_per_answer().as_secs_f64());
-    let middle = |f: &dyn Fn(&Measured) -> f64, agent: bool| median(&|b, a| f(if agent { a } else { b }));
-    let slices: u64 = rounds.iter().map(|(_, a)| a.requests).sum();
+    // Of a load against the baseline in the same round.
+    let ratio = |load: Load, f: fn(&Measured) -> f64| median(&|r| Some(f(r.get(load)?) / f(r.get(Load::Baseline)?)));
+    let middle = |load: Load, f: fn(&Measured) -> f64| median(&|r| r.get(load).map(f));
+    let rate: fn(&Measured) -> f64 = Measured::rate;
+    let cpu_us: fn(&Measured) -> f64 = |m| m.cpu_per_answer().as_secs_f64() * 1e6;
+    let p99_ms: fn(&Measured) -> f64 = |m| m.percentile(0.99).as_secs_f64() * 1e3;
+    let slices: u64 = rounds.iter().flat_map(|r| [r.get(Load::Afresh), r.get(Load::Again)]).flatten().map(|m| m.requests).sum();
     let audit_per_slice = store_after.saturating_sub(store_before) as f64 / slices.max(1) as f64;
 
     println!("---");
     println!(
-        "{} signals, {}, {} connections, median of {} round(s), agent and ceiling alternating",
+        "{} signals, {}, {} connections, median of {} round(s), the ceiling and the agent's two loads in turn",
         ingested.stored, settings.query, settings.connections, settings.rounds
     );
     println!();
     println!("| figure | measured | target |");
     println!("|---|---|---|");
-    println!(
-        "| slice req/s ÷ sign-per-response ceiling req/s | {throughput:.3} ({:.0} vs {:.0}) | ≥ 0.8 |",
-        middle(&Measured::rate, true),
-        middle(&Measured::rate, false)
-    );
-    println!(
-        "| server CPU per slice | {:.0} µs (ceiling {:.0} µs): {cpu:.2}× | ≤ 1.25× the ceiling's |",
-        middle(&|m| m.cpu_per_answer().as_secs_f64() * 1e6, true),
-        middle(&|m| m.cpu_per_answer().as_secs_f64() * 1e6, false)
-    );
-    println!(
-        "| slice p99 ÷ ceiling p99 | {p99:.2} ({:.1} ms vs {:.1} ms) | ≤ 2 |",
-        middle(&|m| m.percentile(0.99).as_secs_f64() * 1e3, true),
-        middle(&|m| m.percentile(0.99).as_secs_f64() * 1e3, false)
-    );
+    for (load, what, target) in [(Load::Afresh, "each slice cut afresh", "≥ 0.8"), (Load::Again, "an unchanged slice served again", "≥ 1.0")] {
+        println!(
+            "| slice req/s ÷ sign-per-response ceiling req/s, {what} | {:.3} ({:.0} vs {:.0}) | {target} |",
+            ratio(load, rate),
+            middle(load, rate),
+            middle(Load::Baseline, rate)
+        );
+    }
+    for (load, what) in [(Load::Afresh, "cut afresh"), (Load::Again, "served again")] {
+        println!(
+            "| server CPU per slice, {what} | {:.0} µs (ceiling {:.0} µs): {:.2}× | ≤ 1.25× the ceiling's |",
+            middle(load, cpu_us),
+            middle(Load::Baseline, cpu_us),
+            ratio(load, cpu_us)
+        );
+    }
+    for (load, what) in [(Load::Afresh, "cut afresh"), (Load::Again, "served again")] {
+        println!(
+            "| slice p99 ÷ ceiling p99, {what} | {:.2} ({:.1} ms vs {:.1} ms) | ≤ 2 |",
+            ratio(load, p99_ms),
+            middle(load, p99_ms),
+            middle(Load::Baseline, p99_ms)
+        );
+    }
     println!(
         "| agent VmRSS, {} signals stored, under that load | {:.1} MiB (peak {:.1} MiB; {:.1} MiB in the agent that ingested them, before the restart) | < 100 MB |",
         ingested.stored,
@@ -371,6 +423,26 @@ async fn run(settings: &Settings) -> Result<(), Box<dyn Error>> {
     agent.try_stop()?;
     AGENT_PID.store(0, Ordering::SeqCst);
     Ok(())
+}
+
+/// One round's measurements, by load.
+#[derive(Default)]
+struct Round {
+    measured: [Option<Measured>; LOADS.len()],
+}
+
+impl Round {
+    fn slot(load: Load) -> usize {
+        LOADS.iter().position(|l| *l == load).unwrap_or(0)
+    }
+
+    fn set(&mut self, load: Load, measured: Measured) {
+        self.measured[Round::slot(load)] = Some(measured);
+    }
+
+    fn get(&self, load: Load) -> Option<&Measured> {
+        self.measured[Round::slot(load)].as_ref()
+    }
 }
 
 fn mib(kib: u64) -> f64 {
@@ -546,6 +618,9 @@ struct Target {
     addr: SocketAddr,
     client: optin_examples::PinnedClient,
     path: String,
+    /// When set, every request asks `since` a second later than the last: the first
+    /// moment, and the requests so far.
+    since: Option<(time::OffsetDateTime, AtomicU64)>,
     authority: HeaderValue,
     authorization: Option<HeaderValue>,
     check: Check,
@@ -553,18 +628,23 @@ struct Target {
 
 impl Target {
     fn new(addr: SocketAddr, fingerprint: &str, path: &str, token: Option<&str>, check: Check) -> Result<Arc<Target>, String> {
+        Target::build(addr, fingerprint, path, token, check).map(Arc::new)
+    }
+
+    fn build(addr: SocketAddr, fingerprint: &str, path: &str, token: Option<&str>, check: Check) -> Result<Target, String> {
         // The marketer's own pinned client makes the TLS connections; this drives HTTP on them.
         let client = optin_examples::PinnedClient::new(&format!("https://{addr}"), fingerprint).map_err(|e| e.to_string())?;
         let authorization =
             token.map(|t| HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| "a token that is not a header value".to_owned())).transpose()?;
-        Ok(Arc::new(Target {
+        Ok(Target {
             addr,
             client,
             path: path.to_owned(),
+            since: None,
             authority: HeaderValue::from_str(&addr.to_string()).map_err(|e| e.to_string())?,
             authorization,
             check,
-        }))
+        })
     }
 
     /// A TLS 1.3 + HTTP/1.1 connection, pinned.
@@ -587,7 +667,14 @@ impl Target {
     }
 
     fn request(&self) -> Result<Request<Empty<Bytes>>, String> {
-        let mut request = Request::builder().uri(&self.path).header(HOST, self.authority.clone());
+        let uri = match &self.since {
+            None => self.path.clone(),
+            Some((first, count)) => {
+                let seconds = i64::try_from(count.fetch_add(1, Ordering::Relaxed)).unwrap_or(i64::MAX);
+                format!("{}&since={}", self.path, optin_protocol::timestamp::format(*first + time::Duration::seconds(seconds)))
+            }
+        };
+        let mut request = Request::builder().uri(uri).header(HOST, self.authority.clone());
         if let Some(value) = &self.authorization {
             request = request.header(AUTHORIZATION, value.clone());
         }
