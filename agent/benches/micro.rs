@@ -255,6 +255,9 @@ fn drain<T, E: std::fmt::Debug>(rows: impl Iterator<Item = Result<T, E>>) -> usi
     rows.map(|row| black_box(row.expect("a row reads"))).fold(0, |n, _| n + 1)
 }
 
+/// Threads appending at once in `audit/append_served_8_threads`.
+const APPENDERS: u64 = 8;
+
 fn audit(c: &mut Criterion, f: &Fixture) {
     let signed = jws::sign(&f.keys.signing, &f.payload());
     let served = AuditEvent::Served {
@@ -269,6 +272,26 @@ fn audit(c: &mut Criterion, f: &Fixture) {
     };
     let mut group = c.benchmark_group("audit");
     group.bench_function("append_served", |b| b.iter(|| f.store.append_audit(f.now, black_box(served.clone())).expect("appended")));
+    // Slices are served by many threads at once: the time per record of 8 threads
+    // appending together, as the blocking pool does under load.
+    group.bench_function("append_served_8_threads", |b| {
+        b.iter_custom(|records| {
+            let started = std::time::Instant::now();
+            std::thread::scope(|threads| {
+                for n in 0..APPENDERS {
+                    // Shared out so that `records` are appended in all.
+                    let mine = records / APPENDERS + u64::from(n < records % APPENDERS);
+                    let served = &served;
+                    threads.spawn(move || {
+                        for _ in 0..mine {
+                            f.store.append_audit(f.now, black_box(served.clone())).expect("appended");
+                        }
+                    });
+                }
+            });
+            started.elapsed()
+        })
+    });
     // The records appended above are written out first, so that the first flush measured
     // is one record's like the others, not all of theirs.
     f.store.flush().expect("flushed");

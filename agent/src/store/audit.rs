@@ -1,7 +1,10 @@
 //! The audit log as stored: appends, pages, and pruning behind a checkpoint.
 //!
-//! Records are appended one at a time under the chain's lock, each with its MAC and the new
-//! chain head in one transaction (`core::audit` describes the chain). Left alone, the log
+//! Records are appended under the chain's lock, each with its MAC, and the new chain head in
+//! the same transaction (`core::audit` describes the chain). Appends that arrive while the
+//! lock is held wait in a queue, and whoever takes the lock next writes all of them in one
+//! transaction ([`Store::append_audit`]): under load, a slice's record then costs a share of
+//! one transaction and one head, not one of each. Left alone, the log
 //! grows by a record per slice served, for ever, so the agent prunes it
 //! ([`Store::prune_audit`]): once it holds more records than [`AuditKeep::records`], or
 //! records older than [`AuditKeep::age`], the oldest go, at most [`PRUNE_BATCH`] at a time.
@@ -24,7 +27,7 @@
 //! their MACs. The last record is never removed, so the first record kept always has a
 //! predecessor that was checked.
 
-use std::sync::PoisonError;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use sled::transaction::ConflictableTransactionError;
 use sled::Transactional;
@@ -168,11 +171,62 @@ pub struct StoredRecord {
     pub seal: Seal,
 }
 
+/// Appends waiting for the chain's lock ([`Store::append_audit`]).
+#[derive(Default)]
+pub(super) struct Queue {
+    waiting: Mutex<Vec<Waiting>>,
+}
+
+/// An append waiting to be written, and where its outcome goes.
+struct Waiting {
+    at: OffsetDateTime,
+    event: AuditEvent,
+    outcome: Arc<Outcome>,
+}
+
+/// What became of a waiting append: `None` until it is written or fails.
+type Outcome = Mutex<Option<Result<AuditRecord>>>;
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Waiting>> {
+        // Only pushes and takes happen under it: a panic cannot leave it half changed.
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn settled(outcome: &Outcome) -> Option<Result<AuditRecord>> {
+    outcome.lock().unwrap_or_else(PoisonError::into_inner).take()
+}
+
 impl Store {
-    /// Appends an audit record chained to the previous one, with its MAC.
+    /// Appends an audit record chained to the previous one, with its MAC; returns once it is
+    /// written. The record waits in the queue while the chain's lock is held; whoever holds
+    /// it next (this caller, or one before it in line) writes every record waiting then, in
+    /// the order they came, in one transaction.
     pub fn append_audit(&self, at: OffsetDateTime, event: AuditEvent) -> Result<AuditRecord> {
-        let (mut chain, mac) = self.chain()?;
-        self.append(&mut chain, mac, at, event)
+        // The lock free (the common case when slices are few): no queue to go through.
+        if let Some((mut chain, mac)) = self.chain_if_free()? {
+            let written = self.append_waiting(&mut chain, mac, vec![(at, event)])?.pop();
+            return written.ok_or_else(|| corrupt("audit", "a record was not written"));
+        }
+        let outcome = Arc::new(Outcome::default());
+        self.queue.lock().push(Waiting { at, event, outcome: outcome.clone() });
+        let (mut chain, mac) = match self.chain() {
+            Ok(locked) => locked,
+            Err(e) => {
+                // Not written, and not to be written by another: out of the queue, unless
+                // someone took it already, in which case its outcome is theirs to tell.
+                self.queue.lock().retain(|w| !Arc::ptr_eq(&w.outcome, &outcome));
+                return settled(&outcome).unwrap_or(Err(e));
+            }
+        };
+        if let Some(written) = settled(&outcome) {
+            return written;
+        }
+        // Not written yet, so still waiting: only holders of the lock take from the queue,
+        // and they settle all they take before letting go of it.
+        self.append_waiting(&mut chain, mac, Vec::new())?;
+        settled(&outcome).unwrap_or_else(|| Err(corrupt("audit", "an append was taken from the queue and not written")))
     }
 
     /// Appends the record that `make` returns for the sequence number it will have, so that
@@ -185,37 +239,106 @@ impl Store {
             Ok(made) => made,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(Ok((self.append(&mut chain, mac, at, event)?, made)))
+        // Its record first, with the number it was made for; those waiting after it.
+        let record = self.append_waiting(&mut chain, mac, vec![(at, event)])?.pop();
+        let record = record.ok_or_else(|| corrupt("audit", "a record made under the lock was not written"))?;
+        Ok(Ok((record, made)))
+    }
+
+    /// The chain's lock, if no one holds it, as [`Store::chain`] takes it.
+    fn chain_if_free(&self) -> Result<Option<(std::sync::MutexGuard<'_, Chain>, &StoreMac)>> {
+        let mac = self.mac()?;
+        let chain = match self.chain.try_lock() {
+            Ok(chain) => chain,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+        };
+        if !self.sealed.load(std::sync::atomic::Ordering::Acquire) {
+            // The first use seals the store as found; the usual way does that.
+            drop(chain);
+            return Ok(None);
+        }
+        Ok(Some((chain, mac)))
     }
 
     pub(super) fn append(&self, chain: &mut Chain, mac: &StoreMac, at: OffsetDateTime, event: AuditEvent) -> Result<AuditRecord> {
-        let seq = chain.head.seq + 1;
-        let record = AuditRecord { seq, at, prev: optin_protocol::hex(&chain.head.hash), event };
-        let bytes = serde_json::to_vec(&record).map_err(|e| corrupt("audit", e))?;
-        let next = AuditHead { seq, hash: optin_protocol::sha256(&bytes) };
-        // Onto a head that does not carry its MAC (records after it removed, or the log
-        // rewritten while optin was stopped), the record goes without one: MACing it would
-        // vouch for what it chains to, and verification names it as the first record this
-        // optin cannot vouch for.
-        let record_tag = (chain.seal == Seal::Valid).then(|| mac.record(seq, &next.hash));
-        let head_tag = optin_protocol::hex(&mac.head(&next));
+        let written = self.append_all(chain, mac, vec![(at, event)])?.pop();
+        written.ok_or_else(|| corrupt("audit", "a record was not written"))
+    }
+
+    /// Writes `first` and every append waiting in the queue, in that order, in one
+    /// transaction, and settles the waiting ones; returns the records of `first`.
+    fn append_waiting(&self, chain: &mut Chain, mac: &StoreMac, first: Vec<(OffsetDateTime, AuditEvent)>) -> Result<Vec<AuditRecord>> {
+        let waiting = std::mem::take(&mut *self.queue.lock());
+        let mine = first.len();
+        let mut events = first;
+        let mut outcomes = Vec::with_capacity(waiting.len());
+        for w in waiting {
+            events.push((w.at, w.event));
+            outcomes.push(w.outcome);
+        }
+        let settle = |outcome: &Outcome, result| *outcome.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
+        match self.append_all(chain, mac, events) {
+            Ok(mut records) => {
+                let theirs = records.split_off(mine);
+                for (outcome, record) in outcomes.iter().zip(theirs) {
+                    settle(outcome, Ok(record));
+                }
+                Ok(records)
+            }
+            Err(e) => {
+                for outcome in &outcomes {
+                    settle(outcome, Err(StoreError::Audit(e.to_string())));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes `events` as the next records, each chained to the one before, with their MACs
+    /// and the new head, in one transaction.
+    fn append_all(&self, chain: &mut Chain, mac: &StoreMac, events: Vec<(OffsetDateTime, AuditEvent)>) -> Result<Vec<AuditRecord>> {
+        let (mut head, mut seal) = (chain.head, chain.seal);
+        let mut rows = Vec::with_capacity(events.len());
+        let mut records = Vec::with_capacity(events.len());
+        for (at, event) in events {
+            let seq = head.seq + 1;
+            let record = AuditRecord { seq, at, prev: optin_protocol::hex(&head.hash), event };
+            let bytes = serde_json::to_vec(&record).map_err(|e| corrupt("audit", e))?;
+            let next = AuditHead { seq, hash: optin_protocol::sha256(&bytes) };
+            // Onto a head that does not carry its MAC (records after it removed, or the log
+            // rewritten while optin was stopped), the record goes without one: MACing it
+            // would vouch for what it chains to, and verification names it as the first
+            // record this optin cannot vouch for. The records after it chain to it as
+            // written, and carry theirs.
+            let tag = (seal == Seal::Valid).then(|| mac.record(seq, &next.hash));
+            rows.push((key::audit(seq), bytes, tag));
+            records.push(record);
+            (head, seal) = (next, Seal::Valid);
+        }
+        if records.is_empty() {
+            return Ok(records);
+        }
+        let head_tag = optin_protocol::hex(&mac.head(&head));
         // One transaction, so the head never names a record that is not there, nor lags
         // behind one that is.
         (&self.audit, &self.audit_macs, &self.meta)
             .transaction(|(audit, macs, meta)| {
-                audit.insert(&key::audit(seq)[..], bytes.as_slice())?;
-                match &record_tag {
-                    Some(tag) => macs.insert(&key::audit(seq)[..], &tag[..])?,
-                    // Not even a MAC left there by what was removed.
-                    None => macs.remove(&key::audit(seq)[..])?,
-                };
-                meta.insert(AUDIT_HEAD, next.encode().as_str())?;
+                for (key, bytes, tag) in &rows {
+                    audit.insert(&key[..], bytes.as_slice())?;
+                    match tag {
+                        Some(tag) => macs.insert(&key[..], &tag[..])?,
+                        // Not even a MAC left there by what was removed.
+                        None => macs.remove(&key[..])?,
+                    };
+                }
+                meta.insert(AUDIT_HEAD, head.encode().as_str())?;
                 meta.insert(AUDIT_HEAD_MAC, head_tag.as_str())?;
                 Ok::<_, ConflictableTransactionError<StoreError>>(())
             })
             .map_err(tx_error)?;
-        *chain = Chain { head: next, seal: Seal::Valid };
-        Ok(record)
+        *chain = Chain { head, seal: Seal::Valid };
+        Ok(records)
     }
 
     /// The audit log as one consistent snapshot (appends and pruning wait while it is read),
@@ -620,5 +743,99 @@ mod tests {
         // And a checkpoint changed behind optin's back stops pruning too.
         store.meta.insert(AUDIT_CHECKPOINT_MAC, "00".repeat(32).as_str()).expect("write");
         assert_eq!(store.prune_audit(&keep(5), T, 10).expect("pruned"), Pruned::Broken(6));
+    }
+
+    fn labelled(label: String) -> AuditEvent {
+        AuditEvent::Served {
+            grant_id: GrantId::from_bytes([9; 12]),
+            marketer: "acme.example".into(),
+            audience: None,
+            asked: label,
+            items: 1,
+            slice_id: "s_1".into(),
+            jws_sha256: "00".repeat(32),
+            repeat_of: None,
+        }
+    }
+
+    /// How many records the log holds, each with its MAC and naming the hash of the one
+    /// before, the head naming the last with its MAC; panics where that fails.
+    fn chained(store: &Store) -> usize {
+        let log = store.audit_log().expect("the log");
+        let mut before = [0; 32];
+        for stored in &log.records {
+            assert_eq!(stored.seal, Seal::Valid, "record {} carries its MAC", stored.record.seq);
+            assert_eq!(stored.record.prev, optin_protocol::hex(&before), "record {} names the one before", stored.record.seq);
+            before = stored.hash;
+        }
+        let (head, seal) = log.head;
+        assert_eq!((head.seq, head.hash, seal), (log.records.len() as u64, before, Seal::Valid), "the head names the last record");
+        log.records.len()
+    }
+
+    fn label(record: &AuditRecord) -> &str {
+        match &record.event {
+            AuditEvent::Served { asked, .. } => asked,
+            other => panic!("not a test record: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn appends_waiting_for_the_lock_are_written_by_its_next_holder_in_the_order_they_came() {
+        let (_dir, store) = store();
+        let store = std::sync::Arc::new(store);
+        let held = store.chain().expect("the lock").0;
+        let mut appends = Vec::new();
+        for n in 0..5 {
+            let appender = store.clone();
+            appends.push(std::thread::spawn(move || appender.append_audit(T, labelled(format!("waited {n}"))).expect("appended")));
+            // One at a time into the queue, so the order they came in is known.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while store.queue.lock().len() < n + 1 {
+                assert!(std::time::Instant::now() < deadline, "append {n} never queued");
+                std::thread::yield_now();
+            }
+        }
+        drop(held);
+        let written: Vec<AuditRecord> = appends.into_iter().map(|a| a.join().expect("an append thread")).collect();
+        let order: Vec<(u64, &str)> = written.iter().map(|r| (r.seq, label(r))).collect();
+        assert_eq!(order, [(1, "waited 0"), (2, "waited 1"), (3, "waited 2"), (4, "waited 3"), (5, "waited 4")]);
+        assert_eq!(chained(&store), 5);
+    }
+
+    #[test]
+    fn appends_from_many_threads_each_get_their_own_record_and_the_chain_holds() {
+        let (_dir, store) = store();
+        let store = std::sync::Arc::new(store);
+        let mut threads = Vec::new();
+        for t in 0..8 {
+            let store = store.clone();
+            threads.push(std::thread::spawn(move || {
+                let mut mine = Vec::new();
+                for n in 0..40 {
+                    let label = format!("{t}/{n}");
+                    let record = if n % 4 == 0 {
+                        // Made for its number under the lock, as a slice is signed.
+                        let made = store.append_audit_with(T, |seq| Ok::<_, ()>((labelled(format!("{label}@{seq}")), seq))).expect("appended");
+                        let (record, seq) = made.expect("made");
+                        assert_eq!(record.seq, seq, "the record has the number it was made for");
+                        record
+                    } else {
+                        store.append_audit(T, labelled(label)).expect("appended")
+                    };
+                    mine.push(record);
+                }
+                mine
+            }));
+        }
+        let mut returned: Vec<(u64, String)> = Vec::new();
+        for thread in threads {
+            returned.extend(thread.join().expect("an append thread").iter().map(|r| (r.seq, label(r).to_owned())));
+        }
+        returned.sort();
+        let log = store.audit_log().expect("the log");
+        let stored: Vec<(u64, String)> = log.records.iter().map(|r| (r.record.seq, label(&r.record).to_owned())).collect();
+        assert_eq!(returned, stored, "every append got the record stored at its number");
+        assert_eq!(chained(&store), 320);
     }
 }

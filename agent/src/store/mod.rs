@@ -97,6 +97,10 @@ pub enum StoreError {
     /// The store was written by another version of optin.
     #[error("the store has schema version {0}, this optin reads version {SCHEMA}")]
     Schema(String),
+    /// The transaction that held an audit record, among others appended with it, failed:
+    /// the record was not written.
+    #[error("writing the audit log failed: {0}")]
+    Audit(String),
     /// Grants or the audit were used before the store was given its MAC key: nothing is
     /// trusted or written unMACed.
     #[error("the store was opened without its MAC key")]
@@ -193,6 +197,8 @@ pub struct Store {
     signals_version: AtomicU64,
     /// Serializes audit appends: each record names the hash of the one before it.
     chain: Mutex<Chain>,
+    /// Audit appends waiting for the chain's lock, written together by its next holder.
+    queue: audit::Queue,
     /// Held to read while the audit log is read with its checkpoint, and to write while a
     /// batch is pruned, so no reader sees a batch half gone ([`audit`]).
     pruning: RwLock<()>,
@@ -275,6 +281,7 @@ impl Store {
             signals_version: AtomicU64::new(0),
             // Checked against its MAC once the store is keyed.
             chain: Mutex::new(Chain { head, seal: Seal::Missing }),
+            queue: Default::default(),
             pruning: RwLock::new(()),
             db,
         };
