@@ -40,14 +40,19 @@ pub(super) struct Repeats {
 
 #[derive(Default)]
 struct Kept {
-    slices: HashMap<(GrantId, String), Slice>,
+    slices: HashMap<(GrantId, String), Entry>,
     bytes: usize,
     /// Counts lookups, so the least recently used slice is the one let go of.
     clock: u64,
 }
 
+/// A kept slice, and when it was last asked for.
+struct Entry {
+    slice: Arc<Slice>,
+    used: u64,
+}
+
 /// A signed slice, with what it was cut from.
-#[derive(Clone)]
 pub(super) struct Slice {
     /// The JWS as first sent.
     pub jws: Arc<str>,
@@ -69,7 +74,6 @@ pub(super) struct Slice {
     version: u64,
     /// When its first open cart settles (is abandoned unless a purchase came), if it holds one.
     settles: Option<OffsetDateTime>,
-    used: u64,
 }
 
 /// What a request gets now, to compare with a kept slice.
@@ -104,33 +108,32 @@ impl Repeats {
             purpose: asked.purpose.to_owned(),
             version,
             settles: settles(&claims.items, abandon_after, now),
-            used: 0,
             jws: jws.into(),
         };
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         kept.clock += 1;
-        let slice = Slice { used: kept.clock, ..slice };
         kept.bytes += slice.jws.len();
-        if let Some(old) = kept.slices.insert((asked.grant.clone(), asked.asked.to_owned()), slice) {
-            kept.bytes -= old.jws.len();
+        let entry = Entry { slice: Arc::new(slice), used: kept.clock };
+        if let Some(old) = kept.slices.insert((asked.grant.clone(), asked.asked.to_owned()), entry) {
+            kept.bytes -= old.slice.jws.len();
         }
         while kept.slices.len() > MOST_KEPT || kept.bytes > MOST_BYTES {
-            let Some(oldest) = kept.slices.iter().min_by_key(|(_, s)| s.used).map(|(k, _)| k.clone()) else { break };
+            let Some(oldest) = kept.slices.iter().min_by_key(|(_, e)| e.used).map(|(k, _)| k.clone()) else { break };
             if let Some(gone) = kept.slices.remove(&oldest) {
-                kept.bytes -= gone.jws.len();
+                kept.bytes -= gone.slice.jws.len();
             }
         }
     }
 
     /// The kept slice that answers `asked` now, if one is still current (see the module).
-    pub(super) fn find(&self, store: &Store, asked: &Asked<'_>) -> Result<Option<Slice>, StoreError> {
+    pub(super) fn find(&self, store: &Store, asked: &Asked<'_>) -> Result<Option<Arc<Slice>>, StoreError> {
         let slice = {
             let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
             kept.clock += 1;
             let clock = kept.clock;
-            let Some(slice) = kept.slices.get_mut(&(asked.grant.clone(), asked.asked.to_owned())) else { return Ok(None) };
-            slice.used = clock;
-            slice.clone()
+            let Some(entry) = kept.slices.get_mut(&(asked.grant.clone(), asked.asked.to_owned())) else { return Ok(None) };
+            entry.used = clock;
+            entry.slice.clone()
         };
         Ok(slice.current(store, asked)?.then_some(slice))
     }
@@ -138,7 +141,7 @@ impl Repeats {
     /// Lets go of a grant's slices (revoked: none will be asked for again).
     pub(super) fn forget_grant(&self, grant: &GrantId) {
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
-        let gone: usize = kept.slices.iter().filter(|((g, _), _)| g == grant).map(|(_, s)| s.jws.len()).sum();
+        let gone: usize = kept.slices.iter().filter(|((g, _), _)| g == grant).map(|(_, e)| e.slice.jws.len()).sum();
         kept.slices.retain(|(g, _), _| g != grant);
         kept.bytes -= gone;
     }
@@ -160,8 +163,7 @@ impl Slice {
         if !same_claims || now.since < then.since || now.until < then.until {
             return Ok(false);
         }
-        let moved = Applied { since: then.since, until: then.until, ..now.clone() };
-        if moved != *then {
+        if !same_but_window(then, now) {
             return Ok(false);
         }
         for kind in then.kinds.iter() {
@@ -173,6 +175,19 @@ impl Slice {
         }
         Ok(true)
     }
+}
+
+/// Whether two scopes are the same but for their time window. Every field is named, so that
+/// one added to [`Applied`] must be placed here, in the comparison or out of it.
+fn same_but_window(a: &Applied, b: &Applied) -> bool {
+    let Applied { kinds, granularity, since: _, until: _, limit, categories, merchants, fields, never_share } = a;
+    *kinds == b.kinds
+        && *granularity == b.granularity
+        && *limit == b.limit
+        && *categories == b.categories
+        && *merchants == b.merchants
+        && *fields == b.fields
+        && *never_share == b.never_share
 }
 
 /// Whether a signal of `kind` in `since ≤ at < until` is one `applied` admits.
