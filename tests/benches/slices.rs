@@ -51,6 +51,7 @@
 //! | `OPTIN_BENCH_ROUNDS`             | 3                       | rounds (each runs both targets)          |
 //! | `OPTIN_BENCH_QUERY`              | `kinds=search&limit=100`| the slice query string, without `since`  |
 //! | `OPTIN_BENCH_AUDIT_KEEP`         | the agent's             | `--audit-keep-records` of the agent      |
+//! | `OPTIN_BENCH_LOADS`              | `baseline,afresh,again` | the loads run, to profile or weigh one   |
 
 use std::convert::Infallible;
 use std::error::Error;
@@ -125,6 +126,8 @@ struct Settings {
     query: String,
     ingest_connections: usize,
     audit_keep: Option<u64>,
+    /// The loads run, in the order of the first round.
+    loads: Vec<Load>,
 }
 
 impl Settings {
@@ -147,7 +150,14 @@ impl Settings {
                 Ok(text) => Some(text.trim().parse().map_err(|_| format!("OPTIN_BENCH_AUDIT_KEEP={text:?} is not a number of records"))?),
                 Err(_) => None,
             },
+            loads: match std::env::var("OPTIN_BENCH_LOADS") {
+                Ok(text) => text.split(',').map(|name| LOADS.into_iter().find(|l| l.name() == name.trim()).ok_or(format!("OPTIN_BENCH_LOADS: no load {name:?}"))).collect::<Result<_, _>>()?,
+                Err(_) => LOADS.to_vec(),
+            },
         };
+        if settings.loads.is_empty() {
+            return Err("OPTIN_BENCH_LOADS names no load".into());
+        }
         if settings.ingest_connections == 0 || settings.ingest_connections > 64 {
             return Err("OPTIN_BENCH_INGEST_CONNECTIONS must be 1..=64".into());
         }
@@ -168,7 +178,7 @@ impl Settings {
 
     /// A generous bound on the whole run, for the watchdog.
     fn budget(&self) -> Duration {
-        let measuring = (self.seconds + self.warmup + 1.0) * LOADS.len() as f64 * self.rounds as f64;
+        let measuring = (self.seconds + self.warmup + 1.0) * self.loads.len() as f64 * self.rounds as f64;
         let setup = 60.0 + self.signals as f64 / 1000.0;
         Duration::from_secs_f64(2.0 * (measuring + setup))
     }
@@ -329,8 +339,8 @@ async fn run(settings: &Settings) -> Result<(), Box<dyn Error>> {
     for round in 0..settings.rounds {
         // Each round starts one load later, so that none always follows another's load.
         let mut measured = Round::default();
-        for turn in 0..LOADS.len() {
-            let load = LOADS[(round + turn) % LOADS.len()];
+        for turn in 0..settings.loads.len() {
+            let load = settings.loads[(round + turn) % settings.loads.len()];
             let (target, cpu) = match load {
                 Load::Baseline => (&baseline_target, Cpu::Threads(BASELINE_THREADS)),
                 Load::Afresh => (&afresh_target, Cpu::Process(pid)),
