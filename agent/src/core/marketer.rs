@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use optin_protocol::jws::Jwk;
 use optin_protocol::scope::{Applied, GrantId, Granularity, ScopeError, SliceQuery, Terms};
 use optin_protocol::slice::{SliceClaims, SliceItem};
@@ -102,7 +104,7 @@ pub struct SliceRequest<'a> {
 /// A signed slice ready to send, already on record as `served`. It holds its grant's gate open
 /// (see [`super::gate`]); [`Served::deliver`] starts handing it over.
 pub struct Served {
-    jws: String,
+    jws: Bytes,
     pass: Pass,
     audit: AuditEvent,
     core: Arc<Core>,
@@ -123,7 +125,7 @@ impl Served {
     /// grant was revoked since the slice was cut, nothing is handed over and the audit records
     /// the cut-off. Otherwise the JWS comes back with the [`Delivery`] that the connection
     /// asks before taking each part, and tells once it has written the slice out.
-    pub fn deliver(self) -> Option<(String, Delivery)> {
+    pub fn deliver(self) -> Option<(Bytes, Delivery)> {
         let Served { jws, pass, audit, core } = self;
         let mut delivery = Delivery { pass: Some(pass), audit: Some(audit), core };
         delivery.take().ok()?;
@@ -333,6 +335,7 @@ impl Core {
             let version = self.store.signals_version();
             let claims = self.served_claims(record, &admitted.terms, &admitted.keys, &query, now)?;
             let (claims, jws, audit) = self.sign_on_record(&admitted, claims, asked, now)?;
+            let jws = Bytes::from(jws);
             if let AuditEvent::Served { jws_sha256, .. } = &audit {
                 self.repeats.keep(&again, (&claims, &jws, jws_sha256), version, self.config.abandon_after);
             }
@@ -380,7 +383,7 @@ impl Core {
     /// `jti`, `iat` and `audit_seq`, and a `served` record of this delivery that names the
     /// record of the first. As with a slice signed now, no byte leaves before the record is
     /// written.
-    fn repeat_on_record(&self, admitted: &Admitted, kept: &Slice, asked: &str, now: OffsetDateTime) -> Result<(String, AuditEvent), Refusal> {
+    fn repeat_on_record(&self, admitted: &Admitted, kept: &Slice, asked: &str, now: OffsetDateTime) -> Result<(Bytes, AuditEvent), Refusal> {
         let record = &admitted.record;
         let event = AuditEvent::Served {
             grant_id: record.id.clone(),
@@ -393,7 +396,7 @@ impl Core {
             repeat_of: Some(kept.first_seq),
         };
         self.store.append_audit(now, event.clone()).map_err(internal)?;
-        Ok((kept.jws.to_string(), event))
+        Ok((kept.jws.clone(), event))
     }
 
     /// Answers `GET /v1/grant`: the token's effective terms.

@@ -17,6 +17,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+
 use optin_protocol::scope::{Applied, GrantId, Granularity, Terms};
 use optin_protocol::signal::Kind;
 use optin_protocol::slice::{SliceClaims, SliceItem};
@@ -55,7 +57,7 @@ struct Entry {
 /// A signed slice, with what it was cut from.
 pub(super) struct Slice {
     /// The JWS as first sent.
-    pub jws: Arc<str>,
+    pub jws: Bytes,
     /// Its `jti`.
     pub slice_id: String,
     /// Hex SHA-256 of the JWS, as its records name it.
@@ -91,7 +93,7 @@ pub(super) struct Asked<'a> {
 impl Repeats {
     /// Keeps a slice just signed for `asked` (its claims, JWS and the JWS's hex SHA-256),
     /// cut when the signals were at `version`.
-    pub(super) fn keep(&self, asked: &Asked<'_>, signed: (&SliceClaims, &str, &str), version: u64, abandon_after: Span) {
+    pub(super) fn keep(&self, asked: &Asked<'_>, signed: (&SliceClaims, &Bytes, &str), version: u64, abandon_after: Span) {
         let (claims, jws, jws_sha256) = signed;
         if claims.scope.granularity == Granularity::Aggregate || jws.len() > MOST_BYTES / 8 {
             return;
@@ -108,7 +110,7 @@ impl Repeats {
             purpose: asked.purpose.to_owned(),
             version,
             settles: settles(&claims.items, abandon_after, now),
-            jws: jws.into(),
+            jws: jws.clone(),
         };
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         kept.clock += 1;

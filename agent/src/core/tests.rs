@@ -129,7 +129,7 @@ impl World {
     async fn fetch(&self, bundle: &GrantBundle, token: &str, query: &str) -> Result<SliceClaims, Refusal> {
         let served = self.slice(token, query, T).await?;
         let (jws, _pass) = served.deliver().expect("not revoked");
-        Ok(bundle.verify_slice_for(&jws, &audience(token, bundle)).expect("the slice verifies with its bundle"))
+        Ok(bundle.verify_slice_for(&text(jws), &audience(token, bundle)).expect("the slice verifies with its bundle"))
     }
 
     /// The audit log, read in pages as the CLI reads it, and whether its chain verifies.
@@ -173,6 +173,11 @@ impl World {
             })
             .collect()
     }
+}
+
+/// A JWS handed over, as text.
+fn text(jws: bytes::Bytes) -> String {
+    String::from_utf8(jws.to_vec()).expect("a JWS is ASCII")
 }
 
 /// The audience a token's slices are addressed to: a caveat's partner, or the marketer.

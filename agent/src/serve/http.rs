@@ -280,7 +280,7 @@ impl hyper::body::Body for GatedBody {
         let this = self.get_mut();
         let (jws, at, mut delivery) = match std::mem::replace(&mut this.handing, Handing::Done) {
             Handing::NotYet(served) => match served.deliver() {
-                Some((jws, delivery)) => (Bytes::from(jws), 0, delivery),
+                Some((jws, delivery)) => (jws, 0, delivery),
                 None => return Poll::Ready(Some(Err(CutOff))),
             },
             Handing::Parts { jws, at, delivery } => (jws, at, delivery),

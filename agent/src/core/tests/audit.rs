@@ -324,7 +324,7 @@ async fn every_slice_carries_the_number_of_its_served_record() {
             let request = crate::core::SliceRequest { bearer: Some(&bundle.token), query: Ok(Default::default()), asked: &asked, carrier: None };
             let (jws, delivery) = core.slice(request, T).await.expect("served").deliver().expect("handed over");
             delivery.written();
-            (bundle, jws)
+            (bundle, super::text(jws))
         }));
         if n % 4 == 0 {
             world.run(Request::Sharing { paused: false }).await;

@@ -19,7 +19,7 @@ async fn states(world: &World, bundle: &GrantBundle, now: OffsetDateTime) -> (Op
     let [listed] = signals.as_slice() else { panic!("one cart, got {signals:?}") };
     let served = world.slice(&bundle.token, "kinds=cart", now).await.expect("served");
     let (jws, _pass) = served.deliver().expect("handed over");
-    let claims = bundle.verify_slice(&jws).expect("verifies");
+    let claims = bundle.verify_slice(&super::text(jws)).expect("verifies");
     let [SliceItem::Raw(item)] = claims.items.as_slice() else { panic!("one raw item, got {:?}", claims.items) };
     (listed.state, item.state)
 }

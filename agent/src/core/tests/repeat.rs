@@ -43,6 +43,7 @@ struct Case {
 async fn take(world: &World, bundle: &GrantBundle, token: &str, query: &str, after: Duration) -> (String, SliceClaims, Option<u64>) {
     let served = world.slice(token, query, T + after).await.expect("served");
     let (jws, _delivery) = served.deliver().expect("handed over");
+    let jws = super::text(jws);
     let claims = bundle.verify_slice_for(&jws, &super::audience(token, bundle)).expect("the slice verifies with its bundle");
     let (records, chain) = world.audit().await;
     chain.expect("the audit chain verifies");

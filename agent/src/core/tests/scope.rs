@@ -166,7 +166,7 @@ async fn a_partner_token_is_served_to_the_partner_and_audited_so() {
     let claims = world.fetch(&bundle, &token, "").await.expect("served");
     assert_eq!(claims.aud, "partner.example");
     let (jws, _pass) = world.slice(&token, "", T).await.expect("served").deliver().expect("delivered");
-    let refused = bundle.verify_slice(&jws).expect_err("a partner's slice does not verify as the marketer's");
+    let refused = bundle.verify_slice(&super::text(jws)).expect_err("a partner's slice does not verify as the marketer's");
     assert_eq!(refused, SliceError::Claim { claim: "aud", expected: "acme.example".into(), found: "partner.example".into() });
     let (records, _) = world.audit().await;
     let served = records.last().expect("a record");
