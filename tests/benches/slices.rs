@@ -151,7 +151,10 @@ impl Settings {
                 Err(_) => None,
             },
             loads: match std::env::var("OPTIN_BENCH_LOADS") {
-                Ok(text) => text.split(',').map(|name| LOADS.into_iter().find(|l| l.name() == name.trim()).ok_or(format!("OPTIN_BENCH_LOADS: no load {name:?}"))).collect::<Result<_, _>>()?,
+                Ok(text) => text
+                    .split(',')
+                    .map(|name| LOADS.into_iter().find(|l| l.name() == name.trim()).ok_or(format!("OPTIN_BENCH_LOADS: no load {name:?}")))
+                    .collect::<Result<_, _>>()?,
                 Err(_) => LOADS.to_vec(),
             },
         };
