@@ -334,6 +334,11 @@ impl Core {
             // Read before the cut: a signal stored while it runs makes the slice out of date.
             let version = self.store.signals_version();
             let claims = self.served_claims(record, &admitted.terms, &admitted.keys, &query, now)?;
+            // A kept slice the cut holds the same as: served again, so that whether a slice is
+            // new tells nothing its scope does not show (a signal stored outside it).
+            if let Some(kept) = self.repeats.renewed(&again, &claims, version, self.config.abandon_after) {
+                return self.repeat_on_record(&admitted, &kept, asked, now);
+            }
             let (claims, jws, audit) = self.sign_on_record(&admitted, claims, asked, now)?;
             let jws = Bytes::from(jws);
             if let AuditEvent::Served { jws_sha256, .. } = &audit {

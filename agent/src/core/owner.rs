@@ -194,6 +194,7 @@ impl Core {
             Forget::All => "all".to_owned(),
         };
         let count = self.store.forget(&what)?;
+        self.repeats.clear();
         if let (Forget::Id(id), 0) = (&what, count) {
             // Like revoking an unknown grant: the person typed an id that names nothing, and
             // saying "forgot 0 signals" would hide the typo.

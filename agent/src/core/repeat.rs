@@ -5,14 +5,24 @@
 //! items*; otherwise it is cut again. Every delivery is still on record, a repeat as a
 //! `served` record naming the record that first served it (SPEC.md, "Repeated slices").
 //!
-//! A kept slice is current at `now` when, since it was cut:
-//! - no signal was stored or forgotten ([`crate::store::Store::signals_version`]);
-//! - the request presents the same terms (a token narrowed otherwise cuts its own) and the
-//!   scope they give now differs only in its time window, which the clock moves;
-//! - no signal the scope admits left the window at its start, or entered it at its end;
-//! - no cart in it changed state: a cart still open at the cut settles at its deadline.
+//! Whether a slice is served again must depend only on what the request's scope shows:
+//! otherwise a marketer polling one question would learn, from a new `jti` over the same
+//! items, that the person did something the grant does not show (a search withheld by the
+//! never-share list, a cart where only searches are granted). So a kept slice is served
+//! again exactly when a cut made now would hold the same items, in the same order and
+//! states, with or without a next page, for the same terms (a token narrowed otherwise cuts
+//! its own) and a scope that differs only in its time window, which the clock moves; and
+//! never before it was cut. That is known in one of two ways:
+//! - without cutting ([`Repeats::find`]), when since the slice was kept no signal was stored
+//!   or forgotten ([`crate::store::Store::signals_version`]), no signal the scope admits
+//!   left the window at its start or entered it at its end, and no open cart in it reached
+//!   its deadline;
+//! - otherwise by cutting, and comparing what the cut holds with what the slice holds
+//!   ([`Repeats::renewed`]); when they are the same, the slice is kept again as of that cut.
 //!
-//! Aggregate answers are never kept here: they have their own memory (`store::budget`).
+//! A forget lets go of every slice kept ([`Repeats::clear`]), so none holds, even in memory,
+//! what the person forgot. Aggregate answers are never kept here: they have their own memory
+//! (`store::budget`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -64,15 +74,20 @@ pub(super) struct Slice {
     pub jws_sha256: String,
     /// The audit record that first served it (its `audit_seq`).
     pub first_seq: u64,
+    /// When it was cut (its `iat`): it is never served as of an earlier time.
+    cut_at: OffsetDateTime,
+    /// What a cut is compared with: its items and whether a page follows ([`content`]).
+    content: [u8; 32],
     /// How many items it holds.
     pub items: usize,
-    /// The scope it was cut to, never-share list included.
+    /// The scope it was last found current under, never-share list included: the scope it
+    /// was cut to, or that of a later cut that held the same.
     applied: Applied,
     /// The terms it was cut under (the grant's, narrowed by the token), which give the
     /// claims besides the scope, and its grant's purpose.
     terms: Terms,
     purpose: String,
-    /// The signals' version it was cut at.
+    /// The signals' version it was last found current at.
     version: u64,
     /// When its first open cart settles (is abandoned unless a purchase came), if it holds one.
     settles: Option<OffsetDateTime>,
@@ -99,23 +114,58 @@ impl Repeats {
             return;
         }
         let Some(first_seq) = claims.audit_seq else { return };
-        let now = OffsetDateTime::from_unix_timestamp(claims.iat).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let cut_at = OffsetDateTime::from_unix_timestamp(claims.iat).unwrap_or(OffsetDateTime::UNIX_EPOCH);
         let slice = Slice {
             slice_id: claims.jti.clone(),
             jws_sha256: jws_sha256.to_owned(),
             first_seq,
+            cut_at,
+            content: content(claims),
             items: claims.items.len(),
             applied: claims.scope.clone(),
             terms: asked.terms.clone(),
             purpose: asked.purpose.to_owned(),
             version,
-            settles: settles(&claims.items, abandon_after, now),
+            settles: settles(&claims.items, abandon_after, cut_at),
             jws: jws.clone(),
         };
+        self.put(asked, slice);
+    }
+
+    /// The kept slice for `asked` that holds what `claims`, just cut for it at `version`,
+    /// hold: kept again as current under the cut's scope and version, and returned.
+    pub(super) fn renewed(&self, asked: &Asked<'_>, claims: &SliceClaims, version: u64, abandon_after: Span) -> Option<Arc<Slice>> {
+        let slice = self.lookup(asked)?;
+        let (then, now) = (&slice.applied, &claims.scope);
+        let holds =
+            slice.same_terms(asked) && now.since >= then.since && now.until >= then.until && same_but_window(then, now) && content(claims) == slice.content;
+        if !holds {
+            return None;
+        }
+        let renewed = Slice {
+            jws: slice.jws.clone(),
+            slice_id: slice.slice_id.clone(),
+            jws_sha256: slice.jws_sha256.clone(),
+            first_seq: slice.first_seq,
+            cut_at: slice.cut_at,
+            content: slice.content,
+            items: slice.items,
+            applied: claims.scope.clone(),
+            terms: slice.terms.clone(),
+            purpose: slice.purpose.clone(),
+            version,
+            settles: settles(&claims.items, abandon_after, asked.now),
+        };
+        Some(self.put(asked, renewed))
+    }
+
+    /// Keeps `slice` for `asked`, in place of any before, within the bounds.
+    fn put(&self, asked: &Asked<'_>, slice: Slice) -> Arc<Slice> {
+        let slice = Arc::new(slice);
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         kept.clock += 1;
         kept.bytes += slice.jws.len();
-        let entry = Entry { slice: Arc::new(slice), used: kept.clock };
+        let entry = Entry { slice: slice.clone(), used: kept.clock };
         if let Some(old) = kept.slices.insert((asked.grant.clone(), asked.asked.to_owned()), entry) {
             kept.bytes -= old.slice.jws.len();
         }
@@ -125,19 +175,30 @@ impl Repeats {
                 kept.bytes -= gone.slice.jws.len();
             }
         }
+        slice
+    }
+
+    /// The slice kept for `asked`, if any, marked as just used.
+    fn lookup(&self, asked: &Asked<'_>) -> Option<Arc<Slice>> {
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        kept.clock += 1;
+        let clock = kept.clock;
+        let entry = kept.slices.get_mut(&(asked.grant.clone(), asked.asked.to_owned()))?;
+        entry.used = clock;
+        Some(entry.slice.clone())
     }
 
     /// The kept slice that answers `asked` now, if one is still current (see the module).
     pub(super) fn find(&self, store: &Store, asked: &Asked<'_>) -> Result<Option<Arc<Slice>>, StoreError> {
-        let slice = {
-            let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
-            kept.clock += 1;
-            let clock = kept.clock;
-            let Some(entry) = kept.slices.get_mut(&(asked.grant.clone(), asked.asked.to_owned())) else { return Ok(None) };
-            entry.used = clock;
-            entry.slice.clone()
-        };
+        let Some(slice) = self.lookup(asked) else { return Ok(None) };
         Ok(slice.current(store, asked)?.then_some(slice))
+    }
+
+    /// Lets go of every slice kept: after a forget, none may hold what was forgotten.
+    pub(super) fn clear(&self) {
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        kept.slices.clear();
+        kept.bytes = 0;
     }
 
     /// Lets go of a grant's slices (revoked: none will be asked for again).
@@ -155,14 +216,17 @@ impl Repeats {
 }
 
 impl Slice {
+    /// Whether `asked` presents the terms and purpose it was cut for, no earlier than it was.
+    fn same_terms(&self, asked: &Asked<'_>) -> bool {
+        asked.now >= self.cut_at && self.terms == *asked.terms && self.purpose == asked.purpose
+    }
+
+    /// Whether it is current for `asked`, known without cutting (see the module).
     fn current(&self, store: &Store, asked: &Asked<'_>) -> Result<bool, StoreError> {
         let (then, now) = (&self.applied, asked.applied);
-        let same_claims = self.version == store.signals_version()
-            && self.settles.map_or(true, |at| asked.now < at)
-            && self.terms == *asked.terms
-            && self.purpose == asked.purpose;
+        let unchanged = self.version == store.signals_version() && self.settles.map_or(true, |at| asked.now < at) && self.same_terms(asked);
         // The window only ever moves forward; a clock set back cuts again.
-        if !same_claims || now.since < then.since || now.until < then.until {
+        if !unchanged || now.since < then.since || now.until < then.until {
             return Ok(false);
         }
         if !same_but_window(then, now) {
@@ -177,6 +241,17 @@ impl Slice {
         }
         Ok(true)
     }
+}
+
+/// What two cuts for the same request are compared by: the SHA-256 of the items' JSON and
+/// whether a page follows. The same items (ids are per grant, states included) with a next
+/// page after both end at the same position, so the kept `next_cursor` is right too.
+fn content(claims: &SliceClaims) -> [u8; 32] {
+    // Serialising items cannot fail (no map with non-string keys); an empty hash for a
+    // failure would only make two cuts differ.
+    let mut bytes = serde_json::to_vec(&claims.items).unwrap_or_default();
+    bytes.push(u8::from(claims.next_cursor.is_some()));
+    optin_protocol::sha256(&bytes)
 }
 
 /// Whether two scopes are the same but for their time window. Every field is named, so that

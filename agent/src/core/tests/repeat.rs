@@ -6,8 +6,11 @@ use optin_protocol::slice::SliceClaims;
 use serde_json::Value;
 use time::Duration;
 
+use optin_protocol::slice::{CartState, SliceItem};
+use serde_json::json;
+
 use super::scope::narrowed;
-use super::{cart, hours, purchase, search, World, T};
+use super::{cart, hours, purchase, search, ts, World, T};
 use crate::core::command::{Request, Response};
 use crate::core::Refusal;
 use crate::store::{AuditEvent, Forget};
@@ -164,4 +167,69 @@ async fn what_is_kept_is_bounded() {
         world.slice(&bundle.token, &format!("kinds=search&limit={limit}"), T).await.expect("served");
     }
     assert_eq!(world.core.repeats.len(), 256, "the least recently asked are let go of");
+}
+
+/// A slice's `jti` and its items' JSON, handed over at `now`.
+async fn jti_and_items(world: &World, bundle: &GrantBundle, query: &str, now: time::OffsetDateTime) -> (String, String) {
+    let (jws, _delivery) = world.slice(&bundle.token, query, now).await.expect("served").deliver().expect("handed over");
+    let claims = bundle.verify_slice(&super::text(jws)).expect("verifies");
+    (claims.jti.clone(), serde_json::to_string(&claims.items).expect("items"))
+}
+
+/// Whether a slice is served again tells nothing a new cut would not: a signal stored that
+/// the request's scope does not show makes no new slice, so a marketer polling one question
+/// cannot tell from a new `jti` that the person did something it was not granted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signal_the_scope_does_not_show_makes_no_new_slice() {
+    let withheld =
+        json!({"id": "h", "kind": "search", "at": ts(T - hours(1)), "query": "payday loan", "engine": "bing.com", "category": "Health & Beauty > Health Care"});
+    let cases = [
+        ("a cart, where only searches are asked", SEARCHES, cart("k", T - hours(1), "shop.example")),
+        ("a search the never-share list withholds", SEARCHES, withheld),
+        ("a search after the last of a full page", "kinds=search&limit=1", search("d", T - hours(1))),
+    ];
+    for (what, query, unseen) in cases {
+        let world = World::new();
+        world.ingest(&[search("b", T - hours(3)), search("c", T - hours(2))]).await;
+        let bundle = world.grant("search,cart", "raw", "7d").await;
+        let (first, items) = jti_and_items(&world, &bundle, query, T).await;
+        world.ingest(&[unseen]).await;
+        let (after, after_items) = jti_and_items(&world, &bundle, query, T + Duration::seconds(2)).await;
+        assert_eq!(after_items, items, "{what}: the same items");
+        assert_eq!(after, first, "{what}: served again");
+        // And from then on without cutting: kept again as of that cut.
+        let (later, _) = jti_and_items(&world, &bundle, query, T + Duration::seconds(3)).await;
+        assert_eq!(later, first, "{what}: still served again");
+    }
+}
+
+/// A request dated before the slice was cut (a clock set back) cuts again, even where the
+/// request fixes the window, so a cart's state is as a cut at that time shows it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clock_set_back_cuts_again_in_a_fixed_window() {
+    let world = World::new();
+    // Abandoned at T - 1h.
+    world.ingest(&[cart("k", T - hours(25), "shop.example")]).await;
+    let bundle = world.grant("cart", "raw", "7d").await;
+    let query = format!("kinds=cart&since={}&until={}", ts(T - hours(48)), ts(T - hours(24)));
+    let state = |items: &str| match &serde_json::from_str::<Vec<SliceItem>>(items).expect("items")[..] {
+        [SliceItem::Raw(raw)] => raw.state,
+        other => panic!("one raw cart, got {other:?}"),
+    };
+    let (first, items) = jti_and_items(&world, &bundle, &query, T).await;
+    assert_eq!(state(&items), Some(CartState::Abandoned));
+    let (again, earlier) = jti_and_items(&world, &bundle, &query, T - hours(2)).await;
+    assert_ne!(again, first, "cut again");
+    assert_eq!(state(&earlier), Some(CartState::Open), "as a cut at that time shows it");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forget_lets_go_of_every_kept_slice() {
+    let world = World::new();
+    world.ingest(&[search("b", T - hours(2))]).await;
+    let bundle = world.grant("search", "raw", "7d").await;
+    jti_and_items(&world, &bundle, SEARCHES, T).await;
+    assert_eq!(world.core.repeats.len(), 1);
+    world.run(Request::Forget { what: Forget::Id("b".into()) }).await;
+    assert_eq!(world.core.repeats.len(), 0, "nothing forgotten is held, even in memory");
 }
