@@ -51,7 +51,6 @@ use time::OffsetDateTime;
 pub mod arrival;
 pub mod audit;
 pub mod budget;
-mod commit;
 pub mod key;
 pub mod meta;
 pub mod push;
@@ -78,7 +77,7 @@ const AUDIT_HEAD: &str = "audit_head";
 const AUDIT_HEAD_MAC: &str = "audit_head_mac";
 
 /// A store failure.
-#[derive(Clone, Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// Another process holds the database.
@@ -110,10 +109,6 @@ pub enum StoreError {
     /// take some.
     #[error("the push queue is full ({0} events wait for their inboxes): `optin grants` shows which inboxes do not answer")]
     QueueFull(usize),
-    /// The commit that held a batch of signals stopped part way: nothing of the batch was
-    /// acknowledged, and it may be sent again.
-    #[error("storing the signals stopped part way; nothing of them is acknowledged: send them again")]
-    Abandoned,
 }
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -193,8 +188,6 @@ pub struct Store {
     push_state: sled::Tree,
     /// Serializes refusal counts: each is read, counted up and written back with its MAC.
     counting: Mutex<()>,
-    /// Batches of signals waiting to be stored, a group at a time ([`commit`]).
-    committer: commit::Committer<Batch, Vec<Outcome>>,
     meta: sled::Tree,
     /// The MAC key ([`Store::keyed`]); without it, grants and the audit are not used.
     mac: Option<StoreMac>,
@@ -282,7 +275,6 @@ impl Store {
             push_queue: db.open_tree("push_queue")?,
             push_state: db.open_tree("push_state")?,
             counting: Mutex::new(()),
-            committer: commit::Committer::new(),
             meta,
             mac: None,
             sealed: AtomicBool::new(false),
@@ -397,84 +389,56 @@ impl Store {
         self.insert(batch, Some(quota))
     }
 
-    /// Stores `batch` in the next group committed ([`commit`]) and returns its outcomes once
-    /// the group is flushed.
     fn insert(&self, batch: &[Signal], quota: Option<Quota>) -> Result<Vec<Outcome>> {
-        // Keys and bytes are made before the batch queues, by each caller at once, so that
-        // the committing caller spends its time on the transaction alone.
-        let batch = self.prepare(batch, quota)?;
-        let signals = batch.rows.len();
-        self.committer.submit(batch, signals, |group| {
-            let outcomes = self.store_group(group)?;
-            if outcomes.iter().flatten().any(|o| *o == Outcome::Stored) {
-                self.signals_changed();
-            }
-            self.flush()?;
-            Ok(outcomes)
-        })
-    }
-
-    fn prepare(&self, batch: &[Signal], quota: Option<Quota>) -> Result<Batch> {
         let mut rows = Vec::with_capacity(batch.len());
         for s in batch {
             let value = serde_json::to_vec(s).map_err(|e| corrupt("signals", e))?;
-            let purchase = match (s.kind(), s.body.merchant()) {
-                (Kind::Purchase, Some(m)) => Some(key::purchase(m, s.at, s.id.as_str())),
-                _ => None,
-            };
-            rows.push(Row { id: s.id.as_str().to_owned(), key: key::signal(s.kind(), s.at, s.id.as_str()), value, purchase });
+            rows.push((s, key::signal(s.kind(), s.at, s.id.as_str()), value));
         }
-        Ok(Batch { rows, quota })
-    }
-
-    /// Stores a group of batches in one transaction, in order, each as if stored alone after
-    /// the ones before it: an id an earlier batch stored is a duplicate, and the quota counts
-    /// on from what earlier batches counted. One list of outcomes per batch. Not flushed.
-    fn store_group(&self, group: &[Batch]) -> Result<Vec<Vec<Outcome>>> {
-        (&self.signals, &self.ids, &self.purchases, &self.meta, &self.arrivals, &self.arrival_of)
+        let outcomes = (&self.signals, &self.ids, &self.purchases, &self.meta, &self.arrivals, &self.arrival_of)
             .transaction(|(signals, ids, purchases, meta, arrivals, arrival_of)| {
-                let mut all = Vec::with_capacity(group.len());
-                // Each batch reads what the ones before wrote: a transaction sees its own writes.
-                for Batch { rows, quota } in group {
-                    let mut used = match quota {
-                        Some(q) => q.used(meta)?,
-                        None => 0,
-                    };
-                    let mut number = arrival::next(meta)?;
-                    let mut outcomes = Vec::with_capacity(rows.len());
-                    for row in rows {
-                        // An id whose signal is gone (an interrupted forget) counts as new.
-                        if let Some(old) = ids.get(row.id.as_str())? {
-                            if signals.get(&old)?.is_some() {
-                                outcomes.push(Outcome::Duplicate);
-                                continue;
-                            }
+                let mut used = match &quota {
+                    Some(q) => q.used(meta)?,
+                    None => 0,
+                };
+                let mut number = arrival::next(meta)?;
+                let mut outcomes = Vec::with_capacity(rows.len());
+                for (s, key, value) in &rows {
+                    // An id whose signal is gone (an interrupted forget) counts as new.
+                    if let Some(old) = ids.get(s.id.as_str())? {
+                        if signals.get(&old)?.is_some() {
+                            outcomes.push(Outcome::Duplicate);
+                            continue;
                         }
-                        if let Some(q) = quota {
-                            if used >= q.per_day {
-                                outcomes.push(Outcome::OverQuota);
-                                continue;
-                            }
-                            used += 1;
-                        }
-                        signals.insert(row.key.as_slice(), row.value.as_slice())?;
-                        ids.insert(row.id.as_str(), row.key.as_slice())?;
-                        arrival::record(arrivals, arrival_of, number, &row.key)?;
-                        number += 1;
-                        if let Some(purchase) = &row.purchase {
-                            purchases.insert(purchase.as_slice(), &[][..])?;
-                        }
-                        outcomes.push(Outcome::Stored);
                     }
-                    if let Some(q) = quota {
-                        q.record(meta, used)?;
+                    if let Some(q) = &quota {
+                        if used >= q.per_day {
+                            outcomes.push(Outcome::OverQuota);
+                            continue;
+                        }
+                        used += 1;
                     }
-                    arrival::set_next(meta, number)?;
-                    all.push(outcomes);
+                    signals.insert(key.as_slice(), value.as_slice())?;
+                    ids.insert(s.id.as_str(), key.as_slice())?;
+                    arrival::record(arrivals, arrival_of, number, key)?;
+                    number += 1;
+                    if let (Kind::Purchase, Some(m)) = (s.kind(), s.body.merchant()) {
+                        purchases.insert(key::purchase(m, s.at, s.id.as_str()), &[][..])?;
+                    }
+                    outcomes.push(Outcome::Stored);
                 }
-                Ok::<_, ConflictableTransactionError<StoreError>>(all)
+                if let Some(q) = &quota {
+                    q.record(meta, used)?;
+                }
+                arrival::set_next(meta, number)?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(outcomes)
             })
-            .map_err(tx_error)
+            .map_err(tx_error)?;
+        if outcomes.contains(&Outcome::Stored) {
+            self.signals_changed();
+        }
+        self.flush()?;
+        Ok(outcomes)
     }
 
     /// A number that changes whenever the signals do (stored, forgotten), in this process: a
@@ -804,24 +768,6 @@ impl Store {
     pub fn signal_counts(&self) -> Result<Vec<(Kind, usize)>> {
         Kind::ALL.into_iter().map(|k| Ok((k, self.signals.scan_prefix(key::kind_prefix(k)).keys().try_fold(0, |n, found| found.map(|_| n + 1))?))).collect()
     }
-}
-
-/// One caller's signals as [`Store::store_group`] writes them.
-struct Batch {
-    rows: Vec<Row>,
-    /// The extension's daily quota, for a metered batch.
-    quota: Option<Quota>,
-}
-
-/// One signal's id and its rows, made before its batch is committed.
-struct Row {
-    id: String,
-    /// Its `signals` key.
-    key: Vec<u8>,
-    /// Its stored JSON.
-    value: Vec<u8>,
-    /// Its `purchases` key, for a purchase at a merchant.
-    purchase: Option<Vec<u8>>,
 }
 
 /// What [`Store::revoke_partner`] found and did.
