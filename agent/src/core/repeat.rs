@@ -53,9 +53,15 @@ pub(super) struct Repeats {
 #[derive(Default)]
 struct Kept {
     slices: HashMap<(GrantId, String), Entry>,
-    bytes: usize,
     /// Counts lookups, so the least recently used slice is the one let go of.
     clock: u64,
+}
+
+impl Kept {
+    /// The bytes of the signed slices kept (a few hundred at most to add up).
+    fn bytes(&self) -> usize {
+        self.slices.values().map(|e| e.slice.jws.len()).sum()
+    }
 }
 
 /// A kept slice, and when it was last asked for.
@@ -65,6 +71,7 @@ struct Entry {
 }
 
 /// A signed slice, with what it was cut from.
+#[derive(Clone)]
 pub(super) struct Slice {
     /// The JWS as first sent.
     pub jws: Bytes,
@@ -137,26 +144,11 @@ impl Repeats {
     pub(super) fn renewed(&self, asked: &Asked<'_>, claims: &SliceClaims, version: u64, abandon_after: Span) -> Option<Arc<Slice>> {
         let slice = self.lookup(asked)?;
         let (then, now) = (&slice.applied, &claims.scope);
-        let holds =
-            slice.same_terms(asked) && now.since >= then.since && now.until >= then.until && same_but_window(then, now) && content(claims) == slice.content;
-        if !holds {
+        if !(slice.same_terms(asked) && same_scope_later(then, now) && content(claims) == slice.content) {
             return None;
         }
-        let renewed = Slice {
-            jws: slice.jws.clone(),
-            slice_id: slice.slice_id.clone(),
-            jws_sha256: slice.jws_sha256.clone(),
-            first_seq: slice.first_seq,
-            cut_at: slice.cut_at,
-            content: slice.content,
-            items: slice.items,
-            applied: claims.scope.clone(),
-            terms: slice.terms.clone(),
-            purpose: slice.purpose.clone(),
-            version,
-            settles: settles(&claims.items, abandon_after, asked.now),
-        };
-        Some(self.put(asked, renewed))
+        let settles = settles(&claims.items, abandon_after, asked.now);
+        Some(self.put(asked, Slice { applied: now.clone(), version, settles, ..Slice::clone(&slice) }))
     }
 
     /// Keeps `slice` for `asked`, in place of any before, within the bounds.
@@ -164,16 +156,11 @@ impl Repeats {
         let slice = Arc::new(slice);
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         kept.clock += 1;
-        kept.bytes += slice.jws.len();
         let entry = Entry { slice: slice.clone(), used: kept.clock };
-        if let Some(old) = kept.slices.insert((asked.grant.clone(), asked.asked.to_owned()), entry) {
-            kept.bytes -= old.slice.jws.len();
-        }
-        while kept.slices.len() > MOST_KEPT || kept.bytes > MOST_BYTES {
+        kept.slices.insert((asked.grant.clone(), asked.asked.to_owned()), entry);
+        while kept.slices.len() > MOST_KEPT || kept.bytes() > MOST_BYTES {
             let Some(oldest) = kept.slices.iter().min_by_key(|(_, e)| e.used).map(|(k, _)| k.clone()) else { break };
-            if let Some(gone) = kept.slices.remove(&oldest) {
-                kept.bytes -= gone.slice.jws.len();
-            }
+            kept.slices.remove(&oldest);
         }
         slice
     }
@@ -196,17 +183,12 @@ impl Repeats {
 
     /// Lets go of every slice kept: after a forget, none may hold what was forgotten.
     pub(super) fn clear(&self) {
-        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
-        kept.slices.clear();
-        kept.bytes = 0;
+        self.kept.lock().unwrap_or_else(|p| p.into_inner()).slices.clear();
     }
 
     /// Lets go of a grant's slices (revoked: none will be asked for again).
     pub(super) fn forget_grant(&self, grant: &GrantId) {
-        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
-        let gone: usize = kept.slices.iter().filter(|((g, _), _)| g == grant).map(|(_, e)| e.slice.jws.len()).sum();
-        kept.slices.retain(|(g, _), _| g != grant);
-        kept.bytes -= gone;
+        self.kept.lock().unwrap_or_else(|p| p.into_inner()).slices.retain(|(g, _), _| g != grant);
     }
 
     #[cfg(test)]
@@ -225,11 +207,7 @@ impl Slice {
     fn current(&self, store: &Store, asked: &Asked<'_>) -> Result<bool, StoreError> {
         let (then, now) = (&self.applied, asked.applied);
         let unchanged = self.version == store.signals_version() && self.settles.map_or(true, |at| asked.now < at) && self.same_terms(asked);
-        // The window only ever moves forward; a clock set back cuts again.
-        if !unchanged || now.since < then.since || now.until < then.until {
-            return Ok(false);
-        }
-        if !same_but_window(then, now) {
+        if !unchanged || !same_scope_later(then, now) {
             return Ok(false);
         }
         for kind in then.kinds.iter() {
@@ -254,11 +232,14 @@ fn content(claims: &SliceClaims) -> [u8; 32] {
     optin_protocol::sha256(&bytes)
 }
 
-/// Whether two scopes are the same but for their time window. Every field is named, so that
-/// one added to [`Applied`] must be placed here, in the comparison or out of it.
-fn same_but_window(a: &Applied, b: &Applied) -> bool {
-    let Applied { kinds, granularity, since: _, until: _, limit, categories, merchants, fields, never_share } = a;
-    *kinds == b.kinds
+/// Whether scope `b` is scope `a` later: the same but for a time window that only moved
+/// forward (a clock set back cuts again). Every field is named, so that one added to
+/// [`Applied`] must be placed here, in the comparison or out of it.
+fn same_scope_later(a: &Applied, b: &Applied) -> bool {
+    let Applied { kinds, granularity, since, until, limit, categories, merchants, fields, never_share } = a;
+    b.since >= *since
+        && b.until >= *until
+        && *kinds == b.kinds
         && *granularity == b.granularity
         && *limit == b.limit
         && *categories == b.categories
