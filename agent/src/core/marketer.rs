@@ -340,7 +340,6 @@ impl Core {
                 return self.repeat_on_record(&admitted, &kept, asked, now);
             }
             let (claims, jws, audit) = self.sign_on_record(&admitted, claims, asked, now)?;
-            let jws = Bytes::from(jws);
             if let AuditEvent::Served { jws_sha256, .. } = &audit {
                 self.repeats.keep(&again, (&claims, &jws, jws_sha256), version, self.config.abandon_after);
             }
@@ -362,22 +361,13 @@ impl Core {
     /// slice then cut off by a revocation gets a second record saying so (see [`Delivery`]).
     /// Waiting instead until the slice is written out would hold every other record (the
     /// person's own among them) behind the slowest marketer's connection.
-    fn sign_on_record(&self, admitted: &Admitted, claims: SliceClaims, asked: &str, now: OffsetDateTime) -> Result<(SliceClaims, String, AuditEvent), Refusal> {
-        let record = &admitted.record;
+    fn sign_on_record(&self, admitted: &Admitted, claims: SliceClaims, asked: &str, now: OffsetDateTime) -> Result<(SliceClaims, Bytes, AuditEvent), Refusal> {
         let signed = self.store.append_audit_with(now, |seq| {
             let claims = SliceClaims { audit_seq: Some(seq), ..claims };
             let payload = serde_json::to_vec(&claims).map_err(|e| Refusal::Internal(e.to_string()))?;
-            let jws = optin_protocol::jws::sign(&admitted.keys.signing, &payload);
-            let event = AuditEvent::Served {
-                grant_id: record.id.clone(),
-                marketer: record.marketer.clone(),
-                audience: (claims.aud != record.marketer).then(|| claims.aud.clone()),
-                asked: bounded_asked(asked),
-                items: claims.items.len(),
-                slice_id: claims.jti.clone(),
-                jws_sha256: optin_protocol::hex(&optin_protocol::sha256(jws.as_bytes())),
-                repeat_of: None,
-            };
+            let jws = Bytes::from(optin_protocol::jws::sign(&admitted.keys.signing, &payload));
+            let sha256 = optin_protocol::hex(&optin_protocol::sha256(&jws));
+            let event = served_event(admitted, asked, (claims.items.len(), &claims.jti, sha256), None);
             Ok((event.clone(), (claims, jws, event)))
         });
         let (_, made) = signed.map_err(internal)??;
@@ -389,17 +379,7 @@ impl Core {
     /// record of the first. As with a slice signed now, no byte leaves before the record is
     /// written.
     fn repeat_on_record(&self, admitted: &Admitted, kept: &Slice, asked: &str, now: OffsetDateTime) -> Result<(Bytes, AuditEvent), Refusal> {
-        let record = &admitted.record;
-        let event = AuditEvent::Served {
-            grant_id: record.id.clone(),
-            marketer: record.marketer.clone(),
-            audience: partner(admitted).map(str::to_owned),
-            asked: bounded_asked(asked),
-            items: kept.items,
-            slice_id: kept.slice_id.clone(),
-            jws_sha256: kept.jws_sha256.clone(),
-            repeat_of: Some(kept.first_seq),
-        };
+        let event = served_event(admitted, asked, (kept.items, &kept.slice_id, kept.jws_sha256.clone()), Some(kept.first_seq));
         self.store.append_audit(now, event.clone()).map_err(internal)?;
         Ok((kept.jws.clone(), event))
     }
@@ -587,6 +567,22 @@ impl RecordBudget {
 /// long URLs.
 fn bounded_asked(asked: &str) -> String {
     asked.chars().take(512).collect()
+}
+
+/// The `served` record of a delivery to `admitted` of a slice of (items, `jti`, hex SHA-256
+/// of its JWS): signed now, or served again after the record `repeat_of`.
+fn served_event(admitted: &Admitted, asked: &str, slice: (usize, &str, String), repeat_of: Option<u64>) -> AuditEvent {
+    let (items, slice_id, jws_sha256) = slice;
+    AuditEvent::Served {
+        grant_id: admitted.record.id.clone(),
+        marketer: admitted.record.marketer.clone(),
+        audience: partner(admitted).map(str::to_owned),
+        asked: bounded_asked(asked),
+        items,
+        slice_id: slice_id.to_owned(),
+        jws_sha256,
+        repeat_of,
+    }
 }
 
 /// The partner an admitted token was narrowed to, when not the grant's marketer.
