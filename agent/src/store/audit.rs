@@ -206,8 +206,7 @@ impl Store {
     pub fn append_audit(&self, at: OffsetDateTime, event: AuditEvent) -> Result<AuditRecord> {
         // The lock free (the common case when slices are few): no queue to go through.
         if let Some((mut chain, mac)) = self.chain_if_free()? {
-            let written = self.append_waiting(&mut chain, mac, vec![(at, event)])?.pop();
-            return written.ok_or_else(|| corrupt("audit", "a record was not written"));
+            return self.append(&mut chain, mac, at, event);
         }
         let outcome = Arc::new(Outcome::default());
         self.queue.lock().push(Waiting { at, event, outcome: outcome.clone() });
@@ -225,7 +224,7 @@ impl Store {
         }
         // Not written yet, so still waiting: only holders of the lock take from the queue,
         // and they settle all they take before letting go of it.
-        self.append_waiting(&mut chain, mac, Vec::new())?;
+        self.append_waiting(&mut chain, mac, None)?;
         settled(&outcome).unwrap_or_else(|| Err(corrupt("audit", "an append was taken from the queue and not written")))
     }
 
@@ -240,38 +239,32 @@ impl Store {
             Err(e) => return Ok(Err(e)),
         };
         // Its record first, with the number it was made for; those waiting after it.
-        let record = self.append_waiting(&mut chain, mac, vec![(at, event)])?.pop();
-        let record = record.ok_or_else(|| corrupt("audit", "a record made under the lock was not written"))?;
-        Ok(Ok((record, made)))
+        Ok(Ok((self.append(&mut chain, mac, at, event)?, made)))
     }
 
     /// The chain's lock, if no one holds it, as [`Store::chain`] takes it.
     fn chain_if_free(&self) -> Result<Option<(std::sync::MutexGuard<'_, Chain>, &StoreMac)>> {
+        // Sealed once `mac` returns: it seals the store the first time, as `chain` does.
         let mac = self.mac()?;
-        let chain = match self.chain.try_lock() {
-            Ok(chain) => chain,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
-        };
-        if !self.sealed.load(std::sync::atomic::Ordering::Acquire) {
-            // The first use seals the store as found; the usual way does that.
-            drop(chain);
-            return Ok(None);
+        match self.chain.try_lock() {
+            Ok(chain) => Ok(Some((chain, mac))),
+            Err(std::sync::TryLockError::Poisoned(p)) => Ok(Some((p.into_inner(), mac))),
+            Err(std::sync::TryLockError::WouldBlock) => Ok(None),
         }
-        Ok(Some((chain, mac)))
     }
 
+    /// Appends a record under the chain's lock, and every append waiting after it.
     pub(super) fn append(&self, chain: &mut Chain, mac: &StoreMac, at: OffsetDateTime, event: AuditEvent) -> Result<AuditRecord> {
-        let written = self.append_all(chain, mac, vec![(at, event)])?.pop();
+        let written = self.append_waiting(chain, mac, Some((at, event)))?;
         written.ok_or_else(|| corrupt("audit", "a record was not written"))
     }
 
-    /// Writes `first` and every append waiting in the queue, in that order, in one
-    /// transaction, and settles the waiting ones; returns the records of `first`.
-    fn append_waiting(&self, chain: &mut Chain, mac: &StoreMac, first: Vec<(OffsetDateTime, AuditEvent)>) -> Result<Vec<AuditRecord>> {
+    /// Writes `first`, if given, and every append waiting in the queue, in that order, in one
+    /// transaction, and settles the waiting ones; returns the record of `first`.
+    fn append_waiting(&self, chain: &mut Chain, mac: &StoreMac, first: Option<(OffsetDateTime, AuditEvent)>) -> Result<Option<AuditRecord>> {
         let waiting = std::mem::take(&mut *self.queue.lock());
-        let mine = first.len();
-        let mut events = first;
+        let mine = usize::from(first.is_some());
+        let mut events: Vec<_> = first.into_iter().collect();
         let mut outcomes = Vec::with_capacity(waiting.len());
         for w in waiting {
             events.push((w.at, w.event));
@@ -284,7 +277,7 @@ impl Store {
                 for (outcome, record) in outcomes.iter().zip(theirs) {
                     settle(outcome, Ok(record));
                 }
-                Ok(records)
+                Ok(records.pop())
             }
             Err(e) => {
                 for outcome in &outcomes {
