@@ -1,10 +1,11 @@
 //! The audit log as stored: appends, pages, and pruning behind a checkpoint.
 //!
-//! Records are appended under the chain's lock, each with its MAC, and the new chain head in
-//! the same transaction (`core::audit` describes the chain). Appends that arrive while the
-//! lock is held wait in a queue, and whoever takes the lock next writes all of them in one
-//! transaction ([`Store::append_audit`]): under load, a slice's record then costs a share of
-//! one transaction and one head, not one of each. Left alone, the log
+//! Records are appended under the chain's lock, each with its MAC, then the new chain head
+//! with its MAC (`core::audit` describes the chain). Appends that arrive while the lock is
+//! held wait in a queue, and whoever takes the lock next writes all of them, with one head
+//! ([`Store::append_audit`]). The writes are made in an order that a crash can only cut
+//! short, never reorder, and an append cut short is completed when the store is next used
+//! ([`Store::complete_append`]): what a transaction gave, without its cost. Left alone, the log
 //! grows by a record per slice served, for ever, so the agent prunes it
 //! ([`Store::prune_audit`]): once it holds more records than [`AuditKeep::records`], or
 //! records older than [`AuditKeep::age`], the oldest go, at most [`PRUNE_BATCH`] at a time.
@@ -312,26 +313,68 @@ impl Store {
         if records.is_empty() {
             return Ok(records);
         }
-        let head_tag = optin_protocol::hex(&mac.head(&head));
-        // One transaction, so the head never names a record that is not there, nor lags
-        // behind one that is.
-        (&self.audit, &self.audit_macs, &self.meta)
-            .transaction(|(audit, macs, meta)| {
-                for (key, bytes, tag) in &rows {
-                    audit.insert(&key[..], bytes.as_slice())?;
-                    match tag {
-                        Some(tag) => macs.insert(&key[..], &tag[..])?,
-                        // Not even a MAC left there by what was removed.
-                        None => macs.remove(&key[..])?,
-                    };
-                }
-                meta.insert(AUDIT_HEAD, head.encode().as_str())?;
-                meta.insert(AUDIT_HEAD_MAC, head_tag.as_str())?;
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
-            })
-            .map_err(tx_error)?;
+        // Plain writes in this order, not a sled transaction: each transaction costs sled two
+        // writes of its log buffer, and on the slices served again they were half the agent's
+        // CPU (BENCHMARKS.md). sled recovers a prefix of the writes made, so after a crash
+        // every MAC kept is for a record kept or the one after, and the head's MAC for the
+        // head kept or one of the records after it; [`Store::complete_append`] moves the
+        // head on over those records when the store is next used. Readers never see an
+        // append half written: they read under the chain's lock.
+        for (key, bytes, tag) in &rows {
+            match tag {
+                Some(tag) => self.audit_macs.insert(&key[..], &tag[..])?,
+                // Not even a MAC left there by what was removed.
+                None => self.audit_macs.remove(&key[..])?,
+            };
+            self.audit.insert(&key[..], bytes.as_slice())?;
+        }
+        self.meta.insert(AUDIT_HEAD_MAC, optin_protocol::hex(&mac.head(&head)).as_str())?;
+        self.meta.insert(AUDIT_HEAD, head.encode().as_str())?;
         *chain = Chain { head, seal: Seal::Valid };
+        self.appended.notify_one();
         Ok(records)
+    }
+
+    /// Returns once records were appended since it last returned: however many appends came
+    /// meanwhile, it returns once, so that one writing-out covers them all
+    /// (`serve::writeout`).
+    pub async fn appended(&self) {
+        self.appended.notified().await;
+    }
+
+    /// Completes an append that a crash cut short, the first time the store is used after
+    /// it, so that the head is again the last record ([`Store::append_all`] gives the order of
+    /// the writes): the records after the stored head that chain on from it, each with its
+    /// MAC, were written by this optin, and the head moves on to the last of them, when the
+    /// head's MAC is for the stored head or for one of them. Returns whether the head then
+    /// carries its MAC. Nothing else is mended: a record after the head without its MAC, or
+    /// a head's MAC for anything else, stays for verification to name.
+    pub(super) fn complete_append(&self, chain: &mut Chain, mac: &StoreMac, head_tag: Option<&[u8]>) -> Result<Seal> {
+        let stored = chain.head;
+        let mut vouched = mac.check_head(&stored, head_tag) == Seal::Valid;
+        let mut last = stored;
+        for row in stored.seq.checked_add(1).map(key::audit).into_iter().flat_map(|from| self.audit.range(from..)) {
+            let (k, v) = row?;
+            let seq = key::decode_audit(&k);
+            let hash = optin_protocol::sha256(&v);
+            let chained = serde_json::from_slice::<AuditRecord>(&v).is_ok_and(|r| r.prev == optin_protocol::hex(&last.hash));
+            if seq != last.seq.checked_add(1) || !chained || mac.check_record(last.seq + 1, &hash, self.audit_macs.get(&k)?.as_deref()) != Seal::Valid {
+                break;
+            }
+            last = AuditHead { seq: last.seq + 1, hash };
+            vouched |= mac.check_head(&last, head_tag) == Seal::Valid;
+        }
+        if !vouched {
+            return Ok(mac.check_head(&stored, head_tag));
+        }
+        if last != stored {
+            tracing::warn!(from = stored.seq, to = last.seq, "completing an audit append cut short");
+            self.meta.insert(AUDIT_HEAD_MAC, optin_protocol::hex(&mac.head(&last)).as_str())?;
+            self.meta.insert(AUDIT_HEAD, last.encode().as_str())?;
+            self.flush()?;
+            chain.head = last;
+        }
+        Ok(Seal::Valid)
     }
 
     /// The audit log as one consistent snapshot (appends and pruning wait while it is read),
@@ -830,5 +873,123 @@ mod tests {
         let stored: Vec<(u64, String)> = log.records.iter().map(|r| (r.record.seq, label(&r.record).to_owned())).collect();
         assert_eq!(returned, stored, "every append got the record stored at its number");
         assert_eq!(chained(&store), 320);
+    }
+
+    /// A keyed store at `path`, as the agent opens it after a restart.
+    fn reopened(path: &std::path::Path) -> Store {
+        let mac = StoreMac::new(hmac::Key::new(hmac::HMAC_SHA256, &[5; 32]));
+        Store::open(path).expect("a store").keyed(mac)
+    }
+
+    /// The head and records 1 to `n` as audit_log reads them: (head seq, head seal, every
+    /// record sealed).
+    fn as_read(store: &Store) -> (u64, Seal, Vec<(u64, Seal)>) {
+        let log = store.audit_log().expect("the log");
+        (log.head.0.seq, log.head.1, log.records.iter().map(|r| (r.record.seq, r.seal)).collect())
+    }
+
+    #[test]
+    fn an_append_cut_short_by_a_crash_is_completed_when_the_store_is_next_used() {
+        use Seal::Valid;
+        // An append of records 4 and 5 together makes six writes, in this order: record 4's
+        // MAC, record 4, record 5's MAC, record 5, the head's MAC, the head. sled keeps a
+        // prefix of them after a crash: how many were kept, and the head the store has then.
+        let cases = [(0, 3), (1, 3), (2, 4), (3, 4), (4, 5), (5, 5), (6, 5)];
+        let grant = GrantId::from_bytes([7; 12]);
+        for (kept, head) in cases {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let path = dir.path().join("store");
+            let store = reopened(&path);
+            for n in 0..3 {
+                served(&store, &grant, None, T + time::Duration::seconds(n));
+            }
+            let meta = |k: &str| store.meta.get(k).expect("read").expect("stored");
+            let before = [(AUDIT_HEAD_MAC, meta(AUDIT_HEAD_MAC)), (AUDIT_HEAD, meta(AUDIT_HEAD))];
+            for n in 3..5 {
+                served(&store, &grant, None, T + time::Duration::seconds(n));
+            }
+            let row = |tree: &sled::Tree, seq| (tree.clone(), key::audit(seq).to_vec(), tree.get(key::audit(seq)).expect("read").expect("stored"));
+            let mut writes = vec![row(&store.audit_macs, 4), row(&store.audit, 4), row(&store.audit_macs, 5), row(&store.audit, 5)];
+            writes.extend([AUDIT_HEAD_MAC, AUDIT_HEAD].map(|k| (store.meta.clone(), k.as_bytes().to_vec(), meta(k))));
+            // Back to the store as it was after record 3, then the writes that were kept.
+            for (tree, key, _) in &writes[..4] {
+                tree.remove(key).expect("write");
+            }
+            for (k, v) in &before {
+                store.meta.insert(k, v).expect("write");
+            }
+            for (tree, key, value) in &writes[..kept] {
+                tree.insert(key, value).expect("write");
+            }
+            store.flush().expect("flushed");
+            // The trees hold the database open too.
+            drop((writes, store));
+
+            let store = reopened(&path);
+            let records: Vec<(u64, Seal)> = (1..=head).map(|seq| (seq, Valid)).collect();
+            assert_eq!(as_read(&store), (head, Valid, records), "{kept} of the append's writes kept");
+            served(&store, &grant, None, T + time::Duration::seconds(9));
+            assert_eq!(as_read(&store).0, head + 1, "{kept} kept: the next record follows on");
+            assert!(as_read(&store).2.iter().all(|(_, seal)| *seal == Valid), "{kept} kept: every record vouched for");
+        }
+    }
+
+    #[test]
+    fn only_records_this_optin_wrote_move_the_head_on() {
+        use Seal::{Invalid, Missing, Valid};
+        let grant = GrantId::from_bytes([8; 12]);
+        // (what was done behind optin's back to a log of four records, the head then, its
+        // seal, and record 4's)
+        type Tamper = fn(&Store, &[(&str, sled::IVec)]);
+        let cases: [(&str, Tamper, u64, Seal, Seal); 3] = [
+            (
+                "a record after the head, without its MAC",
+                |store, head3| {
+                    store.audit_macs.remove(key::audit(4)).expect("write");
+                    head3.iter().for_each(|(k, v)| drop(store.meta.insert(k, v).expect("write")));
+                },
+                3,
+                Valid,
+                Missing,
+            ),
+            (
+                "a record after the head, with the MAC of another",
+                |store, head3| {
+                    let other = store.audit_macs.get(key::audit(3)).expect("read").expect("stored");
+                    store.audit_macs.insert(key::audit(4), other).expect("write");
+                    head3.iter().for_each(|(k, v)| drop(store.meta.insert(k, v).expect("write")));
+                },
+                3,
+                Valid,
+                Invalid,
+            ),
+            (
+                "the head's MAC of the head before",
+                |store, head3| {
+                    store.meta.insert(AUDIT_HEAD_MAC, head3[0].1.clone()).expect("write");
+                },
+                4,
+                Invalid,
+                Valid,
+            ),
+        ];
+        for (what, tamper, head, head_seal, fourth) in cases {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let path = dir.path().join("store");
+            let store = reopened(&path);
+            for n in 0..3 {
+                served(&store, &grant, None, T + time::Duration::seconds(n));
+            }
+            let meta = |k: &str| store.meta.get(k).expect("read").expect("stored");
+            let head3 = [(AUDIT_HEAD_MAC, meta(AUDIT_HEAD_MAC)), (AUDIT_HEAD, meta(AUDIT_HEAD))];
+            served(&store, &grant, None, T + time::Duration::seconds(3));
+            tamper(&store, &head3);
+            store.flush().expect("flushed");
+            drop(store);
+
+            let store = reopened(&path);
+            let (seq, seal, records) = as_read(&store);
+            assert_eq!((seq, seal, records.get(3).copied()), (head, head_seal, Some((4, fourth))), "{what}");
+        }
     }
 }

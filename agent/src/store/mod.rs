@@ -199,6 +199,8 @@ pub struct Store {
     chain: Mutex<Chain>,
     /// Audit appends waiting for the chain's lock, written together by its next holder.
     queue: audit::Queue,
+    /// Told of every audit append, so that they are written out soon after ([`Store::appended`]).
+    appended: tokio::sync::Notify,
     /// Held to read while the audit log is read with its checkpoint, and to write while a
     /// batch is pruned, so no reader sees a batch half gone ([`audit`]).
     pruning: RwLock<()>,
@@ -282,6 +284,7 @@ impl Store {
             // Checked against its MAC once the store is keyed.
             chain: Mutex::new(Chain { head, seal: Seal::Missing }),
             queue: Default::default(),
+            appended: tokio::sync::Notify::new(),
             pruning: RwLock::new(()),
             db,
         };
@@ -318,7 +321,8 @@ impl Store {
 
     /// Makes sure the store's records carry MACs, the first time a keyed store is used.
     ///
-    /// A store with a MACed chain head is sealed: its head is checked against its MAC. A
+    /// A store with a MACed chain head is sealed: its head is checked against its MAC, once an
+    /// append that a crash cut short is completed ([`Store::complete_append`]). A
     /// store without one was written by an optin that made no MACs, and every audit record,
     /// grant and the head are MACed as they are found: this trusts the store as it is at the
     /// upgrade, once. If it held anything, a `sealed` record says so in the log, so that a
@@ -326,7 +330,7 @@ impl Store {
     fn seal_as_found(&self, chain: &mut Chain, mac: &StoreMac) -> Result<()> {
         if let Some(stored) = self.meta.get(AUDIT_HEAD_MAC)? {
             let tag = std::str::from_utf8(&stored).ok().and_then(|hex| optin_protocol::hex::decode(hex).ok());
-            chain.seal = mac.check_head(&chain.head, tag.as_deref());
+            chain.seal = self.complete_append(chain, mac, tag.as_deref())?;
             return Ok(());
         }
         let mut records = 0;
