@@ -144,12 +144,6 @@ fn checked(checkpoint: &AuditCheckpoint, seal: Seal) -> Result<&AuditCheckpoint,
 }
 
 impl super::Core {
-    /// Returns once audit records were appended since it last returned (see
-    /// [`crate::store::Store::appended`]).
-    pub async fn audit_appended(&self) {
-        self.store.appended().await;
-    }
-
     /// Prunes the oldest records beyond the bound the agent runs with, one batch of at most
     /// [`crate::store::audit::PRUNE_BATCH`]: what the agent does in the background
     /// (`serve::prune`), never on a slice's way out.

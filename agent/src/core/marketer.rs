@@ -345,6 +345,12 @@ impl Core {
             }
             Ok((jws, audit))
         });
+        // No byte leaves before the slice's record is on disk: a record lost to a crash would
+        // leave the marketer holding a number (`audit_seq`) the log then gives to another.
+        let result = match result {
+            Ok(made) => self.records_on_disk().await.map(|()| made),
+            Err(refusal) => Err(refusal),
+        };
         match result {
             Ok((jws, audit)) => Ok(Served { jws, pass: admitted.pass, audit, core: self.clone() }),
             Err(refusal) => {
@@ -352,6 +358,24 @@ impl Core {
                 Err(refusal)
             }
         }
+    }
+
+    /// Returns once every audit record appended so far is on disk. Those who wait take turns;
+    /// whoever has the turn flushes the store once, for every record appended by then, so
+    /// that under load one flush serves many slices and the others find their records
+    /// already written.
+    async fn records_on_disk(&self) -> Result<(), Refusal> {
+        // Ours, and any appended before it; not those appended while this one waits, or under
+        // load no turn would ever find its records written.
+        let (mine, written) = self.store.audit_through();
+        if written >= mine {
+            return Ok(());
+        }
+        let _turn = self.write_turn.lock().await;
+        if self.store.audit_through().1 >= mine {
+            return Ok(());
+        }
+        blocking(|| self.store.write_out()).map_err(internal)
     }
 
     /// Signs a slice and writes its `served` record, whose sequence number the slice carries

@@ -91,6 +91,9 @@ pub struct Core {
     usage: Mutex<Option<owner::Usage>>,
     /// The slices last signed, served again while still current.
     repeats: repeat::Repeats,
+    /// Taken in turn by slices waiting for their audit records to be on disk: the holder
+    /// flushes every record appended by then ([`Core::slice`]).
+    write_turn: tokio::sync::Mutex<()>,
 }
 
 /// A failed owner command.
@@ -163,6 +166,7 @@ impl Core {
             requests: Mutex::new(()),
             usage: Mutex::new(None),
             repeats: Default::default(),
+            write_turn: tokio::sync::Mutex::new(()),
         }
     }
 

@@ -19,7 +19,6 @@ pub mod admin;
 pub mod http;
 pub mod listener;
 pub mod prune;
-pub mod writeout;
 
 #[cfg(test)]
 mod tests;
@@ -89,7 +88,6 @@ pub async fn serve(listeners: Listeners, core: Arc<Core>, shutdown: impl Future<
     let acceptor = TlsAcceptor::from(listeners.tls);
     let pushes = listeners.pushes.map(|client| tokio::spawn(crate::push::run(core.clone(), client, stop_rx.clone())));
     let pruner = tokio::spawn(prune::run(core.clone(), stop_rx.clone()));
-    let writer = tokio::spawn(writeout::run(core.clone(), stop_rx.clone()));
     let https = tokio::spawn(listener::accept_loop(listeners.https, acceptor, http::app(core.clone()), listeners.max_connections, stop_rx));
     shutdown.await;
     tracing::info!("shutting down");
@@ -102,7 +100,6 @@ pub async fn serve(listeners: Listeners, core: Arc<Core>, shutdown: impl Future<
         admin.await.context("admin task failed")??;
     }
     pruner.await.context("audit pruner failed")?;
-    writer.await.context("audit writer failed")?;
     core.flush()?;
     Ok(())
 }

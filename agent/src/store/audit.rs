@@ -28,6 +28,7 @@
 //! their MACs. The last record is never removed, so the first record kept always has a
 //! predecessor that was checked.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sled::transaction::ConflictableTransactionError;
@@ -318,8 +319,8 @@ impl Store {
         // CPU (BENCHMARKS.md). sled recovers a prefix of the writes made, so after a crash
         // every MAC kept is for a record kept or the one after, and the head's MAC for the
         // head kept or one of the records after it; [`Store::complete_append`] moves the
-        // head on over those records when the store is next used. Readers never see an
-        // append half written: they read under the chain's lock.
+        // head on over those records when the store is next used. Verification and pruning
+        // read under the chain's lock, so they never see an append half made.
         for (key, bytes, tag) in &rows {
             match tag {
                 Some(tag) => self.audit_macs.insert(&key[..], &tag[..])?,
@@ -331,15 +332,24 @@ impl Store {
         self.meta.insert(AUDIT_HEAD_MAC, optin_protocol::hex(&mac.head(&head)).as_str())?;
         self.meta.insert(AUDIT_HEAD, head.encode().as_str())?;
         *chain = Chain { head, seal: Seal::Valid };
-        self.appended.notify_one();
+        self.appended_through.fetch_max(head.seq, Ordering::Release);
         Ok(records)
     }
 
-    /// Returns once records were appended since it last returned: however many appends came
-    /// meanwhile, it returns once, so that one writing-out covers them all
-    /// (`serve::writeout`).
-    pub async fn appended(&self) {
-        self.appended.notified().await;
+    /// The sequence numbers of the last audit record appended since the store was opened,
+    /// and of the last one [`Store::write_out`] put on disk (0 for none).
+    pub fn audit_through(&self) -> (u64, u64) {
+        (self.appended_through.load(Ordering::Acquire), self.written_through.load(Ordering::Acquire))
+    }
+
+    /// Puts every audit record appended so far on disk, with one flush of the store; the
+    /// caller makes those who wait for their records take turns (`core::marketer`), so that
+    /// under load one flush covers the records of many slices.
+    pub fn write_out(&self) -> Result<()> {
+        let through = self.appended_through.load(Ordering::Acquire);
+        self.flush()?;
+        self.written_through.fetch_max(through, Ordering::Release);
+        Ok(())
     }
 
     /// Completes an append that a crash cut short, the first time the store is used after

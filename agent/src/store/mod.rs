@@ -199,8 +199,10 @@ pub struct Store {
     chain: Mutex<Chain>,
     /// Audit appends waiting for the chain's lock, written together by its next holder.
     queue: audit::Queue,
-    /// Told of every audit append, so that they are written out soon after ([`Store::appended`]).
-    appended: tokio::sync::Notify,
+    /// The last audit record appended, and the last one a finished [`Store::write_out`]
+    /// put on disk.
+    appended_through: AtomicU64,
+    written_through: AtomicU64,
     /// Held to read while the audit log is read with its checkpoint, and to write while a
     /// batch is pruned, so no reader sees a batch half gone ([`audit`]).
     pruning: RwLock<()>,
@@ -284,7 +286,8 @@ impl Store {
             // Checked against its MAC once the store is keyed.
             chain: Mutex::new(Chain { head, seal: Seal::Missing }),
             queue: Default::default(),
-            appended: tokio::sync::Notify::new(),
+            appended_through: AtomicU64::new(0),
+            written_through: AtomicU64::new(0),
             pruning: RwLock::new(()),
             db,
         };
