@@ -948,42 +948,81 @@ mod tests {
     fn only_records_this_optin_wrote_move_the_head_on() {
         use Seal::{Invalid, Missing, Valid};
         let grant = GrantId::from_bytes([8; 12]);
-        // (what was done behind optin's back to a log of four records, the head then, its
-        // seal, and record 4's)
-        type Tamper = fn(&Store, &[(&str, sled::IVec)]);
-        let cases: [(&str, Tamper, u64, Seal, Seal); 3] = [
+        let mac = StoreMac::new(hmac::Key::new(hmac::HMAC_SHA256, &[5; 32]));
+        let drop_record = |store: &Store, seq: u64| {
+            store.audit.remove(key::audit(seq)).expect("write");
+            store.audit_macs.remove(key::audit(seq)).expect("write");
+        };
+        // Done behind optin's back to a log of five records, given the head and its MAC as
+        // they were after record 3; then the head as the store has it, the head's seal, the
+        // fourth record kept (sequence number and seal), and the seal of the next record
+        // appended: one without its MAC when the head cannot be vouched for.
+        type Tamper<'a> = Box<dyn Fn(&Store, &[(&str, sled::IVec)]) + 'a>;
+        let head3 = |store: &Store, head3: &[(&str, sled::IVec)]| head3.iter().for_each(|(k, v)| drop(store.meta.insert(k, v).expect("write")));
+        let cases: Vec<(&str, Tamper, u64, Seal, (u64, Seal), Seal)> = vec![
             (
-                "a record after the head, without its MAC",
-                |store, head3| {
+                "record 4 left after the head without its MAC",
+                Box::new(|store, h| {
+                    drop_record(store, 5);
                     store.audit_macs.remove(key::audit(4)).expect("write");
-                    head3.iter().for_each(|(k, v)| drop(store.meta.insert(k, v).expect("write")));
-                },
+                    head3(store, h);
+                }),
                 3,
                 Valid,
-                Missing,
+                (4, Missing),
+                Valid,
             ),
             (
-                "a record after the head, with the MAC of another",
-                |store, head3| {
+                "record 4 left after the head with the MAC of another",
+                Box::new(|store, h| {
+                    drop_record(store, 5);
                     let other = store.audit_macs.get(key::audit(3)).expect("read").expect("stored");
                     store.audit_macs.insert(key::audit(4), other).expect("write");
-                    head3.iter().for_each(|(k, v)| drop(store.meta.insert(k, v).expect("write")));
-                },
+                    head3(store, h);
+                }),
                 3,
                 Valid,
-                Invalid,
-            ),
-            (
-                "the head's MAC of the head before",
-                |store, head3| {
-                    store.meta.insert(AUDIT_HEAD_MAC, head3[0].1.clone()).expect("write");
-                },
-                4,
-                Invalid,
+                (4, Invalid),
                 Valid,
             ),
+            (
+                "record 4 left after the head with its MAC, but naming another before it",
+                Box::new(|store, h| {
+                    drop_record(store, 5);
+                    let bytes = store.audit.get(key::audit(4)).expect("read").expect("stored");
+                    let mut record: serde_json::Value = serde_json::from_slice(&bytes).expect("a record");
+                    record["prev"] = "00".repeat(32).into();
+                    let bytes = serde_json::to_vec(&record).expect("JSON");
+                    store.audit_macs.insert(key::audit(4), &mac.record(4, &optin_protocol::sha256(&bytes))[..]).expect("write");
+                    store.audit.insert(key::audit(4), bytes).expect("write");
+                    head3(store, h);
+                }),
+                3,
+                Valid,
+                (4, Valid),
+                Valid,
+            ),
+            (
+                "record 5 left after the head, record 4 gone",
+                Box::new(|store, h| {
+                    drop_record(store, 4);
+                    head3(store, h);
+                }),
+                3,
+                Valid,
+                (5, Valid),
+                Valid,
+            ),
+            (
+                "the head's MAC of the head after record 3",
+                Box::new(|store, h| drop(store.meta.insert(AUDIT_HEAD_MAC, h[0].1.clone()).expect("write"))),
+                5,
+                Invalid,
+                (4, Valid),
+                Missing,
+            ),
         ];
-        for (what, tamper, head, head_seal, fourth) in cases {
+        for (what, tamper, head, head_seal, fourth, next) in cases {
             let dir = tempfile::tempdir().expect("a temporary directory");
             let path = dir.path().join("store");
             let store = reopened(&path);
@@ -991,15 +1030,20 @@ mod tests {
                 served(&store, &grant, None, T + time::Duration::seconds(n));
             }
             let meta = |k: &str| store.meta.get(k).expect("read").expect("stored");
-            let head3 = [(AUDIT_HEAD_MAC, meta(AUDIT_HEAD_MAC)), (AUDIT_HEAD, meta(AUDIT_HEAD))];
-            served(&store, &grant, None, T + time::Duration::seconds(3));
-            tamper(&store, &head3);
+            let after3 = [(AUDIT_HEAD_MAC, meta(AUDIT_HEAD_MAC)), (AUDIT_HEAD, meta(AUDIT_HEAD))];
+            for n in 3..5 {
+                served(&store, &grant, None, T + time::Duration::seconds(n));
+            }
+            tamper(&store, &after3);
             store.flush().expect("flushed");
             drop(store);
 
             let store = reopened(&path);
             let (seq, seal, records) = as_read(&store);
-            assert_eq!((seq, seal, records.get(3).copied()), (head, head_seal, Some((4, fourth))), "{what}");
+            assert_eq!((seq, seal, records.get(3).copied()), (head, head_seal, Some(fourth)), "{what}");
+            served(&store, &grant, None, T + time::Duration::seconds(9));
+            let appended = store.audit_log().expect("the log").records.into_iter().find(|r| r.record.seq == head + 1).map(|r| r.seal);
+            assert_eq!(appended, Some(next), "{what}: the next record");
         }
     }
 }
