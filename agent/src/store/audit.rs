@@ -959,7 +959,8 @@ mod tests {
         // appended: one without its MAC when the head cannot be vouched for.
         type Tamper<'a> = Box<dyn Fn(&Store, &[(&str, sled::IVec)]) + 'a>;
         let head3 = |store: &Store, head3: &[(&str, sled::IVec)]| head3.iter().for_each(|(k, v)| drop(store.meta.insert(k, v).expect("write")));
-        let cases: Vec<(&str, Tamper, u64, Seal, (u64, Seal), Seal)> = vec![
+        type Case<'a> = (&'a str, Tamper<'a>, u64, Seal, (u64, Seal), Seal);
+        let cases: Vec<Case> = vec![
             (
                 "record 4 left after the head without its MAC",
                 Box::new(|store, h| {
