@@ -898,6 +898,21 @@ mod tests {
         (log.head.0.seq, log.head.1, log.records.iter().map(|r| (r.record.seq, r.seal)).collect())
     }
 
+    /// A store at `path` holding five records of `grant`, with the head and its MAC as they
+    /// were after record 3.
+    fn five_records(path: &std::path::Path, grant: &GrantId) -> (Store, [(&'static str, sled::IVec); 2]) {
+        let store = reopened(path);
+        for n in 0..3 {
+            served(&store, grant, None, T + time::Duration::seconds(n));
+        }
+        let meta = |k: &str| store.meta.get(k).expect("read").expect("stored");
+        let after3 = [(AUDIT_HEAD_MAC, meta(AUDIT_HEAD_MAC)), (AUDIT_HEAD, meta(AUDIT_HEAD))];
+        for n in 3..5 {
+            served(&store, grant, None, T + time::Duration::seconds(n));
+        }
+        (store, after3)
+    }
+
     #[test]
     fn an_append_cut_short_by_a_crash_is_completed_when_the_store_is_next_used() {
         use Seal::Valid;
@@ -909,15 +924,8 @@ mod tests {
         for (kept, head) in cases {
             let dir = tempfile::tempdir().expect("a temporary directory");
             let path = dir.path().join("store");
-            let store = reopened(&path);
-            for n in 0..3 {
-                served(&store, &grant, None, T + time::Duration::seconds(n));
-            }
+            let (store, before) = five_records(&path, &grant);
             let meta = |k: &str| store.meta.get(k).expect("read").expect("stored");
-            let before = [(AUDIT_HEAD_MAC, meta(AUDIT_HEAD_MAC)), (AUDIT_HEAD, meta(AUDIT_HEAD))];
-            for n in 3..5 {
-                served(&store, &grant, None, T + time::Duration::seconds(n));
-            }
             let row = |tree: &sled::Tree, seq| (tree.clone(), key::audit(seq).to_vec(), tree.get(key::audit(seq)).expect("read").expect("stored"));
             let mut writes = vec![row(&store.audit_macs, 4), row(&store.audit, 4), row(&store.audit_macs, 5), row(&store.audit, 5)];
             writes.extend([AUDIT_HEAD_MAC, AUDIT_HEAD].map(|k| (store.meta.clone(), k.as_bytes().to_vec(), meta(k))));
@@ -1026,15 +1034,7 @@ mod tests {
         for (what, tamper, head, head_seal, fourth, next) in cases {
             let dir = tempfile::tempdir().expect("a temporary directory");
             let path = dir.path().join("store");
-            let store = reopened(&path);
-            for n in 0..3 {
-                served(&store, &grant, None, T + time::Duration::seconds(n));
-            }
-            let meta = |k: &str| store.meta.get(k).expect("read").expect("stored");
-            let after3 = [(AUDIT_HEAD_MAC, meta(AUDIT_HEAD_MAC)), (AUDIT_HEAD, meta(AUDIT_HEAD))];
-            for n in 3..5 {
-                served(&store, &grant, None, T + time::Duration::seconds(n));
-            }
+            let (store, after3) = five_records(&path, &grant);
             tamper(&store, &after3);
             store.flush().expect("flushed");
             drop(store);
